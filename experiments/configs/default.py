@@ -1,0 +1,97 @@
+"""Default experiment: a small RetinaNet on the embedded `jaxdet_shapes` dataset, for 2 CPU cores.
+
+    python -m experiments.train --config=experiments/configs/default.py --workdir=runs/default
+
+Any field can be overridden, e.g. `--config.loss.localization=smooth_l1`. `get_config("tiny")`
+(`--config=experiments/configs/default.py:tiny`) is a seconds-long variant for tests.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "jaxdet_shapes"
+    config.data.data_dir = ""  # "" = TFDS's default data dir.
+    config.data.train_split = "train"
+    config.data.eval_split = "validation"
+    config.data.image_size = 128
+    config.data.max_boxes = 16
+    config.data.hflip = True
+    config.data.scale_min = 0.8  # Scale jitter: longer side = image_size * U(scale_min, scale_max).
+    config.data.scale_max = 1.2
+    config.data.eval_max_images = 0  # 0 = the whole eval split.
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "retinanet"
+    config.model.backbone = "resnet_small"
+    config.model.backbone_norm = "batch"
+    config.model.head_norm = "group"
+    config.model.sync_batch_norm = False
+    config.model.fpn_channels = 64
+    config.model.head_convs = 2
+    config.model.min_level = 3
+    config.model.max_level = 5
+    config.model.anchor_size = 2.0  # Anchor side = anchor_size * stride (RetinaNet: 4; small objects here).
+    config.model.num_scales = 3
+    config.model.aspect_ratios = (1.0,)
+    config.model.anchor_offset = 0.5
+    config.model.fg_iou = 0.5
+    config.model.bg_iou = 0.4
+    config.model.box_weights = (1.0, 1.0, 1.0, 1.0)
+    config.model.pre_nms_topk = 1000
+    config.model.score_threshold = 0.05
+    config.model.nms_iou_threshold = 0.5
+    config.model.max_detections = 100
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.classification = "sigmoid_focal"
+    config.loss.localization = "giou"
+    config.loss.confidence = "none"
+    config.loss.classification_weight = 1.0
+    config.loss.localization_weight = 2.0
+    config.loss.confidence_weight = 1.0
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.name = "adamw"
+    config.optim.learning_rate = 2e-3
+    config.optim.momentum = 0.9
+    config.optim.weight_decay = 1e-4
+    config.optim.schedule = "cosine"  # "cosine", "step" or "constant"
+    config.optim.warmup_steps = 100
+    config.optim.decay_steps_fractions = (0.67, 0.89)  # For "step": decay by 10x at these fractions.
+    config.optim.grad_clip_norm = 10.0
+
+    config.train = ml_collections.ConfigDict()
+    config.train.steps = 1000
+    config.train.batch_size = 32  # Global, over all devices of all processes.
+    config.train.eval_batch_size = 50
+    config.train.eval_every = 500
+    config.train.checkpoint_every = 500
+    config.train.keep_checkpoints = 3
+    config.train.log_every = 50
+    config.train.compute_dtype = "float32"
+    config.train.num_prediction_images = 8
+
+    if arg == "tiny":
+        config.data.image_size = 64
+        config.data.eval_max_images = 16
+        config.model.backbone = "resnet_tiny"
+        config.model.fpn_channels = 16
+        config.model.head_convs = 1
+        config.model.pre_nms_topk = 100
+        config.model.max_detections = 20
+        config.train.steps = 6
+        config.train.batch_size = 8
+        config.train.eval_batch_size = 8
+        config.train.eval_every = 6
+        config.train.checkpoint_every = 3
+        config.train.log_every = 2
+        config.train.num_prediction_images = 2
+        config.optim.warmup_steps = 2
+    elif arg:
+        raise ValueError(f"unknown config variant {arg!r}; valid: 'tiny' or none")
+    return config

@@ -1,0 +1,63 @@
+"""Anchor grids for feature pyramids, as static numpy arrays computed once per config.
+
+Anchors are ordered level by level, then row-major over the feature map (y, x), then
+by anchor type: the order in which a head's [B, H, W, A * K] output is flattened to
+[B, H * W * A, K]. They are numpy (not traced) so shapes stay static inside jit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def level_shapes(image_size: int, levels: Sequence[int]) -> list[tuple[int, int]]:
+    """Feature-map (height, width) per pyramid level for a square image, rounding up as convs do."""
+    return [(math.ceil(image_size / 2**lvl), math.ceil(image_size / 2**lvl)) for lvl in levels]
+
+
+def cell_anchors(size: float, scales: Sequence[float], aspect_ratios: Sequence[float]) -> np.ndarray:
+    """Anchors centred on the origin: [len(aspect_ratios) * len(scales), 4] xyxy.
+
+    `aspect_ratio` is height / width (torchvision's convention); area is (size * scale)^2.
+    """
+    out = []
+    for ratio in aspect_ratios:
+        for scale in scales:
+            area = (size * scale) ** 2
+            w = math.sqrt(area / ratio)
+            h = w * ratio
+            out.append([-w / 2, -h / 2, w / 2, h / 2])
+    return np.asarray(out, np.float32)
+
+
+def anchor_grid(
+    image_size: int,
+    levels: Sequence[int],
+    size_per_stride: float = 4.0,
+    scales: Sequence[float] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3)),
+    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    offset: float = 0.5,
+) -> np.ndarray:
+    """All anchors of a pyramid: [sum_l H_l * W_l * A, 4] xyxy pixels.
+
+    Level l has stride 2**l and base size `size_per_stride * stride` (RetinaNet: 4, so
+    32 px on P3). Centres sit at (i + offset) * stride.
+    """
+    grids = []
+    for lvl, (h, w) in zip(levels, level_shapes(image_size, levels)):
+        stride = 2**lvl
+        base = cell_anchors(size_per_stride * stride, scales, aspect_ratios)  # [A, 4]
+        ys = (np.arange(h, dtype=np.float32) + offset) * stride
+        xs = (np.arange(w, dtype=np.float32) + offset) * stride
+        cy, cx = np.meshgrid(ys, xs, indexing="ij")
+        centres = np.stack([cx, cy, cx, cy], axis=-1).reshape(h * w, 1, 4)
+        grids.append((centres + base[None]).reshape(-1, 4))
+    return np.concatenate(grids, axis=0)
+
+
+def anchors_per_location(scales: Sequence[float], aspect_ratios: Sequence[float]) -> int:
+    """Number of anchor types A at each feature-map position."""
+    return len(scales) * len(aspect_ratios)

@@ -1,0 +1,57 @@
+"""Checkpoints with orbax: save every N steps, keep the last K, resume from the workdir.
+
+Orbax writes each step to a temporary directory and renames it when complete, so a
+run killed mid-save leaves only complete checkpoints behind. Every process calls
+`save` (orbax coordinates the hosts); only complete steps are listed for restore.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+    """A thin wrapper over `ocp.CheckpointManager` for one pytree (the TrainState)."""
+
+    def __init__(self, directory: str, keep: int, save_every: int):
+        self.directory = os.path.abspath(directory)
+        self.save_every = save_every
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any, force: bool = False) -> bool:
+        """Saves `state` at `step` if it is a multiple of `save_every` (or `force`); async, see `wait`."""
+        # Our own interval test: orbax would also save the first step it is shown.
+        if not force and step % self.save_every:
+            return False
+        return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+    def restore(self, step: int, target: Any) -> Any:
+        """Restores `step` into the structure, shapes and shardings of `target`.
+
+        Raises ValueError naming the checkpoint when its structure does not match (for
+        example a different model), instead of orbax's deep error.
+        """
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+        try:
+            return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"the checkpoint at step {step} in {self.directory} does not match this model "
+                f"(different detector, backbone or number of classes?). Use a new --workdir, or the "
+                f"config that wrote it. Orbax said: {str(e)[:500]}"
+            ) from e
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()

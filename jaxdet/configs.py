@@ -1,0 +1,118 @@
+"""Config checks at start-up, and the config record kept in the workdir.
+
+Everything here runs before any JAX work so a bad config fails in a second with a
+message naming the field and the valid values, not with a traceback from inside jit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import ml_collections
+
+from jaxdet import losses, optim
+from jaxdet.models import detectors
+from jaxdet.models.backbones import BACKBONES
+from jaxdet.models.layers import NORMS
+
+# Sections whose change makes a checkpoint meaningless (resume refuses them).
+MODEL_SECTIONS = ("model", "data")
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
+    """Raises ValueError naming the first bad field of `config`."""
+    for family in ("classification", "localization", "confidence"):
+        losses.get_loss(family, config.loss[family])
+    if config.model.name not in detectors.DETECTORS:
+        raise ValueError(
+            f"unknown detector {config.model.name!r} (config.model.name); valid names: {sorted(detectors.DETECTORS)}"
+        )
+    if config.model.backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {config.model.backbone!r} (config.model.backbone); valid names: {sorted(BACKBONES)}")
+    for field in ("backbone_norm", "head_norm"):
+        if config.model[field] not in NORMS:
+            raise ValueError(f"unknown norm {config.model[field]!r} (config.model.{field}); valid: {NORMS}")
+    if config.model.head_norm == "batch":
+        raise ValueError("config.model.head_norm='batch' is not supported; use 'group' or 'none'")
+    if config.optim.name not in optim.OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {config.optim.name!r} (config.optim.name); valid: {optim.OPTIMIZERS}")
+    if config.optim.schedule not in optim.SCHEDULES:
+        raise ValueError(f"unknown schedule {config.optim.schedule!r} (config.optim.schedule); valid: {optim.SCHEDULES}")
+    if config.train.compute_dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"config.train.compute_dtype={config.train.compute_dtype!r}; valid: float32, bfloat16, float16")
+    for field in ("batch_size", "eval_batch_size"):
+        b = config.train[field]
+        if b <= 0 or b % num_devices:
+            raise ValueError(
+                f"config.train.{field}={b} (global) is not divisible by the {num_devices} devices; "
+                f"use a multiple of {num_devices}, e.g. {max(1, round(b / num_devices)) * num_devices}"
+            )
+        if b % num_processes:
+            raise ValueError(f"config.train.{field}={b} is not divisible by the {num_processes} processes")
+    for field in ("steps", "eval_every", "checkpoint_every", "log_every"):
+        if config.train[field] <= 0:
+            raise ValueError(f"config.train.{field} must be positive, got {config.train[field]}")
+    if config.data.max_boxes < 1:
+        raise ValueError(f"config.data.max_boxes must be >= 1, got {config.data.max_boxes}")
+    if config.data.image_size % 2**config.model.max_level:
+        raise ValueError(
+            f"config.data.image_size={config.data.image_size} must be a multiple of the coarsest stride "
+            f"2**model.max_level={2**config.model.max_level}"
+        )
+    if not 0 < config.data.scale_min <= config.data.scale_max:
+        raise ValueError(f"need 0 < data.scale_min <= data.scale_max, got {config.data.scale_min}, {config.data.scale_max}")
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=list)
+
+
+def fingerprint(config: ml_collections.ConfigDict) -> str:
+    """A short hash of the whole config (processes compare it at start-up)."""
+    return hashlib.sha256(to_json(config).encode()).hexdigest()[:16]
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def diff(old: dict, new: dict, sections: tuple[str, ...] | None = None) -> list[str]:
+    """Lines `key: old -> new` for fields that differ (within `sections` if given)."""
+    a, b = _flatten(old), _flatten(new)
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if sections and key.split(".")[0] not in sections:
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            lines.append(f"  {key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    return lines
+
+
+def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: bool) -> None:
+    """Writes workdir/config.json; when resuming, refuses a changed model or data section."""
+    path = os.path.join(workdir, "config.json")
+    new = json.loads(to_json(config))
+    if resuming and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        changed = diff(old, new, MODEL_SECTIONS)
+        if changed:
+            raise ValueError(
+                f"{workdir} holds checkpoints of a different model/data config; changed fields:\n"
+                + "\n".join(changed)
+                + "\nUse a new --workdir, or restore the original values."
+            )
+    os.makedirs(workdir, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(to_json(config))
+    os.replace(tmp, path)

@@ -1,0 +1,220 @@
+"""tfds -> tf.data -> fixed-shape numpy batches, with a data order that is a pure function of (seed, step).
+
+Each process loads its own shard of a split (`tfds.even_splits`) into memory as
+encoded images plus annotations, then streams examples by global position k:
+epoch = k // n, the example is a seeded permutation (`index_shuffle`) of the epoch,
+and the augmentation draws use stateless ops seeded by (seed, k). So the batches after
+step s are the same whether the run started at 0 or resumed at s.
+
+Batches (per process) are dicts of numpy arrays:
+  image [B, S, S, 3] float32 pixels 0..255; boxes [B, M, 4] float32 xyxy pixels;
+  labels [B, M] int32; box_mask [B, M] bool; image_mask [B] bool (False: padding
+  added to fill the last evaluation batch); image_id [B] int64; scale [B] float32
+  (resized / original pixels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+
+# tf.data only feeds the host; keep TensorFlow off any accelerator JAX will use.
+tf.config.set_visible_devices([], "GPU")
+
+
+@dataclasses.dataclass
+class Source:
+    """One process's shard of a split, in memory. boxes[i]: [K_i, 4] xyxy original pixels."""
+
+    images: list[bytes]
+    boxes: list[np.ndarray]
+    labels: list[np.ndarray]
+    image_ids: np.ndarray
+    heights: np.ndarray
+    widths: np.ndarray
+    class_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_source(
+    name: str, split: str, data_dir: str | None = None, process_index: int = 0, process_count: int = 1
+) -> Source:
+    """Loads this process's shard of a TFDS detection split (features `image`, `objects/bbox|label`).
+
+    The dataset is built on first use (for `jaxdet_shapes`, in seconds, offline).
+    """
+    builder = tfds.builder(name, data_dir=data_dir)
+    builder.download_and_prepare()
+    if split not in builder.info.splits:
+        raise ValueError(f"dataset {name!r} has no split {split!r}; available: {sorted(builder.info.splits)}")
+    shard = tfds.even_splits(split, process_count)[process_index]
+    ds = builder.as_dataset(split=shard, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
+
+    def shape_of(ex):
+        ex["shape"] = tf.shape(tf.io.decode_image(ex["image"], channels=3, expand_animations=False))
+        return ex
+
+    ds = ds.map(shape_of, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    images, boxes, labels, ids, heights, widths = [], [], [], [], [], []
+    for i, ex in enumerate(tfds.as_numpy(ds)):
+        h, w = int(ex["shape"][0]), int(ex["shape"][1])
+        yxyx = np.asarray(ex["objects"]["bbox"], np.float32).reshape(-1, 4)
+        boxes.append(np.stack([yxyx[:, 1] * w, yxyx[:, 0] * h, yxyx[:, 3] * w, yxyx[:, 2] * h], axis=1))
+        labels.append(np.asarray(ex["objects"]["label"], np.int32).reshape(-1))
+        images.append(ex["image"])
+        ids.append(int(ex["image/id"]) if "image/id" in ex else i + 1)
+        heights.append(h)
+        widths.append(w)
+    class_names = list(builder.info.features["objects"]["label"].names)
+    return Source(images, boxes, labels, np.asarray(ids, np.int64), np.asarray(heights), np.asarray(widths), class_names)
+
+
+def _padded_annotations(source: Source, max_boxes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[n, M, 4] boxes, [n, M] labels, [n] counts; more than max_boxes is reported, not hidden."""
+    n = len(source)
+    boxes = np.zeros((n, max_boxes, 4), np.float32)
+    labels = np.zeros((n, max_boxes), np.int32)
+    counts = np.zeros((n,), np.int32)
+    truncated_images = truncated_boxes = 0
+    for i, (b, l) in enumerate(zip(source.boxes, source.labels)):
+        k = min(len(b), max_boxes)
+        if len(b) > max_boxes:
+            truncated_images += 1
+            truncated_boxes += len(b) - max_boxes
+        boxes[i, :k], labels[i, :k], counts[i] = b[:k], l[:k], k
+    if truncated_boxes:
+        logging.warning(
+            "%d images have more than data.max_boxes=%d boxes; %d boxes beyond the limit are not "
+            "used for training (raise data.max_boxes to keep them).",
+            truncated_images, max_boxes, truncated_boxes,
+        )
+    return boxes, labels, counts
+
+
+def _resize_and_pad(image, boxes, size: int, scale_factor, offset_x=0.0, offset_y=0.0):
+    """Resizes so the longer side is size*scale_factor, crops at the offsets, pads to size."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = size * scale_factor / tf.reduce_max(shape)
+    new_hw = tf.cast(tf.round(shape * scale), tf.int32)
+    image = tf.image.resize(image, new_hw, method="bilinear")
+    ox = tf.cast(tf.round(offset_x * tf.maximum(tf.cast(new_hw[1] - size, tf.float32), 0.0)), tf.int32)
+    oy = tf.cast(tf.round(offset_y * tf.maximum(tf.cast(new_hw[0] - size, tf.float32), 0.0)), tf.int32)
+    image = image[oy : oy + size, ox : ox + size]
+    image = tf.image.pad_to_bounding_box(image, 0, 0, size, size)
+    shift = tf.cast(tf.stack([ox, oy, ox, oy]), tf.float32)
+    boxes = boxes * scale - shift
+    boxes = tf.clip_by_value(boxes, 0.0, float(size))
+    return image, boxes, scale
+
+
+class Pipeline:
+    """Builds train and eval streams for one process's shard of a split."""
+
+    def __init__(self, source: Source, image_size: int, max_boxes: int):
+        self.source = source
+        self.image_size = image_size
+        self.max_boxes = max_boxes
+        boxes, labels, counts = _padded_annotations(source, max_boxes)
+        self._images = tf.constant(source.images, tf.string)
+        self._boxes = tf.constant(boxes)
+        self._labels = tf.constant(labels)
+        self._counts = tf.constant(counts)
+        self._ids = tf.constant(source.image_ids)
+
+    def _example(self, idx):
+        image = tf.io.decode_image(self._images[idx], channels=3, expand_animations=False)
+        image = tf.cast(image, tf.float32)
+        image.set_shape([None, None, 3])
+        mask = tf.range(self.max_boxes) < self._counts[idx]
+        return image, self._boxes[idx], self._labels[idx], mask
+
+    def _finish(self, image, boxes, labels, mask, image_id, scale, image_ok=True):
+        # A box squeezed below one pixel by cropping no longer shows an object.
+        wh = boxes[:, 2:] - boxes[:, :2]
+        mask = mask & (wh[:, 0] >= 1.0) & (wh[:, 1] >= 1.0)
+        boxes = tf.where(mask[:, None], boxes, 0.0)
+        labels = tf.where(mask, labels, 0)
+        return {
+            "image": tf.ensure_shape(image, [self.image_size, self.image_size, 3]),
+            "boxes": boxes,
+            "labels": labels,
+            "box_mask": mask,
+            "image_mask": tf.convert_to_tensor(image_ok),
+            "image_id": image_id,
+            "scale": tf.cast(scale, tf.float32),
+        }
+
+    def train(
+        self, batch_size: int, seed: int, start_step: int = 0, hflip: bool = True, scale_range=(1.0, 1.0)
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Endless augmented batches for steps start_step, start_step + 1, ... (per process)."""
+        n = len(self.source)
+        if n == 0:
+            raise ValueError("the training split of this process is empty")
+        lo, hi = float(scale_range[0]), float(scale_range[1])
+        size = self.image_size
+
+        def fetch(k):
+            epoch, pos = k // n, k % n
+            idx = tf.random.experimental.index_shuffle(pos, tf.stack([tf.cast(seed, tf.int64), epoch]), n - 1)
+            image, boxes, labels, mask = self._example(idx)
+            draw = tf.random.stateless_uniform([4], seed=tf.stack([tf.cast(seed, tf.int64) + 1, k]))
+            scale_factor = lo + (hi - lo) * draw[0]
+            image, boxes, scale = _resize_and_pad(image, boxes, size, scale_factor, draw[1], draw[2])
+            if hflip:
+                flip = draw[3] < 0.5
+                image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
+                flipped = tf.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], axis=1)
+                boxes = tf.where(flip, flipped, boxes)
+            return self._finish(image, boxes, labels, mask, self._ids[idx], scale)
+
+        ds = tf.data.Dataset.range(start_step * batch_size, np.iinfo(np.int64).max)
+        ds = ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
+        return ds.as_numpy_iterator()
+
+    def eval(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """Every example once, in order; the last batch is padded with image_mask False."""
+        n = len(self.source)
+        total = -(-n // batch_size) * batch_size
+        size = self.image_size
+
+        def fetch(k):
+            idx = tf.minimum(k, n - 1)
+            image, boxes, labels, mask = self._example(idx)
+            image, boxes, scale = _resize_and_pad(image, boxes, size, 1.0)
+            return self._finish(image, boxes, labels, mask, self._ids[idx], scale, k < n)
+
+        ds = tf.data.Dataset.range(total).map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(batch_size).prefetch(2).as_numpy_iterator()
+
+
+def coco_ground_truth(source: Source) -> dict:
+    """COCO-format ground truth for a split, in original pixels; category ids are label + 1."""
+    images = [
+        {"id": int(i), "width": int(w), "height": int(h)}
+        for i, w, h in zip(source.image_ids, source.widths, source.heights)
+    ]
+    annotations = []
+    for image_id, boxes, labels in zip(source.image_ids, source.boxes, source.labels):
+        for box, label in zip(boxes, labels):
+            w, h = float(box[2] - box[0]), float(box[3] - box[1])
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": int(image_id),
+                    "category_id": int(label) + 1,
+                    "bbox": [float(box[0]), float(box[1]), w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(source.class_names)]
+    return {"images": images, "annotations": annotations, "categories": categories}

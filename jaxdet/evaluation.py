@@ -1,0 +1,46 @@
+"""COCO box metrics with faster-coco-eval (numerically the same as pycocotools)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+
+import numpy as np
+
+COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def evaluate_coco(ground_truth: dict, detections: list[dict]) -> dict[str, float]:
+    """COCO bbox metrics.
+
+    Args:
+      ground_truth: COCO-format dict with `images`, `annotations` (bbox [x, y, w, h],
+        area, iscrowd) and `categories`.
+      detections: COCO results format: dicts with `image_id`, `category_id`,
+        `bbox` [x, y, w, h] and `score`.
+    Returns:
+      {key: float} for COCO_KEYS; -1.0 where undefined (as pycocotools).
+    """
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    gt = copy.deepcopy(ground_truth)
+    gt.setdefault("info", {})
+    gt.setdefault("licenses", [])
+    known_images = {img["id"] for img in gt["images"]}
+    known_cats = {c["id"] for c in gt["categories"]}
+    for det in detections:
+        if det["image_id"] not in known_images:
+            raise ValueError(f"detection for image_id {det['image_id']} which is not in the ground truth")
+        if det["category_id"] not in known_cats:
+            raise ValueError(f"detection with category_id {det['category_id']} which is not in the ground truth")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(gt)
+        coco_dt = coco_gt.loadRes(copy.deepcopy(detections))
+        ev = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=lambda *a, **k: None)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = np.asarray(ev.stats[:12], np.float64)
+    return {k: float(v) for k, v in zip(COCO_KEYS, stats)}
+

@@ -1,0 +1,211 @@
+"""The training loop: set-up, resume, steps, progress lines, evaluation, checkpoints, pictures.
+
+`train_and_evaluate(config, workdir)` is the whole run; re-running it with the same
+workdir resumes from the latest checkpoint (the data stream resumes at the same step).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxdet import checkpoint, configs, evaluation, optim, summary, train, visualize
+from jaxdet.data import pipeline
+from jaxdet.models import detectors
+
+
+def _log(msg: str) -> None:
+    # Progress goes to stdout (process 0 only) so it is readable under absl's log noise.
+    if jax.process_index() == 0:
+        print(msg, flush=True)
+
+
+def _coco_results(dets: dict, batch: dict, image_ok: np.ndarray) -> list[dict]:
+    """Detections in model pixels -> COCO results in original pixels (valid images only)."""
+    out = []
+    for i in np.nonzero(image_ok)[0]:
+        scale = float(batch["scale"][i])
+        for box, score, cls, ok in zip(dets["boxes"][i], dets["scores"][i], dets["classes"][i], dets["valid"][i]):
+            if not ok:
+                continue
+            x1, y1, x2, y2 = (float(v) / scale for v in box)
+            out.append(
+                {
+                    "image_id": int(batch["image_id"][i]),
+                    "category_id": int(cls) + 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": float(score),
+                }
+            )
+    return out
+
+
+class Run:
+    """Holds everything one run builds once: mesh, data, detector, optimizer, compiled steps."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str, devices: Sequence[jax.Device] | None = None):
+        self.config, self.workdir = config, workdir
+        self.mesh = train.make_mesh(devices)
+        configs.validate(config, self.mesh.size, jax.process_count())
+        data_dir = config.data.data_dir or None
+        pi, pc = jax.process_index(), jax.process_count()
+        self.train_source = pipeline.load_source(config.data.name, config.data.train_split, data_dir, pi, pc)
+        eval_source = pipeline.load_source(config.data.name, config.data.eval_split, data_dir, pi, pc)
+        if config.data.eval_max_images:
+            eval_source = _head(eval_source, config.data.eval_max_images // pc)
+        self.eval_source = eval_source
+        self.class_names = self.train_source.class_names
+        self.detector = detectors.build_detector(config, len(self.class_names), train.AXIS)
+        self.tx, self.lr = optim.make_optimizer(config.optim, config.train.steps)
+        self.train_step = train.shard_train_step(train.make_train_step(self.detector, self.tx, self.lr), self.mesh)
+        self.eval_step = train.make_eval_step(self.detector, self.mesh)
+        self.base_rng = jax.random.key(config.seed)
+        self.writer = summary.MetricWriter(workdir)
+
+    def initial_state(self) -> train.TrainState:
+        init_rng = jax.random.fold_in(self.base_rng, -1 & 0x7FFFFFFF)
+        return train.init_state(self.detector, self.tx, init_rng, self.config.data.image_size, self.mesh)
+
+    def evaluate(self, state: train.TrainState, step: int) -> dict[str, float]:
+        """COCO metrics and validation loss terms on the eval split; logged and returned."""
+        cfg = self.config
+        local_bs = cfg.train.eval_batch_size // jax.process_count()
+        data = pipeline.Pipeline(self.eval_source, cfg.data.image_size, cfg.data.max_boxes)
+        results, term_sums, batches = [], {}, 0
+        for local in data.eval(local_bs):
+            dets, terms = self.eval_step(state, train.global_batch(self.mesh, local))
+            dets = train.to_host(dets)
+            host_batch = train.to_host({k: train.global_batch(self.mesh, {k: local[k]})[k] for k in ("scale", "image_id", "image_mask")})
+            results += _coco_results(dets, host_batch, host_batch["image_mask"])
+            for k, v in jax.device_get(terms).items():
+                term_sums[k] = term_sums.get(k, 0.0) + float(v)
+            batches += 1
+        metrics: dict[str, float] = {}
+        if jax.process_index() == 0:
+            gt = pipeline.coco_ground_truth(self._full_eval_source())
+            metrics = evaluation.evaluate_coco(gt, results)
+        metrics.update({f"loss_{k}": v / max(batches, 1) for k, v in term_sums.items()})
+        self.writer.write(step, "eval", metrics)
+        return metrics
+
+    def _full_eval_source(self) -> pipeline.Source:
+        if jax.process_count() == 1:
+            return self.eval_source
+        cfg = self.config
+        src = pipeline.load_source(cfg.data.name, cfg.data.eval_split, cfg.data.data_dir or None)
+        return _head(src, cfg.data.eval_max_images) if cfg.data.eval_max_images else src
+
+    def draw_predictions(self, state: train.TrainState, step: int) -> list[str]:
+        """Draws the first eval images with predictions (score >= 0.3) and ground truth."""
+        cfg = self.config
+        n = cfg.train.num_prediction_images
+        if n <= 0:
+            return []
+        data = pipeline.Pipeline(self.eval_source, cfg.data.image_size, cfg.data.max_boxes)
+        local = next(data.eval(cfg.train.eval_batch_size // jax.process_count()))
+        dets, _ = self.eval_step(state, train.global_batch(self.mesh, local))
+        dets = train.to_host(dets)
+        out_dir = os.path.join(self.workdir, "predictions")
+        paths, pictures = [], []
+        if jax.process_index() != 0:
+            return paths
+        os.makedirs(out_dir, exist_ok=True)
+        for i in range(min(n, int(local["image_mask"].sum()))):
+            keep = dets["valid"][i] & (dets["scores"][i] >= 0.3)
+            pic = visualize.draw_boxes(
+                local["image"][i], dets["boxes"][i][keep], dets["classes"][i][keep], dets["scores"][i][keep],
+                self.class_names, local["boxes"][i][local["box_mask"][i]], upscale=max(1, 384 // cfg.data.image_size),
+            )
+            path = os.path.join(out_dir, f"step{step:06d}_{int(local['image_id'][i])}.png")
+            visualize.Image.fromarray(pic).save(path)
+            paths.append(path)
+            pictures.append(pic)
+        self.writer.write_images(step, "predictions", np.stack(pictures))
+        return paths
+
+
+def _head(source: pipeline.Source, n: int) -> pipeline.Source:
+    return pipeline.Source(
+        source.images[:n], source.boxes[:n], source.labels[:n], source.image_ids[:n],
+        source.heights[:n], source.widths[:n], source.class_names,
+    )
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, devices: Sequence[jax.Device] | None = None
+) -> dict[str, float]:
+    """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final eval metrics."""
+    t_start = time.time()
+    cfg = config
+    run = Run(cfg, workdir, devices)
+    ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_checkpoints, cfg.train.checkpoint_every)
+    latest = ckpts.latest_step()
+    configs.check_and_record(cfg, workdir, resuming=latest is not None)
+    state = run.initial_state()
+    if latest is not None:
+        state = ckpts.restore(latest, state)
+        _log(f"resumed from {workdir}/checkpoints at step {latest}")
+    start = int(jax.device_get(state.step))
+    local_bs = cfg.train.batch_size // jax.process_count()
+    data = pipeline.Pipeline(run.train_source, cfg.data.image_size, cfg.data.max_boxes)
+    stream = data.train(local_bs, cfg.seed, start, cfg.data.hflip, (cfg.data.scale_min, cfg.data.scale_max))
+    n_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
+    _log(
+        f"{cfg.model.name}/{cfg.model.backbone}: {n_params / 1e6:.2f}M params, {len(run.class_names)} classes, "
+        f"{len(run.train_source)} train images (process shard), {run.mesh.size} device(s), "
+        f"global batch {cfg.train.batch_size}, steps {start}->{cfg.train.steps}"
+    )
+    metrics: dict[str, float] = {}
+    window: list[dict] = []
+    t_window, steps_window = time.time(), 0
+    for step in range(start, cfg.train.steps):
+        batch = train.global_batch(run.mesh, next(stream))
+        state, step_metrics = run.train_step(state, batch, run.base_rng)
+        window.append(step_metrics)
+        steps_window += 1
+        done = step + 1
+        if step == start:
+            jax.block_until_ready(state)
+            _log(f"step {done}: first step (compilation included) took {time.time() - t_start:.1f}s since start")
+            window, t_window, steps_window = [], time.time(), 0
+        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+            if window:
+                host = jax.device_get(window)
+                avg = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                dt = time.time() - t_window
+                ips = steps_window * cfg.train.batch_size / max(dt, 1e-9)
+                eta = (cfg.train.steps - done) * dt / max(steps_window, 1)
+                run.writer.write(done, "train", {**avg, "images_per_sec": ips})
+                _log(
+                    f"step {done}/{cfg.train.steps}  loss {avg['loss']:.4f}  cls {avg['classification']:.4f}  "
+                    f"loc {avg['localization']:.4f}  conf {avg['confidence']:.4f}  lr {avg['learning_rate']:.2e}  "
+                    f"{ips:.1f} img/s  ETA {eta:.0f}s"
+                )
+            window, t_window, steps_window = [], time.time(), 0
+        ckpts.save(done, state, force=done == cfg.train.steps)
+        if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
+            t_eval = time.time()
+            metrics = run.evaluate(state, done)
+            if "AP" in metrics:
+                _log(
+                    f"eval step {done}: AP {metrics['AP']:.4f}  AP50 {metrics['AP50']:.4f}  AP75 {metrics['AP75']:.4f}  "
+                    f"APs {metrics['APs']:.4f}  APm {metrics['APm']:.4f}  AR100 {metrics['AR100']:.4f}  "
+                    f"({time.time() - t_eval:.1f}s)"
+                )
+            t_window = time.time()
+    ckpts.wait()
+    if start >= cfg.train.steps:
+        _log(f"training already complete at step {start} (config.train.steps={cfg.train.steps}); evaluating")
+        metrics = run.evaluate(state, start)
+    paths = run.draw_predictions(state, int(jax.device_get(state.step)))
+    if paths:
+        _log(f"wrote {len(paths)} prediction images to {os.path.dirname(paths[0])}")
+    _log(f"done in {time.time() - t_start:.1f}s")
+    ckpts.close()
+    run.writer.close()
+    return metrics

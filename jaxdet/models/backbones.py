@@ -1,0 +1,107 @@
+"""ResNet backbones (NHWC) returning the C2..C5 feature maps by level.
+
+Level l has stride 2**l. `resnet18/34/50` follow He et al.; `resnet_tiny` is a narrow
+variant for tests and the CPU default run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxdet.models.layers import conv1x1, conv3x3, make_norm
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetSpec:
+    """Depths per stage, block type and widths (output channels of each stage's blocks)."""
+
+    stage_sizes: tuple[int, ...]
+    bottleneck: bool
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    stem_width: int = 64
+
+
+BACKBONES: dict[str, ResNetSpec] = {
+    "resnet_tiny": ResNetSpec((1, 1, 1, 1), False, (16, 32, 64, 128), 16),
+    "resnet_small": ResNetSpec((1, 1, 1, 1), False, (32, 64, 128, 256), 32),
+    "resnet18": ResNetSpec((2, 2, 2, 2), False),
+    "resnet34": ResNetSpec((3, 4, 6, 3), False),
+    "resnet50": ResNetSpec((3, 4, 6, 3), True),
+}
+
+
+class BasicBlock(nn.Module):
+    width: int
+    stride: int
+    norm: Any
+
+    @nn.compact
+    def __call__(self, x):
+        y = conv3x3(self.width, strides=self.stride, dtype=x.dtype)(x)
+        y = nn.relu(self.norm()(y))
+        y = conv3x3(self.width, dtype=x.dtype)(y)
+        # Zero-init of the last norm's scale makes each block start as identity (Goyal et al.).
+        y = self.norm(scale_init=nn.initializers.zeros)(y) if _has_scale(self.norm) else self.norm()(y)
+        if x.shape[-1] != self.width or self.stride != 1:
+            x = self.norm()(conv1x1(self.width, strides=self.stride, dtype=x.dtype)(x))
+        return nn.relu(x + y)
+
+
+class Bottleneck(nn.Module):
+    width: int  # output channels = 4 * inner width, as ResNet-50
+    stride: int
+    norm: Any
+
+    @nn.compact
+    def __call__(self, x):
+        inner = self.width // 4
+        y = nn.relu(self.norm()(conv1x1(inner, dtype=x.dtype)(x)))
+        y = nn.relu(self.norm()(conv3x3(inner, strides=self.stride, dtype=x.dtype)(y)))
+        y = conv1x1(self.width, dtype=x.dtype)(y)
+        y = self.norm(scale_init=nn.initializers.zeros)(y) if _has_scale(self.norm) else self.norm()(y)
+        if x.shape[-1] != self.width or self.stride != 1:
+            x = self.norm()(conv1x1(self.width, strides=self.stride, dtype=x.dtype)(x))
+        return nn.relu(x + y)
+
+
+def _has_scale(norm) -> bool:
+    return getattr(norm, "func", None) is nn.BatchNorm
+
+
+class ResNet(nn.Module):
+    """ResNet body: images [B, H, W, 3] -> {2: C2, 3: C3, 4: C4, 5: C5} (NHWC)."""
+
+    spec: ResNetSpec
+    norm: str = "batch"
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        norm = make_norm(self.norm, train, self.dtype, self.axis_name)
+        x = x.astype(self.dtype)
+        x = nn.Conv(self.spec.stem_width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], use_bias=False, dtype=self.dtype)(x)
+        x = nn.relu(norm()(x))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        block = Bottleneck if self.spec.bottleneck else BasicBlock
+        widths = self.spec.widths
+        if self.spec.bottleneck and widths == (64, 128, 256, 512):
+            widths = tuple(4 * w for w in widths)
+        features = {}
+        for stage, (depth, width) in enumerate(zip(self.spec.stage_sizes, widths)):
+            for i in range(depth):
+                stride = 2 if (i == 0 and stage > 0) else 1
+                x = block(width, stride, norm)(x)
+            features[stage + 2] = x
+        return features
+
+
+def get_backbone_spec(name: str) -> ResNetSpec:
+    """`BACKBONES[name]`, failing with the list of valid names."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r} (config.model.backbone); valid names: {sorted(BACKBONES)}")
+    return BACKBONES[name]

@@ -1,0 +1,54 @@
+"""One factory: `config.optim` -> an optax chain (clipping, weight decay, optimizer, schedule)."""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+def learning_rate_schedule(optim, total_steps: int) -> optax.Schedule:
+    """Linear warmup from 0 to `optim.learning_rate`, then cosine / step decay / constant."""
+    base, warmup = optim.learning_rate, min(optim.warmup_steps, total_steps)
+    if optim.schedule == "cosine":
+        after = optax.cosine_decay_schedule(base, max(total_steps - warmup, 1))
+    elif optim.schedule == "step":
+        boundaries = {max(int(f * total_steps) - warmup, 1): 0.1 for f in optim.decay_steps_fractions}
+        after = optax.piecewise_constant_schedule(base, boundaries)
+    elif optim.schedule == "constant":
+        after = optax.constant_schedule(base)
+    else:
+        raise ValueError(f"unknown schedule {optim.schedule!r} (config.optim.schedule); valid: {SCHEDULES}")
+    if warmup == 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), after], [warmup])
+
+
+def decay_mask(params):
+    """True for conv/dense kernels; norms' scales and all biases get no weight decay."""
+    return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optax chain for `config.optim` and its learning-rate schedule."""
+    lr = learning_rate_schedule(optim, total_steps)
+    parts = []
+    if optim.grad_clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(optim.grad_clip_norm))
+    if optim.name == "adamw":
+        parts.append(optax.adamw(lr, weight_decay=optim.weight_decay, mask=decay_mask))
+    else:
+        # Coupled (L2) decay for the others, as torch.optim's weight_decay.
+        if optim.weight_decay > 0:
+            parts.append(optax.add_decayed_weights(optim.weight_decay, mask=decay_mask))
+        if optim.name == "sgd":
+            parts.append(optax.sgd(lr, momentum=optim.momentum or None, nesterov=False))
+        elif optim.name == "adam":
+            parts.append(optax.adam(lr))
+        elif optim.name == "rmsprop":
+            parts.append(optax.rmsprop(lr, momentum=optim.momentum))
+        else:
+            raise ValueError(f"unknown optimizer {optim.name!r} (config.optim.name); valid: {OPTIMIZERS}")
+    return optax.chain(*parts), lr

@@ -1,0 +1,138 @@
+"""TrainState, the per-device train step, its data-parallel wrapper, and evaluation.
+
+The step is written for ONE device and averages with `lax.pmean(..., "data")`; it is
+mapped over a 1-D mesh of all devices with `jax.shard_map` inside `jax.jit` (donating
+the state). One device or sixty-four run the same code. The loop lives in `loop.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXIS = "data"
+
+# The fixed ImageNet statistics the backbone normalises with (pixels 0..255).
+PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
+PIXEL_STD = np.array([58.395, 57.12, 57.375], np.float32)
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step changes: step [], params, batch_stats (BatchNorm) and opt_state."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh with axis "data" over `devices` (default: every device of every process)."""
+    devices = list(jax.devices() if devices is None else devices)
+    return Mesh(np.array(devices), (AXIS,))
+
+
+def normalize(images: jax.Array) -> jax.Array:
+    return (images - PIXEL_MEAN) / PIXEL_STD
+
+
+def init_state(detector, tx: optax.GradientTransformation, rng: jax.Array, image_size: int, mesh: Mesh) -> TrainState:
+    """Initialises parameters and optimizer state, replicated over `mesh`."""
+
+    def init(rng):
+        dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+        variables = detector.module.init(rng, dummy, train=False)
+        params = variables["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=tx.init(params),
+        )
+
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(init, out_shardings=replicated)(rng)
+
+
+def make_train_step(detector, tx: optax.GradientTransformation, lr_schedule: optax.Schedule) -> Callable:
+    """The per-device step `(state, batch, base_rng) -> (state, metrics)`.
+
+    Must run where the mesh axis "data" is bound (see `shard_train_step`). Gradients,
+    BatchNorm statistics and metrics are averaged over the axis, so every device ends
+    the step with the same state.
+    """
+
+    def step_fn(state: TrainState, batch: dict[str, jax.Array], base_rng: jax.Array):
+        # Randomness is a pure function of (seed, step, device): resumable and distinct per device.
+        rng = jax.random.fold_in(jax.random.fold_in(base_rng, state.step), jax.lax.axis_index(AXIS))
+
+        def loss(params):
+            variables = {"params": params, "batch_stats": state.batch_stats}
+            outputs, mutated = detector.module.apply(
+                variables, normalize(batch["image"]), train=True, mutable=["batch_stats"]
+            )
+            total, terms = detector.loss_fn(outputs, batch, rng, axis_name=AXIS)
+            return total, (terms, mutated.get("batch_stats", {}))
+
+        (total, (terms, batch_stats)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        grads = jax.lax.pmean(grads, AXIS)
+        # Without sync BN each device sees its own statistics; averaging keeps replicas equal.
+        batch_stats = jax.lax.pmean(batch_stats, AXIS)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": total, **terms, "grad_norm": optax.global_norm(grads)}
+        metrics = jax.lax.pmean(metrics, AXIS)
+        metrics["learning_rate"] = lr_schedule(state.step)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+        return new_state, metrics
+
+    return step_fn
+
+
+def shard_train_step(step_fn: Callable, mesh: Mesh) -> Callable:
+    """jit(shard_map(step_fn)): state replicated, batch split along "data", state donated."""
+    mapped = jax.shard_map(
+        step_fn, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()), check_vma=False
+    )
+    return jax.jit(mapped, donate_argnums=(0,))
+
+
+def make_eval_step(detector, mesh: Mesh) -> Callable:
+    """jit(shard_map) of `(state, batch) -> (detections, loss terms)` in eval mode.
+
+    Detections are split along "data" like the batch; the loss terms are averaged.
+    """
+
+    def eval_fn(state: TrainState, batch: dict[str, jax.Array]):
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        outputs = detector.module.apply(variables, normalize(batch["image"]), train=False)
+        _, terms = detector.loss_fn(outputs, batch, jax.random.key(0), axis_name=AXIS)
+        terms = jax.lax.pmean(terms, AXIS)
+        return detector.predict(outputs)._asdict(), terms
+
+    mapped = jax.shard_map(eval_fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(AXIS), P()), check_vma=False)
+    return jax.jit(mapped)
+
+
+def global_batch(mesh: Mesh, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Per-process numpy batch -> global arrays split along "data" (multi-host safe)."""
+    sharding = NamedSharding(mesh, P(AXIS))
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+def to_host(tree: Any) -> Any:
+    """Fetches (possibly multi-host sharded) arrays to numpy on every process."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)

@@ -1,0 +1,21 @@
+"""Test set-up: 4 fake CPU devices (for the data-parallel tests) and a shared TFDS dir."""
+
+import os
+
+# Must happen before JAX initialises its backend.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory) -> str:
+    """A TFDS data dir holding `jaxdet_shapes`, generated once per test session (~20 s)."""
+    import tensorflow_datasets as tfds
+
+    import jaxdet  # noqa: F401
+
+    path = str(tmp_path_factory.mktemp("tfds"))
+    tfds.builder("jaxdet_shapes", data_dir=path).download_and_prepare()
+    return path

@@ -1,0 +1,128 @@
+"""The embedded dataset and the input pipeline."""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import jaxdet  # noqa: F401
+from jaxdet.data import pipeline, shapes
+
+
+def test_generation_is_deterministic_and_varied():
+    a = shapes.generate_example("train", 7)
+    b = shapes.generate_example("train", 7)
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["boxes"], b["boxes"])
+    counts, labels, sides, empty = [], [], [], 0
+    for i in range(300):
+        ex = shapes.generate_example("validation", i)
+        counts.append(len(ex["labels"]))
+        labels += list(ex["labels"])
+        if len(ex["boxes"]):
+            sides += list(np.maximum(ex["boxes"][:, 2] - ex["boxes"][:, 0], ex["boxes"][:, 3] - ex["boxes"][:, 1]))
+        empty += len(ex["labels"]) == 0
+        assert ex["image"].shape == (128, 128, 3) and ex["image"].dtype == np.uint8
+        assert np.all(ex["boxes"][:, :2] >= 0) and np.all(ex["boxes"][:, 2:] <= 128)
+    assert max(counts) == 8 and empty > 0
+    assert set(labels) == set(range(len(shapes.CLASS_NAMES)))
+    assert min(sides) <= 10 and max(sides) >= 56
+
+
+def test_tfds_load_after_import(tfds_dir):
+    ds = tfds.load("jaxdet_shapes", split="validation", data_dir=tfds_dir)
+    info = tfds.builder("jaxdet_shapes", data_dir=tfds_dir).info
+    assert info.splits["train"].num_examples >= 5000
+    assert info.splits["validation"].num_examples >= 500
+    ex = next(iter(tfds.as_numpy(ds.take(1))))
+    assert ex["image"].shape == (128, 128, 3)
+
+
+def _square_source(n=6, size=100):
+    """Black images with one white rectangle each: pixels say exactly where the box is."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images, boxes, labels = [], [], []
+    for i in range(n):
+        img = np.zeros((size, size + 20 * (i % 2), 3), np.uint8)  # some non-square images
+        x1, y1 = rng.integers(5, 50, 2)
+        x2, y2 = x1 + rng.integers(15, 40), y1 + rng.integers(15, 40)
+        img[y1:y2, x1:x2] = 255
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        images.append(buf.getvalue())
+        boxes.append(np.array([[x1, y1, x2, y2]], np.float32))
+        labels.append(np.array([i % 3], np.int32))
+    h = np.full(n, size)
+    w = np.array([size + 20 * (i % 2) for i in range(n)])
+    return pipeline.Source(images, boxes, labels, np.arange(1, n + 1), h, w, ["a", "b", "c"])
+
+
+def _pixel_box(image):
+    ys, xs = np.nonzero(image.mean(-1) > 127)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+
+
+def test_augmented_boxes_follow_pixels():
+    src = _square_source()
+    data = pipeline.Pipeline(src, image_size=64, max_boxes=4)
+    it = data.train(batch_size=6, seed=3, hflip=True, scale_range=(0.7, 1.4))
+    for _ in range(3):
+        batch = next(it)
+        assert batch["image"].shape == (6, 64, 64, 3) and batch["image"].dtype == np.float32
+        assert batch["boxes"].shape == (6, 4, 4) and batch["box_mask"].shape == (6, 4)
+        for i in range(6):
+            if not batch["box_mask"][i, 0]:
+                assert batch["image"][i].max() < 128  # the object was cropped away entirely
+                continue
+            np.testing.assert_allclose(batch["boxes"][i, 0], _pixel_box(batch["image"][i]), atol=1.5)
+            assert not batch["box_mask"][i, 1:].any()
+
+
+def test_stream_is_a_function_of_seed_and_step():
+    src = _square_source()
+    data = pipeline.Pipeline(src, image_size=64, max_boxes=4)
+    full = data.train(batch_size=2, seed=5, scale_range=(0.8, 1.2))
+    batches = [next(full) for _ in range(5)]
+    resumed = data.train(batch_size=2, seed=5, start_step=3, scale_range=(0.8, 1.2))
+    for k in (3, 4):
+        r = next(resumed)
+        for key in ("image", "boxes", "image_id"):
+            np.testing.assert_array_equal(r[key], batches[k][key])
+    other = next(data.train(batch_size=2, seed=6, scale_range=(0.8, 1.2)))
+    assert not np.array_equal(other["image"], batches[0]["image"])
+    # Every image appears once per epoch (3 batches of 2 = the 6 images).
+    assert sorted(np.concatenate([b["image_id"] for b in batches[:3]])) == list(range(1, 7))
+
+
+def test_eval_covers_every_image_once_and_maps_scale():
+    src = _square_source(n=5)
+    data = pipeline.Pipeline(src, image_size=50, max_boxes=2)
+    batches = list(data.eval(batch_size=2))
+    assert len(batches) == 3
+    mask = np.concatenate([b["image_mask"] for b in batches])
+    ids = np.concatenate([b["image_id"] for b in batches])[mask]
+    assert list(ids) == [1, 2, 3, 4, 5] and mask.sum() == 5
+    b = batches[0]
+    # Boxes scaled by `scale` back to original pixels are the source boxes.
+    np.testing.assert_allclose(b["boxes"][0, 0] / b["scale"][0], src.boxes[0][0], atol=1e-4)
+
+
+def test_too_many_boxes_are_reported(caplog):
+    src = _square_source(n=2)
+    src.boxes[0] = np.tile(src.boxes[0], (3, 1))
+    src.labels[0] = np.zeros(3, np.int32)
+    with caplog.at_level("WARNING"):
+        pipeline.Pipeline(src, image_size=64, max_boxes=2)
+    assert "1 images have more than data.max_boxes=2" in caplog.text
+
+
+def test_coco_ground_truth():
+    src = _square_source(n=2)
+    gt = pipeline.coco_ground_truth(src)
+    assert len(gt["images"]) == 2 and len(gt["annotations"]) == 2
+    x1, y1, x2, y2 = src.boxes[1][0]
+    assert gt["annotations"][1]["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1])
+    assert gt["annotations"][1]["category_id"] == src.labels[1][0] + 1

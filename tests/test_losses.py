@@ -1,0 +1,84 @@
+"""Loss functions: reference values, the LOSSES table and finite gradients on degenerate input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdet import losses as L
+
+
+def _np_focal(x, t, alpha=0.25, gamma=2.0):
+    p = 1 / (1 + np.exp(-x))
+    ce = -(t * np.log(p) + (1 - t) * np.log(1 - p))
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss *= alpha * t + (1 - alpha) * (1 - t)
+    return loss
+
+
+def test_focal_matches_reference_formula():
+    x = np.array([-3.0, -0.5, 0.0, 0.7, 4.0])
+    t = np.array([0.0, 1.0, 1.0, 0.0, 1.0])
+    np.testing.assert_allclose(L.sigmoid_focal_loss(x, t), _np_focal(x, t), rtol=1e-5)
+    np.testing.assert_allclose(L.sigmoid_focal_loss(x, t, alpha=-1), _np_focal(x, t, alpha=-1), rtol=1e-5)
+    np.testing.assert_allclose(L.sigmoid_focal_loss(x, t, gamma=0.0, alpha=-1), L.sigmoid_binary_cross_entropy(x, t), rtol=1e-6)
+
+
+def test_bce_and_softmax_ce():
+    np.testing.assert_allclose(L.sigmoid_binary_cross_entropy(np.array([0.0]), np.array([1.0])), [np.log(2)], rtol=1e-6)
+    logits = np.array([[1.0, 2.0, 3.0]])
+    ref = -np.log(np.exp(3.0) / np.exp(logits).sum())
+    np.testing.assert_allclose(L.softmax_cross_entropy(logits, np.array([2])), [ref], rtol=1e-6)
+    smooth = L.softmax_cross_entropy(logits, np.array([2]), label_smoothing=0.3)
+    logp = logits - np.log(np.exp(logits).sum())
+    np.testing.assert_allclose(smooth, [-(0.7 * logp[0, 2] + 0.1 * logp[0].sum())], rtol=1e-6)
+
+
+def test_smooth_l1_semantics():
+    d = np.array([0.0, 0.05, 0.5, 2.0])
+    np.testing.assert_allclose(L.smooth_l1_loss(d, 0.0, beta=1.0), [0.0, 0.00125, 0.125, 1.5], rtol=1e-6)
+    np.testing.assert_allclose(L.smooth_l1_loss(d, 0.0, beta=0.0), d)
+
+
+def test_box_losses_values():
+    a = np.array([[0.0, 0.0, 2.0, 2.0]])
+    b = np.array([[1.0, 1.0, 3.0, 3.0]])
+    np.testing.assert_allclose(L.giou_loss(a, b), 1 - (1 / 7 - 2 / 9), rtol=1e-5)
+    np.testing.assert_allclose(L.diou_loss(a, b), 1 - 1 / 7 + 2 / 18, rtol=1e-5)
+    np.testing.assert_allclose(L.ciou_loss(a, b), 1 - 1 / 7 + 2 / 18, rtol=1e-5)
+    np.testing.assert_allclose(L.iou_loss(a, a), 0.0, atol=1e-6)
+
+
+DEGENERATE = [
+    (np.array([[1.0, 1.0, 1.0, 1.0]]), np.array([[1.0, 1.0, 1.0, 1.0]])),  # zero-area, identical
+    (np.array([[0.0, 0.0, 1.0, 1.0]]), np.array([[5.0, 5.0, 6.0, 6.0]])),  # disjoint
+    (np.array([[0.0, 0.0, 2.0, 2.0]]), np.array([[0.0, 0.0, 2.0, 2.0]])),  # identical
+    (np.zeros((1, 4)), np.zeros((1, 4))),  # padding
+]
+
+
+@pytest.mark.parametrize("name", sorted(L.LOCALIZATION_LOSSES))
+def test_localization_losses_finite_gradients(name):
+    loss = L.LOCALIZATION_LOSSES[name]
+    for p, t in DEGENERATE:
+        val, g = jax.value_and_grad(lambda x: jnp.sum(loss.fn(x, t)))(jnp.asarray(p))
+        assert np.isfinite(val) and np.all(np.isfinite(np.asarray(g))), (name, p, t)
+
+
+@pytest.mark.parametrize("name", sorted(L.CLASSIFICATION_LOSSES))
+def test_classification_losses_finite_on_saturated_logits(name):
+    loss = L.CLASSIFICATION_LOSSES[name]
+    k = 3 + (1 if loss.activation == "softmax" else 0)
+    logits = jnp.array([[100.0, -100.0, 1e4, 0.0], [-1e4, 1e4, 0.0, 50.0]])[:, :k]
+    labels = jnp.array([0, 3])  # 3 == num_classes: background
+    val, g = jax.value_and_grad(lambda x: jnp.sum(loss.fn(x, labels, jnp.ones(2))))(logits)
+    assert np.isfinite(val) and np.all(np.isfinite(np.asarray(g)))
+
+
+def test_unknown_loss_lists_valid_names():
+    with pytest.raises(ValueError, match="valid names: .*giou"):
+        L.get_loss("localization", "gouy")
+    with pytest.raises(ValueError, match="valid families"):
+        L.get_loss("shape", "x")

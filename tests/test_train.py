@@ -1,0 +1,177 @@
+"""The data-parallel step, end-to-end runs, resume, and start-up errors."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import default
+from jaxdet import configs, loop, optim, train
+from jaxdet.models import detectors
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny(tfds_dir=None, **overrides):
+    config = default.get_config("tiny")
+    if tfds_dir:
+        config.data.data_dir = tfds_dir
+    for key, value in overrides.items():
+        section, field = key.split("__")
+        config[section][field] = value
+    return config
+
+
+def _batch(n, size, seed=0, max_boxes=4):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, size / 2, (n, max_boxes, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(6, size / 2, (n, max_boxes, 2))], -1).astype(np.float32)
+    mask = rng.random((n, max_boxes)) < 0.6
+    mask[0] = False  # one empty image
+    return {
+        "image": rng.uniform(0, 255, (n, size, size, 3)).astype(np.float32),
+        "boxes": boxes,
+        "labels": rng.integers(0, 5, (n, max_boxes)).astype(np.int32),
+        "box_mask": mask,
+        "image_mask": np.ones(n, bool),
+    }
+
+
+def _run_steps(config, devices, batches):
+    mesh = train.make_mesh(devices)
+    det = detectors.build_detector(config, 5)
+    tx, lr = optim.make_optimizer(config.optim, config.train.steps)
+    state = train.init_state(det, tx, jax.random.key(0), config.data.image_size, mesh)
+    step = train.shard_train_step(train.make_train_step(det, tx, lr), mesh)
+    for b in batches:
+        state, metrics = step(state, train.global_batch(mesh, b), jax.random.key(1))
+    return jax.device_get(state), jax.device_get(metrics)
+
+
+def test_one_device_equals_four_devices():
+    assert jax.device_count() >= 4, "conftest should provide 4 fake CPU devices"
+    config = _tiny(model__sync_batch_norm=True, optim__name="sgd", optim__learning_rate=0.01)
+    batches = [_batch(8, 64, seed=s) for s in range(3)]
+    s1, m1 = _run_steps(config, jax.devices()[:1], batches)
+    s4, m4 = _run_steps(config, jax.devices()[:4], batches)
+    np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(s1.params), jax.tree_util.tree_leaves(s4.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(s1.batch_stats), jax.tree_util.tree_leaves(s4.batch_stats)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert int(s4.step) == 3
+    assert np.isfinite(m4["loss"]) and m4["localization"] > 0
+
+
+def test_loss_decreases_on_a_fixed_batch():
+    config = _tiny(optim__learning_rate=3e-3, optim__warmup_steps=0, train__steps=30)
+    batch = _batch(4, 64)
+    mesh = train.make_mesh(jax.devices()[:1])
+    det = detectors.build_detector(config, 5)
+    tx, lr = optim.make_optimizer(config.optim, 30)
+    state = train.init_state(det, tx, jax.random.key(0), 64, mesh)
+    step = train.shard_train_step(train.make_train_step(det, tx, lr), mesh)
+    losses = []
+    for _ in range(30):
+        state, m = step(state, train.global_batch(mesh, batch), jax.random.key(0))
+        losses.append(float(m["loss"]))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def _rows(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_end_to_end_outputs_and_exact_resume(tfds_dir, tmp_path, capsys):
+    devices = jax.devices()[:1]
+    full = str(tmp_path / "full")
+    metrics = loop.train_and_evaluate(_tiny(tfds_dir), full, devices)
+    out = capsys.readouterr().out
+    assert "step 2/6  loss" in out and "img/s" in out and "ETA" in out
+    for key in ("AP", "AP50", "AR100", "APl"):
+        assert -1.0 <= metrics[key] <= 1.0
+    rows = _rows(full)
+    train_rows = [r for r in rows if r["split"] == "train"]
+    eval_rows = [r for r in rows if r["split"] == "eval"]
+    assert [r["step"] for r in train_rows] == [2, 4, 6]
+    assert {"loss", "classification", "localization", "confidence", "learning_rate"} <= set(train_rows[0])
+    assert eval_rows[-1]["step"] == 6 and "AP75" in eval_rows[-1] and "loss_classification" in eval_rows[-1]
+    assert sorted(os.listdir(os.path.join(full, "checkpoints"))) == ["3", "6"]
+    assert os.listdir(os.path.join(full, "tensorboard"))
+    assert len([p for p in os.listdir(os.path.join(full, "predictions")) if p.endswith(".png")]) == 2
+    assert json.load(open(os.path.join(full, "config.json")))["model"]["name"] == "retinanet"
+
+    # Interrupted run: the step-6 checkpoint is lost, so the re-run resumes at 3.
+    resumed = str(tmp_path / "resumed")
+    shutil.copytree(full, resumed)
+    shutil.rmtree(os.path.join(resumed, "checkpoints", "6"))
+    loop.train_and_evaluate(_tiny(tfds_dir), resumed, devices)
+    assert "resumed from" in capsys.readouterr().out
+    restore = lambda w: loop.checkpoint.Checkpoints(os.path.join(w, "checkpoints"), 3, 3)
+    config = _tiny(tfds_dir)
+    run = loop.Run(config, resumed, devices)
+    target = run.initial_state()
+    a = restore(full).restore(6, target)
+    b = restore(resumed).restore(6, target)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+    # A finished run re-launched does not train again.
+    loop.train_and_evaluate(_tiny(tfds_dir), full, devices)
+    assert "training already complete at step 6" in capsys.readouterr().out
+
+    # The same workdir with a different model is refused with a diff.
+    with pytest.raises(ValueError, match=r"model.backbone: 'resnet_tiny' -> 'resnet_small'"):
+        loop.train_and_evaluate(_tiny(tfds_dir, model__backbone="resnet_small"), full, devices)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"loss__localization": "gious"}, r"unknown localization loss 'gious'.*valid names: .*'giou'"),
+        ({"loss__classification": "focal"}, r"valid names: .*'sigmoid_focal'"),
+        ({"model__name": "yolo9000"}, r"unknown detector 'yolo9000'.*valid names: \['retinanet'\]"),
+        ({"model__backbone": "resnet19"}, r"unknown backbone 'resnet19'.*resnet18"),
+        ({"optim__name": "lion"}, r"unknown optimizer 'lion'"),
+        ({"train__batch_size": 6}, r"batch_size=6 \(global\) is not divisible by the 4 devices"),
+    ],
+)
+def test_bad_config_fails_at_start_up(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        configs.validate(_tiny(**overrides), num_devices=4)
+
+
+def test_unknown_config_key_from_the_command_line(tmp_path):
+    cmd = [sys.executable, "-m", "experiments.train", "--config=experiments/configs/default.py:tiny",
+           f"--workdir={tmp_path}", "--config.train.stepz=3"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "stepz" in proc.stderr
+
+
+def test_config_diff_lists_changes():
+    a = default.get_config().to_dict()
+    b = default.get_config()
+    b.model.fpn_channels = 8
+    b.optim.learning_rate = 1.0
+    lines = configs.diff(a, b.to_dict(), configs.MODEL_SECTIONS)
+    assert lines == ["  model.fpn_channels: 64 -> 8"]
+
+
+def test_warmup_and_cosine_schedule():
+    config = default.get_config()
+    config.optim.warmup_steps = 10
+    _, lr = optim.make_optimizer(config.optim, 110)
+    assert float(lr(0)) == 0.0
+    assert float(lr(5)) == pytest.approx(config.optim.learning_rate / 2)
+    assert float(lr(10)) == pytest.approx(config.optim.learning_rate)
+    assert float(lr(110)) == pytest.approx(0.0, abs=1e-9)
+    mask = optim.decay_mask({"conv": {"kernel": jnp.zeros((3, 3, 1, 1)), "bias": jnp.zeros(1)}, "norm": {"scale": jnp.zeros(4)}})
+    assert mask == {"conv": {"kernel": True, "bias": False}, "norm": {"scale": False}}
