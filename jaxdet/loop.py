@@ -64,12 +64,14 @@ class Run:
         self.tx, self.lr = optim.make_optimizer(config.optim, config.train.steps)
         self.train_step = train.shard_train_step(train.make_train_step(self.detector, self.tx, self.lr), self.mesh)
         self.eval_step = train.make_eval_step(self.detector, self.mesh)
+        self.term_grad_step = train.make_term_grad_step(self.detector, self.mesh)
         self.base_rng = jax.random.key(config.seed)
         self.writer = summary.MetricWriter(workdir)
 
     def initial_state(self) -> train.TrainState:
-        init_rng = jax.random.fold_in(self.base_rng, -1 & 0x7FFFFFFF)
-        return train.init_state(self.detector, self.tx, init_rng, self.config.data.image_size, self.mesh)
+        return train.init_state(
+            self.detector, self.tx, train.init_key(self.config.seed), self.config.data.image_size, self.mesh
+        )
 
     def evaluate(self, state: train.TrainState, step: int) -> dict[str, float]:
         """COCO metrics and validation loss terms on the eval split; logged and returned."""
@@ -165,6 +167,10 @@ def train_and_evaluate(
     t_window, steps_window = time.time(), 0
     for step in range(start, cfg.train.steps):
         batch = train.global_batch(run.mesh, next(stream))
+        every = cfg.train.term_grad_norms_every
+        if every and step % every == 0:
+            # On the state before this step's update: the gradients this step applies.
+            run.writer.write(step, "diagnostics", jax.device_get(run.term_grad_step(state, batch, run.base_rng)))
         state, step_metrics = run.train_step(state, batch, run.base_rng)
         window.append(step_metrics)
         steps_window += 1

@@ -18,6 +18,7 @@ on degenerate input (zero-area, identical, disjoint boxes; saturated logits).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -45,6 +46,25 @@ def sigmoid_focal_loss(logits: Array, targets: Array, alpha: float = 0.25, gamma
     if alpha >= 0:
         loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
     return loss
+
+
+def varifocal_loss(logits: Array, targets: Array, alpha: float = 0.75, gamma: float = 2.0) -> Array:
+    """Varifocal loss (Zhang et al. 2021), elementwise: [...] -> [...].
+
+    `targets` is the IoU-aware classification score q: q > 0 at positives (weighted by
+    q), 0 at negatives (down-weighted by alpha * p^gamma), as mmdetection's
+    iou_weighted=True form.
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    p = jax.nn.sigmoid(logits)
+    weight = jnp.where(targets > 0, targets, alpha * jnp.abs(p - targets) ** gamma)
+    return sigmoid_binary_cross_entropy(logits, targets) * weight
+
+
+def quality_focal_loss(logits: Array, targets: Array, beta: float = 2.0) -> Array:
+    """Quality focal loss (Li et al. 2020, GFL), elementwise: BCE(logits, y) * |y - sigmoid|^beta."""
+    logits = jnp.asarray(logits, jnp.float32)
+    return sigmoid_binary_cross_entropy(logits, targets) * jnp.abs(targets - jax.nn.sigmoid(logits)) ** beta
 
 
 def softmax_cross_entropy(logits: Array, labels: Array, label_smoothing: float = 0.0) -> Array:
@@ -144,23 +164,32 @@ def ciou_loss(boxes1: Array, boxes2: Array, eps: float = EPS) -> Array:
 class ClassificationLoss:
     """`fn(logits [N, K], labels [N], quality [N]) -> [N]`; see the module docstring."""
 
-    fn: Callable[[Array, Array, Array], Array]
+    fn: Callable[..., Array]
     activation: str  # "sigmoid" or "softmax"
+    # True: the positive's target is a quality score (IoU of the predicted box with its
+    # ground truth, under stop_gradient) instead of 1.
+    iou_aware: bool = False
+    hyper: tuple[str, ...] = ()  # config.loss fields passed to fn as keyword arguments
 
 
 @dataclasses.dataclass(frozen=True)
 class LocalizationLoss:
     """`fn(pred [N, 4], target [N, 4]) -> [N]` in `space` "encoded" or "boxes"."""
 
-    fn: Callable[[Array, Array], Array]
+    fn: Callable[..., Array]
     space: str
+    hyper: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class ConfidenceLoss:
-    """`fn(logits [N], targets [N]) -> [N]`."""
+    """`fn(logits [N], targets [N]) -> [N]`; `target` says what the detector regresses:
+    "objectness" (1 at positives, 0 at negatives), "iou" (the IoU of the predicted box
+    with its ground truth under stop_gradient at positives, 0 at negatives) or "none"."""
 
-    fn: Callable[[Array, Array], Array]
+    fn: Callable[..., Array]
+    target: str
+    hyper: tuple[str, ...] = ()
 
 
 def _sigmoid_targets(logits: Array, labels: Array, quality: Array) -> Array:
@@ -169,43 +198,76 @@ def _sigmoid_targets(logits: Array, labels: Array, quality: Array) -> Array:
     return jax.nn.one_hot(labels, num_classes) * quality[..., None]
 
 
-def _focal(logits: Array, labels: Array, quality: Array) -> Array:
-    return jnp.sum(sigmoid_focal_loss(logits, _sigmoid_targets(logits, labels, quality)), axis=-1)
+def _focal(logits: Array, labels: Array, quality: Array, focal_alpha: float = 0.25, focal_gamma: float = 2.0) -> Array:
+    t = _sigmoid_targets(logits, labels, quality)
+    return jnp.sum(sigmoid_focal_loss(logits, t, focal_alpha, focal_gamma), axis=-1)
 
 
 def _bce(logits: Array, labels: Array, quality: Array) -> Array:
     return jnp.sum(sigmoid_binary_cross_entropy(logits, _sigmoid_targets(logits, labels, quality)), axis=-1)
 
 
-def _softmax_ce(logits: Array, labels: Array, quality: Array) -> Array:
+def _varifocal(logits: Array, labels: Array, quality: Array, varifocal_alpha: float = 0.75, focal_gamma: float = 2.0) -> Array:
+    t = _sigmoid_targets(logits, labels, quality)
+    return jnp.sum(varifocal_loss(logits, t, varifocal_alpha, focal_gamma), axis=-1)
+
+
+def _qfl(logits: Array, labels: Array, quality: Array, focal_gamma: float = 2.0) -> Array:
+    t = _sigmoid_targets(logits, labels, quality)
+    return jnp.sum(quality_focal_loss(logits, t, focal_gamma), axis=-1)
+
+
+def _softmax_ce(logits: Array, labels: Array, quality: Array, label_smoothing: float = 0.0) -> Array:
     del quality  # Hard labels only.
-    return softmax_cross_entropy(logits, labels)
+    return softmax_cross_entropy(logits, labels, label_smoothing)
 
 
-def _coordinatewise(fn: Callable[[Array, Array], Array]) -> Callable[[Array, Array], Array]:
-    return lambda pred, target: jnp.sum(fn(pred, target), axis=-1)
+def _smooth_l1(pred: Array, target: Array, smooth_l1_beta: float = 1 / 9) -> Array:
+    return jnp.sum(smooth_l1_loss(pred, target, smooth_l1_beta), axis=-1)
+
+
+def _l1(pred: Array, target: Array) -> Array:
+    return jnp.sum(l1_loss(pred, target), axis=-1)
+
+
+def _l2(pred: Array, target: Array) -> Array:
+    return jnp.sum(l2_loss(pred, target), axis=-1)
 
 
 CLASSIFICATION_LOSSES: dict[str, ClassificationLoss] = {
-    "sigmoid_focal": ClassificationLoss(_focal, "sigmoid"),
+    "sigmoid_focal": ClassificationLoss(_focal, "sigmoid", hyper=("focal_alpha", "focal_gamma")),
     "sigmoid_binary_cross_entropy": ClassificationLoss(_bce, "sigmoid"),
-    "softmax_cross_entropy": ClassificationLoss(_softmax_ce, "softmax"),
+    "softmax_cross_entropy": ClassificationLoss(_softmax_ce, "softmax", hyper=("label_smoothing",)),
+    "varifocal": ClassificationLoss(_varifocal, "sigmoid", iou_aware=True, hyper=("varifocal_alpha", "focal_gamma")),
+    "quality_focal": ClassificationLoss(_qfl, "sigmoid", iou_aware=True, hyper=("focal_gamma",)),
 }
 
 LOCALIZATION_LOSSES: dict[str, LocalizationLoss] = {
-    # beta = 1/9 is detectron2's RetinaNet/Faster R-CNN value for encoded deltas.
-    "smooth_l1": LocalizationLoss(_coordinatewise(lambda p, t: smooth_l1_loss(p, t, beta=1 / 9)), "encoded"),
-    "l1": LocalizationLoss(_coordinatewise(l1_loss), "encoded"),
-    "l2": LocalizationLoss(_coordinatewise(l2_loss), "encoded"),
+    # Encoded offsets (R-CNN deltas / ltrb distances): summed over the 4 coordinates.
+    "smooth_l1": LocalizationLoss(_smooth_l1, "encoded", hyper=("smooth_l1_beta",)),
+    "l1": LocalizationLoss(_l1, "encoded"),
+    "l2": LocalizationLoss(_l2, "encoded"),
+    # Decoded xyxy boxes.
     "iou": LocalizationLoss(iou_loss, "boxes"),
     "giou": LocalizationLoss(giou_loss, "boxes"),
     "diou": LocalizationLoss(diou_loss, "boxes"),
     "ciou": LocalizationLoss(ciou_loss, "boxes"),
 }
 
+
+def _no_confidence(logits: Array, targets: Array) -> Array:
+    return jnp.zeros_like(jnp.asarray(logits, jnp.float32))
+
+
+def _confidence_varifocal(logits: Array, targets: Array, varifocal_alpha: float = 0.75, focal_gamma: float = 2.0) -> Array:
+    return varifocal_loss(logits, targets, varifocal_alpha, focal_gamma)
+
+
 CONFIDENCE_LOSSES: dict[str, ConfidenceLoss] = {
-    "none": ConfidenceLoss(lambda logits, targets: jnp.zeros_like(jnp.asarray(logits, jnp.float32))),
-    "sigmoid_binary_cross_entropy": ConfidenceLoss(sigmoid_binary_cross_entropy),
+    "none": ConfidenceLoss(_no_confidence, "none"),
+    "sigmoid_binary_cross_entropy": ConfidenceLoss(sigmoid_binary_cross_entropy, "objectness"),
+    "iou_binary_cross_entropy": ConfidenceLoss(sigmoid_binary_cross_entropy, "iou"),
+    "iou_varifocal": ConfidenceLoss(_confidence_varifocal, "iou", hyper=("varifocal_alpha", "focal_gamma")),
 }
 
 LOSSES = {
@@ -223,3 +285,15 @@ def get_loss(family: str, name: str):
     if name not in table:
         raise ValueError(f"unknown {family} loss {name!r} (config.loss.{family}); valid names: {sorted(table)}")
     return table[name]
+
+
+def build_loss(family: str, name: str, loss_config=None):
+    """`LOSSES[family][name]` with its hyper-parameters bound from `loss_config` (config.loss).
+
+    Fields absent from `loss_config` keep the function's defaults.
+    """
+    entry = get_loss(family, name)
+    kwargs = {h: loss_config[h] for h in entry.hyper if loss_config is not None and h in loss_config}
+    if not kwargs:
+        return entry
+    return dataclasses.replace(entry, fn=functools.partial(entry.fn, **kwargs))

@@ -41,6 +41,12 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.array(devices), (AXIS,))
 
 
+def init_key(seed: int) -> jax.Array:
+    """The parameter-initialisation key: a function of the seed only, so every arm of an
+    ablation with the same seed starts from the same weights (where shapes agree)."""
+    return jax.random.fold_in(jax.random.key(seed), 0x7FFFFFFF)
+
+
 def normalize(images: jax.Array) -> jax.Array:
     return (images - PIXEL_MEAN) / PIXEL_STD
 
@@ -104,6 +110,51 @@ def shard_train_step(step_fn: Callable, mesh: Mesh) -> Callable:
         step_fn, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()), check_vma=False
     )
     return jax.jit(mapped, donate_argnums=(0,))
+
+
+TERMS = ("classification", "localization", "confidence")
+
+
+def per_term_gradients(detector, state: TrainState, batch: dict[str, jax.Array], rng: jax.Array) -> Any:
+    """Per-device gradients of each weighted loss term: a params-shaped tree, leaves [3, ...].
+
+    One forward pass and one backward pass per term (`jax.jacrev`). Their sum over the
+    leading axis is the gradient of the total loss. Runs where axis "data" is bound.
+    """
+
+    def weighted_terms(params):
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        outputs, _ = detector.module.apply(variables, normalize(batch["image"]), train=True, mutable=["batch_stats"])
+        _, terms = detector.loss_fn(outputs, batch, rng, axis_name=AXIS)
+        return jnp.stack([detector.weights[k] * terms[k] for k in TERMS])
+
+    return jax.jacrev(weighted_terms)(state.params)
+
+
+def make_term_grad_step(detector, mesh: Mesh) -> Callable:
+    """jit(shard_map) of `(state, batch, base_rng) -> diagnostics` (backprop diagnostics).
+
+    Returns, for the gradients averaged over "data": `grad_norm/<term>` for each
+    weighted term on its own, `grad_cos/<a>__<b>` (cosine similarity of two terms'
+    gradients: negative means they pull the parameters apart) and `grad_norm/total`.
+    """
+
+    def fn(state: TrainState, batch: dict[str, jax.Array], base_rng: jax.Array):
+        rng = jax.random.fold_in(jax.random.fold_in(base_rng, state.step), jax.lax.axis_index(AXIS))
+        jac = jax.lax.pmean(per_term_gradients(detector, state, batch, rng), AXIS)
+        flat = jnp.concatenate([x.reshape(len(TERMS), -1) for x in jax.tree_util.tree_leaves(jac)], axis=1)
+        norms = jnp.linalg.norm(flat, axis=1)
+        out = {f"grad_norm/{k}": norms[i] for i, k in enumerate(TERMS)}
+        out["grad_norm/total"] = jnp.linalg.norm(jnp.sum(flat, axis=0))
+        for i in range(len(TERMS)):
+            for j in range(i + 1, len(TERMS)):
+                denom = norms[i] * norms[j]
+                cos = jnp.where(denom > 0, jnp.dot(flat[i], flat[j]) / jnp.where(denom > 0, denom, 1.0), 0.0)
+                out[f"grad_cos/{TERMS[i]}__{TERMS[j]}"] = cos
+        return out
+
+    mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=P(), check_vma=False)
+    return jax.jit(mapped)
 
 
 def make_eval_step(detector, mesh: Mesh) -> Callable:

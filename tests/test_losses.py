@@ -82,3 +82,34 @@ def test_unknown_loss_lists_valid_names():
         L.get_loss("localization", "gouy")
     with pytest.raises(ValueError, match="valid families"):
         L.get_loss("shape", "x")
+
+
+def test_varifocal_and_quality_focal_reference():
+    x = np.array([-2.0, 0.5, 1.5, -0.3])
+    q = np.array([0.0, 0.8, 0.3, 0.0])
+    p = 1 / (1 + np.exp(-x))
+    bce = -(q * np.log(p) + (1 - q) * np.log(1 - p))
+    # mmdetection's varifocal: positives weighted by q, negatives by alpha * p^gamma.
+    vfl = bce * np.where(q > 0, q, 0.75 * np.abs(p - q) ** 2)
+    np.testing.assert_allclose(L.varifocal_loss(x, q), vfl, rtol=1e-5)
+    np.testing.assert_allclose(L.quality_focal_loss(x, q), bce * np.abs(q - p) ** 2, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [L.sigmoid_binary_cross_entropy, L.sigmoid_focal_loss, L.varifocal_loss, L.quality_focal_loss],
+    ids=lambda f: f.__name__,
+)
+def test_elementwise_losses_finite_at_extremes(fn):
+    logits = jnp.array([-1e6, -100.0, -30.0, 0.0, 30.0, 100.0, 1e6] * 2)
+    targets = jnp.array([0.0] * 7 + [1.0] * 7)  # probabilities exactly 0 and 1
+    val, g = jax.value_and_grad(lambda x: jnp.sum(fn(x, targets)))(logits)
+    assert np.isfinite(val) and np.all(np.isfinite(np.asarray(g)))
+
+
+def test_confidence_losses_finite_at_extremes():
+    logits = jnp.array([-1e4, -100.0, 0.0, 100.0, 1e4])
+    for name, loss in L.CONFIDENCE_LOSSES.items():
+        for t in (jnp.zeros(5), jnp.ones(5), jnp.full(5, 0.5)):
+            val, g = jax.value_and_grad(lambda x: jnp.sum(loss.fn(x, t)))(logits)
+            assert np.isfinite(val) and np.all(np.isfinite(np.asarray(g))), name

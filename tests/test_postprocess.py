@@ -46,7 +46,8 @@ def test_iou_equal_to_threshold_is_not_suppressed():
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(1, 40), st.floats(0.1, 0.9), st.integers(0, 10_000))
+# A few sizes only: each new shape is a new compilation.
+@given(st.sampled_from([1, 7, 40]), st.sampled_from([0.1, 0.3, 0.5, 0.7, 0.9]), st.integers(0, 10_000))
 def test_matches_reference(n, thr, seed):
     rng = np.random.default_rng(seed)
     xy = rng.uniform(0, 50, (n, 2)).astype(np.float32)

@@ -54,6 +54,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.classification_weight = 1.0
     config.loss.localization_weight = 2.0
     config.loss.confidence_weight = 1.0
+    # Hyper-parameters, read by the losses that use them (see jaxdet.losses).
+    config.loss.focal_alpha = 0.25
+    config.loss.focal_gamma = 2.0
+    config.loss.varifocal_alpha = 0.75
+    config.loss.smooth_l1_beta = 1 / 9  # detectron2's value for encoded deltas
+    config.loss.label_smoothing = 0.0
 
     config.optim = ml_collections.ConfigDict()
     config.optim.name = "adamw"
@@ -75,6 +81,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.log_every = 50
     config.train.compute_dtype = "float32"
     config.train.num_prediction_images = 8
+    # Every N steps, log each loss term's gradient norm and their cosine similarities (0 = off).
+    config.train.term_grad_norms_every = 0
 
     if arg == "tiny":
         config.data.image_size = 64

@@ -19,6 +19,7 @@ from jax import Array
 
 from jaxdet import anchors as anchor_ops
 from jaxdet import assigners, box_coder, losses, postprocess
+from jaxdet import boxes as box_ops
 from jaxdet.models.backbones import ResNet, get_backbone_spec
 from jaxdet.models.fpn import FPN
 from jaxdet.models.layers import make_norm
@@ -33,6 +34,7 @@ class RetinaNetHead(nn.Module):
     channels: int = 256
     norm: str = "group"
     prior_prob: float = 0.01
+    quality_branch: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -45,7 +47,9 @@ class RetinaNetHead(nn.Module):
         # Norms are per level (as torchvision's v2 head) while convs are shared.
         cls_out = nn.Conv(self.num_anchors * self.num_logits, (3, 3), kernel_init=init, bias_init=nn.initializers.constant(bias), dtype=self.dtype, name="cls_logits")
         box_out = nn.Conv(self.num_anchors * 4, (3, 3), kernel_init=init, dtype=self.dtype, name="box_deltas")
-        logits, deltas = [], []
+        # IoU-aware RetinaNet (Wu et al. 2020): a per-anchor quality logit off the box tower.
+        quality_out = nn.Conv(self.num_anchors, (3, 3), kernel_init=init, dtype=self.dtype, name="quality") if self.quality_branch else None
+        logits, deltas, quality = [], [], []
         for lvl in sorted(features):
             norm = make_norm(self.norm, True, self.dtype)
             c = b = features[lvl]
@@ -55,14 +59,19 @@ class RetinaNetHead(nn.Module):
             bsz = c.shape[0]
             logits.append(cls_out(c).reshape(bsz, -1, self.num_logits))
             deltas.append(box_out(b).reshape(bsz, -1, 4))
-        return {
+            if quality_out is not None:
+                quality.append(quality_out(b).reshape(bsz, -1))
+        out = {
             "cls_logits": jnp.concatenate(logits, axis=1).astype(jnp.float32),
             "box_deltas": jnp.concatenate(deltas, axis=1).astype(jnp.float32),
         }
+        if quality:
+            out["quality_logits"] = jnp.concatenate(quality, axis=1).astype(jnp.float32)
+        return out
 
 
 class RetinaNetModule(nn.Module):
-    """Backbone + FPN + head: images [B, S, S, 3] -> {"cls_logits", "box_deltas"}."""
+    """Backbone + FPN + head: images [B, S, S, 3] -> {"cls_logits", "box_deltas"[, "quality_logits"]}."""
 
     num_logits: int
     num_anchors: int
@@ -73,6 +82,7 @@ class RetinaNetModule(nn.Module):
     head_convs: int
     backbone_norm: str
     head_norm: str
+    quality_branch: bool = False
     dtype: Any = jnp.float32
     axis_name: str | None = None
 
@@ -81,7 +91,8 @@ class RetinaNetModule(nn.Module):
         feats = ResNet(get_backbone_spec(self.backbone), self.backbone_norm, self.dtype, self.axis_name)(images, train)
         pyramid = FPN(self.fpn_channels, self.min_level, self.max_level, self.dtype)(feats)
         return RetinaNetHead(
-            self.num_logits, self.num_anchors, self.head_convs, self.fpn_channels, self.head_norm, dtype=self.dtype
+            self.num_logits, self.num_anchors, self.head_convs, self.fpn_channels, self.head_norm,
+            quality_branch=self.quality_branch, dtype=self.dtype,
         )(pyramid)
 
 
@@ -94,6 +105,7 @@ class RetinaNet:
     num_classes: int
     classification: losses.ClassificationLoss
     localization: losses.LocalizationLoss
+    confidence: losses.ConfidenceLoss
     weights: dict[str, float]
     fg_iou: float
     bg_iou: float
@@ -128,45 +140,58 @@ class RetinaNet:
 
         gt_labels = jnp.take_along_axis(batch["labels"], asg.matched, axis=1)
         gt_boxes = jnp.take_along_axis(batch["boxes"], asg.matched[..., None], axis=1)
+        anchors = jnp.broadcast_to(jnp.asarray(self.anchors), gt_boxes.shape)
+        pred_boxes = box_coder.decode_deltas(anchors, outputs["box_deltas"], self.box_weights)
+        # IoU-aware targets are weights, not something to push the boxes towards.
+        iou = jax.lax.stop_gradient(box_ops.elementwise_iou(pred_boxes, gt_boxes))
+
         cls_target = jnp.where(pos, gt_labels, self.num_classes)
-        cls = self.classification.fn(outputs["cls_logits"], cls_target, jnp.ones(pos.shape, jnp.float32))
+        quality = iou if self.classification.iou_aware else jnp.ones(pos.shape, jnp.float32)
+        cls = self.classification.fn(outputs["cls_logits"], cls_target, quality)
         cls_loss = jnp.sum(jnp.where(care, cls, 0.0)) / norm
 
-        anchors = jnp.broadcast_to(jnp.asarray(self.anchors), gt_boxes.shape)
         if self.localization.space == "encoded":
             target = box_coder.encode_deltas(anchors, gt_boxes, self.box_weights)
             loc = self.localization.fn(outputs["box_deltas"], target)
         else:
-            pred = box_coder.decode_deltas(anchors, outputs["box_deltas"], self.box_weights)
-            loc = self.localization.fn(pred, gt_boxes)
+            loc = self.localization.fn(pred_boxes, gt_boxes)
         loc_loss = jnp.sum(jnp.where(pos, loc, 0.0)) / norm
 
-        terms = {
-            "classification": cls_loss,
-            "localization": loc_loss,
-            "confidence": jnp.zeros((), jnp.float32),
-        }
+        conf_loss = jnp.zeros((), jnp.float32)
+        if self.confidence.target != "none":
+            conf_target = jnp.where(pos, iou if self.confidence.target == "iou" else 1.0, 0.0)
+            conf = self.confidence.fn(outputs["quality_logits"], conf_target)
+            conf_loss = jnp.sum(jnp.where(care, conf, 0.0)) / norm
+
+        terms = {"classification": cls_loss, "localization": loc_loss, "confidence": conf_loss}
         total = sum(self.weights[k] * v for k, v in terms.items())
         return total, terms
 
-    def scores(self, logits: Array) -> Array:
-        """Per-class probabilities [..., C] from head logits."""
+    def scores(self, outputs: dict[str, Array]) -> Array:
+        """Per-class detection scores [B, A, C] from head outputs."""
+        logits = outputs["cls_logits"]
         if self.classification.activation == "softmax":
-            return jax.nn.softmax(logits, axis=-1)[..., : self.num_classes]
-        return jax.nn.sigmoid(logits)
+            probs = jax.nn.softmax(logits, axis=-1)[..., : self.num_classes]
+        else:
+            probs = jax.nn.sigmoid(logits)
+        if "quality_logits" in outputs:
+            # IoU-aware RetinaNet's geometric mean of class probability and predicted quality.
+            probs = jnp.sqrt(probs * jax.nn.sigmoid(outputs["quality_logits"])[..., None])
+        return probs
 
     def predict(self, outputs: dict[str, Array]) -> postprocess.Detections:
         """Head outputs for a batch -> `Detections` with fields [B, D, ...] in input pixels."""
         boxes = box_coder.decode_deltas(jnp.asarray(self.anchors), outputs["box_deltas"], self.box_weights)
         fn = lambda s, b: postprocess.select_detections(s, b, **self.detect_kwargs)
-        return jax.vmap(fn)(self.scores(outputs["cls_logits"]), boxes)
+        return jax.vmap(fn)(self.scores(outputs), boxes)
 
 
 def build_retinanet(config, num_classes: int, axis_name: str | None) -> RetinaNet:
     """RetinaNet from `config.model`, `config.loss` and `config.data`."""
     m = config.model
-    cls_loss = losses.get_loss("classification", config.loss.classification)
-    loc_loss = losses.get_loss("localization", config.loss.localization)
+    cls_loss = losses.build_loss("classification", config.loss.classification, config.loss)
+    loc_loss = losses.build_loss("localization", config.loss.localization, config.loss)
+    conf_loss = losses.build_loss("confidence", config.loss.confidence, config.loss)
     num_logits = num_classes + (1 if cls_loss.activation == "softmax" else 0)
     levels = list(range(m.min_level, m.max_level + 1))
     scales = tuple(2.0 ** (i / m.num_scales) for i in range(m.num_scales))
@@ -184,6 +209,7 @@ def build_retinanet(config, num_classes: int, axis_name: str | None) -> RetinaNe
         head_convs=m.head_convs,
         backbone_norm=m.backbone_norm,
         head_norm=m.head_norm,
+        quality_branch=conf_loss.target != "none",
         dtype=dtype,
         axis_name=axis_name if m.sync_batch_norm else None,
     )
@@ -199,5 +225,5 @@ def build_retinanet(config, num_classes: int, axis_name: str | None) -> RetinaNe
         max_detections=m.max_detections,
     )
     return RetinaNet(
-        module, anchors, num_classes, cls_loss, loc_loss, weights, m.fg_iou, m.bg_iou, tuple(m.box_weights), detect
+        module, anchors, num_classes, cls_loss, loc_loss, conf_loss, weights, m.fg_iou, m.bg_iou, tuple(m.box_weights), detect
     )
