@@ -11,6 +11,7 @@ from ml_collections import config_flags
 
 import jaxdet  # noqa: F401  (registers the embedded dataset)
 from jaxdet import loop, sweep
+from jaxdet.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory; each arm gets a sub-directory.")
@@ -28,7 +29,7 @@ def main(argv):
         grid = sweep.parse_sweep(_CONFIG.value, _SWEEP.value) if _SWEEP.value else [{}]
         seeds = [int(s) for s in _SEEDS.value]
         records = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, grid, seeds, loop.train_and_evaluate)
-    except ValueError as e:
+    except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
     md, png = sweep.write_results(records, _WORKDIR.value)
     print(open(md).read())

@@ -11,6 +11,7 @@ from ml_collections import config_flags
 
 import jaxdet  # noqa: F401  (registers the embedded dataset)
 from jaxdet import loop
+from jaxdet.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (get_config).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and pictures.")
@@ -24,7 +25,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO.
     try:
         loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except ValueError as e:
+    except ConfigError as e:
         # Config and set-up errors are the user's to fix: show the message, not a traceback.
         raise SystemExit(f"error: {e}") from None
 

@@ -36,9 +36,7 @@ def encode_deltas(
     bh = jnp.maximum(boxes[..., 3] - boxes[..., 1], 1e-3)
     bx = boxes[..., 0] + 0.5 * bw
     by = boxes[..., 1] + 0.5 * bh
-    return jnp.stack(
-        [wx * (bx - ax) / aw, wy * (by - ay) / ah, ww * jnp.log(bw / aw), wh * jnp.log(bh / ah)], axis=-1
-    )
+    return jnp.stack([wx * (bx - ax) / aw, wy * (by - ay) / ah, ww * jnp.log(bw / aw), wh * jnp.log(bh / ah)], axis=-1)
 
 
 def decode_deltas(

@@ -13,6 +13,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxdet.errors import ConfigError
+
 
 class Checkpoints:
     """A thin wrapper over `ocp.CheckpointManager` for one pytree (the TrainState)."""
@@ -43,7 +45,7 @@ class Checkpoints:
         try:
             return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(
+            raise ConfigError(
                 f"the checkpoint at step {step} in {self.directory} does not match this model "
                 f"(different detector, backbone or number of classes?). Use a new --workdir, or the "
                 f"config that wrote it. Orbax said: {str(e)[:500]}"

@@ -13,6 +13,7 @@ import os
 import ml_collections
 
 from jaxdet import losses, optim
+from jaxdet.errors import ConfigError
 from jaxdet.models import detectors
 from jaxdet.models.backbones import BACKBONES
 from jaxdet.models.layers import NORMS
@@ -26,43 +27,51 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     for family in ("classification", "localization", "confidence"):
         losses.get_loss(family, config.loss[family])
     if config.model.name not in detectors.DETECTORS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown detector {config.model.name!r} (config.model.name); valid names: {sorted(detectors.DETECTORS)}"
         )
     if config.model.backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {config.model.backbone!r} (config.model.backbone); valid names: {sorted(BACKBONES)}")
+        raise ConfigError(
+            f"unknown backbone {config.model.backbone!r} (config.model.backbone); valid names: {sorted(BACKBONES)}"
+        )
     for field in ("backbone_norm", "head_norm"):
         if config.model[field] not in NORMS:
-            raise ValueError(f"unknown norm {config.model[field]!r} (config.model.{field}); valid: {NORMS}")
+            raise ConfigError(f"unknown norm {config.model[field]!r} (config.model.{field}); valid: {NORMS}")
     if config.model.head_norm == "batch":
-        raise ValueError("config.model.head_norm='batch' is not supported; use 'group' or 'none'")
+        raise ConfigError("config.model.head_norm='batch' is not supported; use 'group' or 'none'")
     if config.optim.name not in optim.OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {config.optim.name!r} (config.optim.name); valid: {optim.OPTIMIZERS}")
+        raise ConfigError(f"unknown optimizer {config.optim.name!r} (config.optim.name); valid: {optim.OPTIMIZERS}")
     if config.optim.schedule not in optim.SCHEDULES:
-        raise ValueError(f"unknown schedule {config.optim.schedule!r} (config.optim.schedule); valid: {optim.SCHEDULES}")
+        raise ConfigError(
+            f"unknown schedule {config.optim.schedule!r} (config.optim.schedule); valid: {optim.SCHEDULES}"
+        )
     if config.train.compute_dtype not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"config.train.compute_dtype={config.train.compute_dtype!r}; valid: float32, bfloat16, float16")
+        raise ConfigError(
+            f"config.train.compute_dtype={config.train.compute_dtype!r}; valid: float32, bfloat16, float16"
+        )
     for field in ("batch_size", "eval_batch_size"):
         b = config.train[field]
         if b <= 0 or b % num_devices:
-            raise ValueError(
+            raise ConfigError(
                 f"config.train.{field}={b} (global) is not divisible by the {num_devices} devices; "
                 f"use a multiple of {num_devices}, e.g. {max(1, round(b / num_devices)) * num_devices}"
             )
         if b % num_processes:
-            raise ValueError(f"config.train.{field}={b} is not divisible by the {num_processes} processes")
+            raise ConfigError(f"config.train.{field}={b} is not divisible by the {num_processes} processes")
     for field in ("steps", "eval_every", "checkpoint_every", "log_every"):
         if config.train[field] <= 0:
-            raise ValueError(f"config.train.{field} must be positive, got {config.train[field]}")
+            raise ConfigError(f"config.train.{field} must be positive, got {config.train[field]}")
     if config.data.max_boxes < 1:
-        raise ValueError(f"config.data.max_boxes must be >= 1, got {config.data.max_boxes}")
+        raise ConfigError(f"config.data.max_boxes must be >= 1, got {config.data.max_boxes}")
     if config.data.image_size % 2**config.model.max_level:
-        raise ValueError(
+        raise ConfigError(
             f"config.data.image_size={config.data.image_size} must be a multiple of the coarsest stride "
             f"2**model.max_level={2**config.model.max_level}"
         )
     if not 0 < config.data.scale_min <= config.data.scale_max:
-        raise ValueError(f"need 0 < data.scale_min <= data.scale_max, got {config.data.scale_min}, {config.data.scale_max}")
+        raise ConfigError(
+            f"need 0 < data.scale_min <= data.scale_max, got {config.data.scale_min}, {config.data.scale_max}"
+        )
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:
@@ -106,7 +115,7 @@ def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: 
             old = json.load(f)
         changed = diff(old, new, MODEL_SECTIONS)
         if changed:
-            raise ValueError(
+            raise ConfigError(
                 f"{workdir} holds checkpoints of a different model/data config; changed fields:\n"
                 + "\n".join(changed)
                 + "\nUse a new --workdir, or restore the original values."

@@ -43,4 +43,3 @@ def evaluate_coco(ground_truth: dict, detections: list[dict]) -> dict[str, float
         ev.summarize()
     stats = np.asarray(ev.stats[:12], np.float64)
     return {k: float(v) for k, v in zip(COCO_KEYS, stats)}
-

@@ -82,7 +82,8 @@ class Run:
         for local in data.eval(local_bs):
             dets, terms = self.eval_step(state, train.global_batch(self.mesh, local))
             dets = train.to_host(dets)
-            host_batch = train.to_host({k: train.global_batch(self.mesh, {k: local[k]})[k] for k in ("scale", "image_id", "image_mask")})
+            keys = ("scale", "image_id", "image_mask")
+            host_batch = train.to_host(train.global_batch(self.mesh, {k: local[k] for k in keys}))
             results += _coco_results(dets, host_batch, host_batch["image_mask"])
             for k, v in jax.device_get(terms).items():
                 term_sums[k] = term_sums.get(k, 0.0) + float(v)
@@ -120,8 +121,13 @@ class Run:
         for i in range(min(n, int(local["image_mask"].sum()))):
             keep = dets["valid"][i] & (dets["scores"][i] >= 0.3)
             pic = visualize.draw_boxes(
-                local["image"][i], dets["boxes"][i][keep], dets["classes"][i][keep], dets["scores"][i][keep],
-                self.class_names, local["boxes"][i][local["box_mask"][i]], upscale=max(1, 384 // cfg.data.image_size),
+                local["image"][i],
+                dets["boxes"][i][keep],
+                dets["classes"][i][keep],
+                dets["scores"][i][keep],
+                self.class_names,
+                local["boxes"][i][local["box_mask"][i]],
+                upscale=max(1, 384 // cfg.data.image_size),
             )
             path = os.path.join(out_dir, f"step{step:06d}_{int(local['image_id'][i])}.png")
             visualize.Image.fromarray(pic).save(path)
@@ -133,8 +139,13 @@ class Run:
 
 def _head(source: pipeline.Source, n: int) -> pipeline.Source:
     return pipeline.Source(
-        source.images[:n], source.boxes[:n], source.labels[:n], source.image_ids[:n],
-        source.heights[:n], source.widths[:n], source.class_names,
+        source.images[:n],
+        source.boxes[:n],
+        source.labels[:n],
+        source.image_ids[:n],
+        source.heights[:n],
+        source.widths[:n],
+        source.class_names,
     )
 
 
@@ -145,7 +156,9 @@ def train_and_evaluate(
     t_start = time.time()
     cfg = config
     run = Run(cfg, workdir, devices)
-    ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), cfg.train.keep_checkpoints, cfg.train.checkpoint_every)
+    ckpts = checkpoint.Checkpoints(
+        os.path.join(workdir, "checkpoints"), cfg.train.keep_checkpoints, cfg.train.checkpoint_every
+    )
     latest = ckpts.latest_step()
     configs.check_and_record(cfg, workdir, resuming=latest is not None)
     state = run.initial_state()
@@ -199,9 +212,9 @@ def train_and_evaluate(
             metrics = run.evaluate(state, done)
             if "AP" in metrics:
                 _log(
-                    f"eval step {done}: AP {metrics['AP']:.4f}  AP50 {metrics['AP50']:.4f}  AP75 {metrics['AP75']:.4f}  "
-                    f"APs {metrics['APs']:.4f}  APm {metrics['APm']:.4f}  AR100 {metrics['AR100']:.4f}  "
-                    f"({time.time() - t_eval:.1f}s)"
+                    f"eval step {done}: AP {metrics['AP']:.4f}  AP50 {metrics['AP50']:.4f}  "
+                    f"AP75 {metrics['AP75']:.4f}  APs {metrics['APs']:.4f}  APm {metrics['APm']:.4f}  "
+                    f"AR100 {metrics['AR100']:.4f}  ({time.time() - t_eval:.1f}s)"
                 )
             t_window = time.time()
     ckpts.wait()

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxdet.boxes import EPS
+from jaxdet.errors import ConfigError
 
 # ----------------------------------------------------------------------------- raw
 
@@ -103,9 +104,11 @@ def _iou_parts(b1: Array, b2: Array, eps: float) -> tuple[Array, Array, Array]:
     x2 = jnp.minimum(b1[..., 2], b2[..., 2])
     y2 = jnp.minimum(b1[..., 3], b2[..., 3])
     inter = jnp.where((x2 > x1) & (y2 > y1), (x2 - x1) * (y2 - y1), 0.0)
-    union = (b1[..., 2] - b1[..., 0]) * (b1[..., 3] - b1[..., 1]) + (b2[..., 2] - b2[..., 0]) * (
-        b2[..., 3] - b2[..., 1]
-    ) - inter
+    union = (
+        (b1[..., 2] - b1[..., 0]) * (b1[..., 3] - b1[..., 1])
+        + (b2[..., 2] - b2[..., 0]) * (b2[..., 3] - b2[..., 1])
+        - inter
+    )
     iou = inter / (union + eps)
     return iou, union, (b1, b2)
 
@@ -207,7 +210,9 @@ def _bce(logits: Array, labels: Array, quality: Array) -> Array:
     return jnp.sum(sigmoid_binary_cross_entropy(logits, _sigmoid_targets(logits, labels, quality)), axis=-1)
 
 
-def _varifocal(logits: Array, labels: Array, quality: Array, varifocal_alpha: float = 0.75, focal_gamma: float = 2.0) -> Array:
+def _varifocal(
+    logits: Array, labels: Array, quality: Array, varifocal_alpha: float = 0.75, focal_gamma: float = 2.0
+) -> Array:
     t = _sigmoid_targets(logits, labels, quality)
     return jnp.sum(varifocal_loss(logits, t, varifocal_alpha, focal_gamma), axis=-1)
 
@@ -259,7 +264,9 @@ def _no_confidence(logits: Array, targets: Array) -> Array:
     return jnp.zeros_like(jnp.asarray(logits, jnp.float32))
 
 
-def _confidence_varifocal(logits: Array, targets: Array, varifocal_alpha: float = 0.75, focal_gamma: float = 2.0) -> Array:
+def _confidence_varifocal(
+    logits: Array, targets: Array, varifocal_alpha: float = 0.75, focal_gamma: float = 2.0
+) -> Array:
     return varifocal_loss(logits, targets, varifocal_alpha, focal_gamma)
 
 
@@ -280,10 +287,10 @@ LOSSES = {
 def get_loss(family: str, name: str):
     """Looks up `LOSSES[family][name]`, failing with the list of valid names."""
     if family not in LOSSES:
-        raise ValueError(f"unknown loss family {family!r}; valid families: {sorted(LOSSES)}")
+        raise ConfigError(f"unknown loss family {family!r}; valid families: {sorted(LOSSES)}")
     table = LOSSES[family]
     if name not in table:
-        raise ValueError(f"unknown {family} loss {name!r} (config.loss.{family}); valid names: {sorted(table)}")
+        raise ConfigError(f"unknown {family} loss {name!r} (config.loss.{family}); valid names: {sorted(table)}")
     return table[name]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import optax
 
+from jaxdet.errors import ConfigError
+
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -20,7 +22,7 @@ def learning_rate_schedule(optim, total_steps: int) -> optax.Schedule:
     elif optim.schedule == "constant":
         after = optax.constant_schedule(base)
     else:
-        raise ValueError(f"unknown schedule {optim.schedule!r} (config.optim.schedule); valid: {SCHEDULES}")
+        raise ConfigError(f"unknown schedule {optim.schedule!r} (config.optim.schedule); valid: {SCHEDULES}")
     if warmup == 0:
         return after
     return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), after], [warmup])
@@ -50,5 +52,5 @@ def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformatio
         elif optim.name == "rmsprop":
             parts.append(optax.rmsprop(lr, momentum=optim.momentum))
         else:
-            raise ValueError(f"unknown optimizer {optim.name!r} (config.optim.name); valid: {OPTIMIZERS}")
+            raise ConfigError(f"unknown optimizer {optim.name!r} (config.optim.name); valid: {OPTIMIZERS}")
     return optax.chain(*parts), lr

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import ml_collections
 import numpy as np
 
+from jaxdet.errors import ConfigError
 
 TABLE_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 TERM_KEYS = ("classification", "localization", "confidence")
@@ -31,14 +32,14 @@ def _convert(config: ml_collections.ConfigDict, key: str, text: str):
     parts = key.split(".")
     for p in parts[:-1]:
         if p not in node:
-            raise ValueError(f"--sweep key {key!r}: the config has no section {p!r}")
+            raise ConfigError(f"--sweep key {key!r}: the config has no section {p!r}")
         node = node[p]
     if parts[-1] not in node:
-        raise ValueError(f"--sweep key {key!r}: the config has no field {parts[-1]!r}; fields: {sorted(node.keys())}")
+        raise ConfigError(f"--sweep key {key!r}: the config has no field {parts[-1]!r}; fields: {sorted(node.keys())}")
     current = node[parts[-1]]
     if isinstance(current, bool):
         if text.lower() not in ("true", "false"):
-            raise ValueError(f"--sweep {key}={text}: expected True or False")
+            raise ConfigError(f"--sweep {key}={text}: expected True or False")
         return text.lower() == "true"
     if isinstance(current, (int, float)):
         return type(current)(float(text)) if isinstance(current, float) else int(text)
@@ -52,15 +53,15 @@ def parse_sweep(config: ml_collections.ConfigDict, specs: Sequence[str]) -> list
     axes = []
     for spec in specs:
         if "=" not in spec:
-            raise ValueError(f"--sweep {spec!r}: expected KEY=VALUE1,VALUE2,...")
+            raise ConfigError(f"--sweep {spec!r}: expected KEY=VALUE1,VALUE2,...")
         key, values = spec.split("=", 1)
         key = key.strip()
         if key == "seed":
-            raise ValueError("sweep over seeds with --seeds, not --sweep seed=...")
+            raise ConfigError("sweep over seeds with --seeds, not --sweep seed=...")
         # Split on commas outside brackets, so tuple values like (0.5,1.0) survive.
         items = [v.strip() for v in re.split(r",(?![^()\[\]]*[)\]])", values) if v.strip()]
         if not items:
-            raise ValueError(f"--sweep {spec!r}: no values")
+            raise ConfigError(f"--sweep {spec!r}: no values")
         axes.append([(key, _convert(config, key, v)) for v in items])
     return [dict(combo) for combo in itertools.product(*axes)]
 
@@ -120,9 +121,21 @@ def run_sweep(
             else:
                 print(f"sweep: {name} seed {seed} already finished, skipped", flush=True)
             final = _final_eval(sub, cfg.train.steps) or {}
-            train_rows = [r for r in _rows(sub) if r["split"] == "train"]
+            rows = _rows(sub)
+            train_rows = [r for r in rows if r["split"] == "train"]
+            diagnostics = [r for r in rows if r["split"] == "diagnostics"]
             seconds = json.load(open(timing))["seconds"] if os.path.exists(timing) else float("nan")
-            records.append({"arm": name, "seed": seed, "workdir": sub, "final": final, "train": train_rows, "seconds": seconds})
+            records.append(
+                {
+                    "arm": name,
+                    "seed": seed,
+                    "workdir": sub,
+                    "final": final,
+                    "train": train_rows,
+                    "diagnostics": diagnostics,
+                    "seconds": seconds,
+                }
+            )
     return records
 
 
@@ -138,8 +151,12 @@ def write_results(records: list[dict], workdir: str) -> tuple[str, str]:
     arms = list(dict.fromkeys(r["arm"] for r in records))
     seeds = sorted({r["seed"] for r in records})
     header = ["arm", *TABLE_KEYS, *[f"final {t}" for t in TERM_KEYS], "train time (s)"]
-    lines = [f"Seeds: {', '.join(map(str, seeds))} (mean ± std over seeds)", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [
+        f"Seeds: {', '.join(map(str, seeds))} (mean ± std over seeds)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for arm in arms:
         rs = [r for r in records if r["arm"] == arm]
         cells = [arm]
@@ -161,7 +178,9 @@ def _plot(records: list[dict], arms: list[str], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_ap, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
+    with_diag = any(r.get("diagnostics") for r in records)
+    fig, axes = plt.subplots(1, 3 if with_diag else 2, figsize=(18 if with_diag else 12, 4.5))
+    ax_ap, ax_loss = axes[0], axes[1]
     means, stds = [], []
     for arm in arms:
         aps = [r["final"].get("AP", np.nan) for r in records if r["arm"] == arm]
@@ -184,8 +203,27 @@ def _plot(records: list[dict], arms: list[str], path: str) -> None:
     ax_loss.set_yscale("log")
     ax_loss.legend(fontsize=7)
     ax_loss.set_title("loss curves (mean over seeds)")
+    if with_diag:
+        _plot_term_gradients(axes[2], records, arms)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+def _plot_term_gradients(ax, records: list[dict], arms: list[str]) -> None:
+    """Per-term gradient norms over steps (first seed of each arm): which term drives training."""
+    styles = {"classification": "-", "localization": "--", "confidence": ":"}
+    for i, arm in enumerate(arms):
+        rows = next((r["diagnostics"] for r in records if r["arm"] == arm and r.get("diagnostics")), [])
+        if not rows:
+            continue
+        steps = [row["step"] for row in rows]
+        for term, style in styles.items():
+            values = [row.get(f"grad_norm/{term}", np.nan) for row in rows]
+            if np.nanmax(values) > 0:
+                ax.plot(steps, values, style, color=f"C{i}", label=f"{arm}: {term}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("gradient norm of the weighted term")
+    ax.set_yscale("log")
+    ax.legend(fontsize=6)
+    ax.set_title("per-term gradient norms (train.term_grad_norms_every)")

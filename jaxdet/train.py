@@ -106,9 +106,7 @@ def make_train_step(detector, tx: optax.GradientTransformation, lr_schedule: opt
 
 def shard_train_step(step_fn: Callable, mesh: Mesh) -> Callable:
     """jit(shard_map(step_fn)): state replicated, batch split along "data", state donated."""
-    mapped = jax.shard_map(
-        step_fn, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()), check_vma=False
-    )
+    mapped = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()), check_vma=False)
     return jax.jit(mapped, donate_argnums=(0,))
 
 

@@ -58,7 +58,14 @@ def test_zero_area_boxes_are_finite():
 @pytest.mark.parametrize("name", ["elementwise_iou", "elementwise_giou", "elementwise_diou", "elementwise_ciou"])
 def test_gradients_finite_on_degenerate_pairs(name):
     fn = getattr(B, name)
-    pairs = [(A, A), (POINT, POINT), (UNIT, DISJOINT), (UNIT, TOUCHING), (POINT, A), (np.zeros((1, 4)), np.zeros((1, 4)))]
+    pairs = [
+        (A, A),
+        (POINT, POINT),
+        (UNIT, DISJOINT),
+        (UNIT, TOUCHING),
+        (POINT, A),
+        (np.zeros((1, 4)), np.zeros((1, 4))),
+    ]
     for a, b in pairs:
         g = jax.grad(lambda x: jnp.sum(fn(x, b)))(jnp.asarray(a, jnp.float32))
         assert np.all(np.isfinite(np.asarray(g))), (name, a, b)

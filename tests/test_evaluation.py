@@ -38,21 +38,36 @@ def _case(seed, n_images=12, n_cats=4, crowd=True, empty_images=True, absent_cla
             x, y = rng.uniform(0, 200 - w), rng.uniform(0, 150 - h)
             cat = int(rng.choice(gt_cats))
             anns.append(
-                {"id": len(anns) + 1, "image_id": img["id"], "category_id": cat, "bbox": [x, y, w, h],
-                 "area": w * h, "iscrowd": int(crowd and rng.random() < 0.1)}
+                {
+                    "id": len(anns) + 1,
+                    "image_id": img["id"],
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": int(crowd and rng.random() < 0.1),
+                }
             )
             if img["id"] % 7 == 3:
                 continue  # images without detections
             for _ in range(int(rng.integers(0, 3))):
                 jit = rng.normal(0, 0.15, 4) * [w, h, w, h]
                 dets.append(
-                    {"image_id": img["id"], "category_id": cat if rng.random() < 0.8 else int(rng.integers(1, n_cats + 1)),
-                     "bbox": [x + jit[0], y + jit[1], max(1.0, w + jit[2]), max(1.0, h + jit[3])],
-                     "score": float(rng.uniform())}
+                    {
+                        "image_id": img["id"],
+                        "category_id": cat if rng.random() < 0.8 else int(rng.integers(1, n_cats + 1)),
+                        "bbox": [x + jit[0], y + jit[1], max(1.0, w + jit[2]), max(1.0, h + jit[3])],
+                        "score": float(rng.uniform()),
+                    }
                 )
         for _ in range(int(rng.integers(0, 3))):  # background false positives, incl. the absent class
-            dets.append({"image_id": img["id"], "category_id": n_cats, "bbox": [*rng.uniform(0, 100, 2), 20.0, 20.0],
-                         "score": float(rng.uniform())})
+            dets.append(
+                {
+                    "image_id": img["id"],
+                    "category_id": n_cats,
+                    "bbox": [*rng.uniform(0, 100, 2), 20.0, 20.0],
+                    "score": float(rng.uniform()),
+                }
+            )
     return {"images": images, "annotations": anns, "categories": cats}, dets
 
 
@@ -69,7 +84,9 @@ def test_matches_pycocotools(seed):
 def test_perfect_detections_score_one_and_undefined_is_minus_one():
     gt = {
         "images": [{"id": 1, "width": 100, "height": 100}, {"id": 2, "width": 100, "height": 100}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": 400, "iscrowd": 0}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": 400, "iscrowd": 0}
+        ],
         "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
     }
     dets = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9}]

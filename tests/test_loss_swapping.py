@@ -1,5 +1,6 @@
 """Every loss in LOSSES trains every detector; term gradients add up; sweeps tabulate."""
 
+import json
 import os
 
 import jax
@@ -99,7 +100,9 @@ def test_term_gradients_sum_to_the_total_gradient():
 
         def total(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
-            outputs, _ = det.module.apply(variables, train.normalize(batch["image"]), train=True, mutable=["batch_stats"])
+            outputs, _ = det.module.apply(
+                variables, train.normalize(batch["image"]), train=True, mutable=["batch_stats"]
+            )
             return det.loss_fn(outputs, batch, rng, axis_name=train.AXIS)[0]
 
         return jac, jax.grad(total)(state.params)
@@ -111,7 +114,9 @@ def test_term_gradients_sum_to_the_total_gradient():
 
     diag = jax.device_get(train.make_term_grad_step(det, mesh)(state, batch, jax.random.key(0)))
     assert all(np.isfinite(v) for v in diag.values())
-    assert diag["grad_norm/classification"] > 0 and diag["grad_norm/localization"] > 0 and diag["grad_norm/confidence"] > 0
+    assert (
+        diag["grad_norm/classification"] > 0 and diag["grad_norm/localization"] > 0 and diag["grad_norm/confidence"] > 0
+    )
     for k, v in diag.items():
         if k.startswith("grad_cos/"):
             assert -1.0 - 1e-5 <= v <= 1.0 + 1e-5
@@ -152,7 +157,8 @@ def test_two_arm_sweep_writes_results(tfds_dir, tmp_path, capsys):
         inits.append(train.init_state(det, tx, train.init_key(cfg.seed), cfg.data.image_size, mesh).params)
     for a, b in zip(jax.tree_util.tree_leaves(inits[0]), jax.tree_util.tree_leaves(inits[1])):
         np.testing.assert_array_equal(a, b)
-    rows = [__import__("json").loads(l) for l in open(os.path.join(records[0]["workdir"], "metrics.jsonl"))]
+    with open(os.path.join(records[0]["workdir"], "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
     diag = [r for r in rows if r["split"] == "diagnostics"]
     assert [r["step"] for r in diag] == [0, 3] and "grad_cos/classification__localization" in diag[0]
     # Re-running skips finished arms.

@@ -23,7 +23,9 @@ def test_focal_matches_reference_formula():
     t = np.array([0.0, 1.0, 1.0, 0.0, 1.0])
     np.testing.assert_allclose(L.sigmoid_focal_loss(x, t), _np_focal(x, t), rtol=1e-5)
     np.testing.assert_allclose(L.sigmoid_focal_loss(x, t, alpha=-1), _np_focal(x, t, alpha=-1), rtol=1e-5)
-    np.testing.assert_allclose(L.sigmoid_focal_loss(x, t, gamma=0.0, alpha=-1), L.sigmoid_binary_cross_entropy(x, t), rtol=1e-6)
+    np.testing.assert_allclose(
+        L.sigmoid_focal_loss(x, t, gamma=0.0, alpha=-1), L.sigmoid_binary_cross_entropy(x, t), rtol=1e-6
+    )
 
 
 def test_bce_and_softmax_ce():

@@ -73,8 +73,12 @@ def test_select_detections_static_shapes():
     scores[0, 1] = 0.9
     scores[1, 1] = 0.8  # overlaps anchor 0 -> suppressed
     scores[2, 2] = 0.7
-    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 11], [30, 30, 40, 40], [0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]], np.float32)
-    d = postprocess.select_detections(scores, boxes, pre_nms_topk=10, score_threshold=0.05, iou_threshold=0.5, max_detections=5)
+    boxes = np.array(
+        [[0, 0, 10, 10], [0, 0, 10, 11], [30, 30, 40, 40], [0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]], np.float32
+    )
+    d = postprocess.select_detections(
+        scores, boxes, pre_nms_topk=10, score_threshold=0.05, iou_threshold=0.5, max_detections=5
+    )
     assert d.boxes.shape == (5, 4) and d.valid.shape == (5,)
     np.testing.assert_array_equal(d.valid, [True, True, False, False, False])
     np.testing.assert_array_equal(d.classes[:2], [1, 2])

@@ -149,8 +149,14 @@ def test_bad_config_fails_at_start_up(overrides, message):
 
 
 def test_unknown_config_key_from_the_command_line(tmp_path):
-    cmd = [sys.executable, "-m", "experiments.train", "--config=experiments/configs/default.py:tiny",
-           f"--workdir={tmp_path}", "--config.train.stepz=3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "--config=experiments/configs/default.py:tiny",
+        f"--workdir={tmp_path}",
+        "--config.train.stepz=3",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "stepz" in proc.stderr
@@ -173,5 +179,7 @@ def test_warmup_and_cosine_schedule():
     assert float(lr(5)) == pytest.approx(config.optim.learning_rate / 2)
     assert float(lr(10)) == pytest.approx(config.optim.learning_rate)
     assert float(lr(110)) == pytest.approx(0.0, abs=1e-9)
-    mask = optim.decay_mask({"conv": {"kernel": jnp.zeros((3, 3, 1, 1)), "bias": jnp.zeros(1)}, "norm": {"scale": jnp.zeros(4)}})
+    mask = optim.decay_mask(
+        {"conv": {"kernel": jnp.zeros((3, 3, 1, 1)), "bias": jnp.zeros(1)}, "norm": {"scale": jnp.zeros(4)}}
+    )
     assert mask == {"conv": {"kernel": True, "bias": False}, "norm": {"scale": False}}

@@ -23,6 +23,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from jaxdet.errors import ConfigError
+
 # tf.data only feeds the host; keep TensorFlow off any accelerator JAX will use.
 tf.config.set_visible_devices([], "GPU")
 
@@ -53,7 +55,7 @@ def load_source(
     builder = tfds.builder(name, data_dir=data_dir)
     builder.download_and_prepare()
     if split not in builder.info.splits:
-        raise ValueError(f"dataset {name!r} has no split {split!r}; available: {sorted(builder.info.splits)}")
+        raise ConfigError(f"dataset {name!r} has no split {split!r}; available: {sorted(builder.info.splits)}")
     shard = tfds.even_splits(split, process_count)[process_index]
     ds = builder.as_dataset(split=shard, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
 
@@ -73,7 +75,9 @@ def load_source(
         heights.append(h)
         widths.append(w)
     class_names = list(builder.info.features["objects"]["label"].names)
-    return Source(images, boxes, labels, np.asarray(ids, np.int64), np.asarray(heights), np.asarray(widths), class_names)
+    return Source(
+        images, boxes, labels, np.asarray(ids, np.int64), np.asarray(heights), np.asarray(widths), class_names
+    )
 
 
 def _padded_annotations(source: Source, max_boxes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -83,17 +87,19 @@ def _padded_annotations(source: Source, max_boxes: int) -> tuple[np.ndarray, np.
     labels = np.zeros((n, max_boxes), np.int32)
     counts = np.zeros((n,), np.int32)
     truncated_images = truncated_boxes = 0
-    for i, (b, l) in enumerate(zip(source.boxes, source.labels)):
+    for i, (b, lab) in enumerate(zip(source.boxes, source.labels)):
         k = min(len(b), max_boxes)
         if len(b) > max_boxes:
             truncated_images += 1
             truncated_boxes += len(b) - max_boxes
-        boxes[i, :k], labels[i, :k], counts[i] = b[:k], l[:k], k
+        boxes[i, :k], labels[i, :k], counts[i] = b[:k], lab[:k], k
     if truncated_boxes:
         logging.warning(
             "%d images have more than data.max_boxes=%d boxes; %d boxes beyond the limit are not "
             "used for training (raise data.max_boxes to keep them).",
-            truncated_images, max_boxes, truncated_boxes,
+            truncated_images,
+            max_boxes,
+            truncated_boxes,
         )
     return boxes, labels, counts
 
@@ -157,7 +163,7 @@ class Pipeline:
         """Endless augmented batches for steps start_step, start_step + 1, ... (per process)."""
         n = len(self.source)
         if n == 0:
-            raise ValueError("the training split of this process is empty")
+            raise ConfigError("the training split of this process is empty")
         lo, hi = float(scale_range[0]), float(scale_range[1])
         size = self.image_size
 

@@ -167,11 +167,16 @@ class JaxdetShapes(tfds.core.GeneratorBasedBuilder):
             jpeg = io.BytesIO()
             Image.fromarray(ex["image"]).save(jpeg, format="JPEG", quality=92)
             jpeg.seek(0)
-            yield index, {
-                "image": jpeg,
-                "image/id": offset + index + 1,  # Unique ids across splits; COCO ids start at 1.
-                "objects": {
-                    "bbox": np.stack([b[:, 1], b[:, 0], b[:, 3], b[:, 2]], axis=1) if len(b) else np.zeros((0, 4), np.float32),
-                    "label": ex["labels"],
+            yield (
+                index,
+                {
+                    "image": jpeg,
+                    "image/id": offset + index + 1,  # Unique ids across splits; COCO ids start at 1.
+                    "objects": {
+                        "bbox": np.stack([b[:, 1], b[:, 0], b[:, 3], b[:, 2]], axis=1)
+                        if len(b)
+                        else np.zeros((0, 4), np.float32),
+                        "label": ex["labels"],
+                    },
                 },
-            }
+            )

@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdet.errors import ConfigError
 from jaxdet.models.layers import conv1x1, conv3x3, make_norm
 
 
@@ -84,7 +85,9 @@ class ResNet(nn.Module):
     def __call__(self, x, train: bool):
         norm = make_norm(self.norm, train, self.dtype, self.axis_name)
         x = x.astype(self.dtype)
-        x = nn.Conv(self.spec.stem_width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], use_bias=False, dtype=self.dtype)(x)
+        x = nn.Conv(
+            self.spec.stem_width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], use_bias=False, dtype=self.dtype
+        )(x)
         x = nn.relu(norm()(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         block = Bottleneck if self.spec.bottleneck else BasicBlock
@@ -103,5 +106,5 @@ class ResNet(nn.Module):
 def get_backbone_spec(name: str) -> ResNetSpec:
     """`BACKBONES[name]`, failing with the list of valid names."""
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r} (config.model.backbone); valid names: {sorted(BACKBONES)}")
+        raise ConfigError(f"unknown backbone {name!r} (config.model.backbone); valid names: {sorted(BACKBONES)}")
     return BACKBONES[name]

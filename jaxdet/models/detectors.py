@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from jaxdet.errors import ConfigError
 from jaxdet.models.heads.retinanet import build_retinanet
 
 DETECTORS: dict[str, Callable[..., Any]] = {
@@ -22,5 +23,5 @@ def build_detector(config, num_classes: int, axis_name: str | None = "data"):
     """Builds `DETECTORS[config.model.name]`, failing with the list of valid names."""
     name = config.model.name
     if name not in DETECTORS:
-        raise ValueError(f"unknown detector {name!r} (config.model.name); valid names: {sorted(DETECTORS)}")
+        raise ConfigError(f"unknown detector {name!r} (config.model.name); valid names: {sorted(DETECTORS)}")
     return DETECTORS[name](config, num_classes, axis_name)

@@ -8,6 +8,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdet.errors import ConfigError
+
 NORMS = ("batch", "group", "none")
 
 
@@ -31,7 +33,7 @@ def make_norm(kind: str, train: bool, dtype: Any, axis_name: str | None = None, 
         return lambda name=None: _GroupNormAuto(groups=groups, dtype=dtype, name=name)
     if kind == "none":
         return lambda name=None: _identity
-    raise ValueError(f"unknown norm {kind!r}; valid: {NORMS}")
+    raise ConfigError(f"unknown norm {kind!r}; valid: {NORMS}")
 
 
 class _GroupNormAuto(nn.Module):

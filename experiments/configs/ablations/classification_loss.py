@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the launch command in the docstring is meant to be copied whole)
 """Ablation: cross-entropy vs focal vs varifocal vs quality focal classification.
 
     python -m experiments.sweep --config=experiments/configs/ablations/classification_loss.py \

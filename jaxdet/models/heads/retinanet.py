@@ -42,13 +42,30 @@ class RetinaNetHead(nn.Module):
         init = nn.initializers.normal(0.01)
         # Focal-loss prior: every anchor starts with foreground probability prior_prob.
         bias = -math.log((1 - self.prior_prob) / self.prior_prob)
-        cls_convs = [nn.Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name=f"cls_conv{i}") for i in range(self.num_convs)]
-        box_convs = [nn.Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name=f"box_conv{i}") for i in range(self.num_convs)]
+        cls_convs = [
+            nn.Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name=f"cls_conv{i}")
+            for i in range(self.num_convs)
+        ]
+        box_convs = [
+            nn.Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name=f"box_conv{i}")
+            for i in range(self.num_convs)
+        ]
         # Norms are per level (as torchvision's v2 head) while convs are shared.
-        cls_out = nn.Conv(self.num_anchors * self.num_logits, (3, 3), kernel_init=init, bias_init=nn.initializers.constant(bias), dtype=self.dtype, name="cls_logits")
+        cls_out = nn.Conv(
+            self.num_anchors * self.num_logits,
+            (3, 3),
+            kernel_init=init,
+            bias_init=nn.initializers.constant(bias),
+            dtype=self.dtype,
+            name="cls_logits",
+        )
         box_out = nn.Conv(self.num_anchors * 4, (3, 3), kernel_init=init, dtype=self.dtype, name="box_deltas")
         # IoU-aware RetinaNet (Wu et al. 2020): a per-anchor quality logit off the box tower.
-        quality_out = nn.Conv(self.num_anchors, (3, 3), kernel_init=init, dtype=self.dtype, name="quality") if self.quality_branch else None
+        quality_out = (
+            nn.Conv(self.num_anchors, (3, 3), kernel_init=init, dtype=self.dtype, name="quality")
+            if self.quality_branch
+            else None
+        )
         logits, deltas, quality = [], [], []
         for lvl in sorted(features):
             norm = make_norm(self.norm, True, self.dtype)
@@ -91,8 +108,13 @@ class RetinaNetModule(nn.Module):
         feats = ResNet(get_backbone_spec(self.backbone), self.backbone_norm, self.dtype, self.axis_name)(images, train)
         pyramid = FPN(self.fpn_channels, self.min_level, self.max_level, self.dtype)(feats)
         return RetinaNetHead(
-            self.num_logits, self.num_anchors, self.head_convs, self.fpn_channels, self.head_norm,
-            quality_branch=self.quality_branch, dtype=self.dtype,
+            self.num_logits,
+            self.num_anchors,
+            self.head_convs,
+            self.fpn_channels,
+            self.head_norm,
+            quality_branch=self.quality_branch,
+            dtype=self.dtype,
         )(pyramid)
 
 
@@ -225,5 +247,15 @@ def build_retinanet(config, num_classes: int, axis_name: str | None) -> RetinaNe
         max_detections=m.max_detections,
     )
     return RetinaNet(
-        module, anchors, num_classes, cls_loss, loc_loss, conf_loss, weights, m.fg_iou, m.bg_iou, tuple(m.box_weights), detect
+        module,
+        anchors,
+        num_classes,
+        cls_loss,
+        loc_loss,
+        conf_loss,
+        weights,
+        m.fg_iou,
+        m.bg_iou,
+        tuple(m.box_weights),
+        detect,
     )

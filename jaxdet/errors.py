@@ -1,0 +1,9 @@
+"""The error type for problems the user can fix (config, data, workdir).
+
+Mains catch `ConfigError` and print its message without a traceback; anything else is
+a bug and keeps its traceback.
+"""
+
+
+class ConfigError(ValueError):
+    """A bad config value, data set-up or workdir; the message says what and how to fix it."""
