@@ -44,6 +44,15 @@ def test_smooth_l1_semantics():
     np.testing.assert_allclose(L.smooth_l1_loss(d, 0.0, beta=0.0), d)
 
 
+def test_l1_l2_and_table_reduction():
+    p, t = np.array([[1.0, -2.0, 0.5, 0.0]]), np.array([[0.0, 0.0, 0.0, 3.0]])
+    np.testing.assert_allclose(L.l1_loss(p, t), [[1.0, 2.0, 0.5, 3.0]])
+    np.testing.assert_allclose(L.l2_loss(p, t), [[1.0, 4.0, 0.25, 9.0]])
+    # Table entries on encoded offsets reduce over the 4 coordinates: [N, 4] -> [N].
+    np.testing.assert_allclose(L.LOCALIZATION_LOSSES["l1"].fn(p, t), [6.5])
+    np.testing.assert_allclose(L.LOCALIZATION_LOSSES["l2"].fn(p, t), [14.25])
+
+
 def test_box_losses_values():
     a = np.array([[0.0, 0.0, 2.0, 2.0]])
     b = np.array([[1.0, 1.0, 3.0, 3.0]])

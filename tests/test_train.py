@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,7 +77,9 @@ def test_loss_decreases_on_a_fixed_batch():
     det = detectors.build_detector(config, 5)
     tx, lr = optim.make_optimizer(config.optim, 30)
     state = train.init_state(det, tx, jax.random.key(0), 64, mesh)
-    step = train.shard_train_step(train.make_train_step(det, tx, lr), mesh)
+    # chex fails the test if the step is traced (so compiled) more than once.
+    step_fn = chex.assert_max_traces(train.make_train_step(det, tx, lr), n=1)
+    step = train.shard_train_step(step_fn, mesh)
     losses = []
     for _ in range(30):
         state, m = step(state, train.global_batch(mesh, batch), jax.random.key(0))
@@ -146,6 +149,17 @@ def test_end_to_end_outputs_and_exact_resume(tfds_dir, tmp_path, capsys):
 def test_bad_config_fails_at_start_up(overrides, message):
     with pytest.raises(ValueError, match=message):
         configs.validate(_tiny(**overrides), num_devices=4)
+
+
+def test_unknown_loss_name_from_the_command_line(tmp_path):
+    cmd = [
+        sys.executable, "-m", "experiments.train", "--config=experiments/configs/default.py:tiny",
+        f"--workdir={tmp_path}", "--config.loss.localization=gious",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "unknown localization loss 'gious'" in proc.stderr and "'ciou'" in proc.stderr
+    assert "Traceback" not in proc.stderr  # a message, not a stack
 
 
 def test_unknown_config_key_from_the_command_line(tmp_path):
