@@ -61,3 +61,51 @@ def anchor_grid(
 def anchors_per_location(scales: Sequence[float], aspect_ratios: Sequence[float]) -> int:
     """Number of anchor types A at each feature-map position."""
     return len(scales) * len(aspect_ratios)
+
+
+def point_grid(image_size: int, levels: Sequence[int], offset: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor-free grid points: (points [P, 2] xy pixels, strides [P]) in head-output order."""
+    points, strides = [], []
+    for lvl, (h, w) in zip(levels, level_shapes(image_size, levels)):
+        stride = 2**lvl
+        cy, cx = np.meshgrid((np.arange(h) + offset) * stride, (np.arange(w) + offset) * stride, indexing="ij")
+        points.append(np.stack([cx, cy], axis=-1).reshape(-1, 2))
+        strides.append(np.full(h * w, stride, np.float32))
+    return np.concatenate(points).astype(np.float32), np.concatenate(strides)
+
+
+def ssd_box_shapes(
+    num_levels: int, min_scale: float, max_scale: float, aspect_ratios: Sequence[Sequence[float]]
+) -> list[list[tuple[float, float]]]:
+    """SSD default-box (width, height) per level as fractions of the image (Liu et al. 2016).
+
+    Level k has scale s_k, linear from min_scale to max_scale; each level gets a box per
+    aspect ratio r (w = s_k sqrt(r), h = s_k / sqrt(r); r = width / height, as SSD) plus
+    an extra square box of scale sqrt(s_k s_{k+1}).
+    """
+    if len(aspect_ratios) != num_levels:
+        raise ValueError(f"need one aspect-ratio list per level: {num_levels} levels, got {len(aspect_ratios)}")
+    scales = [min_scale + (max_scale - min_scale) * k / max(num_levels - 1, 1) for k in range(num_levels)]
+    scales.append(1.0 if num_levels == 1 else min(1.0, scales[-1] + (scales[-1] - scales[-2])))
+    shapes = []
+    for k in range(num_levels):
+        level = [(scales[k] * math.sqrt(r), scales[k] / math.sqrt(r)) for r in aspect_ratios[k]]
+        extra = math.sqrt(scales[k] * scales[k + 1])
+        level.append((extra, extra))
+        shapes.append(level)
+    return shapes
+
+
+def ssd_default_boxes(
+    image_size: int, levels: Sequence[int], box_shapes: Sequence[Sequence[tuple[float, float]]], offset: float = 0.5
+) -> np.ndarray:
+    """SSD default boxes [sum_l H_l W_l A_l, 4] xyxy pixels, clipped to the image as in SSD."""
+    grids = []
+    for lvl, (h, w), shapes in zip(levels, level_shapes(image_size, levels), box_shapes):
+        stride = 2**lvl
+        cy, cx = np.meshgrid((np.arange(h) + offset) * stride, (np.arange(w) + offset) * stride, indexing="ij")
+        wh = np.asarray(shapes, np.float32) * image_size  # [A_l, 2]
+        centres = np.stack([cx, cy], axis=-1).reshape(-1, 1, 2)
+        boxes = np.concatenate([centres - wh / 2, centres + wh / 2], axis=-1)  # [HW, A_l, 4]
+        grids.append(boxes.reshape(-1, 4))
+    return np.clip(np.concatenate(grids), 0.0, image_size).astype(np.float32)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 from jax import Array
 
@@ -55,4 +56,77 @@ def max_iou_assign(
     return Assignment(matched=best_gt, label=label.astype(jnp.int32), iou=matched_iou)
 
 
-ASSIGNERS = {"max_iou": max_iou_assign}
+def simota_assign(
+    points: Array,
+    strides: Array,
+    pred_boxes: Array,
+    pred_scores: Array,
+    gt_boxes: Array,
+    gt_labels: Array,
+    gt_mask: Array,
+    center_radius: float = 2.5,
+    max_k: int = 10,
+    iou_weight: float = 3.0,
+) -> Assignment:
+    """SimOTA dynamic assignment (YOLOX, Ge et al. 2021) with static shapes.
+
+    Args:
+      points: [A, 2] xy centres; strides: [A]. pred_boxes: [A, 4] xyxy and pred_scores:
+        [A, C] probabilities, both treated as constants (stop_gradient) for matching.
+      gt_boxes [M, 4], gt_labels int [M], gt_mask bool [M].
+      center_radius: candidates are points inside the box or within this many strides
+        of its centre. max_k: the largest dynamic k (and the top-IoU count that sets it).
+    Each ground truth takes its k lowest-cost candidates, k = clip(floor(sum of its
+    max_k best IoUs), 1, max_k); an anchor claimed twice keeps the lowest-cost one.
+    """
+    pred_boxes = jax.lax.stop_gradient(pred_boxes)
+    pred_scores = jax.lax.stop_gradient(pred_scores)
+    num_anchors = points.shape[0]
+    px, py = points[:, 0:1], points[:, 1:2]  # [A, 1]
+    inside = (
+        (px > gt_boxes[None, :, 0])
+        & (px < gt_boxes[None, :, 2])
+        & (py > gt_boxes[None, :, 1])
+        & (py < gt_boxes[None, :, 3])
+    )
+    cx = 0.5 * (gt_boxes[:, 0] + gt_boxes[:, 2])
+    cy = 0.5 * (gt_boxes[:, 1] + gt_boxes[:, 3])
+    r = center_radius * strides[:, None]
+    near = (jnp.abs(px - cx[None]) < r) & (jnp.abs(py - cy[None]) < r)
+    candidate = (inside | near) & gt_mask[None, :]  # [A, M]
+
+    iou = box_ops.box_iou(pred_boxes, gt_boxes)  # [A, M]
+    score = jnp.take(pred_scores, gt_labels, axis=1)  # [A, M]: score of each gt's class
+    cost = -jnp.log(score + 1e-8) - iou_weight * jnp.log(iou + 1e-8)
+    # Points both inside the box and near its centre are preferred, as in YOLOX.
+    cost = cost + jnp.where(inside & near, 0.0, 1e4) + jnp.where(candidate, 0.0, 1e8)
+
+    k = min(max_k, num_anchors)
+    top_iou, _ = jax.lax.top_k(jnp.where(candidate, iou, 0.0).T, k)  # [M, k]
+    dynamic_k = jnp.clip(jnp.floor(jnp.sum(top_iou, axis=1)), 1, k).astype(jnp.int32)  # [M]
+    _, order = jax.lax.top_k(-cost.T, k)  # [M, k] lowest-cost anchors per gt
+    chosen = (jnp.arange(k)[None, :] < dynamic_k[:, None]) & jnp.take_along_axis(candidate.T, order, axis=1)
+    chosen = chosen & gt_mask[:, None]
+    gt_index = jnp.broadcast_to(jnp.arange(gt_boxes.shape[0])[:, None], order.shape)
+    matching = jnp.zeros((gt_boxes.shape[0], num_anchors), bool).at[gt_index, order].set(chosen)  # [M, A]
+    matched_cost = jnp.where(matching.T, cost, jnp.inf)  # [A, M]
+    matched = jnp.argmin(matched_cost, axis=1).astype(jnp.int32)
+    positive = jnp.any(matching, axis=0)
+    label = jnp.where(positive, POSITIVE, NEGATIVE).astype(jnp.int32)
+    matched_iou = jnp.where(positive, jnp.take_along_axis(iou, matched[:, None], axis=1)[:, 0], 0.0)
+    return Assignment(matched=matched, label=label, iou=matched_iou)
+
+
+def hard_negative_mask(neg_losses: Array, negatives: Array, num_keep: Array) -> Array:
+    """SSD's hard negative mining with a static shape: bool [A], the `num_keep` negatives
+    with the highest loss (fewer if there are not that many negatives).
+
+    Args: neg_losses [A] per-anchor classification loss; negatives bool [A]; num_keep int [].
+    """
+    masked = jnp.where(negatives, neg_losses, -jnp.inf)
+    order = jnp.argsort(-masked, stable=True)
+    rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
+    return negatives & (rank < num_keep)
+
+
+ASSIGNERS = {"max_iou": max_iou_assign, "simota": simota_assign}

@@ -63,11 +63,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
             raise ConfigError(f"config.train.{field} must be positive, got {config.train[field]}")
     if config.data.max_boxes < 1:
         raise ConfigError(f"config.data.max_boxes must be >= 1, got {config.data.max_boxes}")
-    if config.data.image_size % 2**config.model.max_level:
-        raise ConfigError(
-            f"config.data.image_size={config.data.image_size} must be a multiple of the coarsest stride "
-            f"2**model.max_level={2**config.model.max_level}"
-        )
     if not 0 < config.data.scale_min <= config.data.scale_max:
         raise ConfigError(
             f"need 0 < data.scale_min <= data.scale_max, got {config.data.scale_min}, {config.data.scale_max}"

@@ -52,3 +52,64 @@ def test_vmaps_over_batch():
     a = fn(gts, masks)
     assert a.label.shape == (2, len(ANCHORS))
     assert np.asarray(a.label[1]).max() == 0 and np.asarray(a.label[0]).max() == 1
+
+
+def _points(size=64, stride=8):
+    from jaxdet import anchors
+
+    return anchors.point_grid(size, [3])  # stride 8: 8x8 points at (i + 0.5) * 8
+
+
+def test_simota_assigns_points_near_the_box_and_never_padding():
+    points, strides = _points()
+    gt = np.array([[16.0, 16.0, 40.0, 40.0], [0.0, 0.0, 64.0, 64.0]], np.float32)
+    mask = np.array([True, False])  # the second (image-wide) box is padding
+    labels = np.array([2, 0])
+    # Predictions equal to the ground truth where the point is inside it: IoU 1 there.
+    inside = (points[:, 0] > 16) & (points[:, 0] < 40) & (points[:, 1] > 16) & (points[:, 1] < 40)
+    pred = np.where(inside[:, None], gt[0], np.array([0.0, 0.0, 4.0, 4.0], np.float32))
+    scores = np.full((len(points), 3), 0.1, np.float32)
+    a = assigners.simota_assign(points, strides, pred, scores, gt, labels, mask)
+    pos = np.asarray(a.label) == assigners.POSITIVE
+    # dynamic k = floor(sum of the 10 best IoUs) = 9 (9 points inside, each IoU 1): exactly those.
+    assert pos.sum() == 9
+    np.testing.assert_array_equal(pos, inside)
+    assert np.all(np.asarray(a.matched)[pos] == 0)
+    np.testing.assert_allclose(np.asarray(a.iou)[pos], 1.0, rtol=1e-6)
+
+
+def test_simota_empty_image_all_negative_and_one_anchor_one_gt():
+    points, strides = _points()
+    gt = np.array([[10.0, 10.0, 30.0, 30.0], [12.0, 12.0, 32.0, 32.0]], np.float32)
+    pred = np.tile(np.array([[10.0, 10.0, 31.0, 31.0]], np.float32), (len(points), 1))
+    scores = np.full((len(points), 2), 0.5, np.float32)
+    empty = assigners.simota_assign(points, strides, pred, scores, gt, np.array([0, 1]), np.zeros(2, bool))
+    assert np.all(np.asarray(empty.label) == assigners.NEGATIVE)
+    both = assigners.simota_assign(points, strides, pred, scores, gt, np.array([0, 1]), np.ones(2, bool))
+    pos = np.asarray(both.label) == assigners.POSITIVE
+    assert pos.sum() >= 2 and set(np.asarray(both.matched)[pos]) == {0, 1}
+
+
+def test_hard_negative_mask_selects_exactly_the_hardest():
+    losses = np.array([0.1, 5.0, 0.3, 2.0, 9.0, 0.2, 4.0, 1.0])
+    negatives = np.array([True, True, True, True, False, True, True, True])  # index 4 is positive
+    mask = np.asarray(assigners.hard_negative_mask(losses, negatives, 3))
+    assert mask.sum() == 3
+    np.testing.assert_array_equal(np.nonzero(mask)[0], [1, 3, 6])  # losses 5, 2, 4; never the positive
+    # Asking for more than there are negatives gives all of them.
+    assert np.asarray(assigners.hard_negative_mask(losses, negatives, 100)).sum() == negatives.sum()
+    assert np.asarray(assigners.hard_negative_mask(losses, negatives, 0)).sum() == 0
+
+
+def test_ssd_default_boxes():
+    from jaxdet import anchors
+
+    shapes = anchors.ssd_box_shapes(2, 0.2, 0.6, [(1.0, 2.0), (1.0,)])
+    assert [len(s) for s in shapes] == [3, 2]  # ratios + the extra sqrt(s_k s_k+1) square
+    w, h = shapes[0][1]
+    np.testing.assert_allclose([w, h], [0.2 * np.sqrt(2), 0.2 / np.sqrt(2)])
+    np.testing.assert_allclose(shapes[0][2], [np.sqrt(0.2 * 0.6)] * 2)
+    boxes = anchors.ssd_default_boxes(64, [4, 5], shapes)
+    assert boxes.shape == (4 * 4 * 3 + 2 * 2 * 2, 4)
+    assert boxes.min() >= 0 and boxes.max() <= 64
+    np.testing.assert_allclose(boxes[0], [8 - 6.4, 8 - 6.4, 8 + 6.4, 8 + 6.4], rtol=1e-5)

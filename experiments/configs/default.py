@@ -46,6 +46,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.score_threshold = 0.05
     config.model.nms_iou_threshold = 0.5
     config.model.max_detections = 100
+    # YOLO (SimOTA): candidate radius in strides, and the largest dynamic k.
+    config.model.center_radius = 2.5
+    config.model.simota_k = 10
+    # SSD default boxes: scales (fractions of the image) from the finest to the coarsest
+    # level, aspect ratios (width / height) per level (one list = the same on every level).
+    config.model.ssd_min_scale = 0.07
+    config.model.ssd_max_scale = 0.6
+    config.model.ssd_aspect_ratios = ((1.0, 2.0, 0.5),)
+    config.model.neg_pos_ratio = 3
 
     config.loss = ml_collections.ConfigDict()
     config.loss.classification = "sigmoid_focal"

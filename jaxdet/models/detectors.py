@@ -13,9 +13,13 @@ from typing import Any
 
 from jaxdet.errors import ConfigError
 from jaxdet.models.heads.retinanet import build_retinanet
+from jaxdet.models.heads.ssd import build_ssd
+from jaxdet.models.heads.yolo import build_yolo
 
 DETECTORS: dict[str, Callable[..., Any]] = {
     "retinanet": build_retinanet,
+    "yolo": build_yolo,
+    "ssd": build_ssd,
 }
 
 

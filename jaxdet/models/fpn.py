@@ -46,3 +46,29 @@ class FPN(nn.Module):
             prev = nn.Conv(self.channels, (3, 3), strides=2, padding="SAME", dtype=self.dtype, name=f"extra{lvl}")(x)
             outputs[lvl] = prev
         return outputs
+
+
+class PAN(nn.Module):
+    """FPN plus a bottom-up path (Liu et al. 2018, as YOLOv4+/YOLOX necks): {l: C_l} -> {l: N_l}.
+
+    N_min = P_min; N_l = conv3x3(P_l + stride-2 conv(N_{l-1})), all `channels` wide.
+    """
+
+    channels: int
+    min_level: int
+    max_level: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, features: dict[int, jax.Array]) -> dict[int, jax.Array]:
+        pyramid = FPN(self.channels, self.min_level, self.max_level, self.dtype, name="fpn")(features)
+        out = {self.min_level: pyramid[self.min_level]}
+        for lvl in range(self.min_level + 1, self.max_level + 1):
+            down = nn.Conv(self.channels, (3, 3), strides=2, padding="SAME", dtype=self.dtype, name=f"down{lvl}")(
+                out[lvl - 1]
+            )
+            merged = nn.relu(pyramid[lvl] + down)
+            out[lvl] = nn.relu(
+                nn.Conv(self.channels, (3, 3), padding="SAME", dtype=self.dtype, name=f"merge{lvl}")(merged)
+            )
+        return out

@@ -22,6 +22,7 @@ from jaxdet import assigners, box_coder, losses, postprocess
 from jaxdet import boxes as box_ops
 from jaxdet.models.backbones import ResNet, get_backbone_spec
 from jaxdet.models.fpn import FPN
+from jaxdet.models.heads import common
 from jaxdet.models.layers import make_norm
 
 
@@ -143,25 +144,14 @@ class RetinaNet:
     def loss_fn(
         self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
     ) -> tuple[Array, dict[str, Array]]:
-        """Weighted total and the three named terms, each normalised by the positives.
-
-        With `axis_name`, the normaliser is the positive count averaged over that axis,
-        so averaging per-device gradients equals the gradient of the global batch.
-        """
+        """Weighted total and the three named terms, each normalised by the positives."""
         del rng  # RetinaNet's targets are deterministic.
         asg = self.assign(batch)
-        pos = asg.label == assigners.POSITIVE  # [B, A]
-        # Images padded in to fill the last eval batch contribute nothing.
-        image_ok = batch.get("image_mask", jnp.ones(pos.shape[:1], bool))[:, None]
-        pos = pos & image_ok
+        image_ok = common.image_mask(batch, asg.label.shape[0])
+        pos = (asg.label == assigners.POSITIVE) & image_ok  # [B, A]
         care = (asg.label != assigners.IGNORE) & image_ok
-        num_pos = jnp.sum(pos).astype(jnp.float32)
-        if axis_name is not None:
-            num_pos = jax.lax.pmean(num_pos, axis_name)
-        norm = jax.lax.stop_gradient(jnp.maximum(num_pos, 1.0))
-
-        gt_labels = jnp.take_along_axis(batch["labels"], asg.matched, axis=1)
-        gt_boxes = jnp.take_along_axis(batch["boxes"], asg.matched[..., None], axis=1)
+        norm = common.positive_normalizer(pos, axis_name)
+        gt_labels, gt_boxes = common.gather_targets(batch, asg.matched)
         anchors = jnp.broadcast_to(jnp.asarray(self.anchors), gt_boxes.shape)
         pred_boxes = box_coder.decode_deltas(anchors, outputs["box_deltas"], self.box_weights)
         # IoU-aware targets are weights, not something to push the boxes towards.
@@ -172,12 +162,10 @@ class RetinaNet:
         cls = self.classification.fn(outputs["cls_logits"], cls_target, quality)
         cls_loss = jnp.sum(jnp.where(care, cls, 0.0)) / norm
 
-        if self.localization.space == "encoded":
-            target = box_coder.encode_deltas(anchors, gt_boxes, self.box_weights)
-            loc = self.localization.fn(outputs["box_deltas"], target)
-        else:
-            loc = self.localization.fn(pred_boxes, gt_boxes)
-        loc_loss = jnp.sum(jnp.where(pos, loc, 0.0)) / norm
+        encode = lambda gt: box_coder.encode_deltas(anchors, gt, self.box_weights)
+        loc_loss = common.localization_term(
+            self.localization, outputs["box_deltas"], encode, pred_boxes, gt_boxes, pos, norm
+        )
 
         conf_loss = jnp.zeros((), jnp.float32)
         if self.confidence.target != "none":
@@ -186,16 +174,11 @@ class RetinaNet:
             conf_loss = jnp.sum(jnp.where(care, conf, 0.0)) / norm
 
         terms = {"classification": cls_loss, "localization": loc_loss, "confidence": conf_loss}
-        total = sum(self.weights[k] * v for k, v in terms.items())
-        return total, terms
+        return common.weighted_total(self.weights, terms), terms
 
     def scores(self, outputs: dict[str, Array]) -> Array:
         """Per-class detection scores [B, A, C] from head outputs."""
-        logits = outputs["cls_logits"]
-        if self.classification.activation == "softmax":
-            probs = jax.nn.softmax(logits, axis=-1)[..., : self.num_classes]
-        else:
-            probs = jax.nn.sigmoid(logits)
+        probs = common.class_probabilities(self.classification, outputs["cls_logits"], self.num_classes)
         if "quality_logits" in outputs:
             # IoU-aware RetinaNet's geometric mean of class probability and predicted quality.
             probs = jnp.sqrt(probs * jax.nn.sigmoid(outputs["quality_logits"])[..., None])
@@ -204,8 +187,7 @@ class RetinaNet:
     def predict(self, outputs: dict[str, Array]) -> postprocess.Detections:
         """Head outputs for a batch -> `Detections` with fields [B, D, ...] in input pixels."""
         boxes = box_coder.decode_deltas(jnp.asarray(self.anchors), outputs["box_deltas"], self.box_weights)
-        fn = lambda s, b: postprocess.select_detections(s, b, **self.detect_kwargs)
-        return jax.vmap(fn)(self.scores(outputs), boxes)
+        return common.detect(self.detect_kwargs, self.scores(outputs), boxes)
 
 
 def build_retinanet(config, num_classes: int, axis_name: str | None) -> RetinaNet:
@@ -235,17 +217,8 @@ def build_retinanet(config, num_classes: int, axis_name: str | None) -> RetinaNe
         dtype=dtype,
         axis_name=axis_name if m.sync_batch_norm else None,
     )
-    weights = {
-        "classification": config.loss.classification_weight,
-        "localization": config.loss.localization_weight,
-        "confidence": config.loss.confidence_weight,
-    }
-    detect = dict(
-        pre_nms_topk=m.pre_nms_topk,
-        score_threshold=m.score_threshold,
-        iou_threshold=m.nms_iou_threshold,
-        max_detections=m.max_detections,
-    )
+    weights = common.loss_weights(config.loss)
+    detect = common.detect_kwargs(m)
     return RetinaNet(
         module,
         anchors,
