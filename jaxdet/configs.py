@@ -63,6 +63,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
             raise ConfigError(f"config.train.{field} must be positive, got {config.train[field]}")
     if config.data.max_boxes < 1:
         raise ConfigError(f"config.data.max_boxes must be >= 1, got {config.data.max_boxes}")
+    if not 0.0 <= config.data.mosaic_prob <= 1.0:
+        raise ConfigError(f"config.data.mosaic_prob must be in [0, 1], got {config.data.mosaic_prob}")
     if not 0 < config.data.scale_min <= config.data.scale_max:
         raise ConfigError(
             f"need 0 < data.scale_min <= data.scale_max, got {config.data.scale_min}, {config.data.scale_max}"

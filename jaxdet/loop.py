@@ -168,7 +168,10 @@ def train_and_evaluate(
     start = int(jax.device_get(state.step))
     local_bs = cfg.train.batch_size // jax.process_count()
     data = pipeline.Pipeline(run.train_source, cfg.data.image_size, cfg.data.max_boxes)
-    stream = data.train(local_bs, cfg.seed, start, cfg.data.hflip, (cfg.data.scale_min, cfg.data.scale_max))
+    stream = data.train(
+        local_bs, cfg.seed, start, cfg.data.hflip, (cfg.data.scale_min, cfg.data.scale_max), cfg.data.mosaic_prob
+    )
+    truncated = 0
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
     _log(
         f"{cfg.model.name}/{cfg.model.backbone}: {n_params / 1e6:.2f}M params, {len(run.class_names)} classes, "
@@ -179,7 +182,9 @@ def train_and_evaluate(
     window: list[dict] = []
     t_window, steps_window = time.time(), 0
     for step in range(start, cfg.train.steps):
-        batch = train.global_batch(run.mesh, next(stream))
+        local = next(stream)
+        truncated += int(local.pop("truncated_boxes").sum())
+        batch = train.global_batch(run.mesh, local)
         every = cfg.train.term_grad_norms_every
         if every and step % every == 0:
             # On the state before this step's update: the gradients this step applies.
@@ -199,7 +204,9 @@ def train_and_evaluate(
                 dt = time.time() - t_window
                 ips = steps_window * cfg.train.batch_size / max(dt, 1e-9)
                 eta = (cfg.train.steps - done) * dt / max(steps_window, 1)
-                run.writer.write(done, "train", {**avg, "images_per_sec": ips})
+                run.writer.write(done, "train", {**avg, "images_per_sec": ips, "truncated_boxes": truncated})
+                if truncated:
+                    _log(f"warning: mosaics had {truncated} boxes beyond data.max_boxes={cfg.data.max_boxes} so far")
                 _log(
                     f"step {done}/{cfg.train.steps}  loss {avg['loss']:.4f}  cls {avg['classification']:.4f}  "
                     f"loc {avg['localization']:.4f}  conf {avg['confidence']:.4f}  lr {avg['learning_rate']:.2e}  "

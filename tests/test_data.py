@@ -126,3 +126,32 @@ def test_coco_ground_truth():
     x1, y1, x2, y2 = src.boxes[1][0]
     assert gt["annotations"][1]["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1])
     assert gt["annotations"][1]["category_id"] == src.labels[1][0] + 1
+
+
+def test_mosaic_boxes_follow_pixels_and_truncation_is_counted():
+    src = _square_source(n=8)
+    data = pipeline.Pipeline(src, image_size=64, max_boxes=4)
+    it = data.train(batch_size=8, seed=1, hflip=True, scale_range=(0.9, 1.1), mosaic_prob=1.0)
+    batch = next(it)
+    assert batch["image"].shape == (8, 64, 64, 3)
+    seen_multi = False
+    for i in range(8):
+        img = batch["image"][i].mean(-1) > 127
+        boxes = batch["boxes"][i][batch["box_mask"][i]]
+        seen_multi |= len(boxes) > 1
+        for b in boxes:  # each kept box is white inside, at its clipped extent
+            x1, y1, x2, y2 = np.round(b).astype(int)
+            assert img[y1:y2, x1:x2].mean() > 0.9
+        # No white pixel lies outside every box, except slivers of objects cut below a quarter.
+        covered = np.zeros_like(img)
+        for b in boxes:
+            x1, y1, x2, y2 = np.round(b).astype(int)
+            covered[y1:y2, x1:x2] = True
+        assert (img & ~covered).sum() <= 0.25 * 40 * 40 * 4
+    assert seen_multi
+    assert batch["truncated_boxes"].shape == (8,)
+    small = pipeline.Pipeline(src, image_size=64, max_boxes=1)
+    b1 = next(small.train(batch_size=8, seed=1, scale_range=(0.9, 1.1), mosaic_prob=1.0))
+    # With one slot per image, every visible box beyond the first is counted, not hidden.
+    assert b1["truncated_boxes"].sum() > 0
+    assert np.all(b1["box_mask"][b1["truncated_boxes"] > 0, 0])

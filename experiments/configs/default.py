@@ -23,6 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.hflip = True
     config.data.scale_min = 0.8  # Scale jitter: longer side = image_size * U(scale_min, scale_max).
     config.data.scale_max = 1.2
+    config.data.mosaic_prob = 0.0  # Probability of a 2x2 mosaic (YOLOv4) per training example.
     config.data.eval_max_images = 0  # 0 = the whole eval split.
 
     config.model = ml_collections.ConfigDict()

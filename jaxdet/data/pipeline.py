@@ -158,28 +158,83 @@ class Pipeline:
         }
 
     def train(
-        self, batch_size: int, seed: int, start_step: int = 0, hflip: bool = True, scale_range=(1.0, 1.0)
+        self,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        hflip: bool = True,
+        scale_range=(1.0, 1.0),
+        mosaic_prob: float = 0.0,
     ) -> Iterator[dict[str, np.ndarray]]:
-        """Endless augmented batches for steps start_step, start_step + 1, ... (per process)."""
+        """Endless augmented batches for steps start_step, start_step + 1, ... (per process).
+
+        With probability `mosaic_prob` an example is a mosaic (YOLOv4): four augmented
+        images tiled 2x2 and an image-sized window cropped around the centre. Batches
+        carry `truncated_boxes` [B]: boxes beyond max_boxes that a mosaic had to leave out.
+        """
         n = len(self.source)
         if n == 0:
             raise ConfigError("the training split of this process is empty")
         lo, hi = float(scale_range[0]), float(scale_range[1])
         size = self.image_size
+        seed64 = tf.cast(seed, tf.int64)
 
-        def fetch(k):
-            epoch, pos = k // n, k % n
-            idx = tf.random.experimental.index_shuffle(pos, tf.stack([tf.cast(seed, tf.int64), epoch]), n - 1)
+        def augment(idx, rng):
+            """One example resized, cropped/padded to size x size and maybe flipped."""
             image, boxes, labels, mask = self._example(idx)
-            draw = tf.random.stateless_uniform([4], seed=tf.stack([tf.cast(seed, tf.int64) + 1, k]))
-            scale_factor = lo + (hi - lo) * draw[0]
-            image, boxes, scale = _resize_and_pad(image, boxes, size, scale_factor, draw[1], draw[2])
+            draw = tf.random.stateless_uniform([4], seed=rng)
+            image, boxes, scale = _resize_and_pad(image, boxes, size, lo + (hi - lo) * draw[0], draw[1], draw[2])
             if hflip:
                 flip = draw[3] < 0.5
                 image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
                 flipped = tf.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], axis=1)
                 boxes = tf.where(flip, flipped, boxes)
-            return self._finish(image, boxes, labels, mask, self._ids[idx], scale)
+            return image, boxes, labels, mask, scale
+
+        def mosaic(k, idx):
+            others = tf.random.stateless_uniform([3], seed=tf.stack([seed64 + 2, k]), maxval=n, dtype=tf.int64)
+            tiles = [augment(i, tf.stack([seed64 + 3 + j, k])) for j, i in enumerate([idx, *tf.unstack(others)])]
+            canvas = tf.concat(
+                [tf.concat([tiles[0][0], tiles[1][0]], axis=1), tf.concat([tiles[2][0], tiles[3][0]], axis=1)], axis=0
+            )
+            offsets = [(0.0, 0.0), (size, 0.0), (0.0, size), (size, size)]
+            boxes = tf.concat(
+                [t[1] + tf.constant([ox, oy, ox, oy], tf.float32) for t, (ox, oy) in zip(tiles, offsets)], 0
+            )
+            labels = tf.concat([t[2] for t in tiles], 0)
+            mask = tf.concat([t[3] for t in tiles], 0)
+            # The window's corner lies in [size/4, 3 size/4]: every tile shows at least a quarter.
+            corner = tf.random.stateless_uniform([2], seed=tf.stack([seed64 + 7, k]), minval=0.25, maxval=0.75)
+            ox, oy = tf.unstack(tf.cast(tf.round(corner * size), tf.int32))
+            image = canvas[oy : oy + size, ox : ox + size]
+            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            shift = tf.cast(tf.stack([ox, oy, ox, oy]), tf.float32)
+            boxes = tf.clip_by_value(boxes - shift, 0.0, float(size))
+            clipped = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            # An object cut down to a sliver no longer looks like itself: keep a quarter or more.
+            mask = mask & (clipped >= 0.25 * area)
+            order = tf.argsort(tf.cast(tf.logical_not(mask), tf.int32), stable=True)[: self.max_boxes]
+            truncated = tf.maximum(tf.reduce_sum(tf.cast(mask, tf.int32)) - self.max_boxes, 0)
+            gather = lambda x: tf.gather(x, order)
+            return image, gather(boxes), gather(labels), gather(mask), tiles[0][4], truncated
+
+        def single(k, idx):
+            image, boxes, labels, mask, scale = augment(idx, tf.stack([seed64 + 1, k]))
+            return image, boxes, labels, mask, scale, tf.constant(0, tf.int32)
+
+        def fetch(k):
+            epoch, pos = k // n, k % n
+            idx = tf.random.experimental.index_shuffle(pos, tf.stack([seed64, epoch]), n - 1)
+            if mosaic_prob > 0:
+                use = tf.random.stateless_uniform([], seed=tf.stack([seed64 + 8, k])) < mosaic_prob
+                image, boxes, labels, mask, scale, truncated = tf.cond(
+                    use, lambda: mosaic(k, idx), lambda: single(k, idx)
+                )
+            else:
+                image, boxes, labels, mask, scale, truncated = single(k, idx)
+            out = self._finish(image, boxes, labels, mask, self._ids[idx], scale)
+            out["truncated_boxes"] = truncated
+            return out
 
         ds = tf.data.Dataset.range(start_step * batch_size, np.iinfo(np.int64).max)
         ds = ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
