@@ -1,0 +1,120 @@
+"""RoIAlign (He et al. 2017) on NHWC features, with torchvision.ops.roi_align's values.
+
+Static shapes: K regions, a fixed output size and a fixed `sampling_ratio` (samples per
+bin side), so it jit-compiles and differentiates with respect to the features (the
+gathers transpose to scatter-adds). Sample points outside the map contribute zero, as in
+torchvision; points within one pixel of the border are clamped to it.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import Array
+from jax.typing import ArrayLike
+
+
+def _axis_samples(start: Array, length: Array, bins: int, ratio: int) -> Array:
+    """Sample coordinates along one axis: [K, bins * ratio], bin-major."""
+    bin_size = length / bins  # [K]
+    steps = (jnp.arange(bins)[:, None] + (jnp.arange(ratio)[None, :] + 0.5) / ratio).reshape(-1)
+    return start[:, None] + steps[None, :] * bin_size[:, None]
+
+
+def _corners(coord: Array, size: int) -> tuple[Array, Array, Array, Array, Array]:
+    """torchvision's bilinear set-up along one axis: (low, high, w_low, w_high, valid)."""
+    valid = (coord >= -1.0) & (coord <= size)
+    c = jnp.maximum(coord, 0.0)
+    low = jnp.floor(c).astype(jnp.int32)
+    at_edge = low >= size - 1
+    low = jnp.where(at_edge, size - 1, low)
+    high = jnp.where(at_edge, size - 1, low + 1)
+    c = jnp.where(at_edge, low.astype(c.dtype), c)
+    frac = c - low
+    return low, high, 1.0 - frac, frac, valid
+
+
+def roi_align(
+    features: ArrayLike,
+    rois: ArrayLike,
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = 2,
+    aligned: bool = True,
+) -> Array:
+    """Pools `features` [B, H, W, C] inside `rois` [K, 5] (batch_index, x1, y1, x2, y2).
+
+    Args:
+      output_size: (oh, ow) or an int. spatial_scale: feature pixels per roi unit (1/stride).
+      sampling_ratio: samples per bin side; must be > 0 (torchvision's adaptive
+        ceil(roi/bin) count is data-dependent, so it has no static shape).
+      aligned: shift by -0.5 pixel so box corners fall on pixel corners (torchvision's
+        aligned=True); False reproduces the original Mask R-CNN mapping.
+    Returns:
+      [K, oh, ow, C], the same values as torchvision.ops.roi_align (NCHW) transposed.
+    """
+    if sampling_ratio <= 0:
+        raise ValueError(f"sampling_ratio must be positive for static shapes, got {sampling_ratio}")
+    features = jnp.asarray(features)
+    rois = jnp.asarray(rois, jnp.float32)
+    oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
+    _, height, width, _ = features.shape
+    offset = 0.5 if aligned else 0.0
+    batch = rois[:, 0].astype(jnp.int32)
+    x1, y1 = rois[:, 1] * spatial_scale - offset, rois[:, 2] * spatial_scale - offset
+    x2, y2 = rois[:, 3] * spatial_scale - offset, rois[:, 4] * spatial_scale - offset
+    roi_w, roi_h = x2 - x1, y2 - y1
+    if not aligned:  # The legacy mapping forces rois to at least one pixel.
+        roi_w, roi_h = jnp.maximum(roi_w, 1.0), jnp.maximum(roi_h, 1.0)
+    ys = _axis_samples(y1, roi_h, oh, sampling_ratio)  # [K, Ny]
+    xs = _axis_samples(x1, roi_w, ow, sampling_ratio)  # [K, Nx]
+    y_lo, y_hi, wy_lo, wy_hi, y_ok = _corners(ys, height)
+    x_lo, x_hi, wx_lo, wx_hi, x_ok = _corners(xs, width)
+    b = batch[:, None, None]
+    out = 0.0
+    for yi, wy in ((y_lo, wy_lo), (y_hi, wy_hi)):
+        for xi, wx in ((x_lo, wx_lo), (x_hi, wx_hi)):
+            values = features[b, yi[:, :, None], xi[:, None, :]]  # [K, Ny, Nx, C]
+            out = out + (wy[:, :, None] * wx[:, None, :])[..., None] * values
+    ok = (y_ok[:, :, None] & x_ok[:, None, :])[..., None]
+    out = jnp.where(ok, out, 0.0)
+    k, _, _, c = out.shape
+    out = out.reshape(k, oh, sampling_ratio, ow, sampling_ratio, c)
+    return out.mean(axis=(2, 4)).astype(features.dtype)
+
+
+def fpn_levels(
+    boxes: ArrayLike,
+    min_level: int,
+    max_level: int,
+    canonical_size: float = 224.0,
+    canonical_level: int = 4,
+) -> Array:
+    """FPN level per box (Lin et al. 2017, eq. 1): floor(4 + log2(sqrt(area) / 224)), clamped.
+
+    boxes: [K, 4] xyxy in image pixels -> int32 [K], as torchvision's LevelMapper (eps 1e-6).
+    """
+    boxes = jnp.asarray(boxes, jnp.float32)
+    area = jnp.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-12)
+    level = jnp.floor(canonical_level + jnp.log2(jnp.sqrt(area) / canonical_size) + 1e-6)
+    return jnp.clip(level, min_level, max_level).astype(jnp.int32)
+
+
+def multilevel_roi_align(
+    pyramid: dict[int, Array],
+    rois: ArrayLike,
+    output_size: int | tuple[int, int],
+    sampling_ratio: int = 2,
+    aligned: bool = True,
+) -> Array:
+    """RoIAlign from the FPN level each roi maps to: pyramid {level: [B, H_l, W_l, C]},
+    rois [K, 5] in image pixels -> [K, oh, ow, C]. Every level is pooled for every roi
+    and the right one selected, which keeps shapes static (cost x levels)."""
+    rois = jnp.asarray(rois, jnp.float32)
+    levels = sorted(pyramid)
+    assigned = fpn_levels(rois[:, 1:], levels[0], levels[-1])
+    out = None
+    for lvl in levels:
+        pooled = roi_align(pyramid[lvl], rois, output_size, 1.0 / 2**lvl, sampling_ratio, aligned)
+        pick = (assigned == lvl)[:, None, None, None]
+        out = jnp.where(pick, pooled, 0.0 if out is None else out)
+    return out
