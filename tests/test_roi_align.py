@@ -103,7 +103,7 @@ def test_fpn_levels_and_multilevel():
     np.testing.assert_array_equal(fpn_levels(boxes, 2, 5), [4, 3, 2, 5])
     rng = np.random.default_rng(2)
     pyramid = {lvl: rng.normal(size=(1, 64 // 2**lvl, 64 // 2**lvl, 2)).astype(np.float32) for lvl in (2, 3)}
-    rois = np.array([[0, 0.0, 0.0, 16.0, 16.0], [0, 0.0, 0.0, 120.0, 100.0]], np.float32)  # -> P2, P3
+    rois = np.array([[0, 0.0, 0.0, 16.0, 16.0], [0, 0.0, 0.0, 160.0, 160.0]], np.float32)  # -> P2, P3
     out = np.asarray(multilevel_roi_align(pyramid, rois, 2))
     np.testing.assert_allclose(out[0], np.asarray(roi_align(pyramid[2], rois[:1], 2, 1 / 4))[0], rtol=1e-6)
     np.testing.assert_allclose(out[1], np.asarray(roi_align(pyramid[3], rois[1:], 2, 1 / 8))[0], rtol=1e-6)
