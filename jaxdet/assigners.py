@@ -117,16 +117,35 @@ def simota_assign(
     return Assignment(matched=matched, label=label, iou=matched_iou)
 
 
-def hard_negative_mask(neg_losses: Array, negatives: Array, num_keep: Array) -> Array:
-    """SSD's hard negative mining with a static shape: bool [A], the `num_keep` negatives
-    with the highest loss (fewer if there are not that many negatives).
+def top_k_mask(scores: Array, mask: Array, k: Array) -> Array:
+    """bool [A]: the (at most) `k` entries of `mask` with the highest `scores`, static shape.
 
-    Args: neg_losses [A] per-anchor classification loss; negatives bool [A]; num_keep int [].
+    Args: scores [A]; mask bool [A]; k int [] (may be traced).
     """
-    masked = jnp.where(negatives, neg_losses, -jnp.inf)
+    masked = jnp.where(mask, scores, -jnp.inf)
     order = jnp.argsort(-masked, stable=True)
     rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
-    return negatives & (rank < num_keep)
+    return mask & (rank < k)
+
+
+def hard_negative_mask(neg_losses: Array, negatives: Array, num_keep: Array) -> Array:
+    """SSD's hard negative mining: bool [A], the `num_keep` negatives with the highest loss
+    (fewer if there are not that many). neg_losses [A]; negatives bool [A]; num_keep int []."""
+    return top_k_mask(neg_losses, negatives, num_keep)
+
+
+def sample_balanced(
+    rng: Array, positives: Array, negatives: Array, num_samples: int, positive_fraction: float
+) -> tuple[Array, Array]:
+    """Random balanced sampling (Faster R-CNN's RPN and RoI sampling) with static shapes.
+
+    Takes up to num_samples * positive_fraction positives, fills the rest with negatives.
+    Args: rng key; positives, negatives bool [A]. Returns (sampled positives, sampled negatives).
+    """
+    priority = jax.random.uniform(rng, positives.shape)
+    num_pos = jnp.minimum(jnp.sum(positives), int(num_samples * positive_fraction))
+    num_neg = jnp.minimum(jnp.sum(negatives), num_samples - num_pos)
+    return top_k_mask(priority, positives, num_pos), top_k_mask(priority, negatives & ~positives, num_neg)
 
 
 ASSIGNERS = {"max_iou": max_iou_assign, "simota": simota_assign}

@@ -95,7 +95,8 @@ def select_detections(
     iou_threshold: float,
     max_detections: int,
 ) -> Detections:
-    """One image: per-class scores [A, C] and boxes [A, 4] -> `Detections` of size max_detections.
+    """One image: per-class scores [A, C] and boxes [A, 4] (or class-specific [A, C, 4])
+    -> `Detections` of size max_detections.
 
     Takes the top `pre_nms_topk` (anchor, class) pairs, drops those under the score
     threshold, runs class-aware NMS and keeps the best `max_detections`.
@@ -105,7 +106,7 @@ def select_detections(
     top_scores, flat = jax.lax.top_k(scores.reshape(-1), k)
     anchor_idx = flat // num_classes
     cls = (flat % num_classes).astype(jnp.int32)
-    cand_boxes = boxes[anchor_idx]
+    cand_boxes = boxes[anchor_idx, cls] if boxes.ndim == 3 else boxes[anchor_idx]
     valid = top_scores > score_threshold
     kept = batched_nms(cand_boxes, top_scores, cls, valid, iou_threshold, max_detections)
     ok = kept >= 0

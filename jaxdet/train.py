@@ -56,7 +56,7 @@ def init_state(detector, tx: optax.GradientTransformation, rng: jax.Array, image
 
     def init(rng):
         dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-        variables = detector.module.init(rng, dummy, train=False)
+        variables = detector.module.init({"params": rng, "sampling": rng}, dummy, train=False)
         params = variables["params"]
         return TrainState(
             step=jnp.zeros((), jnp.int32),
@@ -67,6 +67,24 @@ def init_state(detector, tx: optax.GradientTransformation, rng: jax.Array, image
 
     replicated = NamedSharding(mesh, P())
     return jax.jit(init, out_shardings=replicated)(rng)
+
+
+def forward(detector, variables: dict, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[dict, Any]:
+    """The detector's module on a batch: (raw outputs, updated batch_stats or {}).
+
+    Every module takes `targets` (the batch) and a "sampling" rng: one-stage heads ignore
+    them; two-stage detectors sample their training regions from them.
+    """
+    images = normalize(batch["image"])
+    rngs = {"sampling": rng}
+    if train:
+        outputs, mutated = detector.module.apply(
+            variables, images, train=True, targets=batch, rngs=rngs, mutable=["batch_stats"]
+        )
+        return outputs, mutated.get("batch_stats", {})
+    return detector.module.apply(variables, images, train=False, targets=batch, rngs=rngs), variables.get(
+        "batch_stats", {}
+    )
 
 
 def make_train_step(detector, tx: optax.GradientTransformation, lr_schedule: optax.Schedule) -> Callable:
@@ -83,11 +101,9 @@ def make_train_step(detector, tx: optax.GradientTransformation, lr_schedule: opt
 
         def loss(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
-            outputs, mutated = detector.module.apply(
-                variables, normalize(batch["image"]), train=True, mutable=["batch_stats"]
-            )
+            outputs, batch_stats = forward(detector, variables, batch, rng, train=True)
             total, terms = detector.loss_fn(outputs, batch, rng, axis_name=AXIS)
-            return total, (terms, mutated.get("batch_stats", {}))
+            return total, (terms, batch_stats)
 
         (total, (terms, batch_stats)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
         grads = jax.lax.pmean(grads, AXIS)
@@ -122,7 +138,7 @@ def per_term_gradients(detector, state: TrainState, batch: dict[str, jax.Array],
 
     def weighted_terms(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        outputs, _ = detector.module.apply(variables, normalize(batch["image"]), train=True, mutable=["batch_stats"])
+        outputs, _ = forward(detector, variables, batch, rng, train=True)
         _, terms = detector.loss_fn(outputs, batch, rng, axis_name=AXIS)
         return jnp.stack([detector.weights[k] * terms[k] for k in TERMS])
 
@@ -163,8 +179,9 @@ def make_eval_step(detector, mesh: Mesh) -> Callable:
 
     def eval_fn(state: TrainState, batch: dict[str, jax.Array]):
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        outputs = detector.module.apply(variables, normalize(batch["image"]), train=False)
-        _, terms = detector.loss_fn(outputs, batch, jax.random.key(0), axis_name=AXIS)
+        rng = jax.random.key(0)
+        outputs, _ = forward(detector, variables, batch, rng, train=False)
+        _, terms = detector.loss_fn(outputs, batch, rng, axis_name=AXIS)
         terms = jax.lax.pmean(terms, AXIS)
         return detector.predict(outputs)._asdict(), terms
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jaxdet.errors import ConfigError
+from jaxdet.models.heads.faster_rcnn import build_faster_rcnn
 from jaxdet.models.heads.retinanet import build_retinanet
 from jaxdet.models.heads.ssd import build_ssd
 from jaxdet.models.heads.yolo import build_yolo
@@ -20,6 +21,7 @@ DETECTORS: dict[str, Callable[..., Any]] = {
     "retinanet": build_retinanet,
     "yolo": build_yolo,
     "ssd": build_ssd,
+    "faster_rcnn": build_faster_rcnn,
 }
 
 

@@ -105,7 +105,8 @@ class RetinaNetModule(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, images: Array, train: bool = False) -> dict[str, Array]:
+    def __call__(self, images: Array, train: bool = False, targets: dict | None = None) -> dict[str, Array]:
+        del targets  # One-stage: targets only enter the loss.
         feats = ResNet(get_backbone_spec(self.backbone), self.backbone_norm, self.dtype, self.axis_name)(images, train)
         pyramid = FPN(self.fpn_channels, self.min_level, self.max_level, self.dtype)(feats)
         return RetinaNetHead(
