@@ -140,7 +140,10 @@ def test_end_to_end_outputs_and_exact_resume(tfds_dir, tmp_path, capsys):
     [
         ({"loss__localization": "gious"}, r"unknown localization loss 'gious'.*valid names: .*'giou'"),
         ({"loss__classification": "focal"}, r"valid names: .*'sigmoid_focal'"),
-        ({"model__name": "yolo9000"}, r"unknown detector 'yolo9000'.*valid names: \['faster_rcnn', 'retinanet', 'ssd', 'yolo'\]"),
+        (
+            {"model__name": "yolo9000"},
+            r"unknown detector 'yolo9000'.*valid names: \['faster_rcnn', 'retinanet', 'ssd', 'yolo'\]",
+        ),
         ({"model__backbone": "resnet19"}, r"unknown backbone 'resnet19'.*resnet18"),
         ({"optim__name": "lion"}, r"unknown optimizer 'lion'"),
         ({"train__batch_size": 6}, r"batch_size=6 \(global\) is not divisible by the 4 devices"),
