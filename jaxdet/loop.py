@@ -223,7 +223,7 @@ def train_and_evaluate(
                     f"AP75 {metrics['AP75']:.4f}  APs {metrics['APs']:.4f}  APm {metrics['APm']:.4f}  "
                     f"AR100 {metrics['AR100']:.4f}  ({time.time() - t_eval:.1f}s)"
                 )
-            t_window = time.time()
+            t_window += time.time() - t_eval  # Evaluation time is not training time (images/s, ETA).
     ckpts.wait()
     if start >= cfg.train.steps:
         _log(f"training already complete at step {start} (config.train.steps={cfg.train.steps}); evaluating")
