@@ -89,3 +89,28 @@ def loss_weights(loss_config) -> dict[str, float]:
         "localization": loss_config.localization_weight,
         "confidence": loss_config.confidence_weight,
     }
+
+
+def build_losses(config, num_classes: int):
+    """The three losses of `config.loss` with hyper-parameters bound, and the class-logit
+    count their activation needs: (classification, localization, confidence, num_logits)."""
+    cls = losses.build_loss("classification", config.loss.classification, config.loss)
+    loc = losses.build_loss("localization", config.loss.localization, config.loss)
+    conf = losses.build_loss("confidence", config.loss.confidence, config.loss)
+    return cls, loc, conf, num_classes + (1 if cls.activation == "softmax" else 0)
+
+
+def classification_quality(classification: losses.ClassificationLoss, iou: Array) -> Array:
+    """Positives' target score: the (stop_gradient) IoU for IoU-aware losses, else 1."""
+    return iou if classification.iou_aware else jnp.ones_like(iou)
+
+
+def confidence_term(
+    confidence: losses.ConfidenceLoss, logits: Array, pos: Array, iou: Array, region: Array, norm: Array
+) -> Array:
+    """Normalised confidence loss over `region`: target 1 (objectness) or the IoU at
+    positives, 0 elsewhere; 0 when the detector has no confidence loss."""
+    if confidence.target == "none":
+        return jnp.zeros((), jnp.float32)
+    target = jnp.where(pos, iou if confidence.target == "iou" else 1.0, 0.0)
+    return jnp.sum(jnp.where(region, confidence.fn(logits, target), 0.0)) / norm

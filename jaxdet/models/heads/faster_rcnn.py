@@ -223,9 +223,7 @@ class FasterRCNN:
         anchors_b = jnp.broadcast_to(anchors, gt_boxes.shape)
         pred_boxes = box_coder.decode_deltas(anchors_b, outputs["rpn_deltas"])
         iou = jax.lax.stop_gradient(box_ops.elementwise_iou(pred_boxes, gt_boxes))
-        target = jnp.where(pos, iou if self.confidence.target == "iou" else 1.0, 0.0)
-        obj = self.confidence.fn(outputs["rpn_logits"], target)
-        obj_loss = jnp.sum(jnp.where(pos | neg, obj, 0.0)) / norm
+        obj_loss = common.confidence_term(self.confidence, outputs["rpn_logits"], pos, iou, pos | neg, norm)
         encode = lambda gt: box_coder.encode_deltas(anchors_b, gt)
         loc_loss = common.localization_term(
             self.localization, outputs["rpn_deltas"], encode, pred_boxes, gt_boxes, pos, norm
@@ -243,7 +241,7 @@ class FasterRCNN:
         deltas = jnp.take_along_axis(outputs["roi_deltas"], cls_index, axis=2)[:, :, 0]  # [B, R, 4]
         pred_boxes = box_coder.decode_deltas(rois, deltas, HEAD_BOX_WEIGHTS)
         iou = jax.lax.stop_gradient(box_ops.elementwise_iou(pred_boxes, gt_boxes))
-        quality = iou if self.classification.iou_aware else jnp.ones(labels.shape, jnp.float32)
+        quality = common.classification_quality(self.classification, iou)
         cls = self.classification.fn(outputs["roi_cls_logits"], labels, quality)
         cls_loss = jnp.sum(jnp.where(sampled, cls, 0.0)) / norm
         encode = lambda gt: box_coder.encode_deltas(rois, gt, HEAD_BOX_WEIGHTS)
@@ -273,9 +271,7 @@ class FasterRCNN:
 def build_faster_rcnn(config, num_classes: int, axis_name: str | None) -> FasterRCNN:
     """Faster R-CNN + FPN from `config.model`, `config.loss` and `config.data`."""
     m = config.model
-    cls_loss = losses.build_loss("classification", config.loss.classification, config.loss)
-    loc_loss = losses.build_loss("localization", config.loss.localization, config.loss)
-    conf_loss = losses.build_loss("confidence", config.loss.confidence, config.loss)
+    cls_loss, loc_loss, conf_loss, num_logits = common.build_losses(config, num_classes)
     if conf_loss.target == "none":
         raise ConfigError(
             "config.loss.confidence='none': Faster R-CNN's RPN needs an objectness loss; use "
@@ -302,7 +298,7 @@ def build_faster_rcnn(config, num_classes: int, axis_name: str | None) -> Faster
         spec=spec,
         anchors=anchors,
         num_anchors=per_loc,
-        num_logits=num_classes + (1 if cls_loss.activation == "softmax" else 0),
+        num_logits=num_logits,
         backbone=m.backbone,
         fpn_channels=m.fpn_channels,
         min_level=m.min_level,

@@ -159,7 +159,7 @@ class RetinaNet:
         iou = jax.lax.stop_gradient(box_ops.elementwise_iou(pred_boxes, gt_boxes))
 
         cls_target = jnp.where(pos, gt_labels, self.num_classes)
-        quality = iou if self.classification.iou_aware else jnp.ones(pos.shape, jnp.float32)
+        quality = common.classification_quality(self.classification, iou)
         cls = self.classification.fn(outputs["cls_logits"], cls_target, quality)
         cls_loss = jnp.sum(jnp.where(care, cls, 0.0)) / norm
 
@@ -168,11 +168,7 @@ class RetinaNet:
             self.localization, outputs["box_deltas"], encode, pred_boxes, gt_boxes, pos, norm
         )
 
-        conf_loss = jnp.zeros((), jnp.float32)
-        if self.confidence.target != "none":
-            conf_target = jnp.where(pos, iou if self.confidence.target == "iou" else 1.0, 0.0)
-            conf = self.confidence.fn(outputs["quality_logits"], conf_target)
-            conf_loss = jnp.sum(jnp.where(care, conf, 0.0)) / norm
+        conf_loss = common.confidence_term(self.confidence, outputs.get("quality_logits"), pos, iou, care, norm)
 
         terms = {"classification": cls_loss, "localization": loc_loss, "confidence": conf_loss}
         return common.weighted_total(self.weights, terms), terms
@@ -194,10 +190,7 @@ class RetinaNet:
 def build_retinanet(config, num_classes: int, axis_name: str | None) -> RetinaNet:
     """RetinaNet from `config.model`, `config.loss` and `config.data`."""
     m = config.model
-    cls_loss = losses.build_loss("classification", config.loss.classification, config.loss)
-    loc_loss = losses.build_loss("localization", config.loss.localization, config.loss)
-    conf_loss = losses.build_loss("confidence", config.loss.confidence, config.loss)
-    num_logits = num_classes + (1 if cls_loss.activation == "softmax" else 0)
+    cls_loss, loc_loss, conf_loss, num_logits = common.build_losses(config, num_classes)
     levels = list(range(m.min_level, m.max_level + 1))
     scales = tuple(2.0 ** (i / m.num_scales) for i in range(m.num_scales))
     anchors = anchor_ops.anchor_grid(

@@ -105,7 +105,7 @@ class SSD:
         iou = jax.lax.stop_gradient(box_ops.elementwise_iou(pred_boxes, gt_boxes))
 
         cls_target = jnp.where(pos, gt_labels, self.num_classes)
-        quality = iou if self.classification.iou_aware else jnp.ones(pos.shape, jnp.float32)
+        quality = common.classification_quality(self.classification, iou)
         cls = self.classification.fn(outputs["cls_logits"], cls_target, quality)  # [B, A]
         # neg_pos_ratio hardest negatives per positive, per image; an image without objects
         # still contributes neg_pos_ratio negatives so empty images teach background too.
@@ -117,12 +117,8 @@ class SSD:
         loc_loss = common.localization_term(
             self.localization, outputs["box_deltas"], encode, pred_boxes, gt_boxes, pos, norm
         )
-        conf_loss = jnp.zeros((), jnp.float32)
-        if self.confidence.target != "none":
-            # Optional IoU-aware / objectness branch, trained on positives and all negatives.
-            conf_target = jnp.where(pos, iou if self.confidence.target == "iou" else 1.0, 0.0)
-            conf = self.confidence.fn(outputs["quality_logits"], conf_target)
-            conf_loss = jnp.sum(jnp.where(pos | neg, conf, 0.0)) / norm
+        # The optional quality branch learns from positives and all negatives.
+        conf_loss = common.confidence_term(self.confidence, outputs.get("quality_logits"), pos, iou, pos | neg, norm)
         terms = {"classification": cls_loss, "localization": loc_loss, "confidence": conf_loss}
         return common.weighted_total(self.weights, terms), terms
 
@@ -138,9 +134,7 @@ class SSD:
 def build_ssd(config, num_classes: int, axis_name: str | None) -> SSD:
     """SSD from `config.model`, `config.loss` and `config.data`."""
     m = config.model
-    cls_loss = losses.build_loss("classification", config.loss.classification, config.loss)
-    loc_loss = losses.build_loss("localization", config.loss.localization, config.loss)
-    conf_loss = losses.build_loss("confidence", config.loss.confidence, config.loss)
+    cls_loss, loc_loss, conf_loss, num_logits = common.build_losses(config, num_classes)
     levels = list(range(m.min_level, m.max_level + 1))
     ratios = [tuple(r) for r in m.ssd_aspect_ratios]
     if len(ratios) == 1:
@@ -148,7 +142,7 @@ def build_ssd(config, num_classes: int, axis_name: str | None) -> SSD:
     shapes = anchor_ops.ssd_box_shapes(len(levels), m.ssd_min_scale, m.ssd_max_scale, ratios)
     anchors = anchor_ops.ssd_default_boxes(config.data.image_size, levels, shapes, m.anchor_offset)
     module = SSDModule(
-        num_logits=num_classes + (1 if cls_loss.activation == "softmax" else 0),
+        num_logits=num_logits,
         boxes_per_level=tuple(len(s) for s in shapes),
         backbone=m.backbone,
         extra_channels=m.fpn_channels,

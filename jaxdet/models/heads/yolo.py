@@ -148,7 +148,7 @@ class YOLO:
 
         has_confidence = self.confidence.target != "none"
         cls_target = jnp.where(pos, gt_labels, self.num_classes)
-        quality = iou if self.classification.iou_aware else jnp.ones(pos.shape, jnp.float32)
+        quality = common.classification_quality(self.classification, iou)
         cls = self.classification.fn(outputs["cls_logits"], cls_target, quality)
         # With objectness, background is the confidence term's job (YOLOX); without it,
         # classification must also learn background at every point.
@@ -159,11 +159,7 @@ class YOLO:
             self.localization, outputs["box_ltrb"], encode, pred_boxes, gt_boxes, pos, norm
         )
 
-        conf_loss = jnp.zeros((), jnp.float32)
-        if has_confidence:
-            conf_target = jnp.where(pos, iou if self.confidence.target == "iou" else 1.0, 0.0)
-            conf = self.confidence.fn(outputs["obj_logits"], conf_target)
-            conf_loss = jnp.sum(jnp.where(everywhere, conf, 0.0)) / norm
+        conf_loss = common.confidence_term(self.confidence, outputs["obj_logits"], pos, iou, everywhere, norm)
 
         terms = {"classification": cls_loss, "localization": loc_loss, "confidence": conf_loss}
         return common.weighted_total(self.weights, terms), terms
@@ -177,10 +173,7 @@ class YOLO:
 def build_yolo(config, num_classes: int, axis_name: str | None) -> YOLO:
     """YOLO from `config.model`, `config.loss` and `config.data`."""
     m = config.model
-    cls_loss = losses.build_loss("classification", config.loss.classification, config.loss)
-    loc_loss = losses.build_loss("localization", config.loss.localization, config.loss)
-    conf_loss = losses.build_loss("confidence", config.loss.confidence, config.loss)
-    num_logits = num_classes + (1 if cls_loss.activation == "softmax" else 0)
+    cls_loss, loc_loss, conf_loss, num_logits = common.build_losses(config, num_classes)
     levels = list(range(m.min_level, m.max_level + 1))
     points, strides = anchor_ops.point_grid(config.data.image_size, levels, m.anchor_offset)
     module = YOLOModule(
