@@ -34,7 +34,22 @@ def decay_mask(params):
 
 
 def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The optax chain for `config.optim` and its learning-rate schedule."""
+    """The optax chain for `config.optim` and its learning-rate schedule (by train step).
+
+    With `optim.accumulate_steps = K > 1` the chain is wrapped in `optax.MultiSteps`: the
+    gradients of K consecutive steps are averaged and applied once, so the effective
+    batch is K x train.batch_size; the schedule then advances once per K steps.
+    """
+    k = optim.get("accumulate_steps", 1)
+    if k < 1:
+        raise ConfigError(f"config.optim.accumulate_steps must be >= 1, got {k}")
+    if k > 1:
+        inner, inner_lr = _make_chain(optim, max(total_steps // k, 1))
+        return optax.MultiSteps(inner, every_k_schedule=k), lambda step: inner_lr(step // k)
+    return _make_chain(optim, total_steps)
+
+
+def _make_chain(optim, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     lr = learning_rate_schedule(optim, total_steps)
     parts = []
     if optim.grad_clip_norm > 0:

@@ -44,15 +44,18 @@ def _batch(n, size, seed=0, max_boxes=4):
     }
 
 
-def _run_steps(config, devices, batches):
+def _run_steps(config, devices, batches, history=False):
     mesh = train.make_mesh(devices)
     det = detectors.build_detector(config, 5)
     tx, lr = optim.make_optimizer(config.optim, config.train.steps)
     state = train.init_state(det, tx, jax.random.key(0), config.data.image_size, mesh)
     step = train.shard_train_step(train.make_train_step(det, tx, lr), mesh)
+    metrics, states = {}, [jax.device_get(state)]
     for b in batches:
         state, metrics = step(state, train.global_batch(mesh, b), jax.random.key(1))
-    return jax.device_get(state), jax.device_get(metrics)
+        if history:
+            states.append((jax.device_get(state), jax.device_get(metrics)))
+    return states if history else (jax.device_get(state), jax.device_get(metrics))
 
 
 def test_one_device_equals_four_devices():
@@ -68,6 +71,30 @@ def test_one_device_equals_four_devices():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert int(s4.step) == 3
     assert np.isfinite(m4["loss"]) and m4["localization"] > 0
+
+
+def test_gradient_accumulation_equals_one_big_step():
+    """MultiSteps with K=2 on the same batch twice = one plain step on it (mean of equal gradients)."""
+    config = _tiny(optim__name="sgd", optim__schedule="constant", optim__warmup_steps=0, optim__learning_rate=0.05)
+    batch = _batch(4, 64, seed=1)
+    plain, _ = _run_steps(config, jax.devices()[:1], [batch])
+    config.optim.accumulate_steps = 2
+    init, (once, _), (twice, _) = _run_steps(config, jax.devices()[:1], [batch, batch], history=True)
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(once.params), leaves(init.params)):
+        np.testing.assert_array_equal(a, b)  # the first micro-step only accumulates
+    for a, b in zip(leaves(twice.params), leaves(plain.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_compute_trains():
+    config = _tiny(train__compute_dtype="bfloat16", optim__learning_rate=3e-3, optim__warmup_steps=0)
+    steps = _run_steps(config, jax.devices()[:1], [_batch(4, 64)] * 8, history=True)[1:]
+    (state, last), (_, first) = steps[-1], steps[0]
+    assert all(np.isfinite(v) for v in last.values())
+    # Parameters stay float32; only the computation is bfloat16.
+    assert {x.dtype for x in jax.tree_util.tree_leaves(state.params)} == {np.dtype("float32")}
+    assert last["loss"] < first["loss"]
 
 
 def test_loss_decreases_on_a_fixed_batch():

@@ -91,6 +91,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.warmup_steps = 100
     config.optim.decay_steps_fractions = (0.67, 0.89)  # For "step": decay by 10x at these fractions.
     config.optim.grad_clip_norm = 10.0
+    config.optim.accumulate_steps = 1  # K > 1: average K steps' gradients per update (optax.MultiSteps).
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 1000
