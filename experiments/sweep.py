@@ -9,7 +9,6 @@ Several --sweep flags make a grid. Re-running the command skips finished arms.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-import jaxdet  # noqa: F401  (registers the embedded dataset)
 from jaxdet import loop, sweep
 from jaxdet.errors import ConfigError
 

@@ -1,8 +1,8 @@
 """jaxdet: object detectors as pure JAX functions, trained by backpropagation.
 
-Importing the package registers the embedded TFDS dataset `jaxdet_shapes`.
+The package itself imports no TensorFlow: the model, loss and step code runs where only
+JAX is installed (e.g. a GPU benchmark). `jaxdet.data.pipeline` registers the embedded
+TFDS dataset `jaxdet_shapes` when imported.
 """
-
-from jaxdet.data import shapes as _shapes  # noqa: F401  (registers `jaxdet_shapes` with TFDS)
 
 __version__ = "0.1.0"

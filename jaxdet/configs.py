@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 
+import jax
 import ml_collections
 
 from jaxdet import losses, optim
@@ -118,6 +119,8 @@ def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: 
                 + "\nUse a new --workdir, or restore the original values."
             )
     os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() != 0:  # one writer: every process checked, process 0 records
+        return
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(to_json(config))

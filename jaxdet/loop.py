@@ -14,7 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxdet import checkpoint, configs, evaluation, optim, summary, train, visualize
+from jaxdet import checkpoint, configs, evaluation, optim, runtime, summary, train, visualize
 from jaxdet.data import pipeline
 from jaxdet.models import detectors
 
@@ -52,9 +52,12 @@ class Run:
         self.config, self.workdir = config, workdir
         self.mesh = train.make_mesh(devices)
         configs.validate(config, self.mesh.size, jax.process_count())
+        runtime.check_processes_agree(configs.fingerprint(config))
         data_dir = config.data.data_dir or None
         pi, pc = jax.process_index(), jax.process_count()
-        self.train_source = pipeline.load_source(config.data.name, config.data.train_split, data_dir, pi, pc)
+        # The whole training split on every process: each takes its slice of every global
+        # batch, so a run's batches do not depend on the number of processes.
+        self.train_source = pipeline.load_source(config.data.name, config.data.train_split, data_dir)
         eval_source = pipeline.load_source(config.data.name, config.data.eval_split, data_dir, pi, pc)
         if config.data.eval_max_images:
             eval_source = _head(eval_source, config.data.eval_max_images // pc)
@@ -169,13 +172,20 @@ def train_and_evaluate(
     local_bs = cfg.train.batch_size // jax.process_count()
     data = pipeline.Pipeline(run.train_source, cfg.data.image_size, cfg.data.max_boxes)
     stream = data.train(
-        local_bs, cfg.seed, start, cfg.data.hflip, (cfg.data.scale_min, cfg.data.scale_max), cfg.data.mosaic_prob
+        local_bs,
+        cfg.seed,
+        start,
+        cfg.data.hflip,
+        (cfg.data.scale_min, cfg.data.scale_max),
+        cfg.data.mosaic_prob,
+        jax.process_index(),
+        jax.process_count(),
     )
     truncated = 0
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
     _log(
         f"{cfg.model.name}/{cfg.model.backbone}: {n_params / 1e6:.2f}M params, {len(run.class_names)} classes, "
-        f"{len(run.train_source)} train images (process shard), {run.mesh.size} device(s), "
+        f"{len(run.train_source)} train images, {run.mesh.size} device(s), "
         f"global batch {cfg.train.batch_size}, steps {start}->{cfg.train.steps}"
     )
     metrics: dict[str, float] = {}

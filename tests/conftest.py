@@ -14,7 +14,7 @@ def tfds_dir(tmp_path_factory) -> str:
     """A TFDS data dir holding `jaxdet_shapes`, generated once per test session (~20 s)."""
     import tensorflow_datasets as tfds
 
-    import jaxdet  # noqa: F401
+    from jaxdet.data import shapes  # noqa: F401  (registers the builder)
 
     path = str(tmp_path_factory.mktemp("tfds"))
     tfds.builder("jaxdet_shapes", data_dir=path).download_and_prepare()

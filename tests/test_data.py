@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import jaxdet  # noqa: F401
 from jaxdet.data import pipeline, shapes
 
 
@@ -95,6 +94,18 @@ def test_stream_is_a_function_of_seed_and_step():
     assert not np.array_equal(other["image"], batches[0]["image"])
     # Every image appears once per epoch (3 batches of 2 = the 6 images).
     assert sorted(np.concatenate([b["image_id"] for b in batches[:3]])) == list(range(1, 7))
+
+
+def test_processes_split_the_same_global_batches():
+    """Two processes with half the batch each see exactly the one-process global batch,
+    also when resuming: the data does not depend on the number of processes."""
+    data = pipeline.Pipeline(_square_source(), image_size=64, max_boxes=4)
+    one = data.train(batch_size=4, seed=5, start_step=1, scale_range=(0.8, 1.2))
+    halves = [data.train(2, 5, 1, True, (0.8, 1.2), 0.0, p, 2) for p in range(2)]
+    for _ in range(3):
+        whole, parts = next(one), [next(h) for h in halves]
+        for key in ("image", "boxes", "image_id"):
+            np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
 
 
 def test_eval_covers_every_image_once_and_maps_scale():

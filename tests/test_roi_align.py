@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from jaxdet.ops.roi_align import fpn_levels, multilevel_roi_align, roi_align
+from jaxdet.ops.roi_align import fpn_levels, multilevel_roi_align, roi_align, roi_align_per_image
 
 
 def _bilinear(fm, y, x):
@@ -104,6 +104,28 @@ def test_fpn_levels_and_multilevel():
     rng = np.random.default_rng(2)
     pyramid = {lvl: rng.normal(size=(1, 64 // 2**lvl, 64 // 2**lvl, 2)).astype(np.float32) for lvl in (2, 3)}
     rois = np.array([[0, 0.0, 0.0, 16.0, 16.0], [0, 0.0, 0.0, 160.0, 160.0]], np.float32)  # -> P2, P3
-    out = np.asarray(multilevel_roi_align(pyramid, rois, 2))
+    out = np.asarray(multilevel_roi_align(pyramid, rois[None, :, 1:], 2))[0]
     np.testing.assert_allclose(out[0], np.asarray(roi_align(pyramid[2], rois[:1], 2, 1 / 4))[0], rtol=1e-6)
     np.testing.assert_allclose(out[1], np.asarray(roi_align(pyramid[3], rois[1:], 2, 1 / 8))[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("scale, ratio", [(1.0, 2), (0.5, 3)])
+def test_per_image_matmul_form_matches_reference(aligned, scale, ratio):
+    """The gather-free form used by Faster R-CNN: same values, boxes grouped per image."""
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(2, 14, 16, 3)).astype(np.float32)
+    # Image 0 and image 1 each get the border, outside and zero-size cases of ROIS.
+    boxes = np.stack([ROIS[:, 1:], ROIS[::-1, 1:]])  # [2, 5, 4]
+    flat = np.concatenate([np.repeat([[0.0], [1.0]], 5, axis=0), boxes.reshape(-1, 4)], axis=1)
+    ours = np.asarray(roi_align_per_image(features, boxes, 4, scale, ratio, aligned))
+    ref = _reference(features, flat, 4, scale, ratio, aligned).reshape(2, 5, 4, 4, 3)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_per_image_gradient():
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(2, 6, 7, 2)).astype(np.float64)
+    boxes = np.stack([ROIS[:3, 1:], ROIS[1:4, 1:]]) / 2
+    fn = lambda f: roi_align_per_image(f, boxes, 3, 1.0, 2, True)
+    check_grads(fn, (features,), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)

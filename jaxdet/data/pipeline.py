@@ -23,6 +23,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl import logging
 
+from jaxdet.data import shapes as _shapes  # noqa: F401  (registers `jaxdet_shapes` with TFDS)
 from jaxdet.errors import ConfigError
 
 # tf.data only feeds the host; keep TensorFlow off any accelerator JAX will use.
@@ -31,7 +32,7 @@ tf.config.set_visible_devices([], "GPU")
 
 @dataclasses.dataclass
 class Source:
-    """One process's shard of a split, in memory. boxes[i]: [K_i, 4] xyxy original pixels."""
+    """A split (or one process's shard of it), in memory. boxes[i]: [K_i, 4] xyxy original pixels."""
 
     images: list[bytes]
     boxes: list[np.ndarray]
@@ -165,8 +166,16 @@ class Pipeline:
         hflip: bool = True,
         scale_range=(1.0, 1.0),
         mosaic_prob: float = 0.0,
+        process_index: int = 0,
+        process_count: int = 1,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Endless augmented batches for steps start_step, start_step + 1, ... (per process).
+
+        `batch_size` is this process's share of the global batch (global = batch_size x
+        process_count). Step s's global batch is examples s*G .. s*G + G - 1 of the seeded
+        stream, and process p takes its slice p*batch_size .. (p+1)*batch_size - 1: so the
+        global batch, hence training, is the same for any number of processes (the source
+        must then be the whole split on every process).
 
         With probability `mosaic_prob` an example is a mosaic (YOLOv4): four augmented
         images tiled 2x2 and an image-sized window cropped around the centre. Batches
@@ -236,8 +245,13 @@ class Pipeline:
             out["truncated_boxes"] = truncated
             return out
 
-        ds = tf.data.Dataset.range(start_step * batch_size, np.iinfo(np.int64).max)
-        ds = ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        global_bs = batch_size * process_count
+
+        def position(c):  # this process's c-th example -> its position in the global stream
+            return (c // batch_size) * global_bs + process_index * batch_size + c % batch_size
+
+        ds = tf.data.Dataset.range(start_step * batch_size, np.iinfo(np.int64).max // global_bs)
+        ds = ds.map(lambda c: fetch(position(c)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
         return ds.as_numpy_iterator()
 

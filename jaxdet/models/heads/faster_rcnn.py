@@ -84,9 +84,7 @@ class BoxHead(nn.Module):
     @nn.compact
     def __call__(self, pyramid: dict[int, Array], rois: Array) -> tuple[Array, Array]:
         b, r, _ = rois.shape
-        batch_index = jnp.repeat(jnp.arange(b, dtype=jnp.float32), r)[:, None]
-        flat = jnp.concatenate([batch_index, rois.reshape(-1, 4)], axis=1)
-        pooled = multilevel_roi_align(pyramid, flat, self.pooled_size, sampling_ratio=2)
+        pooled = multilevel_roi_align(pyramid, rois, self.pooled_size, sampling_ratio=2)
         x = pooled.reshape(b * r, -1)
         for i in range(2):
             x = nn.relu(nn.Dense(self.fc_dim, dtype=self.dtype, name=f"fc{i}")(x))

@@ -1,0 +1,49 @@
+"""RetinaNet-R50-FPN as in the paper and torchvision's `retinanet_resnet50_fpn`, for a GPU.
+
+    python -m experiments.train --config=experiments/configs/retinanet_r50.py --workdir=runs/r50
+    python -m experiments.bench --config=experiments/configs/retinanet_r50.py --image_size=640 --batch=16
+
+ResNet-50 (BatchNorm), FPN P3-P7 with 256 channels, a 4-conv head without norm layers,
+9 anchors per position (sides 4 * stride * 2^{0,1/3,2/3}, ratios 1:2, 1:1, 2:1), max-IoU
+matching 0.5 / 0.4, focal loss + L1 on encoded offsets, SGD 0.01: torchvision's v1 recipe,
+so `experiments.bench --compare=torchvision` compares like with like.
+"""
+
+from experiments.configs import default
+
+
+def get_config(arg: str | None = None):
+    config = default.get_config(arg)
+    config.data.image_size = 640
+    config.data.max_boxes = 100
+    config.model.name = "retinanet"
+    config.model.backbone = "resnet50"
+    config.model.head_norm = "none"
+    config.model.fpn_channels = 256
+    config.model.head_convs = 4
+    config.model.min_level = 3
+    config.model.max_level = 7
+    config.model.anchor_size = 4.0
+    config.model.num_scales = 3
+    config.model.aspect_ratios = (0.5, 1.0, 2.0)
+    config.model.max_detections = 300
+    config.loss.classification = "sigmoid_focal"
+    config.loss.localization = "l1"
+    config.loss.localization_weight = 1.0
+    config.optim.name = "sgd"
+    config.optim.learning_rate = 0.01
+    config.optim.momentum = 0.9
+    config.optim.warmup_steps = 500
+    config.train.batch_size = 16
+    config.train.steps = 20000
+    config.train.eval_every = 2000
+    config.train.checkpoint_every = 2000
+    if arg == "tiny":
+        config.data.image_size = 64
+        config.data.max_boxes = 16
+        config.model.fpn_channels = 16
+        config.model.head_convs = 1
+        config.model.max_level = 5
+        config.train.batch_size = 8
+        config.train.steps = 6
+    return config

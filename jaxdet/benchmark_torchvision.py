@@ -1,0 +1,139 @@
+"""The torchvision side of `experiments.bench --compare=torchvision` (needs the `bench` extra).
+
+Runs in its own process (see `experiments/bench.py`), so its host memory peak and its
+threads are its own. It times torchvision's reference training step for the detector
+family: `model(images, targets)` -> sum of the loss dict -> backward -> SGD step, on the
+same synthetic batch as the jaxdet side (`jaxdet.data.synthetic`), random initialisation,
+the same image size, batch and class count. On a GPU: bfloat16 autocast (AMP) and
+channels_last when `compute_dtype` is bfloat16.
+
+torchvision equivalents: retinanet -> retinanet_resnet50_fpn, yolo -> fcos_resnet50_fpn
+(the anchor-free one-stage detector it has), faster_rcnn -> fasterrcnn_resnet50_fpn,
+ssd -> ssd300_vgg16 (fixed 300x300 input).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from jaxdet.data.synthetic import synthetic_batch
+from jaxdet.memory import peak_host_mb
+
+MODELS = {
+    "retinanet": "retinanet_resnet50_fpn",
+    "yolo": "fcos_resnet50_fpn",
+    "faster_rcnn": "fasterrcnn_resnet50_fpn",
+    "ssd": "ssd300_vgg16",
+}
+# Detectors whose torchvision twin reserves label 0 for the background.
+_BACKGROUND_CLASS = ("faster_rcnn", "ssd")
+
+
+def build_model(detector: str, num_classes: int, image_size: int, model_kwargs: dict | None = None):
+    """The torchvision model for a jaxdet detector name, randomly initialised.
+
+    `model_kwargs` go to the torchvision builder (e.g. Faster R-CNN's proposal and RoI
+    counts, set to jaxdet's so both sides do the same work)."""
+    from torchvision.models import detection
+
+    if detector not in MODELS:
+        raise ValueError(f"no torchvision equivalent for detector {detector!r}; known: {sorted(MODELS)}")
+    builder = getattr(detection, MODELS[detector])
+    if detector == "ssd":
+        if image_size != 300:
+            raise ValueError(f"torchvision's ssd300_vgg16 takes 300x300 inputs; got --image_size={image_size}")
+        return builder(weights=None, weights_backbone=None, num_classes=num_classes + 1)
+    extra = 1 if detector in _BACKGROUND_CLASS else 0
+    # min_size = max_size = the input side: torchvision's transform then leaves the size as is.
+    return builder(
+        weights=None,
+        weights_backbone=None,
+        num_classes=num_classes + extra,
+        min_size=image_size,
+        max_size=image_size,
+        **(model_kwargs or {}),
+    )
+
+
+def bench_torchvision(
+    detector: str,
+    image_size: int,
+    batch: int,
+    max_boxes: int,
+    num_classes: int,
+    steps: int,
+    warmup: int,
+    compute_dtype: str = "float32",
+    seed: int = 0,
+    model_kwargs: dict | None = None,
+) -> dict[str, Any]:
+    """Times torchvision's training step; returns the same fields as `benchmark.bench_jaxdet`."""
+    import torch
+
+    torch.manual_seed(seed)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    model = build_model(detector, num_classes, image_size, model_kwargs).to(device)
+    amp = cuda and compute_dtype == "bfloat16"
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+    data = synthetic_batch(batch, image_size, max_boxes, num_classes, seed)
+    offset = 1 if detector in _BACKGROUND_CLASS else 0
+    images = [torch.from_numpy(im).permute(2, 0, 1).contiguous().to(device) / 255.0 for im in data["image"]]
+    targets = [
+        {
+            "boxes": torch.from_numpy(b[m]).to(device),
+            "labels": torch.from_numpy(lab[m].astype("int64") + offset).to(device),
+        }
+        for b, lab, m in zip(data["boxes"], data["labels"], data["box_mask"], strict=True)
+    ]
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = sum(model(images, targets).values())
+        loss.backward()
+        opt.step()
+        value = float(loss.detach())  # synchronises with the device
+        if cuda:
+            torch.cuda.synchronize()
+        return value
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    losses, times = [], []
+    t0 = time.perf_counter()
+    losses.append(step())
+    first_step_s = time.perf_counter() - t0
+    for i in range(warmup - 1 + steps):
+        t = time.perf_counter()
+        losses.append(step())
+        if i >= warmup - 1:
+            times.append(time.perf_counter() - t)
+    step_s = statistics.median(times)
+    name = torch.cuda.get_device_name(0) if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    return {
+        "framework": "torchvision",
+        "detector": MODELS[detector],
+        "backbone": "vgg16" if detector == "ssd" else "resnet50",
+        "device": f"1 x {name}",
+        "image_size": image_size,
+        "batch": batch,
+        "compute_dtype": "bfloat16 (autocast, channels_last)" if amp else "float32",
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "compile_s": None,
+        "first_step_s": first_step_s,
+        "step_s": step_s,
+        "step_s_min": min(times),
+        "images_per_s": batch / step_s,
+        "flops_per_step": None,
+        "mfu": None,
+        "peak_host_mb": peak_host_mb(),
+        "peak_device_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        "losses": losses,
+    }

@@ -1,0 +1,78 @@
+"""The benchmark harness: synthetic batches, the jaxdet timing, the bench main's output."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments.configs import default
+from jaxdet import benchmark
+from jaxdet.data.synthetic import synthetic_batch
+
+
+def test_synthetic_batch_is_valid():
+    b = synthetic_batch(3, 64, 8, num_classes=5, seed=1)
+    assert b["image"].shape == (3, 64, 64, 3) and b["image"].min() >= 0 and b["image"].max() <= 255
+    boxes, mask = b["boxes"], b["box_mask"]
+    assert mask.sum(axis=1).tolist() == [4, 4, 4]
+    real = boxes[mask]
+    assert np.all(real[:, 2] > real[:, 0]) and np.all(real[:, 3] > real[:, 1])
+    assert real.min() >= 0 and real.max() <= 64
+    assert np.all(boxes[~mask] == 0) and set(b["labels"][mask].tolist()) <= set(range(5))
+    # Same seed, same batch: both frameworks time the same input.
+    np.testing.assert_array_equal(synthetic_batch(3, 64, 8, 5, seed=1)["boxes"], boxes)
+
+
+def test_bench_jaxdet_measures_a_training_step():
+    config = default.get_config("tiny")
+    r = benchmark.bench_jaxdet(config, num_classes=5, steps=2, warmup=1)
+    assert r["step_s"] > 0 and r["images_per_s"] == pytest.approx(config.train.batch_size / r["step_s"])
+    assert r["compile_s"] > 0 and r["flops_per_step"] > 1e6 and r["peak_host_mb"] > 0
+    assert len(r["losses"]) == 3 and np.all(np.isfinite(r["losses"]))
+    assert r["mfu"] is None  # CPU: no known peak, so no utilisation claimed
+    line = benchmark.format_result(r)
+    assert "img/s" in line and "compile" in line
+
+
+def test_step_flops_counts_the_global_step():
+    """FLOPs come from the CPU lowering of the per-device program, times the devices."""
+    import jax
+
+    from jaxdet import optim, train
+    from jaxdet.models import detectors
+
+    config = default.get_config("tiny")
+    detector = detectors.build_detector(config, 5, train.AXIS)
+    tx, lr = optim.make_optimizer(config.optim, 10)
+    mesh = train.make_mesh(jax.devices()[:1])
+    state = train.init_state(detector, tx, train.init_key(0), 64, mesh)
+    rng = jax.random.key(0)
+    big = synthetic_batch(8, 64, 8, 5)
+    small = {k: v[:4] for k, v in big.items()}
+    two_devices = benchmark.step_flops(detector, tx, lr, state, big, rng, num_devices=2)
+    one_device = benchmark.step_flops(detector, tx, lr, state, small, rng, num_devices=1)
+    assert one_device > 1e6 and two_devices == 2 * one_device
+
+
+def test_bench_main_writes_json(tmp_path):
+    out = tmp_path / "r.json"
+    cmd = [
+        sys.executable, "-m", "experiments.bench", "--config=experiments/configs/default.py:tiny",
+        "--steps=1", "--warmup=1", "--batch=4", "--image_size=64", f"--json_out={out}",
+    ]  # fmt: skip
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (r,) = json.loads(out.read_text())
+    assert r["batch"] == 4 and r["image_size"] == 64 and "jaxdet" in proc.stdout
+
+
+def test_torchvision_side_matches_inputs():
+    pytest.importorskip("torchvision")
+    from jaxdet.benchmark_torchvision import bench_torchvision
+
+    r = bench_torchvision("retinanet", 64, 2, 8, 5, steps=1, warmup=1)
+    assert r["framework"] == "torchvision" and np.all(np.isfinite(r["losses"]))
