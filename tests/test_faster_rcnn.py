@@ -80,3 +80,27 @@ def test_eval_path_detects_from_all_proposals():
     assert out["det_cls_logits"].shape[:2] == (1, config.model.rpn_post_nms_topk)
     d = det.predict(out)
     assert d.boxes.shape == (1, config.model.max_detections, 4)
+
+
+def test_two_stage_step_compiles_once():
+    """Proposals, RoI sampling and RoIAlign keep static shapes: batches with different
+    numbers of objects (and an empty image) reuse one compiled step."""
+    import chex
+
+    from jaxdet import optim
+    from jaxdet.data.synthetic import synthetic_batch
+
+    config = faster_rcnn.get_config("tiny")
+    det = detectors.build_detector(config, 5, train.AXIS)
+    tx, lr = optim.make_optimizer(config.optim, 10)
+    mesh = train.make_mesh(jax.devices()[:1])
+    state = train.init_state(det, tx, train.init_key(0), 64, mesh)
+    step = train.shard_train_step(chex.assert_max_traces(train.make_train_step(det, tx, lr), n=1), mesh)
+    losses = []
+    for seed, objects in enumerate((1, 4, 8)):
+        batch = synthetic_batch(4, 64, config.data.max_boxes, 5, seed=seed)
+        batch["box_mask"][:, objects:] = False  # a different number of objects per batch
+        batch["box_mask"][0] = False  # and one image without any
+        state, metrics = step(state, train.global_batch(mesh, batch), jax.random.key(0))
+        losses.append(float(metrics["loss"]))
+    assert np.all(np.isfinite(losses)) and int(state.step) == 3

@@ -1,0 +1,117 @@
+"""COCO-JSON folder datasets: a fixture written here, and every bad input the loader meets."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxdet.data.coco_json import load_coco_json
+from jaxdet.errors import ConfigError
+
+
+def _write_dataset(root, annotations=None, images=None, categories=None):
+    """Three images (PNG, JPEG, JPEG), two categories with ids 3 and 7 (not 0-based)."""
+    os.makedirs(root / "img", exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, (w, h) in {"a.png": (40, 30), "b.jpg": (50, 20), "c.jpg": (16, 16)}.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "img" / name)
+    data = {
+        "images": images
+        or [
+            {"id": 1, "file_name": "a.png", "width": 40, "height": 30},
+            {"id": 2, "file_name": "b.jpg", "width": 50, "height": 20},
+            {"id": 5, "file_name": "c.jpg", "width": 16, "height": 16},  # no annotations
+        ],
+        "annotations": annotations
+        if annotations is not None
+        else [
+            {"id": 10, "image_id": 1, "category_id": 7, "bbox": [2, 3, 10, 5], "iscrowd": 0},
+            {"id": 11, "image_id": 1, "category_id": 3, "bbox": [30, 20, 20, 20], "iscrowd": 0},  # clipped
+            {"id": 12, "image_id": 2, "category_id": 3, "bbox": [1, 1, 0, 4], "iscrowd": 0},  # zero width
+            {"id": 13, "image_id": 2, "category_id": 3, "bbox": [1, 1, float("nan"), 4], "iscrowd": 0},
+            {"id": 14, "image_id": 2, "category_id": 7, "bbox": [100, 100, 5, 5], "iscrowd": 0},  # outside
+            {"id": 15, "image_id": 2, "category_id": 7, "bbox": [0, 0, 50, 20], "iscrowd": 1},  # crowd
+            {"id": 16, "image_id": 2, "category_id": 7, "bbox": [5, 5, 10, 10]},  # no iscrowd: 0
+        ],
+        "categories": categories or [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}],
+    }
+    path = root / "ann.json"
+    path.write_text(json.dumps(data))
+    return str(path), str(root / "img")
+
+
+def test_loads_boxes_labels_and_reports_repairs(tmp_path):
+    ann, img = _write_dataset(tmp_path)
+    data, report = load_coco_json(ann, img)
+    assert data.class_names == ["cat", "dog"] and data.category_ids == [3, 7]
+    assert data.image_ids.tolist() == [1, 2, 5]
+    assert data.heights.tolist() == [30, 20, 16] and data.widths.tolist() == [40, 50, 16]
+    np.testing.assert_allclose(data.boxes[0], [[2, 3, 12, 8], [30, 20, 40, 30]])  # second clipped to 40x30
+    assert data.labels[0].tolist() == [1, 0]
+    np.testing.assert_allclose(data.boxes[1], [[5, 5, 15, 15]])
+    np.testing.assert_allclose(data.crowd_boxes[1], [[0, 0, 50, 20]])
+    assert data.boxes[2].shape == (0, 4)  # kept as a negative
+    assert report.images == 3 and report.negatives == 1 and report.boxes == 3 and report.crowd_boxes == 1
+    assert report.clipped_boxes == 1
+    assert report.dropped_boxes == {
+        "width or height <= 0": 1,
+        "NaN or infinite coordinates": 1,
+        "entirely outside the image": 1,
+    }
+    text = "\n".join(report.lines())
+    assert "1 boxes dropped: width or height <= 0" in text and "clipped" in text
+    assert Image.open(__import__("io").BytesIO(data.images[1])).format == "JPEG"
+
+
+def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
+    ann, img = _write_dataset(tmp_path)
+    with open(os.path.join(img, "b.jpg"), "r+b") as f:  # keep the header, cut the pixels
+        f.truncate(60)
+    with pytest.raises(ConfigError, match=r"b\.jpg.*image_id 2.*skip_bad"):
+        load_coco_json(ann, img)
+    data, report = load_coco_json(ann, img, skip_bad=True)
+    assert data.image_ids.tolist() == [1, 5]
+    assert report.skipped_images == [os.path.join(img, "b.jpg")]
+    assert "1 unreadable images skipped" in "\n".join(report.lines())
+
+
+def test_missing_image_file(tmp_path):
+    ann, img = _write_dataset(tmp_path)
+    os.remove(os.path.join(img, "c.jpg"))
+    with pytest.raises(ConfigError, match=r"c\.jpg.*cannot be read"):
+        load_coco_json(ann, img)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"annotations": [{"id": 1, "image_id": 99, "category_id": 3, "bbox": [0, 0, 1, 1]}]}, "image_id 99"),
+        ({"annotations": [{"id": 4, "image_id": 1, "category_id": 5, "bbox": [0, 0, 1, 1]}]}, "category_id 5"),
+        ({"annotations": [{"id": 4, "category_id": 3, "bbox": [0, 0, 1, 1]}]}, "annotation 4 has no 'image_id'"),
+    ],
+)
+def test_bad_annotations_are_named(tmp_path, kwargs, message):
+    ann, img = _write_dataset(tmp_path, **kwargs)
+    with pytest.raises(ConfigError, match=message):
+        load_coco_json(ann, img)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "not valid JSON"),
+        ("{not json", "not valid JSON"),
+        ("[]", "expected a JSON object"),
+        ('{"images": [], "annotations": [], "categories": [{"id": 1}]}', "lists no images"),
+        ('{"images": [{"id": 1}], "categories": [{"id": 1}]}', "no 'annotations' list"),
+    ],
+)
+def test_malformed_or_empty_files_are_named(tmp_path, content, message):
+    path = tmp_path / "ann.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_coco_json(str(path), str(tmp_path))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_coco_json(str(tmp_path / "missing.json"), str(tmp_path))
