@@ -14,6 +14,7 @@ import jax
 import ml_collections
 
 from jaxdet import losses, optim
+from jaxdet.data import sources
 from jaxdet.errors import ConfigError
 from jaxdet.models import detectors
 from jaxdet.models.backbones import BACKBONES
@@ -62,8 +63,20 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     for field in ("steps", "eval_every", "checkpoint_every", "log_every"):
         if config.train[field] <= 0:
             raise ConfigError(f"config.train.{field} must be positive, got {config.train[field]}")
+    sources.validate(config.data)
     if config.data.max_boxes < 1:
         raise ConfigError(f"config.data.max_boxes must be >= 1, got {config.data.max_boxes}")
+    if not 0.0 <= config.data.crop_prob <= 1.0 or not 0.0 < config.data.crop_min <= 1.0:
+        raise ConfigError(
+            f"need data.crop_prob in [0, 1] and data.crop_min in (0, 1], got {config.data.crop_prob}, "
+            f"{config.data.crop_min}"
+        )
+    jitter = tuple(config.data.color_jitter)
+    if len(jitter) != 4 or min(jitter) < 0 or max(jitter[:3]) > 1 or jitter[3] > 0.5:
+        raise ConfigError(
+            f"config.data.color_jitter={jitter}: need (brightness, contrast, saturation, hue) with the first "
+            "three in [0, 1] and hue in [0, 0.5]"
+        )
     if not 0.0 <= config.data.mosaic_prob <= 1.0:
         raise ConfigError(f"config.data.mosaic_prob must be in [0, 1], got {config.data.mosaic_prob}")
     if not 0 < config.data.scale_min <= config.data.scale_max:

@@ -15,7 +15,8 @@ import ml_collections
 import numpy as np
 
 from jaxdet import checkpoint, configs, evaluation, optim, runtime, summary, train, visualize
-from jaxdet.data import pipeline
+from jaxdet.data import pipeline, sources
+from jaxdet.errors import ConfigError
 from jaxdet.models import detectors
 
 
@@ -45,6 +46,18 @@ def _coco_results(dets: dict, batch: dict, image_ok: np.ndarray) -> list[dict]:
     return out
 
 
+def model_class_names(data_names: list[str], num_classes: int) -> list[str]:
+    """The model's classes: the data's, or `num_classes` (> 0) of them, extra ones named class_k."""
+    if not num_classes:
+        return list(data_names)
+    if num_classes < len(data_names):
+        raise ConfigError(
+            f"config.model.num_classes={num_classes} is fewer than the {len(data_names)} classes in the data "
+            f"({', '.join(data_names[:10])}{' ...' if len(data_names) > 10 else ''}); use 0 to follow the data"
+        )
+    return list(data_names) + [f"class_{k}" for k in range(len(data_names), num_classes)]
+
+
 class Run:
     """Holds everything one run builds once: mesh, data, detector, optimizer, compiled steps."""
 
@@ -53,16 +66,15 @@ class Run:
         self.mesh = train.make_mesh(devices)
         configs.validate(config, self.mesh.size, jax.process_count())
         runtime.check_processes_agree(configs.fingerprint(config))
-        data_dir = config.data.data_dir or None
         pi, pc = jax.process_index(), jax.process_count()
         # The whole training split on every process: each takes its slice of every global
         # batch, so a run's batches do not depend on the number of processes.
-        self.train_source = pipeline.load_source(config.data.name, config.data.train_split, data_dir)
-        eval_source = pipeline.load_source(config.data.name, config.data.eval_split, data_dir, pi, pc)
+        self.train_source = sources.load(config.data, "train", log=_log)
+        eval_source = sources.load(config.data, "eval", pi, pc, log=_log)
         if config.data.eval_max_images:
             eval_source = _head(eval_source, config.data.eval_max_images // pc)
         self.eval_source = eval_source
-        self.class_names = self.train_source.class_names
+        self.class_names = model_class_names(self.train_source.class_names, config.model.num_classes)
         self.detector = detectors.build_detector(config, len(self.class_names), train.AXIS)
         self.tx, self.lr = optim.make_optimizer(config.optim, config.train.steps)
         self.train_step = train.shard_train_step(train.make_train_step(self.detector, self.tx, self.lr), self.mesh)
@@ -103,7 +115,7 @@ class Run:
         if jax.process_count() == 1:
             return self.eval_source
         cfg = self.config
-        src = pipeline.load_source(cfg.data.name, cfg.data.eval_split, cfg.data.data_dir or None)
+        src = sources.load(cfg.data, "eval", log=lambda line: None)
         return _head(src, cfg.data.eval_max_images) if cfg.data.eval_max_images else src
 
     def draw_predictions(self, state: train.TrainState, step: int) -> list[str]:
@@ -180,6 +192,9 @@ def train_and_evaluate(
         cfg.data.mosaic_prob,
         jax.process_index(),
         jax.process_count(),
+        crop_prob=cfg.data.crop_prob,
+        crop_min=cfg.data.crop_min,
+        color_jitter=tuple(cfg.data.color_jitter),
     )
     truncated = 0
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))

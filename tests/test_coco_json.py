@@ -115,3 +115,47 @@ def test_malformed_or_empty_files_are_named(tmp_path, content, message):
         load_coco_json(str(path), str(tmp_path))
     with pytest.raises(ConfigError, match="does not exist"):
         load_coco_json(str(tmp_path / "missing.json"), str(tmp_path))
+
+
+def _config(tmp_path, **data):
+    from experiments.configs import default
+
+    config = default.get_config("tiny")
+    config.data.format = "coco_json"
+    for key, value in data.items():
+        config.data[key] = value
+    return config
+
+
+def test_config_names_missing_or_wrong_paths(tmp_path):
+    from jaxdet import configs
+
+    ann, img = _write_dataset(tmp_path)
+    with pytest.raises(ConfigError, match="needs config.data.train_annotations"):
+        configs.validate(_config(tmp_path), num_devices=1)
+    paths = dict(train_annotations=ann, train_images=img, val_annotations=ann, val_images=img)
+    configs.validate(_config(tmp_path, **paths), num_devices=1)
+    with pytest.raises(ConfigError, match=r"config.data.val_images='/nope': no such directory"):
+        configs.validate(_config(tmp_path, **{**paths, "val_images": "/nope"}), num_devices=1)
+    with pytest.raises(ConfigError, match=r"unknown dataset format 'coco'.*coco_json"):
+        configs.validate(_config(tmp_path, **{**paths, "format": "coco"}), num_devices=1)
+
+
+def test_sources_feed_training_and_evaluation(tmp_path):
+    """The loaded split trains on non-crowd boxes; its ground truth keeps crowd regions."""
+    from jaxdet.data import pipeline, sources
+
+    ann, img = _write_dataset(tmp_path)
+    config = _config(tmp_path, train_annotations=ann, train_images=img, val_annotations=ann, val_images=img)
+    lines = []
+    train_src = sources.load(config.data, "train", log=lines.append)
+    assert len(train_src) == 3 and train_src.file_names == ["a.png", "b.jpg", "c.jpg"]
+    assert "3 images (1 without objects" in lines[0]
+    gt = pipeline.coco_ground_truth(train_src)
+    crowd = [a for a in gt["annotations"] if a["iscrowd"]]
+    assert len(gt["annotations"]) == 4 and len(crowd) == 1 and crowd[0]["image_id"] == 2
+    # Evaluation shards: two processes see disjoint halves covering every image.
+    halves = [sources.load(config.data, "eval", p, 2, log=lambda _: None) for p in range(2)]
+    assert sorted(np.concatenate([h.image_ids for h in halves]).tolist()) == [1, 2, 5]
+    batch = next(pipeline.Pipeline(train_src, 32, 4).eval(3))
+    assert batch["box_mask"].sum(axis=1).tolist() == [2, 1, 0]  # crowd boxes are not trained on

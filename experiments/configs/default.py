@@ -14,20 +14,32 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.data = ml_collections.ConfigDict()
+    config.data.format = "tfds"  # "tfds" (data.name), "coco_json", "voc_xml" or "yolo_txt" (paths below)
     config.data.name = "jaxdet_shapes"
     config.data.data_dir = ""  # "" = TFDS's default data dir.
     config.data.train_split = "train"
     config.data.eval_split = "validation"
+    # data.format="coco_json": a COCO detection JSON and an image folder per split.
+    config.data.train_annotations = ""
+    config.data.train_images = ""
+    config.data.val_annotations = ""
+    config.data.val_images = ""
+    config.data.root = ""  # data.format="voc_xml" or "yolo_txt": the dataset folder
+    config.data.skip_bad = False  # True: unreadable images are skipped and counted, not an error
     config.data.image_size = 128
     config.data.max_boxes = 16
     config.data.hflip = True
     config.data.scale_min = 0.8  # Scale jitter: longer side = image_size * U(scale_min, scale_max).
     config.data.scale_max = 1.2
+    config.data.crop_prob = 0.0  # Probability of a random crop (sides U(crop_min, 1)) before resizing.
+    config.data.crop_min = 0.5
+    config.data.color_jitter = (0.0, 0.0, 0.0, 0.0)  # (brightness, contrast, saturation, hue), torchvision's
     config.data.mosaic_prob = 0.0  # Probability of a 2x2 mosaic (YOLOv4) per training example.
     config.data.eval_max_images = 0  # 0 = the whole eval split.
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "retinanet"
+    config.model.num_classes = 0  # 0 = as many as the data has; more keeps room for classes to come
     config.model.backbone = "resnet_small"
     config.model.backbone_norm = "batch"
     config.model.head_norm = "group"

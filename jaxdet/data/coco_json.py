@@ -20,64 +20,11 @@ file and the record, or (where a fix is unambiguous) are repaired and counted in
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import json
-import math
 import os
 
-import numpy as np
-from PIL import Image
-
+from jaxdet.data.annotated import Annotated, LoadReport, read_image, xywh_box
 from jaxdet.errors import ConfigError
-
-
-@dataclasses.dataclass
-class LoadReport:
-    """What loading repaired or skipped, by kind; `lines()` for the start-up log."""
-
-    source: str
-    images: int = 0
-    negatives: int = 0
-    boxes: int = 0
-    crowd_boxes: int = 0
-    clipped_boxes: int = 0
-    dropped_boxes: dict[str, int] = dataclasses.field(default_factory=dict)
-    skipped_images: list[str] = dataclasses.field(default_factory=list)
-
-    def drop(self, why: str) -> None:
-        self.dropped_boxes[why] = self.dropped_boxes.get(why, 0) + 1
-
-    def lines(self) -> list[str]:
-        out = [
-            f"{self.source}: {self.images} images ({self.negatives} without objects, kept as negatives), "
-            f"{self.boxes} boxes, {self.crowd_boxes} crowd boxes (evaluation only)"
-        ]
-        if self.clipped_boxes:
-            out.append(f"  {self.clipped_boxes} boxes reached outside their image and were clipped to it")
-        for why, n in sorted(self.dropped_boxes.items()):
-            out.append(f"  {n} boxes dropped: {why}")
-        if self.skipped_images:
-            shown = ", ".join(self.skipped_images[:5]) + (" ..." if len(self.skipped_images) > 5 else "")
-            out.append(f"  {len(self.skipped_images)} unreadable images skipped (data.skip_bad=True): {shown}")
-        return out
-
-
-@dataclasses.dataclass
-class Annotated:
-    """A split as parallel lists: encoded images, [K_i, 4] xyxy pixel boxes, [K_i] labels."""
-
-    images: list[bytes]
-    boxes: list[np.ndarray]
-    labels: list[np.ndarray]
-    crowd_boxes: list[np.ndarray]  # [C_i, 4] xyxy, evaluation only
-    crowd_labels: list[np.ndarray]
-    image_ids: np.ndarray
-    heights: np.ndarray
-    widths: np.ndarray
-    file_names: list[str]
-    class_names: list[str]
-    category_ids: list[int]  # the file's category id of each label
 
 
 def _read_json(path: str) -> dict:
@@ -110,16 +57,6 @@ def _field(record: dict, key: str, where: str):
     return record[key]
 
 
-def _image_size(data: bytes, path: str) -> tuple[int, int] | None:
-    """(height, width) after a full decode, or None if the file is not a readable image."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()  # decodes every pixel: a truncated file fails here, not mid-training
-            return im.height, im.width
-    except Exception:  # PIL raises many types for bad data
-        return None
-
-
 def load_coco_json(annotations: str, images_dir: str, skip_bad: bool = False) -> tuple[Annotated, LoadReport]:
     """Reads a COCO detection JSON and its images (see the module docstring for the rules).
 
@@ -147,81 +84,20 @@ def load_coco_json(annotations: str, images_dir: str, skip_bad: bool = False) ->
             raise ConfigError(f"{where} has category_id {cid}, not in 'categories' (ids {category_ids})")
         per_image.setdefault(image_id, []).append(ann)
 
-    out = Annotated([], [], [], [], [], [], [], [], [], class_names, category_ids)
-    ids, heights, widths = [], [], []
+    out = Annotated(class_names, category_ids)
     for im in data["images"]:
         image_id = int(im["id"])
         name = str(_field(im, "file_name", f"{annotations}: image {image_id}"))
         path = os.path.join(images_dir, name)
-        try:
-            with open(path, "rb") as f:
-                encoded = f.read()
-            size = _image_size(encoded, path)
-            problem = None if size else "is not a readable image (corrupt or unsupported)"
-        except OSError as e:
-            size, problem = None, f"cannot be read ({e.strerror or e})"
-        if problem:
-            if not skip_bad:
-                raise ConfigError(
-                    f"image {path!r} (image_id {image_id} in {annotations}) {problem}; "
-                    "fix or remove it, or set --config.data.skip_bad=True to skip such images"
-                )
-            report.skipped_images.append(path)
+        read = read_image(path, f"image_id {image_id} in {annotations}", skip_bad, report)
+        if read is None:
             continue
-        height, width = size
-        boxes, labels, crowd, crowd_labels = [], [], [], []
+        encoded, (height, width) = read
+        objects, crowd = [], []
         for ann in per_image.get(image_id, []):
-            box = _clean_box(ann.get("bbox"), width, height, report)
-            if box is None:
-                continue
-            if int(ann.get("iscrowd", 0)):
-                crowd.append(box)
-                crowd_labels.append(label_of[int(ann["category_id"])])
-                report.crowd_boxes += 1
-            else:
-                boxes.append(box)
-                labels.append(label_of[int(ann["category_id"])])
-        out.images.append(encoded)
-        out.boxes.append(np.asarray(boxes, np.float32).reshape(-1, 4))
-        out.labels.append(np.asarray(labels, np.int32))
-        out.crowd_boxes.append(np.asarray(crowd, np.float32).reshape(-1, 4))
-        out.crowd_labels.append(np.asarray(crowd_labels, np.int32))
-        out.file_names.append(name)
-        ids.append(image_id)
-        heights.append(height)
-        widths.append(width)
-        report.images += 1
-        report.boxes += len(boxes)
-        report.negatives += not boxes
-    if not ids:
-        raise ConfigError(f"{annotations}: none of its {len(data['images'])} images could be read from {images_dir!r}")
-    out.image_ids = np.asarray(ids, np.int64)
-    out.heights, out.widths = np.asarray(heights), np.asarray(widths)
-    return out, report
-
-
-def _clean_box(bbox, width: int, height: int, report: LoadReport) -> list[float] | None:
-    """COCO [x, y, w, h] -> xyxy clipped to the image, or None (dropped, counted)."""
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-        report.drop("bbox is not [x, y, width, height]")
-        return None
-    try:
-        x, y, w, h = (float(v) for v in bbox)
-    except (TypeError, ValueError):
-        report.drop("bbox has non-numeric values")
-        return None
-    if not all(math.isfinite(v) for v in (x, y, w, h)):
-        report.drop("NaN or infinite coordinates")
-        return None
-    if w <= 0 or h <= 0:
-        report.drop("width or height <= 0")
-        return None
-    x1, y1, x2, y2 = x, y, x + w, y + h
-    cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
-    cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
-    if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
-        if cx2 <= cx1 or cy2 <= cy1:
-            report.drop("entirely outside the image")
-            return None
-        report.clipped_boxes += 1
-    return [cx1, cy1, cx2, cy2]
+            box = xywh_box(ann.get("bbox"), width, height, report)
+            if box is not None:
+                item = (box, label_of[int(ann["category_id"])])
+                (crowd if int(ann.get("iscrowd", 0)) else objects).append(item)
+        out.add(encoded, name, image_id, (height, width), objects, crowd, report)
+    return out.done(f"{annotations} (images in {images_dir!r})"), report

@@ -41,6 +41,10 @@ class Source:
     heights: np.ndarray
     widths: np.ndarray
     class_names: list[str]
+    # Optional per image: crowd regions (evaluation only, COCO's iscrowd) and file names.
+    crowd_boxes: list[np.ndarray] | None = None
+    crowd_labels: list[np.ndarray] | None = None
+    file_names: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -55,7 +59,8 @@ def load_source(
     """
     builder = tfds.builder(name, data_dir=data_dir)
     builder.download_and_prepare()
-    if split not in builder.info.splits:
+    # (An empty split list means the metadata is not known yet, as under tfds.testing.mock_data.)
+    if builder.info.splits and split not in builder.info.splits:
         raise ConfigError(f"dataset {name!r} has no split {split!r}; available: {sorted(builder.info.splits)}")
     shard = tfds.even_splits(split, process_count)[process_index]
     ds = builder.as_dataset(split=shard, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
@@ -65,19 +70,37 @@ def load_source(
         return ex
 
     ds = ds.map(shape_of, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    images, boxes, labels, ids, heights, widths = [], [], [], [], [], []
+    objects = builder.info.features["objects"]
+    # Regions not trained on and ignored by the evaluation: COCO's crowds, VOC's difficult.
+    ignore_key = next((k for k in ("is_crowd", "is_difficult") if k in objects.feature), None)
+    images, boxes, labels, ids, heights, widths, crowd_boxes, crowd_labels = ([] for _ in range(8))
     for i, ex in enumerate(tfds.as_numpy(ds)):
         h, w = int(ex["shape"][0]), int(ex["shape"][1])
         yxyx = np.asarray(ex["objects"]["bbox"], np.float32).reshape(-1, 4)
-        boxes.append(np.stack([yxyx[:, 1] * w, yxyx[:, 0] * h, yxyx[:, 3] * w, yxyx[:, 2] * h], axis=1))
-        labels.append(np.asarray(ex["objects"]["label"], np.int32).reshape(-1))
+        xyxy = np.stack([yxyx[:, 1] * w, yxyx[:, 0] * h, yxyx[:, 3] * w, yxyx[:, 2] * h], axis=1)
+        label = np.asarray(ex["objects"]["label"], np.int32).reshape(-1)
+        ignore = np.zeros(len(label), bool)
+        if ignore_key:
+            ignore = np.asarray(ex["objects"][ignore_key], bool).reshape(-1)
+        boxes.append(xyxy[~ignore])
+        labels.append(label[~ignore])
+        crowd_boxes.append(xyxy[ignore])
+        crowd_labels.append(label[ignore])
         images.append(ex["image"])
         ids.append(int(ex["image/id"]) if "image/id" in ex else i + 1)
         heights.append(h)
         widths.append(w)
-    class_names = list(builder.info.features["objects"]["label"].names)
+    class_names = list(objects["label"].names)
     return Source(
-        images, boxes, labels, np.asarray(ids, np.int64), np.asarray(heights), np.asarray(widths), class_names
+        images,
+        boxes,
+        labels,
+        np.asarray(ids, np.int64),
+        np.asarray(heights),
+        np.asarray(widths),
+        class_names,
+        crowd_boxes,
+        crowd_labels,
     )
 
 
@@ -119,6 +142,37 @@ def _resize_and_pad(image, boxes, size: int, scale_factor, offset_x=0.0, offset_
     boxes = boxes * scale - shift
     boxes = tf.clip_by_value(boxes, 0.0, float(size))
     return image, boxes, scale
+
+
+def _random_crop(image, boxes, draw, min_fraction: float):
+    """A window of U(min_fraction, 1) of each side at a uniform position; boxes are shifted
+    and clipped to it (one left wholly outside becomes empty and is dropped by `_finish`)."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    frac = min_fraction + (1.0 - min_fraction) * draw[:2]
+    crop_hw = tf.maximum(tf.round(shape * frac), 1.0)
+    y0, x0 = tf.floor(draw[2] * (shape[0] - crop_hw[0])), tf.floor(draw[3] * (shape[1] - crop_hw[1]))
+    iy0, ix0 = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
+    ih, iw = tf.cast(crop_hw[0], tf.int32), tf.cast(crop_hw[1], tf.int32)
+    image = image[iy0 : iy0 + ih, ix0 : ix0 + iw]
+    boxes = boxes - tf.stack([x0, y0, x0, y0])
+    limit = tf.stack([crop_hw[1], crop_hw[0], crop_hw[1], crop_hw[0]])
+    return image, tf.clip_by_value(boxes, 0.0, limit)
+
+
+def _color_jitter(image, draw, brightness: float, contrast: float, saturation: float, hue: float):
+    """torchvision's ColorJitter factors: brightness and contrast x U(1-b, 1+b), saturation
+    x U(1-s, 1+s), hue + U(-h, h) (fraction of a turn). Pixels 0..255 in and out."""
+    x = image / 255.0
+    if brightness:
+        x = x * (1.0 - brightness + 2.0 * brightness * draw[0])
+    if contrast:
+        mean = tf.reduce_mean(tf.image.rgb_to_grayscale(x))
+        x = (x - mean) * (1.0 - contrast + 2.0 * contrast * draw[1]) + mean
+    if saturation:
+        x = tf.image.adjust_saturation(tf.clip_by_value(x, 0.0, 1.0), 1.0 - saturation + 2.0 * saturation * draw[2])
+    if hue:
+        x = tf.image.adjust_hue(tf.clip_by_value(x, 0.0, 1.0), -hue + 2.0 * hue * draw[3])
+    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
 
 
 class Pipeline:
@@ -168,6 +222,10 @@ class Pipeline:
         mosaic_prob: float = 0.0,
         process_index: int = 0,
         process_count: int = 1,
+        *,
+        crop_prob: float = 0.0,
+        crop_min: float = 0.5,
+        color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
     ) -> Iterator[dict[str, np.ndarray]]:
         """Endless augmented batches for steps start_step, start_step + 1, ... (per process).
 
@@ -180,6 +238,9 @@ class Pipeline:
         With probability `mosaic_prob` an example is a mosaic (YOLOv4): four augmented
         images tiled 2x2 and an image-sized window cropped around the centre. Batches
         carry `truncated_boxes` [B]: boxes beyond max_boxes that a mosaic had to leave out.
+        With probability `crop_prob` an image is first cropped to a random window (sides
+        U(crop_min, 1) of the original); `color_jitter` = (brightness, contrast,
+        saturation, hue) strengths as torchvision's ColorJitter (0 = off).
         """
         n = len(self.source)
         if n == 0:
@@ -191,6 +252,16 @@ class Pipeline:
         def augment(idx, rng):
             """One example resized, cropped/padded to size x size and maybe flipped."""
             image, boxes, labels, mask = self._example(idx)
+            if crop_prob > 0:
+                crop_draw = tf.random.stateless_uniform([5], seed=rng + tf.constant([1000, 0], tf.int64))
+                image, boxes = tf.cond(
+                    crop_draw[4] < crop_prob,
+                    lambda: _random_crop(image, boxes, crop_draw[:4], crop_min),
+                    lambda: (image, boxes),
+                )
+            if any(color_jitter):
+                color_draw = tf.random.stateless_uniform([4], seed=rng + tf.constant([2000, 0], tf.int64))
+                image = _color_jitter(image, color_draw, *color_jitter)
             draw = tf.random.stateless_uniform([4], seed=rng)
             image, boxes, scale = _resize_and_pad(image, boxes, size, lo + (hi - lo) * draw[0], draw[1], draw[2])
             if hflip:
@@ -278,18 +349,24 @@ def coco_ground_truth(source: Source) -> dict:
         for i, w, h in zip(source.image_ids, source.widths, source.heights)
     ]
     annotations = []
-    for image_id, boxes, labels in zip(source.image_ids, source.boxes, source.labels):
-        for box, label in zip(boxes, labels):
-            w, h = float(box[2] - box[0]), float(box[3] - box[1])
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": int(image_id),
-                    "category_id": int(label) + 1,
-                    "bbox": [float(box[0]), float(box[1]), w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                }
-            )
+    empty = [np.zeros((0, 4), np.float32)] * len(source)
+    crowd_boxes = source.crowd_boxes if source.crowd_boxes is not None else empty
+    crowd_labels = source.crowd_labels if source.crowd_labels is not None else [np.zeros(0, np.int32)] * len(source)
+    for image_id, boxes, labels, cboxes, clabels in zip(
+        source.image_ids, source.boxes, source.labels, crowd_boxes, crowd_labels
+    ):
+        for crowd, (bs, ls) in enumerate(((boxes, labels), (cboxes, clabels))):
+            for box, label in zip(bs, ls):
+                w, h = float(box[2] - box[0]), float(box[3] - box[1])
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": int(image_id),
+                        "category_id": int(label) + 1,
+                        "bbox": [float(box[0]), float(box[1]), w, h],
+                        "area": w * h,
+                        "iscrowd": crowd,  # crowd regions: matches to them are neither TP nor FP
+                    }
+                )
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(source.class_names)]
     return {"images": images, "annotations": annotations, "categories": categories}

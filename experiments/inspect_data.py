@@ -1,0 +1,69 @@
+"""Inspect a config's dataset: statistics, plots, augmented samples and input throughput.
+
+    python -m experiments.inspect_data --config=experiments/configs/default.py --out=/tmp/inspect
+    python -m experiments.inspect_data --config=... --out=DIR --config.data.format=coco_json ...
+
+Writes OUT/report.txt (images, boxes per image, class histogram, box sizes, the load
+report, input images/s with the config's augmentation), OUT/{train,val}_*.png plots and
+OUT/train_sample_NN.png / val_sample_NN.png images with their ground-truth boxes.
+"""
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxdet.data import inspect, pipeline, sources
+from jaxdet.errors import ConfigError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (get_config).")
+_OUT = flags.DEFINE_string("out", None, "Output directory.")
+_SAMPLES = flags.DEFINE_integer("samples", 8, "Sample images per split.")
+_BATCHES = flags.DEFINE_integer("throughput_batches", 20, "Batches timed for input throughput (0 = skip).")
+flags.mark_flags_as_required(["config", "out"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cfg, out = _CONFIG.value, _OUT.value
+    os.makedirs(out, exist_ok=True)
+    lines: list[str] = []
+    try:
+        sources.validate(cfg.data)
+        train_src = sources.load(cfg.data, "train", log=lines.append)
+        val_src = sources.load(cfg.data, "eval", log=lines.append)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    names = train_src.class_names
+    for split, src in (("train", train_src), ("val", val_src)):
+        stats = inspect.statistics(src)
+        lines += inspect.report_lines(stats, names, split)
+        inspect.plot_statistics(stats, names, out, split)
+    d = cfg.data
+    augment = dict(crop_prob=d.crop_prob, crop_min=d.crop_min, color_jitter=tuple(d.color_jitter))
+    train = pipeline.Pipeline(train_src, d.image_size, d.max_boxes)
+
+    def stream():
+        return train.train(
+            cfg.train.batch_size, cfg.seed, 0, d.hflip, (d.scale_min, d.scale_max), d.mosaic_prob, **augment
+        )
+
+    inspect.draw_samples(next(stream()), names, out, "train_sample", _SAMPLES.value)
+    val = pipeline.Pipeline(val_src, d.image_size, d.max_boxes)
+    inspect.draw_samples(next(val.eval(max(_SAMPLES.value, 1))), names, out, "val_sample", _SAMPLES.value)
+    if _BATCHES.value:
+        ips = inspect.throughput(stream(), _BATCHES.value)
+        lines.append(
+            f"input pipeline: {ips:.0f} images/s (batch {cfg.train.batch_size}, {d.image_size} px, hflip {d.hflip}, "
+            f"scale {d.scale_min}-{d.scale_max}, crop {d.crop_prob}, color_jitter {tuple(d.color_jitter)}, "
+            f"mosaic {d.mosaic_prob}; {os.cpu_count()} CPUs)"
+        )
+    with open(os.path.join(out, "report.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out}/report.txt, plots and sample images")
+
+
+if __name__ == "__main__":
+    app.run(main)
