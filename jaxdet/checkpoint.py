@@ -7,6 +7,7 @@ run killed mid-save leaves only complete checkpoints behind. Every process calls
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -27,6 +28,9 @@ class Checkpoints:
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
 
     def save(self, step: int, state: Any, force: bool = False) -> bool:
         """Saves `state` at `step` if it is a multiple of `save_every` (or `force`); async, see `wait`."""
@@ -57,3 +61,54 @@ class Checkpoints:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def higher_is_better(metric: str) -> bool:
+    """AP/AR-like metrics improve upwards; validation losses (loss_*) downwards."""
+    return not metric.startswith("loss")
+
+
+class BestCheckpoint:
+    """Keeps the checkpoint with the best `metric` in workdir/checkpoints_best (one step),
+    besides the latest ones, and counts evaluations since the best (early stopping).
+
+    The record (workdir/best.json: metric, value, step, evals_since_best) survives a resume.
+    Every process calls `update` with the same value (see `loop`), since all take part in saves.
+    """
+
+    def __init__(self, workdir: str, metric: str):
+        self.metric, self.higher = metric, higher_is_better(metric)
+        self.path = os.path.join(workdir, "best.json")
+        self.checkpoints = Checkpoints(os.path.join(workdir, "checkpoints_best"), keep=1, save_every=1)
+        self.record = {"metric": metric, "value": None, "step": None, "evals_since_best": 0}
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                saved = json.load(f)
+            if saved.get("metric") == metric:
+                self.record = saved
+
+    def update(self, step: int, value: float, state: Any) -> bool:
+        """Saves `state` if `value` beats the best so far; returns whether it did."""
+        best = self.record["value"]
+        improved = best is None or (value > best if self.higher else value < best)
+        if improved:
+            self.checkpoints.save(step, state, force=True)
+            self.record.update(value=float(value), step=int(step), evals_since_best=0)
+        else:
+            self.record["evals_since_best"] += 1
+        if jax.process_index() == 0:
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.record, f)
+            os.replace(tmp, self.path)
+        return improved
+
+    @property
+    def evals_since_best(self) -> int:
+        return int(self.record["evals_since_best"])
+
+    def wait(self) -> None:
+        self.checkpoints.wait()
+
+    def close(self) -> None:
+        self.checkpoints.close()

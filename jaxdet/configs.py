@@ -16,6 +16,7 @@ import ml_collections
 from jaxdet import losses, optim
 from jaxdet.data import sources
 from jaxdet.errors import ConfigError
+from jaxdet.evaluation import COCO_KEYS
 from jaxdet.models import detectors
 from jaxdet.models.backbones import BACKBONES
 from jaxdet.models.layers import NORMS
@@ -64,6 +65,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
         if config.train[field] <= 0:
             raise ConfigError(f"config.train.{field} must be positive, got {config.train[field]}")
     sources.validate(config.data)
+    metric = config.train.best_metric
+    if not (metric in COCO_KEYS or metric.startswith(("loss_", "AP/"))):
+        raise ConfigError(
+            f"config.train.best_metric={metric!r}: use one of {COCO_KEYS}, a validation loss "
+            "(loss_classification, loss_localization, loss_confidence) or AP/<class name>"
+        )
+    if config.train.early_stop_patience < 0:
+        raise ConfigError(f"config.train.early_stop_patience must be >= 0, got {config.train.early_stop_patience}")
     if config.data.max_boxes < 1:
         raise ConfigError(f"config.data.max_boxes must be >= 1, got {config.data.max_boxes}")
     if not 0.0 <= config.data.crop_prob <= 1.0 or not 0.0 < config.data.crop_min <= 1.0:

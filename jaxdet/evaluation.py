@@ -12,7 +12,12 @@ COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", 
 
 
 def evaluate_coco(ground_truth: dict, detections: list[dict]) -> dict[str, float]:
-    """COCO bbox metrics.
+    """COCO bbox metrics (see `evaluate_coco_detailed`)."""
+    return evaluate_coco_detailed(ground_truth, detections)[0]
+
+
+def evaluate_coco_detailed(ground_truth: dict, detections: list[dict]) -> tuple[dict[str, float], np.ndarray]:
+    """COCO bbox metrics and the accumulated precision array.
 
     Args:
       ground_truth: COCO-format dict with `images`, `annotations` (bbox [x, y, w, h],
@@ -20,7 +25,8 @@ def evaluate_coco(ground_truth: dict, detections: list[dict]) -> dict[str, float
       detections: COCO results format: dicts with `image_id`, `category_id`,
         `bbox` [x, y, w, h] and `score`.
     Returns:
-      {key: float} for COCO_KEYS; -1.0 where undefined (as pycocotools).
+      ({key: float} for COCO_KEYS, -1.0 where undefined, as pycocotools;
+       precision [10 IoUs, 101 recalls, categories (by id), 4 areas, 3 max-dets], -1 = no data).
     """
     from faster_coco_eval import COCO, COCOeval_faster
 
@@ -42,4 +48,4 @@ def evaluate_coco(ground_truth: dict, detections: list[dict]) -> dict[str, float
         ev.accumulate()
         ev.summarize()
     stats = np.asarray(ev.stats[:12], np.float64)
-    return {k: float(v) for k, v in zip(COCO_KEYS, stats)}
+    return {k: float(v) for k, v in zip(COCO_KEYS, stats)}, np.asarray(ev.eval["precision"])

@@ -6,6 +6,7 @@ workdir resumes from the latest checkpoint (the data stream resumes at the same 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxdet import checkpoint, configs, evaluation, optim, runtime, summary, train, visualize
+from jaxdet import analysis, checkpoint, configs, evaluation, optim, runtime, summary, train, visualize
 from jaxdet.data import pipeline, sources
 from jaxdet.errors import ConfigError
 from jaxdet.models import detectors
@@ -106,10 +107,35 @@ class Run:
         metrics: dict[str, float] = {}
         if jax.process_index() == 0:
             gt = pipeline.coco_ground_truth(self._full_eval_source())
-            metrics = evaluation.evaluate_coco(gt, results)
+            metrics, precision = evaluation.evaluate_coco_detailed(gt, results)
+            metrics.update(self._write_analysis(gt, results, precision))
         metrics.update({f"loss_{k}": v / max(batches, 1) for k, v in term_sums.items()})
         self.writer.write(step, "eval", metrics)
         return metrics
+
+    def _write_analysis(self, gt: dict, results: list[dict], precision: np.ndarray) -> dict[str, float]:
+        """workdir/eval/{per_class.md, pr_curves.png, errors.txt}; returns {"AP/<class>": AP}."""
+        out = os.path.join(self.workdir, "eval")
+        os.makedirs(out, exist_ok=True)
+        names = {c["id"]: c["name"] for c in gt["categories"]}
+        ids = [c["id"] for c in gt["categories"]]
+        rows = analysis.per_class_ap(precision, ids, names)
+        self.per_class_table = analysis.per_class_markdown(rows)
+        with open(os.path.join(out, "per_class.md"), "w") as f:
+            f.write(self.per_class_table)
+        analysis.plot_pr_curves(precision, ids, names, os.path.join(out, "pr_curves.png"))
+        threshold = 0.3
+        self.error_lines = analysis.error_lines(analysis.error_breakdown(gt, results, threshold), threshold)
+        with open(os.path.join(out, "errors.txt"), "w") as f:
+            f.write("\n".join(self.error_lines) + "\n")
+        return {f"AP/{r['name']}": r["AP"] for r in rows}
+
+    def log_analysis(self) -> None:
+        """Prints the last evaluation's per-class table and error breakdown (process 0)."""
+        if getattr(self, "per_class_table", None):
+            _log(self.per_class_table.rstrip())
+            _log("\n".join(self.error_lines))
+            _log(f"(also in {os.path.join(self.workdir, 'eval')}: per_class.md, pr_curves.png, errors.txt)")
 
     def _full_eval_source(self) -> pipeline.Source:
         if jax.process_count() == 1:
@@ -176,6 +202,10 @@ def train_and_evaluate(
     )
     latest = ckpts.latest_step()
     configs.check_and_record(cfg, workdir, resuming=latest is not None)
+    best = checkpoint.BestCheckpoint(workdir, cfg.train.best_metric)
+    if jax.process_index() == 0:  # what `experiments.predict` needs besides config.json
+        with open(os.path.join(workdir, "classes.json"), "w") as f:
+            json.dump(run.class_names, f)
     state = run.initial_state()
     if latest is not None:
         state = ckpts.restore(latest, state)
@@ -248,15 +278,72 @@ def train_and_evaluate(
                     f"AP75 {metrics['AP75']:.4f}  APs {metrics['APs']:.4f}  APm {metrics['APm']:.4f}  "
                     f"AR100 {metrics['AR100']:.4f}  ({time.time() - t_eval:.1f}s)"
                 )
+            if _track_best(best, done, metrics, state, cfg):
+                ckpts.save(done, state, force=True)
+                break
             t_window += time.time() - t_eval  # Evaluation time is not training time (images/s, ETA).
     ckpts.wait()
+    best.wait()
     if start >= cfg.train.steps:
         _log(f"training already complete at step {start} (config.train.steps={cfg.train.steps}); evaluating")
         metrics = run.evaluate(state, start)
+    run.log_analysis()
     paths = run.draw_predictions(state, int(jax.device_get(state.step)))
     if paths:
         _log(f"wrote {len(paths)} prediction images to {os.path.dirname(paths[0])}")
     _log(f"done in {time.time() - t_start:.1f}s")
+    ckpts.close()
+    best.close()
+    run.writer.close()
+    return metrics
+
+
+def _track_best(best: checkpoint.BestCheckpoint, step: int, metrics: dict, state, cfg) -> bool:
+    """Keeps the best checkpoint; returns True when early stopping says stop."""
+    value = metrics.get(best.metric)
+    if jax.process_count() > 1:  # only process 0 computed COCO metrics: share its value
+        from jax.experimental import multihost_utils
+
+        value = float(multihost_utils.broadcast_one_to_all(np.float64(-1.0 if value is None else value)))
+    if value is None:
+        raise ConfigError(
+            f"config.train.best_metric={best.metric!r} is not an evaluation metric; "
+            f"valid: {sorted(k for k in metrics if k.split('/')[0] != 'AP' or k == 'AP')}"
+        )
+    if best.update(step, value, state):
+        _log(f"new best {best.metric} {value:.4f} at step {step} (kept in {best.checkpoints.directory})")
+    patience = cfg.train.early_stop_patience
+    if patience and best.evals_since_best >= patience:
+        _log(
+            f"early stopping at step {step}: {best.metric} has not improved for {patience} evaluations "
+            f"(best {best.record['value']:.4f} at step {best.record['step']})"
+        )
+        return True
+    return False
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str = "latest") -> dict[str, float]:
+    """Evaluates a run's checkpoint: `which` is "latest", "best" or a step number."""
+    run = Run(config, workdir)
+    directory = os.path.join(workdir, "checkpoints_best" if which == "best" else "checkpoints")
+    ckpts = checkpoint.Checkpoints(directory, keep=1000, save_every=1)
+    if which in ("latest", "best"):
+        step = ckpts.latest_step()
+    elif which.isdigit():
+        step = int(which)
+        if step not in ckpts.all_steps():
+            raise ConfigError(f"no checkpoint at step {step} in {directory}; have {ckpts.all_steps()}")
+    else:
+        raise ConfigError(f"--checkpoint={which!r}: use latest, best or a step number")
+    if step is None:
+        raise ConfigError(f"no checkpoint in {directory} (train first, or check --workdir)")
+    state = ckpts.restore(step, run.initial_state())
+    metrics = run.evaluate(state, step)
+    if "AP" in metrics:
+        keys = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+        _log(f"{which} checkpoint, step {step}: " + "  ".join(f"{k} {metrics[k]:.4f}" for k in keys))
+        _log("validation loss: " + "  ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items() if k.startswith("loss_")))
+    run.log_analysis()
     ckpts.close()
     run.writer.close()
     return metrics

@@ -212,3 +212,66 @@ def test_warmup_and_cosine_schedule():
         {"conv": {"kernel": jnp.zeros((3, 3, 1, 1)), "bias": jnp.zeros(1)}, "norm": {"scale": jnp.zeros(4)}}
     )
     assert mask == {"conv": {"kernel": True, "bias": False}, "norm": {"scale": False}}
+
+
+def test_best_checkpoint_early_stopping_and_eval_cli(tfds_dir, tmp_path, capsys):
+    """AP of a 2-step model stays 0: the first evaluation is the best, the next one without
+    improvement stops the run (patience 1); `evaluate_checkpoint` then evaluates the best."""
+    config = _tiny(tfds_dir, train__steps=8, train__eval_every=2, train__early_stop_patience=1)
+    config.train.num_prediction_images = 0
+    workdir = str(tmp_path / "run")
+    loop.train_and_evaluate(config, workdir, jax.devices()[:1])
+    out = capsys.readouterr().out
+    assert "new best AP 0.0000 at step 2" in out and "early stopping at step 4" in out
+    assert "| class | AP | AP50 | AP75 |" in out and "missed objects" in out  # per-class table, errors
+    assert json.load(open(os.path.join(workdir, "best.json")))["step"] == 2
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints_best"))) == ["2"]
+    assert max(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()) == 4
+    for name in ("per_class.md", "pr_curves.png", "errors.txt"):
+        assert os.path.exists(os.path.join(workdir, "eval", name))
+    metrics = loop.evaluate_checkpoint(config, workdir, "best")
+    assert "AP" in metrics and "loss_localization" in metrics and "AP/circle" in metrics
+    assert "best checkpoint, step 2:" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no checkpoint at step 5"):
+        loop.evaluate_checkpoint(config, workdir, "5")
+    from jaxdet import curves
+
+    assert os.path.getsize(curves.plot_curves(workdir)) > 10_000  # workdir/curves.png
+    # experiments.predict on the run: a picture per image and COCO results with file names.
+    from PIL import Image
+
+    Image.fromarray(np.full((50, 70, 3), 128, np.uint8)).save(tmp_path / "a.jpg")
+    Image.fromarray(np.full((90, 40, 3), 60, np.uint8)).save(tmp_path / "b.png")
+    pred = tmp_path / "pred"
+    cmd = [sys.executable, "-m", "experiments.predict", f"--workdir={workdir}", f"--images={tmp_path}/*.*g",
+           f"--out={pred}", "--score_threshold=0.0", "--checkpoint=best"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "checkpoint step 2" in proc.stdout
+    results = json.load(open(pred / "detections.json"))
+    assert {r["file_name"] for r in results} <= {"a.jpg", "b.png"} and (pred / "a.png").exists()
+    for r in results:
+        size = (70, 50) if r["file_name"] == "a.jpg" else (40, 90)
+        x, y, w, h = r["bbox"]
+        assert 0 <= x and x + w <= size[0] + 1e-3 and 0 <= y and y + h <= size[1] + 1e-3
+
+
+def test_predict_maps_boxes_back_to_any_image_size(tmp_path):
+    """A white square in PNG and JPEG files of other sizes than the model's: preprocessing
+    puts it where the scale says, and `to_original` maps model pixels back onto it."""
+    from PIL import Image
+
+    from jaxdet import predict
+
+    for (h, w), fmt in (((150, 200), "PNG"), ((160, 90), "JPEG")):
+        image = np.zeros((h, w, 3), np.uint8)
+        image[30:70, 20:60] = 255  # the known object: x 20..60, y 30..70
+        path = str(tmp_path / f"im.{fmt.lower()}")
+        Image.fromarray(image).save(path, format=fmt, quality=95)
+        loaded = np.asarray(Image.open(path).convert("RGB"))
+        x, scale = predict.preprocess(loaded, 64)
+        assert x.shape == (64, 64, 3) and scale == pytest.approx(64 / max(h, w))
+        ys, xs = np.nonzero(x.mean(-1) > 127)
+        model_box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+        np.testing.assert_allclose(predict.to_original(model_box, scale, h, w)[0], [20, 30, 60, 70], atol=3.5)
+        assert np.all(x[round(h * scale) + 1 :] == 0) and np.all(x[:, round(w * scale) + 1 :] == 0)  # padding

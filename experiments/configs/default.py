@@ -113,6 +113,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 3
     config.train.log_every = 50
+    # The checkpoint with the best value of this eval metric is kept in checkpoints_best/
+    # (AP, AP50, ..., or a validation loss such as loss_localization, lower = better).
+    config.train.best_metric = "AP"
+    config.train.early_stop_patience = 0  # > 0: stop after this many evaluations without a new best
     config.train.compute_dtype = "float32"
     # Persistent XLA compilation cache: a re-launch loads the compiled step ("" = off).
     config.train.compilation_cache_dir = "~/.cache/jaxdet/xla"

@@ -1,0 +1,120 @@
+"""Detections on image files with a trained run: resized and padded as in evaluation,
+boxes mapped back to each file's own pixels.
+
+The run's workdir holds what is needed: config.json (the config it trained with),
+classes.json (class names, written at the start of training) and its checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from jaxdet import checkpoint, optim, train, visualize
+from jaxdet.errors import ConfigError
+from jaxdet.models import detectors
+
+
+def load_run_config(workdir: str) -> tuple[ml_collections.ConfigDict, list[str]]:
+    """The config and class names a run recorded in its workdir."""
+    paths = [os.path.join(workdir, n) for n in ("config.json", "classes.json")]
+    for path in paths:
+        if not os.path.exists(path):
+            raise ConfigError(f"{path} does not exist: is {workdir!r} the workdir of a jaxdet run?")
+    with open(paths[0]) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    with open(paths[1]) as f:
+        return config, list(json.load(f))
+
+
+def preprocess(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """uint8 [H, W, 3] -> (float32 [size, size, 3] pixels 0..255, scale = model px / original px).
+
+    The longer side becomes `size` and the rest is zero padding at the bottom and right,
+    as the evaluation pipeline does (TensorFlow's bilinear resize, the same op).
+    """
+    import tensorflow as tf
+
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    new_hw = (round(h * scale), round(w * scale))
+    resized = tf.image.resize(tf.convert_to_tensor(image, tf.float32), new_hw, method="bilinear").numpy()
+    out = np.zeros((size, size, 3), np.float32)
+    out[: new_hw[0], : new_hw[1]] = resized[:size, :size]
+    return out, scale
+
+
+def to_original(boxes: np.ndarray, scale: float, height: int, width: int) -> np.ndarray:
+    """Model-pixel xyxy boxes -> the original image's pixels, clipped to it."""
+    out = np.asarray(boxes, np.float32) / scale
+    return np.clip(out, 0.0, [width, height, width, height]).astype(np.float32)
+
+
+class Predictor:
+    """A restored detector that runs on one image at a time (any size, JPEG or PNG)."""
+
+    def __init__(self, workdir: str, which: str = "latest"):
+        self.config, self.class_names = load_run_config(workdir)
+        cfg = self.config
+        self.detector = detectors.build_detector(cfg, len(self.class_names), None)
+        tx, _ = optim.make_optimizer(cfg.optim, cfg.train.steps)
+        mesh = train.make_mesh(jax.local_devices()[:1])
+        directory = os.path.join(workdir, "checkpoints_best" if which == "best" else "checkpoints")
+        ckpts = checkpoint.Checkpoints(directory, keep=1000, save_every=1)
+        step = ckpts.latest_step() if which in ("latest", "best") else int(which)
+        if step is None:
+            raise ConfigError(f"no checkpoint in {directory}")
+        state = ckpts.restore(step, train.init_state(self.detector, tx, train.init_key(0), cfg.data.image_size, mesh))
+        ckpts.close()
+        self.step = step
+        self.variables = {"params": state.params, "batch_stats": state.batch_stats}
+
+        def run(variables, images):
+            outputs, _ = train.forward(self.detector, variables, {"image": images}, jax.random.key(0), train=False)
+            return self.detector.predict(outputs)._asdict()
+
+        self._run = jax.jit(run)
+
+    def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """uint8 [H, W, 3] -> {boxes [D, 4] original xyxy pixels, scores [D], classes [D]} (valid only)."""
+        h, w = image.shape[:2]
+        x, scale = preprocess(image, self.config.data.image_size)
+        dets = jax.device_get(self._run(self.variables, x[None]))
+        keep = dets["valid"][0]
+        return {
+            "boxes": to_original(dets["boxes"][0][keep], scale, h, w),
+            "scores": dets["scores"][0][keep],
+            "classes": dets["classes"][0][keep],
+        }
+
+
+def predict_files(predictor: Predictor, paths: list[str], out_dir: str, score_threshold: float) -> list[dict]:
+    """Draws each image's detections (score >= threshold) to out_dir and returns COCO results
+    (category_id = class + 1, bbox [x, y, w, h] in the file's pixels, plus file_name)."""
+    os.makedirs(out_dir, exist_ok=True)
+    results = []
+    for image_id, path in enumerate(paths, start=1):
+        try:
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("RGB"))
+        except Exception as e:  # PIL raises many kinds for bad files
+            raise ConfigError(f"cannot read image {path!r}: {e}") from None
+        dets = predictor(image)
+        keep = dets["scores"] >= score_threshold
+        for box, score, cls in zip(dets["boxes"][keep], dets["scores"][keep], dets["classes"][keep]):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            results.append({"image_id": image_id, "file_name": os.path.basename(path), "category_id": int(cls) + 1,
+                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})  # fmt: skip
+        pic = visualize.draw_boxes(
+            image, dets["boxes"][keep], dets["classes"][keep], dets["scores"][keep], predictor.class_names
+        )
+        stem = os.path.splitext(os.path.basename(path))[0]
+        Image.fromarray(pic).save(os.path.join(out_dir, f"{stem}.png"))
+    with open(os.path.join(out_dir, "detections.json"), "w") as f:
+        json.dump(results, f)
+    return results
