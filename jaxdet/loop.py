@@ -234,6 +234,7 @@ def train_and_evaluate(
         f"global batch {cfg.train.batch_size}, steps {start}->{cfg.train.steps}"
     )
     metrics: dict[str, float] = {}
+    paths: list[str] = []
     window: list[dict] = []
     t_window, steps_window = time.time(), 0
     for step in range(start, cfg.train.steps):
@@ -278,6 +279,7 @@ def train_and_evaluate(
                     f"AP75 {metrics['AP75']:.4f}  APs {metrics['APs']:.4f}  APm {metrics['APm']:.4f}  "
                     f"AR100 {metrics['AR100']:.4f}  ({time.time() - t_eval:.1f}s)"
                 )
+            paths = run.draw_predictions(state, done)  # PNGs and TensorBoard images at every evaluation
             if _track_best(best, done, metrics, state, cfg):
                 ckpts.save(done, state, force=True)
                 break
@@ -287,8 +289,8 @@ def train_and_evaluate(
     if start >= cfg.train.steps:
         _log(f"training already complete at step {start} (config.train.steps={cfg.train.steps}); evaluating")
         metrics = run.evaluate(state, start)
+        paths = run.draw_predictions(state, start)
     run.log_analysis()
-    paths = run.draw_predictions(state, int(jax.device_get(state.step)))
     if paths:
         _log(f"wrote {len(paths)} prediction images to {os.path.dirname(paths[0])}")
     _log(f"done in {time.time() - t_start:.1f}s")

@@ -33,6 +33,17 @@ def _corners(coord: Array, size: int) -> tuple[Array, Array, Array, Array, Array
     return low, high, 1.0 - frac, frac, valid
 
 
+def _roi_geometry(boxes: Array, spatial_scale: float, aligned: bool) -> tuple[Array, Array, Array, Array]:
+    """xyxy boxes [..., 4] in roi units -> (x1, y1, width, height) in feature pixels, torchvision's way."""
+    offset = 0.5 if aligned else 0.0
+    x1, y1 = boxes[..., 0] * spatial_scale - offset, boxes[..., 1] * spatial_scale - offset
+    x2, y2 = boxes[..., 2] * spatial_scale - offset, boxes[..., 3] * spatial_scale - offset
+    roi_w, roi_h = x2 - x1, y2 - y1
+    if not aligned:  # The legacy mapping forces rois to at least one pixel.
+        roi_w, roi_h = jnp.maximum(roi_w, 1.0), jnp.maximum(roi_h, 1.0)
+    return x1, y1, roi_w, roi_h
+
+
 def roi_align(
     features: ArrayLike,
     rois: ArrayLike,
@@ -58,13 +69,8 @@ def roi_align(
     rois = jnp.asarray(rois, jnp.float32)
     oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
     _, height, width, _ = features.shape
-    offset = 0.5 if aligned else 0.0
     batch = rois[:, 0].astype(jnp.int32)
-    x1, y1 = rois[:, 1] * spatial_scale - offset, rois[:, 2] * spatial_scale - offset
-    x2, y2 = rois[:, 3] * spatial_scale - offset, rois[:, 4] * spatial_scale - offset
-    roi_w, roi_h = x2 - x1, y2 - y1
-    if not aligned:  # The legacy mapping forces rois to at least one pixel.
-        roi_w, roi_h = jnp.maximum(roi_w, 1.0), jnp.maximum(roi_h, 1.0)
+    x1, y1, roi_w, roi_h = _roi_geometry(rois[:, 1:], spatial_scale, aligned)
     ys = _axis_samples(y1, roi_h, oh, sampling_ratio)  # [K, Ny]
     xs = _axis_samples(x1, roi_w, ow, sampling_ratio)  # [K, Nx]
     y_lo, y_hi, wy_lo, wy_hi, y_ok = _corners(ys, height)
@@ -136,12 +142,7 @@ def roi_align_per_image(
     boxes = jnp.asarray(boxes, jnp.float32)
     oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
     _, height, width, _ = features.shape
-    offset = 0.5 if aligned else 0.0
-    x1, y1 = boxes[..., 0] * spatial_scale - offset, boxes[..., 1] * spatial_scale - offset
-    x2, y2 = boxes[..., 2] * spatial_scale - offset, boxes[..., 3] * spatial_scale - offset
-    roi_w, roi_h = x2 - x1, y2 - y1
-    if not aligned:
-        roi_w, roi_h = jnp.maximum(roi_w, 1.0), jnp.maximum(roi_h, 1.0)
+    x1, y1, roi_w, roi_h = _roi_geometry(boxes, spatial_scale, aligned)
     wy = _axis_weights(y1, roi_h, oh, sampling_ratio, height).astype(features.dtype)  # [B, R, oh, H]
     wx = _axis_weights(x1, roi_w, ow, sampling_ratio, width).astype(features.dtype)  # [B, R, ow, W]
     rows = jnp.einsum("bryh,bhwc->brywc", wy, features)  # contract the map's height first
