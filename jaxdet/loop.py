@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxdet import analysis, checkpoint, configs, evaluation, optim, runtime, summary, train, visualize
 from jaxdet.data import pipeline, sources
-from jaxdet.errors import ConfigError
+from jaxdet.errors import ConfigError, NonFiniteError
 from jaxdet.models import detectors
 
 
@@ -235,6 +235,7 @@ def train_and_evaluate(
     )
     metrics: dict[str, float] = {}
     paths: list[str] = []
+    guard = _NonFiniteGuard(cfg.train.max_nonfinite_steps)
     window: list[dict] = []
     t_window, steps_window = time.time(), 0
     for step in range(start, cfg.train.steps):
@@ -246,6 +247,11 @@ def train_and_evaluate(
             # On the state before this step's update: the gradients this step applies.
             run.writer.write(step, "diagnostics", jax.device_get(run.term_grad_step(state, batch, run.base_rng)))
         state, step_metrics = run.train_step(state, batch, run.base_rng)
+        try:
+            guard.push(step + 1, step_metrics)
+        except NonFiniteError:
+            ckpts.wait()  # the checkpoints already written stay complete and restorable
+            raise
         window.append(step_metrics)
         steps_window += 1
         done = step + 1
@@ -284,6 +290,7 @@ def train_and_evaluate(
                 ckpts.save(done, state, force=True)
                 break
             t_window += time.time() - t_eval  # Evaluation time is not training time (images/s, ETA).
+    guard.flush()
     ckpts.wait()
     best.wait()
     if start >= cfg.train.steps:
@@ -298,6 +305,40 @@ def train_and_evaluate(
     best.close()
     run.writer.close()
     return metrics
+
+
+class _NonFiniteGuard:
+    """Counts skipped (non-finite) steps, one step behind the device so the check does not
+    stall the pipeline; raises NonFiniteError after `limit` in a row (0 = never)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.in_a_row, self.total = limit, 0, 0
+        self.pending: tuple[int, dict] | None = None
+
+    def push(self, step: int, metrics: dict) -> None:
+        self.flush()
+        self.pending = (step, metrics)
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        step, metrics = self.pending
+        self.pending = None
+        if not float(metrics["nonfinite"]):
+            self.in_a_row = 0
+            return
+        self.in_a_row += 1
+        self.total += 1
+        terms = [k for k in ("classification", "localization", "confidence") if float(metrics[f"nonfinite/{k}"])]
+        what = f"loss terms {', '.join(terms)}" if terms else "gradients (the loss terms were finite)"
+        _log(f"step {step}: non-finite {what}; update skipped ({self.in_a_row} in a row, {self.total} in all)")
+        if self.limit and self.in_a_row >= self.limit:
+            raise NonFiniteError(
+                f"stopping at step {step}: {self.in_a_row} consecutive steps with non-finite {what} "
+                f"(config.train.max_nonfinite_steps={self.limit}). No update was applied in those steps and "
+                "the checkpoints hold the last good state; lower the learning rate, enable gradient clipping "
+                "(optim.grad_clip_norm) or check the data, then re-run to resume."
+            )
 
 
 def _track_best(best: checkpoint.BestCheckpoint, step: int, metrics: dict, state, cfg) -> bool:

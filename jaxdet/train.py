@@ -113,6 +113,16 @@ def make_train_step(detector, tx: optax.GradientTransformation, lr_schedule: opt
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": total, **terms, "grad_norm": optax.global_norm(grads)}
         metrics = jax.lax.pmean(metrics, AXIS)
+        # A step whose loss or gradients are NaN/Inf (on any device: they are averaged) is
+        # not applied: parameters, optimizer and BatchNorm state stay; the step still counts,
+        # so the data position and the schedule move on as in a run without the bad batch.
+        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+        batch_stats = keep(batch_stats, state.batch_stats)
+        metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+        for k in terms:
+            metrics[f"nonfinite/{k}"] = 1.0 - jnp.isfinite(metrics[k]).astype(jnp.float32)
         metrics["learning_rate"] = lr_schedule(state.step)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
         return new_state, metrics

@@ -275,3 +275,43 @@ def test_predict_maps_boxes_back_to_any_image_size(tmp_path):
         model_box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
         np.testing.assert_allclose(predict.to_original(model_box, scale, h, w)[0], [20, 30, 60, 70], atol=3.5)
         assert np.all(x[round(h * scale) + 1 :] == 0) and np.all(x[:, round(w * scale) + 1 :] == 0)  # padding
+
+
+def test_nonfinite_step_is_not_applied():
+    # (Constant learning rate: a skipped step does not advance the optimizer's own schedule
+    # count either, as optax.apply_if_finite, so with warm-up from 0 the next step would not move.)
+    config = _tiny(optim__name="sgd", optim__learning_rate=0.01, optim__schedule="constant", optim__warmup_steps=0)
+    good, bad = _batch(4, 64, seed=1), _batch(4, 64, seed=2)
+    bad["image"][1, 3, 3, 0] = np.nan
+    init, (after_bad, m_bad), (after_good, m_good) = _run_steps(config, jax.devices()[:1], [bad, good], history=True)
+    assert m_bad["nonfinite"] == 1.0 and m_bad["nonfinite/classification"] == 1.0 and int(after_bad.step) == 1
+    for a, b in zip(jax.tree_util.tree_leaves(after_bad.params), jax.tree_util.tree_leaves(init.params)):
+        np.testing.assert_array_equal(a, b)  # skipped: nothing moved
+    assert m_good["nonfinite"] == 0.0 and np.isfinite(m_good["loss"])
+    moved = [not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(after_good.params),
+                                                       jax.tree_util.tree_leaves(init.params))]  # fmt: skip
+    assert any(moved)
+
+
+def test_nonfinite_steps_are_counted_and_k_in_a_row_stop_the_run(tfds_dir, tmp_path, capsys, monkeypatch):
+    from jaxdet.data import pipeline
+    from jaxdet.errors import NonFiniteError
+
+    original = pipeline.Pipeline.train
+
+    def poisoned(self, *args, **kwargs):  # NaN pixels in the batches of steps 2, 4 and 5
+        for step, batch in enumerate(original(self, *args, **kwargs), start=args[2] + 1):
+            if step in (2, 4, 5):
+                batch["image"] = batch["image"].copy()
+                batch["image"][0, 0, 0, 0] = np.nan
+            yield batch
+
+    monkeypatch.setattr(pipeline.Pipeline, "train", poisoned)
+    config = _tiny(tfds_dir, train__max_nonfinite_steps=2, train__steps=8)
+    config.train.num_prediction_images = 0
+    with pytest.raises(NonFiniteError, match=r"stopping at step 5: 2 consecutive steps with non-finite loss terms"):
+        loop.train_and_evaluate(config, str(tmp_path / "run"), jax.devices()[:1])
+    out = capsys.readouterr().out
+    assert "step 2: non-finite loss terms classification" in out and "(1 in a row, 1 in all)" in out
+    assert "step 5: non-finite" in out and "(2 in a row, 3 in all)" in out
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["3"]  # the last good one, complete

@@ -116,7 +116,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The checkpoint with the best value of this eval metric is kept in checkpoints_best/
     # (AP, AP50, ..., or a validation loss such as loss_localization, lower = better).
     config.train.best_metric = "AP"
-    config.train.early_stop_patience = 0  # > 0: stop after this many evaluations without a new best
+    config.train.early_stop_patience = 0
+    # Steps with NaN/Inf loss or gradients are skipped and logged; this many in a row stop the run.
+    config.train.max_nonfinite_steps = 10  # > 0: stop after this many evaluations without a new best
     config.train.compute_dtype = "float32"
     # Persistent XLA compilation cache: a re-launch loads the compiled step ("" = off).
     config.train.compilation_cache_dir = "~/.cache/jaxdet/xla"
