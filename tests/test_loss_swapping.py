@@ -206,6 +206,7 @@ def test_sweep_parsing_and_errors():
         sweep.parse_sweep(config, ["seed=1,2"])
 
 
+@pytest.mark.slow  # ~60 s (two tiny training runs): `pytest -m slow`; parsing and errors are tested above
 def test_two_arm_sweep_writes_results(tfds_dir, tmp_path, capsys):
     from jaxdet import loop
 
