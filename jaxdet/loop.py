@@ -75,6 +75,7 @@ class Run:
         if config.data.eval_max_images:
             eval_source = _head(eval_source, config.data.eval_max_images // pc)
         self.eval_source = eval_source
+        self._whole_eval: pipeline.Source | None = None  # multi-process: the unsharded split, for COCO ground truth
         self.class_names = model_class_names(self.train_source.class_names, config.model.num_classes)
         self.detector = detectors.build_detector(config, len(self.class_names), train.AXIS)
         self.tx, self.lr = optim.make_optimizer(config.optim, config.train.steps)
@@ -140,9 +141,12 @@ class Run:
     def _full_eval_source(self) -> pipeline.Source:
         if jax.process_count() == 1:
             return self.eval_source
+        if self._whole_eval is not None:  # loaded once, not at every evaluation
+            return self._whole_eval
         cfg = self.config
         src = sources.load(cfg.data, "eval", log=lambda line: None)
-        return _head(src, cfg.data.eval_max_images) if cfg.data.eval_max_images else src
+        self._whole_eval = _head(src, cfg.data.eval_max_images) if cfg.data.eval_max_images else src
+        return self._whole_eval
 
     def draw_predictions(self, state: train.TrainState, step: int) -> list[str]:
         """Draws the first eval images with predictions (score >= 0.3) and ground truth."""
@@ -179,15 +183,7 @@ class Run:
 
 
 def _head(source: pipeline.Source, n: int) -> pipeline.Source:
-    return pipeline.Source(
-        source.images[:n],
-        source.boxes[:n],
-        source.labels[:n],
-        source.image_ids[:n],
-        source.heights[:n],
-        source.widths[:n],
-        source.class_names,
-    )
+    return source.take(0, n)
 
 
 def train_and_evaluate(

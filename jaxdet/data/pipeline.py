@@ -49,6 +49,14 @@ class Source:
     def __len__(self) -> int:
         return len(self.images)
 
+    def take(self, lo: int, hi: int) -> Source:
+        """Images lo..hi-1 with all their per-image fields (crowd regions and names included)."""
+        part = lambda x: None if x is None else x[lo:hi]  # noqa: E731
+        return dataclasses.replace(
+            self,
+            **{f.name: part(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "class_names"},
+        )
+
 
 def load_source(
     name: str, split: str, data_dir: str | None = None, process_index: int = 0, process_count: int = 1

@@ -46,22 +46,8 @@ def validate(data: ml_collections.ConfigDict) -> None:
 
 def _shard(source, index: int, count: int):
     """Process `index`'s contiguous share of a `pipeline.Source` (as tfds.even_splits)."""
-    from jaxdet.data import pipeline
-
     n = len(source)
-    lo, hi = index * n // count, (index + 1) * n // count
-    return pipeline.Source(
-        source.images[lo:hi],
-        source.boxes[lo:hi],
-        source.labels[lo:hi],
-        source.image_ids[lo:hi],
-        source.heights[lo:hi],
-        source.widths[lo:hi],
-        source.class_names,
-        None if source.crowd_boxes is None else source.crowd_boxes[lo:hi],
-        None if source.crowd_labels is None else source.crowd_labels[lo:hi],
-        None if source.file_names is None else source.file_names[lo:hi],
-    )
+    return source.take(index * n // count, (index + 1) * n // count)
 
 
 def load(
