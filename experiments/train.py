@@ -3,13 +3,14 @@
     python -m experiments.train --config=experiments/configs/default.py --workdir=runs/default
 
 Override any config field with --config.section.field=value. Re-running with the same
---workdir resumes from its latest checkpoint.
+--workdir resumes from its latest checkpoint. SIGTERM or Ctrl-C saves a checkpoint at the
+current step and exits with status 128 + the signal number (143, 130).
 """
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxdet import loop, runtime
+from jaxdet import loop, preemption, runtime
 from jaxdet.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (get_config).", lock_config=True)
@@ -32,6 +33,9 @@ def main(argv):
         runtime.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _INIT_TIMEOUT.value)
         runtime.enable_compilation_cache(_CONFIG.value.train.compilation_cache_dir)
         loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except preemption.Preempted as e:
+        # The loop printed where the checkpoint is; the status tells a scheduler it did not finish.
+        raise SystemExit(e.exit_code) from None
     except ConfigError as e:
         # Config and set-up errors are the user's to fix: show the message, not a traceback.
         raise SystemExit(f"error: {e}") from None

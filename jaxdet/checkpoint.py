@@ -25,6 +25,7 @@ class Checkpoints:
         self.save_every = save_every
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._last_saved: int | None = None
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -37,6 +38,9 @@ class Checkpoints:
         # Our own interval test: orbax would also save the first step it is shown.
         if not force and step % self.save_every:
             return False
+        if step == self._last_saved or step in self._manager.all_steps():
+            return False  # saved already (orbax would raise StepAlreadyExistsError)
+        self._last_saved = step
         return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
     def restore(self, step: int, target: Any) -> Any:

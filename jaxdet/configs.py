@@ -40,8 +40,19 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     for field in ("backbone_norm", "head_norm"):
         if config.model[field] not in NORMS:
             raise ConfigError(f"unknown norm {config.model[field]!r} (config.model.{field}); valid: {NORMS}")
-    if config.model.head_norm == "batch":
-        raise ConfigError("config.model.head_norm='batch' is not supported; use 'group' or 'none'")
+    if config.model.get("fpn_extra", "conv") not in ("conv", "pool"):
+        raise ConfigError(f"config.model.fpn_extra={config.model.fpn_extra!r}; valid: 'conv', 'pool'")
+    for field in ("backbone_weights", "detector_weights"):
+        path = config.model.get(field, "")
+        if path and not os.path.isfile(os.path.expanduser(path)):
+            raise ConfigError(f"config.model.{field}={path!r}: no such file (a torchvision state_dict .pth)")
+    if config.model.get("backbone_weights") and config.model.backbone not in ("resnet18", "resnet34", "resnet50"):
+        raise ConfigError(
+            f"config.model.backbone_weights needs a torchvision ResNet: backbone resnet18, resnet34 or resnet50, "
+            f"not {config.model.backbone!r}"
+        )
+    if config.model.head_norm in ("batch", "frozen_batch"):
+        raise ConfigError(f"config.model.head_norm={config.model.head_norm!r} is not supported; use 'group' or 'none'")
     if config.optim.name not in optim.OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {config.optim.name!r} (config.optim.name); valid: {optim.OPTIMIZERS}")
     if config.optim.schedule not in optim.SCHEDULES:
@@ -126,24 +137,47 @@ def diff(old: dict, new: dict, sections: tuple[str, ...] | None = None) -> list[
     return lines
 
 
-def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: bool) -> None:
-    """Writes workdir/config.json; when resuming, refuses a changed model or data section."""
+def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: bool) -> list[str]:
+    """Writes workdir/config.json; when resuming, compares with the recorded config.
+
+    A changed model or data section is refused (ConfigError with a diff) unless
+    `config.train.allow_config_change`; returns the lines to log about what changed.
+    """
     path = os.path.join(workdir, "config.json")
     new = json.loads(to_json(config))
+    notes: list[str] = []
     if resuming and os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        changed = diff(old, new, MODEL_SECTIONS)
-        if changed:
+        # Fields the recorded config lacks were added to jaxdet since: logged, not refused.
+        recorded = _flatten(old)
+        added = [line for line in diff(old, new) if line.strip().split(":")[0] not in recorded]
+        changed = [line for line in diff(old, new, MODEL_SECTIONS) if line not in added]
+        if changed and not config.train.get("allow_config_change", False):
             raise ConfigError(
                 f"{workdir} holds checkpoints of a different model/data config; changed fields:\n"
                 + "\n".join(changed)
-                + "\nUse a new --workdir, or restore the original values."
+                + "\nUse a new --workdir, restore the original values, or pass "
+                "--config.train.allow_config_change=True to resume anyway."
             )
+        others = [line for line in diff(old, new) if line not in changed and line not in added]
+        if added:
+            notes.append("fields not in the recorded config (added to jaxdet since), taking these values:")
+            notes += added
+        if changed:
+            notes.append("resuming with a changed model/data config (train.allow_config_change=True):")
+            notes += changed
+        if others:
+            notes.append("resuming with changed settings:")
+            notes += others
+        old_steps, new_steps = old.get("train", {}).get("steps"), config.train.steps
+        if old_steps is not None and old_steps != new_steps:
+            notes.append(f"train.steps {old_steps} -> {new_steps}: the learning-rate schedule follows the new length")
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() != 0:  # one writer: every process checked, process 0 records
-        return
+        return notes
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(to_json(config))
     os.replace(tmp, path)
+    return notes

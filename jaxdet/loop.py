@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxdet import analysis, checkpoint, configs, evaluation, optim, runtime, summary, train, visualize
+from jaxdet import analysis, checkpoint, configs, evaluation, optim, preemption, runtime, summary, train, visualize
 from jaxdet.data import pipeline, sources
 from jaxdet.errors import ConfigError, NonFiniteError
 from jaxdet.models import detectors
@@ -85,18 +86,36 @@ class Run:
         self.base_rng = jax.random.key(config.seed)
         self.writer = summary.MetricWriter(workdir)
 
-    def initial_state(self) -> train.TrainState:
-        return train.init_state(
+    def initial_state(self, pretrained: bool = False) -> train.TrainState:
+        """Freshly initialised state; with `pretrained`, torchvision weights loaded as configured
+        (config.model.backbone_weights / detector_weights)."""
+        state = train.init_state(
             self.detector, self.tx, train.init_key(self.config.seed), self.config.data.image_size, self.mesh
         )
+        m = self.config.model
+        if not pretrained or not (m.get("backbone_weights") or m.get("detector_weights")):
+            return state
+        from jaxdet.models import convert  # torch is imported only when weights are loaded
 
-    def evaluate(self, state: train.TrainState, step: int) -> dict[str, float]:
-        """COCO metrics and validation loss terms on the eval split; logged and returned."""
+        host = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+        loaded = convert.load_pretrained(m, host, log=_log)
+        replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        loaded = jax.device_put(loaded, replicated)
+        # The optimizer state depends on the parameters' shapes only, so it stays as initialised.
+        return state.replace(params=loaded["params"], batch_stats=loaded["batch_stats"])
+
+    def evaluate(self, state: train.TrainState, step: int, interrupt=lambda: False) -> dict[str, float] | None:
+        """COCO metrics and validation loss terms on the eval split; logged and returned.
+
+        Returns None, having logged nothing, when `interrupt()` turns True between batches."""
         cfg = self.config
         local_bs = cfg.train.eval_batch_size // jax.process_count()
         data = pipeline.Pipeline(self.eval_source, cfg.data.image_size, cfg.data.max_boxes)
         results, term_sums, batches = [], {}, 0
         for local in data.eval(local_bs):
+            if interrupt():
+                _log(f"evaluation at step {step} abandoned (stopping)")
+                return None
             dets, terms = self.eval_step(state, train.global_batch(self.mesh, local))
             dets = train.to_host(dets)
             keys = ("scale", "image_id", "image_mask")
@@ -189,7 +208,11 @@ def _head(source: pipeline.Source, n: int) -> pipeline.Source:
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, devices: Sequence[jax.Device] | None = None
 ) -> dict[str, float]:
-    """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final eval metrics."""
+    """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final eval metrics.
+
+    Raises `preemption.Preempted` after SIGTERM/SIGINT (a checkpoint at that step is on disk)
+    and `NonFiniteError` after `train.max_nonfinite_steps` non-finite steps in a row.
+    """
     t_start = time.time()
     cfg = config
     run = Run(cfg, workdir, devices)
@@ -197,32 +220,18 @@ def train_and_evaluate(
         os.path.join(workdir, "checkpoints"), cfg.train.keep_checkpoints, cfg.train.checkpoint_every
     )
     latest = ckpts.latest_step()
-    configs.check_and_record(cfg, workdir, resuming=latest is not None)
+    for line in configs.check_and_record(cfg, workdir, resuming=latest is not None):
+        _log(line)
     best = checkpoint.BestCheckpoint(workdir, cfg.train.best_metric)
     if jax.process_index() == 0:  # what `experiments.predict` needs besides config.json
         with open(os.path.join(workdir, "classes.json"), "w") as f:
             json.dump(run.class_names, f)
-    state = run.initial_state()
+    state = run.initial_state(pretrained=latest is None)
     if latest is not None:
         state = ckpts.restore(latest, state)
         _log(f"resumed from {workdir}/checkpoints at step {latest}")
     start = int(jax.device_get(state.step))
-    local_bs = cfg.train.batch_size // jax.process_count()
-    data = pipeline.Pipeline(run.train_source, cfg.data.image_size, cfg.data.max_boxes)
-    stream = data.train(
-        local_bs,
-        cfg.seed,
-        start,
-        cfg.data.hflip,
-        (cfg.data.scale_min, cfg.data.scale_max),
-        cfg.data.mosaic_prob,
-        jax.process_index(),
-        jax.process_count(),
-        crop_prob=cfg.data.crop_prob,
-        crop_min=cfg.data.crop_min,
-        color_jitter=tuple(cfg.data.color_jitter),
-    )
-    truncated = 0
+    stream = _train_stream(run, start)
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
     _log(
         f"{cfg.model.name}/{cfg.model.backbone}: {n_params / 1e6:.2f}M params, {len(run.class_names)} classes, "
@@ -232,60 +241,52 @@ def train_and_evaluate(
     metrics: dict[str, float] = {}
     paths: list[str] = []
     guard = _NonFiniteGuard(cfg.train.max_nonfinite_steps)
-    window: list[dict] = []
-    t_window, steps_window = time.time(), 0
-    for step in range(start, cfg.train.steps):
-        local = next(stream)
-        truncated += int(local.pop("truncated_boxes").sum())
-        batch = train.global_batch(run.mesh, local)
-        every = cfg.train.term_grad_norms_every
-        if every and step % every == 0:
-            # On the state before this step's update: the gradients this step applies.
-            run.writer.write(step, "diagnostics", jax.device_get(run.term_grad_step(state, batch, run.base_rng)))
-        state, step_metrics = run.train_step(state, batch, run.base_rng)
-        try:
-            guard.push(step + 1, step_metrics)
-        except NonFiniteError:
-            ckpts.wait()  # the checkpoints already written stay complete and restorable
-            raise
-        window.append(step_metrics)
-        steps_window += 1
-        done = step + 1
-        if step == start:
-            jax.block_until_ready(state)
-            _log(f"step {done}: first step (compilation included) took {time.time() - t_start:.1f}s since start")
-            window, t_window, steps_window = [], time.time(), 0
-        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-            if window:
-                host = jax.device_get(window)
-                avg = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-                dt = time.time() - t_window
-                ips = steps_window * cfg.train.batch_size / max(dt, 1e-9)
-                eta = (cfg.train.steps - done) * dt / max(steps_window, 1)
-                run.writer.write(done, "train", {**avg, "images_per_sec": ips, "truncated_boxes": truncated})
-                if truncated:
-                    _log(f"warning: mosaics had {truncated} boxes beyond data.max_boxes={cfg.data.max_boxes} so far")
-                _log(
-                    f"step {done}/{cfg.train.steps}  loss {avg['loss']:.4f}  cls {avg['classification']:.4f}  "
-                    f"loc {avg['localization']:.4f}  conf {avg['confidence']:.4f}  lr {avg['learning_rate']:.2e}  "
-                    f"{ips:.1f} img/s  ETA {eta:.0f}s"
-                )
-            window, t_window, steps_window = [], time.time(), 0
-        ckpts.save(done, state, force=done == cfg.train.steps)
-        if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
-            t_eval = time.time()
-            metrics = run.evaluate(state, done)
-            if "AP" in metrics:
-                _log(
-                    f"eval step {done}: AP {metrics['AP']:.4f}  AP50 {metrics['AP50']:.4f}  "
-                    f"AP75 {metrics['AP75']:.4f}  APs {metrics['APs']:.4f}  APm {metrics['APm']:.4f}  "
-                    f"AR100 {metrics['AR100']:.4f}  ({time.time() - t_eval:.1f}s)"
-                )
-            paths = run.draw_predictions(state, done)  # PNGs and TensorBoard images at every evaluation
-            if _track_best(best, done, metrics, state, cfg):
-                ckpts.save(done, state, force=True)
+    progress = _Progress(run)
+    with preemption.StopRequests(_log) as stop:
+        for step in range(start, cfg.train.steps):
+            batch = progress.batch(next(stream))
+            every = cfg.train.term_grad_norms_every
+            if every and step % every == 0:
+                # On the state before this step's update: the gradients this step applies.
+                run.writer.write(step, "diagnostics", jax.device_get(run.term_grad_step(state, batch, run.base_rng)))
+            state, step_metrics = run.train_step(state, batch, run.base_rng)
+            done = step + 1
+            try:
+                guard.push(done, step_metrics)
+            except NonFiniteError:
+                ckpts.wait()  # the checkpoints already written stay complete and restorable
+                raise
+            if step == start:
+                jax.block_until_ready(state)
+                _log(f"step {done}: first step (compilation included) took {time.time() - t_start:.1f}s since start")
+                progress.restart()
+            else:
+                progress.add(done, step_metrics)
+            ckpts.save(done, state, force=done == cfg.train.steps)
+            early_stop = False
+            if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
+                t_eval = time.time()
+                evaluated = run.evaluate(state, done, interrupt=stop.interrupts_evaluation)
+                if evaluated is not None:
+                    metrics = evaluated
+                    _log_eval(done, metrics, time.time() - t_eval)
+                    paths = run.draw_predictions(state, done)  # PNGs and TensorBoard images at every evaluation
+                    early_stop = _track_best(best, done, metrics, state, cfg)
+                progress.exclude(time.time() - t_eval)  # evaluation time is not training time
+            stopping = stop.should_stop(done)  # every process calls it at every step (agreement)
+            if early_stop or stopping:
+                ckpts.save(done, state, force=True)  # a no-op when this step is saved already
+            if early_stop:
                 break
-            t_window += time.time() - t_eval  # Evaluation time is not training time (images/s, ETA).
+            if stopping:
+                guard.flush()
+                _finish(run, ckpts, best)
+                message = (
+                    f"stopped at step {done}/{cfg.train.steps} on {stop.reason()}: checkpoint {done} is saved in "
+                    f"{ckpts.directory}; run the same command again to resume"
+                )
+                _log(message)
+                raise preemption.Preempted(message, done, stop.signum or signal.SIGTERM)
     guard.flush()
     ckpts.wait()
     best.wait()
@@ -297,10 +298,87 @@ def train_and_evaluate(
     if paths:
         _log(f"wrote {len(paths)} prediction images to {os.path.dirname(paths[0])}")
     _log(f"done in {time.time() - t_start:.1f}s")
+    _finish(run, ckpts, best)
+    return metrics
+
+
+def _finish(run: Run, ckpts: checkpoint.Checkpoints, best: checkpoint.BestCheckpoint) -> None:
+    """Waits for pending checkpoint writes and closes the writers."""
+    ckpts.wait()
+    best.wait()
     ckpts.close()
     best.close()
     run.writer.close()
-    return metrics
+
+
+def _train_stream(run: Run, start: int):
+    """This process's batches from step `start` on (the same batches whatever the start)."""
+    cfg = run.config
+    data = pipeline.Pipeline(run.train_source, cfg.data.image_size, cfg.data.max_boxes)
+    return data.train(
+        cfg.train.batch_size // jax.process_count(),
+        cfg.seed,
+        start,
+        cfg.data.hflip,
+        (cfg.data.scale_min, cfg.data.scale_max),
+        cfg.data.mosaic_prob,
+        jax.process_index(),
+        jax.process_count(),
+        crop_prob=cfg.data.crop_prob,
+        crop_min=cfg.data.crop_min,
+        color_jitter=tuple(cfg.data.color_jitter),
+    )
+
+
+def _log_eval(step: int, metrics: dict[str, float], seconds: float) -> None:
+    if "AP" in metrics:
+        _log(
+            f"eval step {step}: AP {metrics['AP']:.4f}  AP50 {metrics['AP50']:.4f}  "
+            f"AP75 {metrics['AP75']:.4f}  APs {metrics['APs']:.4f}  APm {metrics['APm']:.4f}  "
+            f"AR100 {metrics['AR100']:.4f}  ({seconds:.1f}s)"
+        )
+
+
+class _Progress:
+    """Averages step metrics over `train.log_every` steps and writes the progress line
+    (loss terms, learning rate, images/s, ETA); the first step (compilation) is left out."""
+
+    def __init__(self, run: Run):
+        self.run, self.cfg = run, run.config
+        self.truncated = 0
+        self.restart()
+
+    def restart(self) -> None:
+        self.window: list[dict] = []
+        self.t0 = time.time()
+
+    def exclude(self, seconds: float) -> None:
+        self.t0 += seconds
+
+    def batch(self, local: dict) -> dict:
+        """The global batch for this process's `local` slice; counts boxes lost to max_boxes."""
+        self.truncated += int(local.pop("truncated_boxes").sum())
+        return train.global_batch(self.run.mesh, local)
+
+    def add(self, done: int, step_metrics: dict) -> None:
+        cfg = self.cfg.train
+        self.window.append(step_metrics)
+        if not (done % cfg.log_every == 0 or done == cfg.steps):
+            return
+        host = jax.device_get(self.window)
+        avg = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        dt = time.time() - self.t0
+        ips = len(host) * cfg.batch_size / max(dt, 1e-9)
+        eta = (cfg.steps - done) * dt / len(host)
+        self.run.writer.write(done, "train", {**avg, "images_per_sec": ips, "truncated_boxes": self.truncated})
+        if self.truncated:
+            _log(f"warning: mosaics had {self.truncated} boxes beyond data.max_boxes={self.cfg.data.max_boxes} so far")
+        _log(
+            f"step {done}/{cfg.steps}  loss {avg['loss']:.4f}  cls {avg['classification']:.4f}  "
+            f"loc {avg['localization']:.4f}  conf {avg['confidence']:.4f}  lr {avg['learning_rate']:.2e}  "
+            f"{ips:.1f} img/s  ETA {eta:.0f}s"
+        )
+        self.restart()
 
 
 class _NonFiniteGuard:

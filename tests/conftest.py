@@ -19,3 +19,12 @@ def tfds_dir(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("tfds"))
     tfds.builder("jaxdet_shapes", data_dir=path).download_and_prepare()
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory) -> str:
+    """One persistent XLA cache for the session: the many tests that build the same tiny
+    programs (each run re-creates its jitted steps) load them instead of recompiling."""
+    from jaxdet import runtime
+
+    return runtime.enable_compilation_cache(str(tmp_path_factory.mktemp("xla_cache")), min_compile_seconds=0.3)

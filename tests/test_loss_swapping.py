@@ -182,7 +182,10 @@ def test_term_gradients_sum_to_the_total_gradient():
     fn = jax.jit(jax.shard_map(both, mesh=mesh, in_specs=(P(), P("data")), out_specs=P(), check_vma=False))
     jac, grad = fn(state, batch)
     for j, g in zip(jax.tree_util.tree_leaves(jac), jax.tree_util.tree_leaves(grad)):
-        np.testing.assert_allclose(np.asarray(j).sum(0), np.asarray(g), rtol=1e-4, atol=1e-6)
+        # float32 sums in another order: the absolute tolerance scales with the leaf (1e-6 at least,
+        # for the conv biases before GroupNorm whose true gradient is 0 and float noise ~1e-8).
+        g = np.asarray(g)
+        np.testing.assert_allclose(np.asarray(j).sum(0), g, rtol=1e-4, atol=max(1e-6, 1e-4 * np.abs(g).max()))
 
     diag = jax.device_get(train.make_term_grad_step(det, mesh)(state, batch, jax.random.key(0)))
     assert all(np.isfinite(v) for v in diag.values())

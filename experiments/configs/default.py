@@ -45,6 +45,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.head_norm = "group"
     config.model.sync_batch_norm = False
     config.model.fpn_channels = 64
+    # Levels above the backbone's top: "conv" (stride-2 3x3 convs, RetinaNet's P6/P7) or "pool"
+    # (every other pixel of the level below, torchvision Faster R-CNN's P6).
+    config.model.fpn_extra = "conv"
+    # A torchvision ResNet state_dict (.pth) loaded into the backbone at initialisation ("" = none);
+    # see jaxdet/models/convert.py. With backbone_norm="frozen_batch" its norms stay fixed.
+    config.model.backbone_weights = ""
+    # A whole torchvision detector state_dict (retinanet_resnet50_fpn, fasterrcnn_resnet50_fpn), "" = none.
+    config.model.detector_weights = ""
     config.model.head_convs = 2
     config.model.min_level = 3
     config.model.max_level = 5
@@ -79,6 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.roi_per_image = 512
     config.model.roi_positive_fraction = 0.25
     config.model.fc_dim = 1024
+    config.model.roi_aligned = True  # RoIAlign with the half-pixel shift (False: torchvision's pooler)
 
     config.loss = ml_collections.ConfigDict()
     config.loss.classification = "sigmoid_focal"
@@ -116,9 +125,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # The checkpoint with the best value of this eval metric is kept in checkpoints_best/
     # (AP, AP50, ..., or a validation loss such as loss_localization, lower = better).
     config.train.best_metric = "AP"
-    config.train.early_stop_patience = 0
-    # Steps with NaN/Inf loss or gradients are skipped and logged; this many in a row stop the run.
-    config.train.max_nonfinite_steps = 10  # > 0: stop after this many evaluations without a new best
+    config.train.early_stop_patience = 0  # > 0: stop after this many evaluations without a new best
+    # Steps with NaN/Inf loss or gradients are skipped and logged; this many in a row stop the run (0 = never).
+    config.train.max_nonfinite_steps = 10
+    # Resuming with a changed model or data section is refused (with a diff) unless this is True;
+    # other sections (train.steps, optim, loss) may change, and the changes are logged.
+    config.train.allow_config_change = False
     config.train.compute_dtype = "float32"
     # Persistent XLA compilation cache: a re-launch loads the compiled step ("" = off).
     config.train.compilation_cache_dir = "~/.cache/jaxdet/xla"

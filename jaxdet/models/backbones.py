@@ -70,7 +70,7 @@ class Bottleneck(nn.Module):
 
 
 def _has_scale(norm) -> bool:
-    return getattr(norm, "func", None) is nn.BatchNorm
+    return getattr(norm, "func", None) is nn.BatchNorm  # (FrozenBatchNorm's scale is loaded, not initialised)
 
 
 class ResNet(nn.Module):
@@ -89,7 +89,7 @@ class ResNet(nn.Module):
             self.spec.stem_width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], use_bias=False, dtype=self.dtype
         )(x)
         x = nn.relu(norm()(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # torchvision's padding
         block = Bottleneck if self.spec.bottleneck else BasicBlock
         widths = self.spec.widths
         if self.spec.bottleneck and widths == (64, 128, 256, 512):

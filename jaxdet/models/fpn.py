@@ -14,13 +14,15 @@ class FPN(nn.Module):
 
     Levels present in the backbone get a lateral 1x1 conv, top-down nearest upsampling
     and a 3x3 output conv; levels above the backbone's top come from stride-2 3x3 convs
-    on the previous level (with a ReLU between, as RetinaNet's P7).
+    on the previous level (with a ReLU between, as RetinaNet's P7), or with `extra="pool"`
+    by taking every other pixel of it (torchvision's LastLevelMaxPool, Faster R-CNN's P6).
     """
 
     channels: int
     min_level: int
     max_level: int
     dtype: Any = jnp.float32
+    extra: str = "conv"
 
     @nn.compact
     def __call__(self, features: dict[int, jax.Array]) -> dict[int, jax.Array]:
@@ -42,8 +44,14 @@ class FPN(nn.Module):
         }
         prev = outputs[backbone_levels[-1]]
         for lvl in range(backbone_levels[-1] + 1, self.max_level + 1):
-            x = prev if lvl == backbone_levels[-1] + 1 else nn.relu(prev)
-            prev = nn.Conv(self.channels, (3, 3), strides=2, padding="SAME", dtype=self.dtype, name=f"extra{lvl}")(x)
+            if self.extra == "pool":  # max_pool2d(kernel 1, stride 2)
+                prev = prev[:, ::2, ::2]
+            elif self.extra == "conv":
+                x = prev if lvl == backbone_levels[-1] + 1 else nn.relu(prev)
+                # Padding 1 on every side, as torchvision's LastLevelP6P7 (see layers.conv3x3).
+                prev = nn.Conv(self.channels, (3, 3), strides=2, padding=1, dtype=self.dtype, name=f"extra{lvl}")(x)
+            else:
+                raise ValueError(f"FPN extra={self.extra!r}; valid: 'conv', 'pool'")
             outputs[lvl] = prev
         return outputs
 

@@ -79,12 +79,16 @@ class BoxHead(nn.Module):
     num_logits: int
     num_classes: int
     pooled_size: int = 7
+    aligned: bool = True  # RoIAlign's half-pixel shift (torchvision's MultiScaleRoIAlign: False)
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, pyramid: dict[int, Array], rois: Array) -> tuple[Array, Array]:
         b, r, _ = rois.shape
-        pooled = multilevel_roi_align(pyramid, rois, self.pooled_size, sampling_ratio=2)
+        # RoIs pool from P2..P5 at most (Lin et al.; P6 only feeds the RPN), as torchvision.
+        pooled = multilevel_roi_align(
+            {lvl: f for lvl, f in pyramid.items() if lvl <= 5}, rois, self.pooled_size, 2, self.aligned
+        )
         x = pooled.reshape(b * r, -1)
         for i in range(2):
             x = nn.relu(nn.Dense(self.fc_dim, dtype=self.dtype, name=f"fc{i}")(x))
@@ -111,6 +115,8 @@ class FasterRCNNModule(nn.Module):
     max_level: int
     fc_dim: int
     backbone_norm: str
+    fpn_extra: str = "conv"
+    roi_aligned: bool = True
     dtype: Any = jnp.float32
     axis_name: str | None = None
 
@@ -174,12 +180,14 @@ class FasterRCNNModule(nn.Module):
     @nn.compact
     def __call__(self, images: Array, train: bool = False, targets: dict | None = None) -> dict[str, Array]:
         feats = ResNet(get_backbone_spec(self.backbone), self.backbone_norm, self.dtype, self.axis_name)(images, train)
-        pyramid = FPN(self.fpn_channels, self.min_level, self.max_level, self.dtype)(feats)
+        pyramid = FPN(self.fpn_channels, self.min_level, self.max_level, self.dtype, self.fpn_extra)(feats)
         rpn_logits, rpn_deltas = RPNHead(self.fpn_channels, self.num_anchors, self.dtype, name="rpn")(pyramid)
         proposals, valid = self._proposals(rpn_logits, rpn_deltas)
         out = {"rpn_logits": rpn_logits, "rpn_deltas": rpn_deltas, "proposals": proposals, "proposal_valid": valid}
         # One box head (one set of weights) for the sampled RoIs and the test-time proposals.
-        box_head = BoxHead(self.fc_dim, self.num_logits, self.spec.num_classes, self.spec.pooled_size, self.dtype)
+        box_head = BoxHead(
+            self.fc_dim, self.num_logits, self.spec.num_classes, self.spec.pooled_size, self.roi_aligned, self.dtype
+        )
         if targets is not None:
             out.update(self._sample_rois(proposals, valid, targets))
             out["roi_cls_logits"], out["roi_deltas"] = box_head(pyramid, out["roi_boxes"])
@@ -303,6 +311,8 @@ def build_faster_rcnn(config, num_classes: int, axis_name: str | None) -> Faster
         max_level=m.max_level,
         fc_dim=m.fc_dim,
         backbone_norm=m.backbone_norm,
+        fpn_extra=m.get("fpn_extra", "conv"),  # (absent from configs recorded before they existed)
+        roi_aligned=m.get("roi_aligned", True),
         dtype=jnp.dtype(config.train.compute_dtype),
         axis_name=axis_name if m.sync_batch_norm else None,
     )

@@ -101,6 +101,7 @@ class RetinaNetModule(nn.Module):
     backbone_norm: str
     head_norm: str
     quality_branch: bool = False
+    fpn_extra: str = "conv"
     dtype: Any = jnp.float32
     axis_name: str | None = None
 
@@ -108,7 +109,7 @@ class RetinaNetModule(nn.Module):
     def __call__(self, images: Array, train: bool = False, targets: dict | None = None) -> dict[str, Array]:
         del targets  # One-stage: targets only enter the loss.
         feats = ResNet(get_backbone_spec(self.backbone), self.backbone_norm, self.dtype, self.axis_name)(images, train)
-        pyramid = FPN(self.fpn_channels, self.min_level, self.max_level, self.dtype)(feats)
+        pyramid = FPN(self.fpn_channels, self.min_level, self.max_level, self.dtype, self.fpn_extra)(feats)
         return RetinaNetHead(
             self.num_logits,
             self.num_anchors,
@@ -208,6 +209,7 @@ def build_retinanet(config, num_classes: int, axis_name: str | None) -> RetinaNe
         backbone_norm=m.backbone_norm,
         head_norm=m.head_norm,
         quality_branch=conf_loss.target != "none",
+        fpn_extra=m.get("fpn_extra", "conv"),  # (absent from configs recorded before it existed)
         dtype=dtype,
         axis_name=axis_name if m.sync_batch_norm else None,
     )

@@ -1,0 +1,287 @@
+"""torchvision weights -> jaxdet variables: ResNet backbones, RetinaNet and Faster R-CNN.
+
+Files are read with `torch.load(path, weights_only=True)` (tensors only, never pickle
+code). The conversion is driven by the jaxdet variables of an initialised model: every
+one of them must receive a torchvision tensor of the matching shape, or the load fails
+naming both; torchvision tensors with no jaxdet counterpart (a classifier's `fc`) are
+listed in the report, never dropped silently.
+
+Layouts: conv weights [O, I, kh, kw] -> flax kernels [kh, kw, I, O]; linear [O, I] ->
+[I, O]; the box head's first FC layer also reorders its input from torchvision's
+(C, 7, 7) flattening to jaxdet's (7, 7, C). BatchNorm (or FrozenBatchNorm2d) weight,
+bias, running_mean, running_var -> flax scale, bias, mean, var. Faster R-CNN's
+background class moves from torchvision's first column to jaxdet's last.
+
+Architecture settings must match the checkpoint (see README "Pretrained weights"): the
+same ResNet depth, FPN levels and width, anchors per position, head convs and classes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from jaxdet.errors import ConfigError
+from jaxdet.models.backbones import ResNetSpec
+
+StateDict = dict[str, np.ndarray]
+
+
+def load_state_dict(path: str) -> StateDict:
+    """A `.pth` state_dict as numpy arrays (float32), read with weights_only=True."""
+    try:
+        import torch
+    except ImportError as e:
+        raise ConfigError(f"loading {path} needs PyTorch: pip install 'jaxdet[bench]' (or torch alone)") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"weights file {path!r} does not exist") from None
+    except Exception as e:  # weights_only refuses anything but tensors and plain containers
+        raise ConfigError(f"could not read {path!r} as a tensors-only state_dict: {e}") from e
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]  # a training checkpoint {"model": state_dict, "optimizer": ...}
+    if not isinstance(obj, dict) or not all(hasattr(v, "numpy") for v in obj.values()):
+        raise ConfigError(f"{path!r} is not a state_dict (a dict of tensors); got {type(obj).__name__}")
+    return {k: v.detach().float().numpy() for k, v in obj.items() if v.is_floating_point()}
+
+
+@dataclasses.dataclass
+class Report:
+    """Which torchvision tensors were used; `unused` ones are reported, not silently ignored."""
+
+    used: set[str] = dataclasses.field(default_factory=set)
+    unused: list[str] = dataclasses.field(default_factory=list)
+
+    def finish(self, sd: StateDict, prefix: str = "") -> Report:
+        self.unused = sorted(k for k in sd if k.startswith(prefix) and k not in self.used)
+        return self
+
+
+class _Writer:
+    """Copies state_dict tensors into a (deep-copied) variables tree, checking shapes."""
+
+    def __init__(self, sd: StateDict, variables: dict):
+        self.sd, self.vars, self.report = sd, copy.deepcopy(_to_dict(variables)), Report()
+
+    def take(self, key: str) -> np.ndarray:
+        if key not in self.sd:
+            raise ConfigError(f"the torchvision state_dict has no {key!r} (is it the right model / depth?)")
+        self.report.used.add(key)
+        return self.sd[key]
+
+    def first(self, *keys: str) -> str:
+        """The first of `keys` present (torchvision renamed some modules across versions)."""
+        for k in keys:
+            if k in self.sd:
+                return k
+        raise ConfigError(f"the torchvision state_dict has none of {keys}")
+
+    def put(self, path: tuple[str, ...], value: np.ndarray) -> None:
+        node = self.vars
+        for p in path[:-1]:
+            if p not in node:
+                raise ConfigError(f"jaxdet model has no {'/'.join(path)} (check the config's architecture)")
+            node = node[p]
+        old = node.get(path[-1])
+        if old is None:
+            raise ConfigError(f"jaxdet model has no {'/'.join(path)} (check the config's architecture)")
+        if tuple(old.shape) != tuple(value.shape):
+            raise ConfigError(
+                f"shape mismatch for {'/'.join(path)}: jaxdet {tuple(old.shape)}, torchvision {tuple(value.shape)} "
+                "(number of classes, anchors per position, FPN width or backbone depth differ?)"
+            )
+        node[path[-1]] = np.asarray(value, np.asarray(old).dtype)
+
+    def conv(self, path: tuple[str, ...], key: str, bias: bool = True) -> None:
+        self.put(("params", *path, "kernel"), self.take(key + ".weight").transpose(2, 3, 1, 0))
+        if bias:
+            self.put(("params", *path, "bias"), self.take(key + ".bias"))
+
+    def dense(self, path: tuple[str, ...], key: str) -> None:
+        self.put(("params", *path, "kernel"), self.take(key + ".weight").T)
+        self.put(("params", *path, "bias"), self.take(key + ".bias"))
+
+    def norm(self, path: tuple[str, ...], name: str, key: str) -> None:
+        w, b = self.take(key + ".weight"), self.take(key + ".bias")
+        mean, var = self.take(key + ".running_mean"), self.take(key + ".running_var")
+        if name.startswith("FrozenBatchNorm"):
+            for field, value in (("scale", w), ("bias", b), ("mean", mean), ("var", var)):
+                self.put(("batch_stats", *path, name, field), value)
+        elif name.startswith("BatchNorm"):
+            self.put(("params", *path, name, "scale"), w)
+            self.put(("params", *path, name, "bias"), b)
+            self.put(("batch_stats", *path, name, "mean"), mean)
+            self.put(("batch_stats", *path, name, "var"), var)
+        else:
+            raise ConfigError(
+                f"torchvision ResNets have BatchNorm; this jaxdet backbone has {name.rsplit('_', 1)[0]}: "
+                "set config.model.backbone_norm to 'frozen_batch' (as torchvision's detectors) or 'batch'"
+            )
+
+
+def _to_dict(tree: Any) -> Any:
+    if hasattr(tree, "items"):
+        return {k: _to_dict(v) for k, v in tree.items()}
+    return np.asarray(tree)
+
+
+def _sorted(names, prefix: str) -> list[str]:
+    return sorted((n for n in names if n.startswith(prefix)), key=lambda n: int(n.rsplit("_", 1)[1]))
+
+
+def _write_resnet(w: _Writer, path: tuple[str, ...], spec: ResNetSpec, tv: str) -> None:
+    """jaxdet ResNet at `path` <- torchvision ResNet keys under `tv` ("" or "backbone.body.")."""
+    modules = w.vars["params"]
+    for p in path:
+        modules = modules[p]
+    stats = w.vars.get("batch_stats", {})
+    for p in path:
+        stats = stats.get(p, {})
+    names = set(modules) | set(stats)
+    w.conv((*path, "Conv_0"), tv + "conv1", bias=False)
+    stem_norm = [n for n in names if not n.startswith(("Conv_", "BasicBlock_", "Bottleneck_"))]
+    if not stem_norm:
+        raise ConfigError("this jaxdet backbone has no norm layers (backbone_norm='none'); use 'frozen_batch'")
+    w.norm(path, stem_norm[0], tv + "bn1")
+    block_kind = "Bottleneck" if spec.bottleneck else "BasicBlock"
+    blocks = _sorted(names, block_kind + "_")
+    if len(blocks) != sum(spec.stage_sizes):
+        raise ConfigError(f"jaxdet backbone has {len(blocks)} blocks, expected {sum(spec.stage_sizes)}")
+    convs_per_block = 3 if spec.bottleneck else 2
+    i = 0
+    for stage, depth in enumerate(spec.stage_sizes):
+        for j in range(depth):
+            bpath, key = (*path, blocks[i]), f"{tv}layer{stage + 1}.{j}."
+            sub = set(modules[blocks[i]]) | set(stats.get(blocks[i], {}))
+            convs, norms = _sorted(sub, "Conv_"), [n for n in _sorted_any(sub) if not n.startswith("Conv_")]
+            for c in range(convs_per_block):
+                w.conv((*bpath, convs[c]), f"{key}conv{c + 1}", bias=False)
+                w.norm(bpath, norms[c], f"{key}bn{c + 1}")
+            if len(convs) > convs_per_block:  # the projection shortcut
+                w.conv((*bpath, convs[-1]), f"{key}downsample.0", bias=False)
+                w.norm(bpath, norms[-1], f"{key}downsample.1")
+            i += 1
+
+
+def _sorted_any(names) -> list[str]:
+    """Module names ordered by their auto-numbering suffix (flax numbers each type apart)."""
+    return sorted(names, key=lambda n: (int(n.rsplit("_", 1)[1]), n))
+
+
+def _write_fpn(w: _Writer, path: tuple[str, ...], tv: str, levels: list[int], extra: list[int]) -> None:
+    """jaxdet FPN <- torchvision `backbone.fpn`: inner/layer blocks by level, then P6/P7 convs."""
+    for i, lvl in enumerate(levels):
+        w.conv((*path, f"lateral{lvl}"), w.first(f"{tv}inner_blocks.{i}.0.weight", f"{tv}inner_blocks.{i}.weight")[:-7])
+        w.conv((*path, f"output{lvl}"), w.first(f"{tv}layer_blocks.{i}.0.weight", f"{tv}layer_blocks.{i}.weight")[:-7])
+    for lvl in extra:
+        w.conv((*path, f"extra{lvl}"), f"{tv}extra_blocks.p{lvl}")
+
+
+def _backbone_spec(spec_or_name) -> ResNetSpec:
+    from jaxdet.models.backbones import get_backbone_spec
+
+    return spec_or_name if isinstance(spec_or_name, ResNetSpec) else get_backbone_spec(spec_or_name)
+
+
+def resnet_from_torchvision(sd: StateDict, variables: dict, backbone: str, path=("ResNet_0",)) -> tuple[dict, Report]:
+    """Loads a torchvision ResNet-18/34/50 (classifier or a detector's `backbone.body`) into
+    the ResNet at `path` of `variables` ({"params", "batch_stats"}); returns (variables, report)."""
+    tv = "" if "conv1.weight" in sd else "backbone.body." if "backbone.body.conv1.weight" in sd else None
+    if tv is None:
+        raise ConfigError("not a torchvision ResNet state_dict: no 'conv1.weight' or 'backbone.body.conv1.weight'")
+    w = _Writer(sd, variables)
+    _write_resnet(w, tuple(path), _backbone_spec(backbone), tv)
+    return w.vars, w.report.finish(sd, tv)
+
+
+def retinanet_from_torchvision(sd: StateDict, variables: dict, backbone: str) -> tuple[dict, Report]:
+    """A torchvision `retinanet_resnet50_fpn` (v1) state_dict -> jaxdet RetinaNet variables.
+
+    jaxdet settings that match it: backbone resnet50, backbone_norm frozen_batch, levels
+    3..7 with fpn_extra "conv", fpn_channels 256, head_convs 4, head_norm "none", 9 anchors
+    (num_scales 3, aspect_ratios (0.5, 1, 2)), sigmoid classification with as many
+    classes as the checkpoint (torchvision's COCO model: 91 columns, some unused)."""
+    if "head.classification_head.conv.0.1.weight" in sd:
+        raise ConfigError(
+            "this is torchvision's retinanet_resnet50_fpn_v2 (GroupNorm head, P6 from C5); "
+            "jaxdet converts v1 (retinanet_resnet50_fpn)"
+        )
+    w = _Writer(sd, variables)
+    _write_resnet(w, ("ResNet_0",), _backbone_spec(backbone), "backbone.body.")
+    fpn = w.vars["params"]["FPN_0"]
+    levels = sorted(int(k[7:]) for k in fpn if k.startswith("lateral"))
+    extra = sorted(int(k[5:]) for k in fpn if k.startswith("extra"))
+    _write_fpn(w, ("FPN_0",), "backbone.fpn.", levels, extra)
+    head = w.vars["params"]["RetinaNetHead_0"]
+    n_convs = len([k for k in head if k.startswith("cls_conv")])
+    for i in range(n_convs):
+        for ours, theirs in (("cls_conv", "classification_head"), ("box_conv", "regression_head")):
+            key = w.first(f"head.{theirs}.conv.{i}.0.weight", f"head.{theirs}.conv.{2 * i}.weight")[:-7]
+            w.conv(("RetinaNetHead_0", f"{ours}{i}"), key)
+    w.conv(("RetinaNetHead_0", "cls_logits"), "head.classification_head.cls_logits")
+    w.conv(("RetinaNetHead_0", "box_deltas"), "head.regression_head.bbox_reg")
+    return w.vars, w.report.finish(sd)
+
+
+def faster_rcnn_from_torchvision(sd: StateDict, variables: dict, backbone: str) -> tuple[dict, Report]:
+    """A torchvision `fasterrcnn_resnet50_fpn` (v1) state_dict -> jaxdet Faster R-CNN variables.
+
+    Matching jaxdet settings: backbone resnet50, backbone_norm frozen_batch, levels 2..5
+    (or 2..6 with fpn_extra "pool"), fpn_channels 256, 3 anchors per position (num_scales
+    1, aspect_ratios (0.5, 1, 2)), fc_dim 1024, roi_aligned False, softmax classification
+    with one class fewer than the checkpoint's (its column 0 is the background)."""
+    w = _Writer(sd, variables)
+    _write_resnet(w, ("ResNet_0",), _backbone_spec(backbone), "backbone.body.")
+    fpn = w.vars["params"]["FPN_0"]
+    levels = sorted(int(k[7:]) for k in fpn if k.startswith("lateral"))
+    _write_fpn(w, ("FPN_0",), "backbone.fpn.", levels, [])
+    w.conv(("rpn", "conv"), w.first("rpn.head.conv.0.0.weight", "rpn.head.conv.weight")[:-7])
+    w.conv(("rpn", "objectness"), "rpn.head.cls_logits")
+    w.conv(("rpn", "deltas"), "rpn.head.bbox_pred")
+    fc6 = w.take("roi_heads.box_head.fc6.weight")  # [F, C * 7 * 7], input flattened as (C, 7, 7)
+    channels = w.vars["params"]["FPN_0"][f"output{levels[0]}"]["kernel"].shape[-1]
+    side = int(round((fc6.shape[1] / channels) ** 0.5))
+    fc6 = fc6.reshape(fc6.shape[0], channels, side, side).transpose(2, 3, 1, 0).reshape(-1, fc6.shape[0])
+    w.put(("params", "BoxHead_0", "fc0", "kernel"), fc6)
+    w.put(("params", "BoxHead_0", "fc0", "bias"), w.take("roi_heads.box_head.fc6.bias"))
+    w.dense(("BoxHead_0", "fc1"), "roi_heads.box_head.fc7")
+    cls_w, cls_b = w.take("roi_heads.box_predictor.cls_score.weight"), w.take("roi_heads.box_predictor.cls_score.bias")
+    order = np.r_[1 : cls_w.shape[0], 0]  # background: torchvision's first class, jaxdet's last logit
+    w.put(("params", "BoxHead_0", "cls", "kernel"), cls_w[order].T)
+    w.put(("params", "BoxHead_0", "cls", "bias"), cls_b[order])
+    box_w, box_b = w.take("roi_heads.box_predictor.bbox_pred.weight"), w.take("roi_heads.box_predictor.bbox_pred.bias")
+    w.put(("params", "BoxHead_0", "box", "kernel"), box_w[4:].T)  # jaxdet has no background box
+    w.put(("params", "BoxHead_0", "box", "bias"), box_b[4:])
+    return w.vars, w.report.finish(sd)
+
+
+DETECTOR_CONVERTERS = {"retinanet": retinanet_from_torchvision, "faster_rcnn": faster_rcnn_from_torchvision}
+
+
+def load_pretrained(model_config, variables: dict, log=print) -> dict:
+    """`config.model.detector_weights` or `backbone_weights` loaded into `variables`
+    ({"params", "batch_stats"} of the whole detector); returns the new variables."""
+    if model_config.get("detector_weights"):
+        name = model_config.name
+        if name not in DETECTOR_CONVERTERS:
+            raise ConfigError(
+                f"config.model.detector_weights: no torchvision converter for {name!r}; "
+                f"have {sorted(DETECTOR_CONVERTERS)} (use config.model.backbone_weights for the backbone alone)"
+            )
+        path = model_config.detector_weights
+        variables, report = DETECTOR_CONVERTERS[name](load_state_dict(path), variables, model_config.backbone)
+    elif model_config.get("backbone_weights"):
+        path = model_config.backbone_weights
+        variables, report = resnet_from_torchvision(load_state_dict(path), variables, model_config.backbone)
+    else:
+        return variables
+    line = f"loaded {len(report.used)} torchvision tensors from {path}"
+    if report.unused:  # e.g. a classifier's fc layer: listed, never dropped silently
+        more = " ..." if len(report.unused) > 4 else ""
+        line += f"; not used: {len(report.unused)} ({', '.join(report.unused[:4])}{more})"
+    log(line)
+    return variables

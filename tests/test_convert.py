@@ -1,0 +1,184 @@
+"""torchvision -> jaxdet weight conversion: a randomly initialised torchvision model and its
+converted jaxdet twin give the same features and head outputs on the same image (1e-4).
+
+Skipped without torch/torchvision (the `bench` extra); run with them installed:
+    pip install -e '.[bench]' && python -m pytest tests/test_convert.py
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+from experiments.configs import default, faster_rcnn, retinanet_r50  # noqa: E402
+from jaxdet import train  # noqa: E402
+from jaxdet.errors import ConfigError  # noqa: E402
+from jaxdet.models import convert, detectors  # noqa: E402
+from jaxdet.models.backbones import ResNet, get_backbone_spec  # noqa: E402
+from jaxdet.models.fpn import FPN  # noqa: E402
+from jaxdet.models.heads.faster_rcnn import BoxHead  # noqa: E402
+
+SIZE = 96  # odd feature sizes at several levels (96 -> 48, 24, 12, 6, 3, 2, 1)
+
+
+def _randomize_norms(model) -> None:
+    """Non-trivial BatchNorm statistics and affine parameters, so that they are tested."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, torchvision.ops.FrozenBatchNorm2d)):
+            n = m.running_mean.shape[0]
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+def _save(model, tmp_path) -> str:
+    path = str(tmp_path / "weights.pth")
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def _image(seed: int = 0) -> np.ndarray:
+    """A normalised image batch [2, SIZE, SIZE, 3] (what both models see after their transforms)."""
+    pixels = np.random.default_rng(seed).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
+    return np.asarray(train.normalize(jnp.asarray(pixels)))
+
+
+def _nchw(x: np.ndarray):
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def _close(jax_nhwc, torch_nchw, what: str) -> None:
+    ours, theirs = np.asarray(jax_nhwc), torch_nchw.detach().numpy()
+    if theirs.ndim == 4:
+        theirs = theirs.transpose(0, 2, 3, 1)
+    scale = max(float(np.abs(theirs).max()), 1.0)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * scale, err_msg=what)
+
+
+@pytest.mark.parametrize("depth, norm", [(18, "frozen_batch"), (34, "batch"), (50, "frozen_batch")])
+def test_resnet_backbone_features_match(depth, norm, tmp_path):
+    tv = getattr(torchvision.models, f"resnet{depth}")(weights=None).eval()
+    _randomize_norms(tv)
+    sd = convert.load_state_dict(_save(tv, tmp_path))
+    module = ResNet(get_backbone_spec(f"resnet{depth}"), norm)
+    image = _image()
+    variables = jax.device_get(module.init(jax.random.key(0), image[:1], train=False))
+    variables, report = convert.resnet_from_torchvision(sd, variables, f"resnet{depth}", path=())
+    assert report.unused == ["fc.bias", "fc.weight"]  # the classifier: reported, not loaded
+    feats = module.apply(variables, image, train=False)
+    with torch.no_grad():
+        x = _nchw(image)
+        x = tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))
+        for level, layer in zip((2, 3, 4, 5), (tv.layer1, tv.layer2, tv.layer3, tv.layer4)):
+            x = layer(x)
+            _close(feats[level], x, f"resnet{depth} C{level}")
+
+
+def _detector(config, num_classes: int, tmp_path, weights: str):
+    config.model.detector_weights = weights
+    det = detectors.build_detector(config, num_classes, None)
+    init = det.module.init({"params": jax.random.key(0), "sampling": jax.random.key(0)}, _image()[:1], train=False)
+    variables = convert.load_pretrained(config.model, jax.device_get(init), log=lambda line: None)
+    return det, variables
+
+
+def _fpn_outputs(det, variables, image):
+    out, state = det.module.apply(variables, image, train=False, capture_intermediates=lambda m, _: isinstance(m, FPN))
+    return out, state["intermediates"]["FPN_0"]["__call__"][0]
+
+
+def test_retinanet_features_and_head_outputs_match(tmp_path):
+    tv = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=7)
+    tv = tv.eval()
+    _randomize_norms(tv)
+    config = retinanet_r50.get_config()
+    config.data.image_size = SIZE
+    config.model.backbone_norm = "frozen_batch"
+    det, variables = _detector(config, 7, tmp_path, _save(tv, tmp_path))
+    image = _image(1)
+    out, pyramid = _fpn_outputs(det, variables, image)
+    with torch.no_grad():
+        feats = tv.backbone(_nchw(image))
+        for level, tv_feat in zip(range(3, 8), feats.values()):
+            _close(pyramid[level], tv_feat, f"P{level}")
+        head = tv.head(list(feats.values()))
+    _close(out["cls_logits"], head["cls_logits"], "classification logits")
+    _close(out["box_deltas"], head["bbox_regression"], "box deltas")
+
+
+def test_faster_rcnn_features_rpn_and_box_head_match(tmp_path):
+    tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=6)
+    tv = tv.eval()
+    _randomize_norms(tv)
+    config = faster_rcnn.get_config()
+    config.data.image_size = SIZE
+    m = config.model
+    m.backbone, m.backbone_norm, m.fpn_channels, m.fc_dim, m.roi_aligned = "resnet50", "frozen_batch", 256, 1024, False
+    m.min_level, m.max_level, m.fpn_extra = 2, 6, "pool"
+    m.num_scales, m.aspect_ratios = 1, (0.5, 1.0, 2.0)
+    m.rpn_pre_nms_topk, m.rpn_post_nms_topk = 50, 20
+    det, variables = _detector(config, 5, tmp_path, _save(tv, tmp_path))
+    image = _image(2)
+    out, pyramid = _fpn_outputs(det, variables, image)
+    with torch.no_grad():
+        feats = tv.backbone(_nchw(image))  # '0'..'3' = P2..P5, 'pool' = P6
+        for level, tv_feat in zip(range(2, 7), feats.values()):
+            _close(pyramid[level], tv_feat, f"P{level}")
+        objectness, deltas = tv.rpn.head(list(feats.values()))
+        flat = lambda xs, c: torch.cat([x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, c) for x in xs], 1)
+        _close(out["rpn_logits"], flat(objectness, 1)[..., 0], "RPN objectness")
+        _close(out["rpn_deltas"], flat(deltas, 4), "RPN deltas")
+        # The box head on the same RoIs (small to large, so every pooling level is used).
+        rng = np.random.default_rng(3)
+        xy = rng.uniform(0, SIZE * 0.6, (2, 12, 2))
+        rois = np.concatenate([xy, xy + rng.uniform(2, SIZE * 0.4, (2, 12, 2))], -1).astype(np.float32)
+        feature_dict = {k: v for k, v in feats.items() if k != "pool"}
+        pooled = tv.roi_heads.box_roi_pool(feature_dict, [torch.from_numpy(r) for r in rois], [(SIZE, SIZE)] * 2)
+        logits, boxes = tv.roi_heads.box_predictor(tv.roi_heads.box_head(pooled))
+    head = BoxHead(m.fc_dim, 6, 5, aligned=False)
+    our_logits, our_deltas = head.apply({"params": variables["params"]["BoxHead_0"]}, pyramid, jnp.asarray(rois))
+    _close(our_logits.reshape(24, 6), logits[:, np.r_[1:6, 0]], "box-head class logits (background last)")
+    _close(our_deltas.reshape(24, 5, 4), boxes.reshape(24, 6, 4)[:, 1:], "box-head deltas")
+
+
+def test_backbone_weights_flag_loads_into_the_detector(tmp_path, capsys):
+    tv = torchvision.models.resnet18(weights=None)
+    path = _save(tv, tmp_path)
+    config = default.get_config("tiny")
+    config.model.backbone, config.model.backbone_weights = "resnet18", path
+    det = detectors.build_detector(config, 5, None)
+    init = jax.device_get(det.module.init({"params": jax.random.key(0)}, _image()[:1, :64, :64], train=False))
+    loaded = convert.load_pretrained(config.model, init)
+    assert f"from {path}; not used: 2 (fc.bias, fc.weight)" in capsys.readouterr().out
+    np.testing.assert_array_equal(
+        loaded["params"]["ResNet_0"]["Conv_0"]["kernel"], tv.conv1.weight.detach().numpy().transpose(2, 3, 1, 0)
+    )
+    config.model.backbone = "resnet34"  # a different depth is refused with the key it lacks
+    det = detectors.build_detector(config, 5, None)
+    init = jax.device_get(det.module.init({"params": jax.random.key(0)}, _image()[:1, :64, :64], train=False))
+    with pytest.raises(ConfigError, match=r"no 'layer1.2.conv1.weight'"):
+        convert.load_pretrained(config.model, init)
+
+
+class _Arbitrary:
+    """A pickled object in a weights file: weights_only=True refuses to build it (no code runs)."""
+
+
+def test_bad_weight_files_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        convert.load_state_dict(str(tmp_path / "missing.pth"))
+    torch.save({"not": "tensors", "x": [1, 2]}, str(tmp_path / "odd.pth"))
+    with pytest.raises(ConfigError, match="not a state_dict"):
+        convert.load_state_dict(str(tmp_path / "odd.pth"))
+
+    torch.save({"w": torch.zeros(2), "code": _Arbitrary()}, str(tmp_path / "pickle.pth"))
+    with pytest.raises(ConfigError, match="tensors-only"):
+        convert.load_state_dict(str(tmp_path / "pickle.pth"))
+    assert os.path.exists(tmp_path / "pickle.pth")
