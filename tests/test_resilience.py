@@ -159,3 +159,20 @@ def test_sigint_stops_two_processes_at_the_same_step(tfds_dir, tmp_path):
     match = re.search(r"stopped at step (\d+)/400 on a preemption notice", outs[0][0])
     assert match, outs[0][0][-2000:]
     assert _complete_steps(workdir) == [int(match.group(1))]
+
+
+def test_no_pickle_in_any_loading_path():
+    """Checkpoints are orbax (tensorstore + JSON), records JSON; torch files only with weights_only=True."""
+    offenders = []
+    for top in ("jaxdet", "experiments"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(dirpath, name)
+                for i, line in enumerate(open(path), 1):
+                    code = line.split("#")[0]
+                    bad = re.search(r"\bimport (c?pickle|dill|joblib)\b|allow_pickle\s*=\s*True|pickle\.loads?\(", code)
+                    if bad or ("torch.load(" in code and "weights_only=True" not in code):
+                        offenders.append(f"{os.path.relpath(path, ROOT)}:{i}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
