@@ -129,3 +129,25 @@ def test_per_image_gradient():
     boxes = np.stack([ROIS[:3, 1:], ROIS[1:4, 1:]]) / 2
     fn = lambda f: roi_align_per_image(f, boxes, 3, 1.0, 2, True)
     check_grads(fn, (features,), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
+
+
+def test_multilevel_gather_and_matrix_forms_agree(monkeypatch):
+    """On CPU, maps above GATHER_ABOVE_PIXELS pool with the gather form: same values and gradients."""
+    import jax
+
+    from jaxdet.ops import roi_align as module
+
+    rng = np.random.default_rng(5)
+    pyramid = {lvl: rng.normal(size=(2, 256 // 2**lvl, 256 // 2**lvl, 3)).astype(np.float32) for lvl in (2, 3, 4)}
+    xy = rng.uniform(0, 150, (2, 6, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(4, 120, (2, 6, 2))], -1).astype(np.float32)
+
+    def run(limit):
+        monkeypatch.setitem(module.GATHER_ABOVE_PIXELS, "cpu", limit)
+        loss = lambda p: jax.numpy.sum(multilevel_roi_align(p, boxes, 7) ** 2)
+        return multilevel_roi_align(pyramid, boxes, 7), jax.grad(loss)(pyramid)
+
+    (matrix, g_matrix), (mixed, g_mixed) = run(10**9), run(48 * 48)  # P2 (64x64) gathers in the second
+    np.testing.assert_allclose(np.asarray(mixed), np.asarray(matrix), rtol=1e-5, atol=1e-5)
+    for lvl in pyramid:
+        np.testing.assert_allclose(np.asarray(g_mixed[lvl]), np.asarray(g_matrix[lvl]), rtol=1e-4, atol=1e-5)

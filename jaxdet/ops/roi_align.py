@@ -149,6 +149,14 @@ def roi_align_per_image(
     return jnp.einsum("brywc,brxw->bryxc", rows, wx)
 
 
+# Feature maps with more pixels than this pool with the gather form on CPU: the matrix
+# form's cost grows with the map (R x 7 x H x W x C multiply-adds per level), the gather's
+# only with the samples, and XLA:CPU's scatter-add (its gradient) is cheap enough there.
+# Measured on the 512-px Faster R-CNN-R50 step (BENCHMARKS.md). GPUs keep the matrix form
+# at every size: their scatter-adds are the slow part.
+GATHER_ABOVE_PIXELS = {"cpu": 48 * 48}
+
+
 def multilevel_roi_align(
     pyramid: dict[int, Array],
     boxes: ArrayLike,
@@ -159,12 +167,23 @@ def multilevel_roi_align(
     """RoIAlign from the FPN level each box maps to: pyramid {level: [B, H_l, W_l, C]},
     boxes [B, R, 4] in image pixels -> [B, R, oh, ow, C]. Every level is pooled for every
     box and the right one selected, which keeps shapes static (cost x levels)."""
+    import jax
+
     boxes = jnp.asarray(boxes, jnp.float32)
     levels = sorted(pyramid)
     assigned = fpn_levels(boxes.reshape(-1, 4), levels[0], levels[-1]).reshape(boxes.shape[:-1])
+    limit = GATHER_ABOVE_PIXELS.get(jax.default_backend())
+    b, r = boxes.shape[:2]
     out = None
     for lvl in levels:
-        pooled = roi_align_per_image(pyramid[lvl], boxes, output_size, 1.0 / 2**lvl, sampling_ratio, aligned)
+        feats = pyramid[lvl]
+        if limit is not None and feats.shape[1] * feats.shape[2] > limit:
+            index = jnp.repeat(jnp.arange(b, dtype=jnp.float32), r)[:, None]
+            rois = jnp.concatenate([index, boxes.reshape(-1, 4)], axis=1)
+            pooled = roi_align(feats, rois, output_size, 1.0 / 2**lvl, sampling_ratio, aligned)
+            pooled = pooled.reshape(b, r, *pooled.shape[1:])
+        else:
+            pooled = roi_align_per_image(feats, boxes, output_size, 1.0 / 2**lvl, sampling_ratio, aligned)
         pick = (assigned == lvl)[..., None, None, None]
         out = jnp.where(pick, pooled, 0.0 if out is None else out)
     return out
