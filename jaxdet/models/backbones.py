@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdet.errors import ConfigError
-from jaxdet.models.layers import conv1x1, conv3x3, make_norm
+from jaxdet.models.layers import BatchNorm, conv1x1, conv3x3, make_norm, max_pool_3x3_s2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,8 @@ class Bottleneck(nn.Module):
 
 
 def _has_scale(norm) -> bool:
-    return getattr(norm, "func", None) is nn.BatchNorm  # (FrozenBatchNorm's scale is loaded, not initialised)
+    # (FrozenBatchNorm's scale is loaded, not initialised.)
+    return getattr(norm, "func", None) in (nn.BatchNorm, BatchNorm)
 
 
 class ResNet(nn.Module):
@@ -89,7 +90,7 @@ class ResNet(nn.Module):
             self.spec.stem_width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], use_bias=False, dtype=self.dtype
         )(x)
         x = nn.relu(norm()(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # torchvision's padding
+        x = max_pool_3x3_s2(x)  # torchvision's padding
         block = Bottleneck if self.spec.bottleneck else BasicBlock
         widths = self.spec.widths
         if self.spec.bottleneck and widths == (64, 128, 256, 512):

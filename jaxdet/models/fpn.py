@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdet.models.layers import pointwise_conv_general_dilated
+
 
 class FPN(nn.Module):
     """{level: C_l} -> {level: P_l} for levels min_level..max_level, all `channels` wide.
@@ -29,7 +31,13 @@ class FPN(nn.Module):
         top = max(features)
         backbone_levels = [lvl for lvl in range(self.min_level, self.max_level + 1) if lvl <= top]
         laterals = {
-            lvl: nn.Conv(self.channels, (1, 1), dtype=self.dtype, name=f"lateral{lvl}")(features[lvl])
+            lvl: nn.Conv(
+                self.channels,
+                (1, 1),
+                dtype=self.dtype,
+                conv_general_dilated=pointwise_conv_general_dilated,
+                name=f"lateral{lvl}",
+            )(features[lvl])
             for lvl in backbone_levels
         }
         for lvl in reversed(backbone_levels[:-1]):

@@ -23,6 +23,8 @@ def make_norm(kind: str, train: bool, dtype: Any, axis_name: str | None = None, 
     pretrained backbone: its statistics and scale/bias are not trained.
     GroupNorm has no state, so it is independent of the per-device batch.
     """
+    if kind == "batch" and axis_name is None:
+        return functools.partial(BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype)
     if kind == "batch":
         return functools.partial(
             nn.BatchNorm,
@@ -84,7 +86,120 @@ def _identity(x):
     return x
 
 
+def pointwise_conv_general_dilated(
+    lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
+    feature_group_count=1, precision=None, **kwargs,
+):  # fmt: skip
+    """`lax.conv_general_dilated` for flax's 1x1 convolutions (NHWC x HWIO) as a matrix product.
+
+    On CPU, XLA runs a 1x1 convolution's gradients as generic convolutions, 1.5-3x slower
+    than the same matrix products (ResNet-50's bottlenecks are two thirds 1x1 convs; see
+    BENCHMARKS.md); a stride s is a subsampling first. Other backends, and any other
+    kernel, keep `lax.conv_general_dilated`.
+    """
+    plain = (
+        jax.default_backend() != "cpu"
+        or rhs.ndim != 4
+        or rhs.shape[:2] != (1, 1)
+        or feature_group_count != 1
+        or any(d != 1 for d in (lhs_dilation or ()))
+        or not (padding == "SAME" or padding == "VALID" or all(p == (0, 0) for p in padding))
+    )
+    if plain:
+        return jax.lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, precision=precision, **kwargs,
+        )  # fmt: skip
+    sy, sx = window_strides
+    x = lhs[:, ::sy, ::sx] if (sy, sx) != (1, 1) else lhs  # 1x1 "SAME" pads nothing
+    return jnp.einsum("bhwi,io->bhwo", x, rhs[0, 0], precision=precision)
+
+
 # Symmetric padding 1 (torchvision's), not "SAME": at stride 2 "SAME" pads only the bottom/right
 # and samples a grid shifted by a pixel, so pretrained torchvision weights would not match.
 conv3x3 = functools.partial(nn.Conv, kernel_size=(3, 3), padding=1, use_bias=False)
-conv1x1 = functools.partial(nn.Conv, kernel_size=(1, 1), padding="SAME", use_bias=False)
+conv1x1 = functools.partial(
+    nn.Conv, kernel_size=(1, 1), padding="SAME", use_bias=False, conv_general_dilated=pointwise_conv_general_dilated
+)
+
+
+def max_pool_3x3_s2(x):
+    """ResNet's stem max-pool (3x3, stride 2, padding 1 as torchvision) as the maximum of nine
+    strided slices: same values as `nn.max_pool`, and its gradient is elementwise selects,
+    where XLA:CPU runs reduce_window's (select_and_scatter) ~4x slower (BENCHMARKS.md).
+    Ties share the gradient instead of going to the first maximum; after a ReLU the only
+    common ties are zeros, whose gradient the ReLU drops anyway.
+    """
+    b, h, w, c = x.shape
+    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    out = None
+    for i in range(3):
+        for j in range(3):
+            window = padded[:, i : i + 2 * ho - 1 : 2, j : j + 2 * wo - 1 : 2]
+            out = window if out is None else jnp.maximum(out, window)
+    return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _batch_norm_train(x, scale, bias, epsilon):
+    return _batch_norm_fwd(x, scale, bias, epsilon)[0]
+
+
+def _batch_norm_fwd(x, scale, bias, epsilon):
+    axes = tuple(range(x.ndim - 1))
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axes)
+    var = jnp.maximum(jnp.mean(jnp.square(x32), axes) - jnp.square(mean), 0.0)  # flax's fast variance
+    inv = jax.lax.rsqrt(var + epsilon)
+    xhat = (x32 - mean) * inv
+    return ((xhat * scale + bias).astype(x.dtype), mean, var), (xhat, inv, scale)
+
+
+def _batch_norm_bwd(epsilon, res, cotangents):
+    # The closed form (Ioffe & Szegedy 2015); the mean/var outputs only feed the running
+    # averages under stop_gradient, so their cotangents are zero and ignored.
+    xhat, inv, scale = res
+    g = cotangents[0].astype(jnp.float32)
+    axes = tuple(range(g.ndim - 1))
+    n = g.size // g.shape[-1]
+    dbias = jnp.sum(g, axes)
+    dscale = jnp.sum(g * xhat, axes)
+    dx = (scale * inv) * (g - (dbias + xhat * dscale) / n)
+    return dx.astype(cotangents[0].dtype), dscale, dbias
+
+
+_batch_norm_train.defvjp(lambda x, s, b, e: _batch_norm_fwd(x, s, b, e), _batch_norm_bwd)
+
+
+class BatchNorm(nn.Module):
+    """nn.BatchNorm over the local batch (same variables: params scale/bias, batch_stats
+    mean/var; same statistics and running averages) with its backward written out.
+
+    XLA:CPU runs the autodiff backward of BatchNorm as several unfused passes over the
+    activations; the closed form is ~1.5x faster there. Sync BN (an axis name) keeps
+    nn.BatchNorm, whose collectives autodiff handles.
+    """
+
+    use_running_average: bool
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+    scale_init: Any = nn.initializers.ones
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        scale = self.param("scale", self.scale_init, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+        if self.use_running_average:
+            mul = scale * jax.lax.rsqrt(ra_var.value + self.epsilon)
+            return (x * mul.astype(self.dtype) + (bias - ra_mean.value * mul).astype(self.dtype)).astype(self.dtype)
+        y, mean, var = _batch_norm_train(x.astype(self.dtype), scale, bias, self.epsilon)
+        if not self.is_initializing():
+            mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
+            ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+            ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        return y

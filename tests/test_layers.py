@@ -1,0 +1,74 @@
+"""The CPU-friendly forms of layers give the same values and gradients as the plain ones."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdet.models.layers import FrozenBatchNorm, max_pool_3x3_s2, pointwise_conv_general_dilated
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 7, 3), (1, 8, 8, 2), (1, 1, 1, 1), (1, 2, 3, 4)])
+def test_stem_max_pool_equals_reduce_window(shape):
+    x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
+    ref = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    np.testing.assert_array_equal(max_pool_3x3_s2(x), ref)
+    # Gradients agree where the maximum is unique (random normal values: everywhere).
+    g = jnp.asarray(np.random.default_rng(1).normal(size=ref.shape), jnp.float32)
+    ours = jax.vjp(max_pool_3x3_s2, x)[1](g)[0]
+    theirs = jax.vjp(lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))), x)[1](g)[0]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("stride, size", [(1, 8), (2, 8), (2, 7)])
+def test_pointwise_conv_equals_lax_conv(stride, size):
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(2, size, size, 5)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(1, 1, 5, 6)), jnp.float32)
+    dims = ("NHWC", "HWIO", "NHWC")
+    plain = lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME", dimension_numbers=dims)
+    ours = lambda x, w: pointwise_conv_general_dilated(x, w, (stride, stride), "SAME", dimension_numbers=dims)
+    np.testing.assert_allclose(ours(x, w), plain(x, w), rtol=1e-5, atol=1e-5)
+    g = jnp.ones(plain(x, w).shape)
+    for a, b in zip(jax.vjp(ours, x, w)[1](g), jax.vjp(plain, x, w)[1](g)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_frozen_batch_norm_is_a_fixed_affine_map():
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 3, 3, 4)), jnp.float32)
+    stats = {"scale": jnp.arange(1.0, 5.0), "bias": jnp.full(4, 0.5), "mean": jnp.full(4, 0.2), "var": jnp.full(4, 4.0)}
+    y = FrozenBatchNorm().apply({"batch_stats": stats}, x)
+    expected = (x - 0.2) / np.sqrt(4.0 + 1e-5) * stats["scale"] + 0.5
+    np.testing.assert_allclose(y, expected, rtol=1e-6, atol=1e-6)
+    variables = FrozenBatchNorm().init(jax.random.key(0), x)
+    assert "params" not in variables  # nothing to train
+
+
+def test_batch_norm_matches_flax_values_statistics_and_gradients():
+    from jaxdet.models.layers import BatchNorm
+
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(2.0, 3.0, size=(3, 5, 4, 6)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    ours, theirs = BatchNorm(use_running_average=False), nn.BatchNorm(use_running_average=False, momentum=0.9)
+    variables = theirs.init(jax.random.key(0), x)
+    assert jax.tree_util.tree_structure(ours.init(jax.random.key(0), x)) == jax.tree_util.tree_structure(variables)
+    params = {"scale": jnp.asarray(rng.uniform(0.5, 2, 6), jnp.float32), "bias": jnp.asarray(rng.normal(size=6))}
+    variables = {"params": params, "batch_stats": variables["batch_stats"]}
+
+    def run(module, x, params):
+        y, updated = module.apply({**variables, "params": params}, x, mutable=["batch_stats"])
+        return jnp.sum(y * g), (y, updated["batch_stats"])
+
+    for (_, (y_a, stats_a)), (_, (y_b, stats_b)) in [(run(ours, x, params), run(theirs, x, params))]:
+        np.testing.assert_allclose(y_a, y_b, rtol=1e-5, atol=1e-5)
+        for k in ("mean", "var"):
+            np.testing.assert_allclose(stats_a[k], stats_b[k], rtol=1e-5, atol=1e-6)
+    grads_a = jax.grad(lambda x, p: run(ours, x, p)[0], argnums=(0, 1))(x, params)
+    grads_b = jax.grad(lambda x, p: run(theirs, x, p)[0], argnums=(0, 1))(x, params)
+    for a, b in zip(jax.tree_util.tree_leaves(grads_a), jax.tree_util.tree_leaves(grads_b)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    eval_a = BatchNorm(use_running_average=True).apply(variables, x)
+    eval_b = nn.BatchNorm(use_running_average=True).apply(variables, x)
+    np.testing.assert_allclose(eval_a, eval_b, rtol=1e-5, atol=1e-5)
