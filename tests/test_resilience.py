@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 16
+STEPS = 12
 
 
 def _command(workdir: str, tfds_dir: str, cache: str, **extra) -> list[str]:

@@ -52,9 +52,9 @@ def test_one_four_and_eight_devices_give_the_same_parameters():
 def _overrides(tfds_dir: str, **extra) -> list[str]:
     flags = {
         "data.data_dir": tfds_dir,
-        "train.steps": 10,
-        "train.checkpoint_every": 10,
-        "train.eval_every": 10,
+        "train.steps": 6,
+        "train.checkpoint_every": 6,
+        "train.eval_every": 6,
         "train.log_every": 5,
         "train.num_prediction_images": 0,
         "train.compilation_cache_dir": "",
@@ -85,7 +85,7 @@ def test_two_processes_equal_one_process_with_four_devices(tfds_dir, tmp_path):
     outs = [p.communicate(timeout=600) for p in procs]
     for pid, (p, (out, err)) in enumerate(zip(procs, outs)):
         assert p.returncode == 0, f"process {pid} exited {p.returncode}:\n{out}\n{err[-3000:]}"
-    assert "step 10/10" in outs[0][0] and "step 10/10" not in outs[1][0]  # progress from process 0 only
+    assert "step 6/6" in outs[0][0] and "step 6/6" not in outs[1][0]  # progress from process 0 only
 
     # The same config in this (pytest) process on its 4 devices.
     config = default.get_config("tiny")
@@ -96,16 +96,16 @@ def test_two_processes_equal_one_process_with_four_devices(tfds_dir, tmp_path):
     one = str(tmp_path / "one_process")
     loop.train_and_evaluate(config, one, jax.devices()[:4])
 
-    a = _restore(one, 10)
-    b = _restore(two, 10, like=a)
+    a = _restore(one, 6)
+    b = _restore(two, 6, like=a)
     leaves = jax.tree_util.tree_leaves
-    assert int(a["step"]) == int(b["step"]) == 10
+    assert int(a["step"]) == int(b["step"]) == 6
     for x, y in zip(leaves(a["params"]), leaves(b["params"]), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     # Only process 0 wrote metrics: each (split, step) row once, one TensorBoard file.
     rows = [json.loads(line) for line in open(os.path.join(two, "metrics.jsonl"))]
     keys = [(r["split"], r["step"]) for r in rows]
-    assert len(keys) == len(set(keys)) and ("eval", 10) in keys
+    assert len(keys) == len(set(keys)) and ("eval", 6) in keys
     assert len(os.listdir(os.path.join(two, "tensorboard"))) == 1
 
 

@@ -130,6 +130,8 @@ def max_pool_3x3_s2(x):
     Ties share the gradient instead of going to the first maximum; after a ReLU the only
     common ties are zeros, whose gradient the ReLU drops anyway.
     """
+    if jax.default_backend() != "cpu":  # measured on XLA:CPU only; elsewhere reduce_window
+        return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     b, h, w, c = x.shape
     ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
     padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
@@ -177,8 +179,9 @@ class BatchNorm(nn.Module):
     mean/var; same statistics and running averages) with its backward written out.
 
     XLA:CPU runs the autodiff backward of BatchNorm as several unfused passes over the
-    activations; the closed form is ~1.5x faster there. Sync BN (an axis name) keeps
-    nn.BatchNorm, whose collectives autodiff handles.
+    activations; the closed form is ~1.5x faster there (other backends use autodiff of the
+    same forward). Sync BN (an axis name) keeps nn.BatchNorm, whose collectives autodiff
+    handles.
     """
 
     use_running_average: bool
@@ -197,7 +200,9 @@ class BatchNorm(nn.Module):
         if self.use_running_average:
             mul = scale * jax.lax.rsqrt(ra_var.value + self.epsilon)
             return (x * mul.astype(self.dtype) + (bias - ra_mean.value * mul).astype(self.dtype)).astype(self.dtype)
-        y, mean, var = _batch_norm_train(x.astype(self.dtype), scale, bias, self.epsilon)
+        # The hand-written backward is for XLA:CPU (where it was measured); elsewhere autodiff.
+        fn = _batch_norm_train if jax.default_backend() == "cpu" else lambda *a: _batch_norm_fwd(*a)[0]
+        y, mean, var = fn(x.astype(self.dtype), scale, bias, self.epsilon)
         if not self.is_initializing():
             mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
             ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
