@@ -94,10 +94,16 @@ def _fpn_outputs(det, variables, image):
     return out, state["intermediates"]["FPN_0"]["__call__"][0]
 
 
-def test_retinanet_features_and_head_outputs_match(tmp_path):
-    tv = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=7)
-    tv = tv.eval()
+def _torchvision_detector(name: str, num_classes: int):
+    """A randomly initialised torchvision detector in eval mode, with non-trivial norms."""
+    builder = getattr(torchvision.models.detection, name)
+    tv = builder(weights=None, weights_backbone=None, num_classes=num_classes).eval()
     _randomize_norms(tv)
+    return tv
+
+
+def test_retinanet_features_and_head_outputs_match(tmp_path):
+    tv = _torchvision_detector("retinanet_resnet50_fpn", 7)
     config = retinanet_r50.get_config()
     config.data.image_size = SIZE
     config.model.backbone_norm = "frozen_batch"
@@ -114,9 +120,7 @@ def test_retinanet_features_and_head_outputs_match(tmp_path):
 
 
 def test_faster_rcnn_features_rpn_and_box_head_match(tmp_path):
-    tv = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=6)
-    tv = tv.eval()
-    _randomize_norms(tv)
+    tv = _torchvision_detector("fasterrcnn_resnet50_fpn", 6)
     config = faster_rcnn.get_config()
     config.data.image_size = SIZE
     m = config.model
