@@ -9,7 +9,7 @@ Several --sweep flags make a grid. Re-running the command skips finished arms.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxdet import loop, sweep
+from jaxdet import loop, preemption, sweep
 from jaxdet.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=True)
@@ -28,6 +28,9 @@ def main(argv):
         grid = sweep.parse_sweep(_CONFIG.value, _SWEEP.value) if _SWEEP.value else [{}]
         seeds = [int(s) for s in _SEEDS.value]
         records = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, grid, seeds, loop.train_and_evaluate)
+    except preemption.Preempted as e:
+        # The arm in flight saved its checkpoint; re-running the sweep resumes it and skips finished arms.
+        raise SystemExit(e.exit_code) from None
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
     md, png = sweep.write_results(records, _WORKDIR.value)
