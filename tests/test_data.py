@@ -36,6 +36,18 @@ def test_tfds_load_after_import(tfds_dir):
     assert ex["image"].shape == (128, 128, 3)
 
 
+def test_split_expressions_and_a_misspelt_split(tfds_dir):
+    from jaxdet.data.pipeline import load_source
+    from jaxdet.errors import ConfigError
+
+    assert len(load_source("jaxdet_shapes", "train[:16]", tfds_dir)) == 16
+    assert len(load_source("jaxdet_shapes", "train[:8]+validation[:4]", tfds_dir)) == 12
+    with pytest.raises(
+        ConfigError, match=r"has no split 'trian' \(in 'trian\[:8\]'\); available: \['train', 'validation'\]"
+    ):
+        load_source("jaxdet_shapes", "trian[:8]", tfds_dir)
+
+
 def _square_source(n=6, size=100):
     """Black images with one white rectangle each: pixels say exactly where the box is."""
     import io

@@ -68,8 +68,13 @@ def load_source(
     builder = tfds.builder(name, data_dir=data_dir)
     builder.download_and_prepare()
     # (An empty split list means the metadata is not known yet, as under tfds.testing.mock_data.)
-    if builder.info.splits and split not in builder.info.splits:
-        raise ConfigError(f"dataset {name!r} has no split {split!r}; available: {sorted(builder.info.splits)}")
+    # TFDS split expressions are allowed ("train[:10%]", "train[:512]+validation"): each part's name is checked.
+    unknown = [p.split("[")[0].strip() for p in split.split("+") if p.split("[")[0].strip() not in builder.info.splits]
+    if builder.info.splits and unknown:
+        raise ConfigError(
+            f"dataset {name!r} has no split {unknown[0]!r} (in {split!r}); available: {sorted(builder.info.splits)} "
+            "(slices such as 'train[:10%]' or 'train[:512]' work too)"
+        )
     shard = tfds.even_splits(split, process_count)[process_index]
     ds = builder.as_dataset(split=shard, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
 
