@@ -18,8 +18,8 @@ from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
 
+from experiments import cli
 from jaxdet.data import pipeline, sources
-from jaxdet.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (get_config).")
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
@@ -44,16 +44,13 @@ def export_split(source: pipeline.Source, images_dir: str, annotations_path: str
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start(argv, quiet=False)
     out = _OUT.value
-    try:
+    with cli.user_errors():
         for which, name in (("train", "train"), ("eval", "val")):
             source = sources.load(_CONFIG.value.data, which)
             n = export_split(source, os.path.join(out, name), os.path.join(out, "annotations", f"{name}.json"))
             print(f"{name}: {n} images -> {out}/{name}, {out}/annotations/{name}.json")
-    except ConfigError as e:
-        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

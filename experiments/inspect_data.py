@@ -13,8 +13,8 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments import cli
 from jaxdet.data import inspect, pipeline, sources
-from jaxdet.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (get_config).")
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
@@ -24,17 +24,14 @@ flags.mark_flags_as_required(["config", "out"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start(argv, quiet=False)
     cfg, out = _CONFIG.value, _OUT.value
     os.makedirs(out, exist_ok=True)
     lines: list[str] = []
-    try:
+    with cli.user_errors():
         sources.validate(cfg.data)
         train_src = sources.load(cfg.data, "train", log=lines.append)
         val_src = sources.load(cfg.data, "eval", log=lines.append)
-    except ConfigError as e:
-        raise SystemExit(f"error: {e}") from None
     names = train_src.class_names
     for split, src in (("train", train_src), ("val", val_src)):
         stats = inspect.statistics(src)

@@ -2,20 +2,17 @@
 
 from absl import app, flags
 
+from experiments import cli
 from jaxdet import curves
-from jaxdet.errors import ConfigError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
+    cli.start(argv, quiet=False)
+    with cli.user_errors():
         print(f"wrote {curves.plot_curves(_WORKDIR.value)}")
-    except ConfigError as e:
-        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import glob
 
 from absl import app, flags
 
-from jaxdet.errors import ConfigError
+from experiments import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
 _IMAGES = flags.DEFINE_string("images", None, "Image files: a glob pattern, or comma-separated paths.")
@@ -23,18 +23,15 @@ flags.mark_flags_as_required(["workdir", "images", "out"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.start(argv, quiet=False)
     from jaxdet import predict
 
     paths = sorted(p for pattern in _IMAGES.value.split(",") for p in glob.glob(pattern))
     if not paths:
         raise SystemExit(f"error: --images={_IMAGES.value!r} matches no files")
-    try:
+    with cli.user_errors():
         predictor = predict.Predictor(_WORKDIR.value, _CHECKPOINT.value)
         results = predict.predict_files(predictor, paths, _OUT.value, _THRESHOLD.value)
-    except ConfigError as e:
-        raise SystemExit(f"error: {e}") from None
     print(f"{len(results)} detections (score >= {_THRESHOLD.value}) on {len(paths)} images, "
           f"checkpoint step {predictor.step}: {_OUT.value}/detections.json and one picture per image")  # fmt: skip
 

@@ -6,11 +6,11 @@
 Several --sweep flags make a grid. Re-running the command skips finished arms.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from jaxdet import loop, preemption, sweep
-from jaxdet.errors import ConfigError
+from experiments import cli
+from jaxdet import loop, sweep
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory; each arm gets a sub-directory.")
@@ -20,19 +20,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    try:
+    cli.start(argv)
+    # (After a preemption, re-running the sweep resumes the arm in flight and skips finished arms.)
+    with cli.user_errors():
         grid = sweep.parse_sweep(_CONFIG.value, _SWEEP.value) if _SWEEP.value else [{}]
         seeds = [int(s) for s in _SEEDS.value]
         records = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, grid, seeds, loop.train_and_evaluate)
-    except preemption.Preempted as e:
-        # The arm in flight saved its checkpoint; re-running the sweep resumes it and skips finished arms.
-        raise SystemExit(e.exit_code) from None
-    except ConfigError as e:
-        raise SystemExit(f"error: {e}") from None
     md, png = sweep.write_results(records, _WORKDIR.value)
     print(open(md).read())
     print(f"wrote {md} and {png}")

@@ -7,11 +7,11 @@ Override any config field with --config.section.field=value. Re-running with the
 current step and exits with status 128 + the signal number (143, 130).
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from jaxdet import loop, preemption, runtime
-from jaxdet.errors import ConfigError
+from experiments import cli
+from jaxdet import loop, runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (get_config).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and pictures.")
@@ -25,20 +25,11 @@ _INIT_TIMEOUT = flags.DEFINE_integer("jax_initialization_timeout", 300, "Seconds
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO.
-    try:
+    cli.start(argv)
+    with cli.user_errors():  # (the loop printed where a preemption checkpoint is)
         runtime.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _INIT_TIMEOUT.value)
         runtime.enable_compilation_cache(_CONFIG.value.train.compilation_cache_dir)
         loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except preemption.Preempted as e:
-        # The loop printed where the checkpoint is; the status tells a scheduler it did not finish.
-        raise SystemExit(e.exit_code) from None
-    except ConfigError as e:
-        # Config and set-up errors are the user's to fix: show the message, not a traceback.
-        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

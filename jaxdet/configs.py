@@ -125,16 +125,20 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _changes(old: dict, new: dict) -> dict[str, str]:
+    """{key: "  key: old -> new"} for every (flattened) field that differs, sorted by key."""
+    a, b = _flatten(old), _flatten(new)
+    changes = {}
+    for key in sorted(set(a) | set(b)):
+        before, after = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if before != after:
+            changes[key] = f"  {key}: {before!r} -> {after!r}"
+    return changes
+
+
 def diff(old: dict, new: dict, sections: tuple[str, ...] | None = None) -> list[str]:
     """Lines `key: old -> new` for fields that differ (within `sections` if given)."""
-    a, b = _flatten(old), _flatten(new)
-    lines = []
-    for key in sorted(set(a) | set(b)):
-        if sections and key.split(".")[0] not in sections:
-            continue
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            lines.append(f"  {key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
-    return lines
+    return [line for key, line in _changes(old, new).items() if not sections or key.split(".")[0] in sections]
 
 
 def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: bool) -> list[str]:
@@ -149,10 +153,12 @@ def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: 
     if resuming and os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
+        changes, recorded = _changes(old, new), _flatten(old)
         # Fields the recorded config lacks were added to jaxdet since: logged, not refused.
-        recorded = _flatten(old)
-        added = [line for line in diff(old, new) if line.strip().split(":")[0] not in recorded]
-        changed = [line for line in diff(old, new, MODEL_SECTIONS) if line not in added]
+        added = [line for key, line in changes.items() if key not in recorded]
+        model = [(key.split(".")[0] in MODEL_SECTIONS, line) for key, line in changes.items() if key in recorded]
+        changed = [line for is_model, line in model if is_model]
+        others = [line for is_model, line in model if not is_model]
         if changed and not config.train.get("allow_config_change", False):
             raise ConfigError(
                 f"{workdir} holds checkpoints of a different model/data config; changed fields:\n"
@@ -160,7 +166,6 @@ def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: 
                 + "\nUse a new --workdir, restore the original values, or pass "
                 "--config.train.allow_config_change=True to resume anyway."
             )
-        others = [line for line in diff(old, new) if line not in changed and line not in added]
         if added:
             notes.append("fields not in the recorded config (added to jaxdet since), taking these values:")
             notes += added

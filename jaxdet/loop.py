@@ -74,7 +74,7 @@ class Run:
         self.train_source = sources.load(config.data, "train", log=_log)
         eval_source = sources.load(config.data, "eval", pi, pc, log=_log)
         if config.data.eval_max_images:
-            eval_source = _head(eval_source, config.data.eval_max_images // pc)
+            eval_source = eval_source.take(0, config.data.eval_max_images // pc)
         self.eval_source = eval_source
         self._whole_eval: pipeline.Source | None = None  # multi-process: the unsharded split, for COCO ground truth
         self.class_names = model_class_names(self.train_source.class_names, config.model.num_classes)
@@ -164,7 +164,7 @@ class Run:
             return self._whole_eval
         cfg = self.config
         src = sources.load(cfg.data, "eval", log=lambda line: None)
-        self._whole_eval = _head(src, cfg.data.eval_max_images) if cfg.data.eval_max_images else src
+        self._whole_eval = src.take(0, cfg.data.eval_max_images) if cfg.data.eval_max_images else src
         return self._whole_eval
 
     def draw_predictions(self, state: train.TrainState, step: int) -> list[str]:
@@ -199,10 +199,6 @@ class Run:
             pictures.append(pic)
         self.writer.write_images(step, "predictions", np.stack(pictures))
         return paths
-
-
-def _head(source: pipeline.Source, n: int) -> pipeline.Source:
-    return source.take(0, n)
 
 
 def train_and_evaluate(

@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 _HANDLED = (signal.SIGTERM, signal.SIGINT)
 
@@ -103,11 +104,7 @@ class StopRequests:
         if not self._multi:
             return self.signum is not None
         if self._service:
-            from jax.experimental import multihost_utils
-
             return bool(multihost_utils.reached_preemption_sync_point(step))
-        from jax.experimental import multihost_utils
-
         flags = multihost_utils.process_allgather(np.int32(self.signum is not None))
         return bool(np.any(flags))
 

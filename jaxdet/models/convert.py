@@ -18,14 +18,13 @@ same ResNet depth, FPN levels and width, anchors per position, head convs and cl
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Any
 
 import numpy as np
 
 from jaxdet.errors import ConfigError
-from jaxdet.models.backbones import ResNetSpec
+from jaxdet.models.backbones import ResNetSpec, get_backbone_spec
 
 StateDict = dict[str, np.ndarray]
 
@@ -65,7 +64,7 @@ class _Writer:
     """Copies state_dict tensors into a (deep-copied) variables tree, checking shapes."""
 
     def __init__(self, sd: StateDict, variables: dict):
-        self.sd, self.vars, self.report = sd, copy.deepcopy(_to_dict(variables)), Report()
+        self.sd, self.vars, self.report = sd, _to_dict(variables), Report()
 
     def take(self, key: str) -> np.ndarray:
         if key not in self.sd:
@@ -124,13 +123,16 @@ class _Writer:
 
 
 def _to_dict(tree: Any) -> Any:
+    # New dicts all the way down: `put` replaces leaves in them, the caller's tree is untouched.
     if hasattr(tree, "items"):
         return {k: _to_dict(v) for k, v in tree.items()}
     return np.asarray(tree)
 
 
-def _sorted(names, prefix: str) -> list[str]:
-    return sorted((n for n in names if n.startswith(prefix)), key=lambda n: int(n.rsplit("_", 1)[1]))
+def _by_index(names, prefix: str = "") -> list[str]:
+    """Module names starting with `prefix`, in flax's auto-numbering order (Conv_0, Conv_1, ...;
+    flax numbers each module type apart, so names of several types interleave by index)."""
+    return sorted((n for n in names if n.startswith(prefix)), key=lambda n: (int(n.rsplit("_", 1)[1]), n))
 
 
 def _write_resnet(w: _Writer, path: tuple[str, ...], spec: ResNetSpec, tv: str) -> None:
@@ -148,7 +150,7 @@ def _write_resnet(w: _Writer, path: tuple[str, ...], spec: ResNetSpec, tv: str) 
         raise ConfigError("this jaxdet backbone has no norm layers (backbone_norm='none'); use 'frozen_batch'")
     w.norm(path, stem_norm[0], tv + "bn1")
     block_kind = "Bottleneck" if spec.bottleneck else "BasicBlock"
-    blocks = _sorted(names, block_kind + "_")
+    blocks = _by_index(names, block_kind + "_")
     if len(blocks) != sum(spec.stage_sizes):
         raise ConfigError(f"jaxdet backbone has {len(blocks)} blocks, expected {sum(spec.stage_sizes)}")
     convs_per_block = 3 if spec.bottleneck else 2
@@ -157,7 +159,7 @@ def _write_resnet(w: _Writer, path: tuple[str, ...], spec: ResNetSpec, tv: str) 
         for j in range(depth):
             bpath, key = (*path, blocks[i]), f"{tv}layer{stage + 1}.{j}."
             sub = set(modules[blocks[i]]) | set(stats.get(blocks[i], {}))
-            convs, norms = _sorted(sub, "Conv_"), [n for n in _sorted_any(sub) if not n.startswith("Conv_")]
+            convs, norms = _by_index(sub, "Conv_"), [n for n in _by_index(sub) if not n.startswith("Conv_")]
             for c in range(convs_per_block):
                 w.conv((*bpath, convs[c]), f"{key}conv{c + 1}", bias=False)
                 w.norm(bpath, norms[c], f"{key}bn{c + 1}")
@@ -165,11 +167,6 @@ def _write_resnet(w: _Writer, path: tuple[str, ...], spec: ResNetSpec, tv: str) 
                 w.conv((*bpath, convs[-1]), f"{key}downsample.0", bias=False)
                 w.norm(bpath, norms[-1], f"{key}downsample.1")
             i += 1
-
-
-def _sorted_any(names) -> list[str]:
-    """Module names ordered by their auto-numbering suffix (flax numbers each type apart)."""
-    return sorted(names, key=lambda n: (int(n.rsplit("_", 1)[1]), n))
 
 
 def _write_fpn(w: _Writer, path: tuple[str, ...], tv: str, levels: list[int], extra: list[int]) -> None:
@@ -181,12 +178,6 @@ def _write_fpn(w: _Writer, path: tuple[str, ...], tv: str, levels: list[int], ex
         w.conv((*path, f"extra{lvl}"), f"{tv}extra_blocks.p{lvl}")
 
 
-def _backbone_spec(spec_or_name) -> ResNetSpec:
-    from jaxdet.models.backbones import get_backbone_spec
-
-    return spec_or_name if isinstance(spec_or_name, ResNetSpec) else get_backbone_spec(spec_or_name)
-
-
 def resnet_from_torchvision(sd: StateDict, variables: dict, backbone: str, path=("ResNet_0",)) -> tuple[dict, Report]:
     """Loads a torchvision ResNet-18/34/50 (classifier or a detector's `backbone.body`) into
     the ResNet at `path` of `variables` ({"params", "batch_stats"}); returns (variables, report)."""
@@ -194,7 +185,7 @@ def resnet_from_torchvision(sd: StateDict, variables: dict, backbone: str, path=
     if tv is None:
         raise ConfigError("not a torchvision ResNet state_dict: no 'conv1.weight' or 'backbone.body.conv1.weight'")
     w = _Writer(sd, variables)
-    _write_resnet(w, tuple(path), _backbone_spec(backbone), tv)
+    _write_resnet(w, tuple(path), get_backbone_spec(backbone), tv)
     return w.vars, w.report.finish(sd, tv)
 
 
@@ -211,7 +202,7 @@ def retinanet_from_torchvision(sd: StateDict, variables: dict, backbone: str) ->
             "jaxdet converts v1 (retinanet_resnet50_fpn)"
         )
     w = _Writer(sd, variables)
-    _write_resnet(w, ("ResNet_0",), _backbone_spec(backbone), "backbone.body.")
+    _write_resnet(w, ("ResNet_0",), get_backbone_spec(backbone), "backbone.body.")
     fpn = w.vars["params"]["FPN_0"]
     levels = sorted(int(k[7:]) for k in fpn if k.startswith("lateral"))
     extra = sorted(int(k[5:]) for k in fpn if k.startswith("extra"))
@@ -235,7 +226,7 @@ def faster_rcnn_from_torchvision(sd: StateDict, variables: dict, backbone: str) 
     1, aspect_ratios (0.5, 1, 2)), fc_dim 1024, roi_aligned False, softmax classification
     with one class fewer than the checkpoint's (its column 0 is the background)."""
     w = _Writer(sd, variables)
-    _write_resnet(w, ("ResNet_0",), _backbone_spec(backbone), "backbone.body.")
+    _write_resnet(w, ("ResNet_0",), get_backbone_spec(backbone), "backbone.body.")
     fpn = w.vars["params"]["FPN_0"]
     levels = sorted(int(k[7:]) for k in fpn if k.startswith("lateral"))
     _write_fpn(w, ("FPN_0",), "backbone.fpn.", levels, [])

@@ -77,9 +77,14 @@ class FrozenBatchNorm(nn.Module):
         bias = self.variable("batch_stats", "bias", jnp.zeros, (c,), jnp.float32).value
         mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32).value
         var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32).value
-        # Folded into one multiply-add, as FrozenBatchNorm2d does.
-        mul = scale * jax.lax.rsqrt(var + self.epsilon)
-        return (x * mul.astype(self.dtype) + (bias - mean * mul).astype(self.dtype)).astype(self.dtype)
+        return _fixed_norm(x, scale, bias, mean, var, self.epsilon, self.dtype)
+
+
+def _fixed_norm(x, scale, bias, mean, var, epsilon: float, dtype):
+    """(x - mean) / sqrt(var + eps) * scale + bias, folded into one multiply-add (as
+    FrozenBatchNorm2d does): frozen norms and BatchNorm at evaluation."""
+    mul = scale * jax.lax.rsqrt(var + epsilon)
+    return (x * mul.astype(dtype) + (bias - mean * mul).astype(dtype)).astype(dtype)
 
 
 def _identity(x):
@@ -198,8 +203,7 @@ class BatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
         if self.use_running_average:
-            mul = scale * jax.lax.rsqrt(ra_var.value + self.epsilon)
-            return (x * mul.astype(self.dtype) + (bias - ra_mean.value * mul).astype(self.dtype)).astype(self.dtype)
+            return _fixed_norm(x, scale, bias, ra_mean.value, ra_var.value, self.epsilon, self.dtype)
         # The hand-written backward is for XLA:CPU (where it was measured); elsewhere autodiff.
         fn = _batch_norm_train if jax.default_backend() == "cpu" else lambda *a: _batch_norm_fwd(*a)[0]
         y, mean, var = fn(x.astype(self.dtype), scale, bias, self.epsilon)

@@ -8,6 +8,7 @@ torchvision; points within one pixel of the border are clamped to it.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
@@ -167,8 +168,6 @@ def multilevel_roi_align(
     """RoIAlign from the FPN level each box maps to: pyramid {level: [B, H_l, W_l, C]},
     boxes [B, R, 4] in image pixels -> [B, R, oh, ow, C]. Every level is pooled for every
     box and the right one selected, which keeps shapes static (cost x levels)."""
-    import jax
-
     boxes = jnp.asarray(boxes, jnp.float32)
     levels = sorted(pyramid)
     assigned = fpn_levels(boxes.reshape(-1, 4), levels[0], levels[-1]).reshape(boxes.shape[:-1])
