@@ -1,4 +1,5 @@
-"""The CPU-friendly forms of layers give the same values and gradients as the plain ones."""
+"""The CPU forms of layers (models/cpu_conv.py, the stem max-pool, BatchNorm) give the same
+values and gradients as the plain ones."""
 
 import flax.linen as nn
 import jax
@@ -6,19 +7,50 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdet.models.layers import FrozenBatchNorm, max_pool_3x3_s2, pointwise_conv_general_dilated
+from jaxdet.models import cpu_conv
+from jaxdet.models.layers import FrozenBatchNorm, max_pool_3x3_s2
 
 
-@pytest.mark.parametrize("shape", [(2, 9, 7, 3), (1, 8, 8, 2), (1, 1, 1, 1), (1, 2, 3, 4)])
+def _pool(x):
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 7, 3), (1, 8, 8, 2), (1, 1, 1, 1), (1, 2, 3, 4), (2, 10, 5, 3)])
 def test_stem_max_pool_equals_reduce_window(shape):
     x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
-    ref = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    ref = _pool(x)
     np.testing.assert_array_equal(max_pool_3x3_s2(x), ref)
-    # Gradients agree where the maximum is unique (random normal values: everywhere).
     g = jnp.asarray(np.random.default_rng(1).normal(size=ref.shape), jnp.float32)
     ours = jax.vjp(max_pool_3x3_s2, x)[1](g)[0]
-    theirs = jax.vjp(lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))), x)[1](g)[0]
+    theirs = jax.vjp(_pool, x)[1](g)[0]
     np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
+def test_stem_max_pool_ties_send_the_gradient_to_the_first_maximum_as_reduce_window():
+    # After a ReLU, windows of equal values (zeros) are common: the whole gradient of such a
+    # window goes to one input, the first in row-major order, as select_and_scatter does.
+    x = jnp.asarray(np.random.default_rng(5).integers(0, 3, size=(2, 9, 8, 3)), jnp.float32)
+    g = jnp.asarray(np.random.default_rng(6).normal(size=_pool(x).shape), jnp.float32)
+    ours = jax.vjp(max_pool_3x3_s2, x)[1](g)[0]
+    theirs = jax.vjp(_pool, x)[1](g)[0]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+    # Ties really occurred: some windows hold their maximum more than once.
+    # (Values shifted to >= 1, so that the patches' zero padding is never a maximum.)
+    dims = ("NHWC", "HWIO", "NHWC")
+    windows = jax.lax.conv_general_dilated_patches(x[..., :1] + 1, (3, 3), (2, 2), ((1, 1), (1, 1)), None, None, dims)
+    tied = np.sum(np.asarray(windows) == np.asarray(_pool(x[..., :1] + 1)), axis=-1) > 1
+    assert tied.sum() > 5
+
+
+def _conv_pair(x, w, stride, padding):
+    dims = ("NHWC", "HWIO", "NHWC")
+    plain = lambda x, w: jax.lax.conv_general_dilated(x, w, stride, padding, dimension_numbers=dims)
+    ours = lambda x, w: cpu_conv.conv_general_dilated(x, w, stride, padding, dimension_numbers=dims)
+    np.testing.assert_allclose(ours(x, w), plain(x, w), rtol=1e-5, atol=1e-5)
+    g = jnp.asarray(np.random.default_rng(7).normal(size=plain(x, w).shape), jnp.float32)
+    for a, b in zip(jax.vjp(ours, x, w)[1](g), jax.vjp(plain, x, w)[1](g)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+    return jax.make_jaxpr(ours)(x, w)
 
 
 @pytest.mark.parametrize("stride, size", [(1, 8), (2, 8), (2, 7)])
@@ -26,13 +58,28 @@ def test_pointwise_conv_equals_lax_conv(stride, size):
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.normal(size=(2, size, size, 5)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(1, 1, 5, 6)), jnp.float32)
-    dims = ("NHWC", "HWIO", "NHWC")
-    plain = lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME", dimension_numbers=dims)
-    ours = lambda x, w: pointwise_conv_general_dilated(x, w, (stride, stride), "SAME", dimension_numbers=dims)
-    np.testing.assert_allclose(ours(x, w), plain(x, w), rtol=1e-5, atol=1e-5)
-    g = jnp.ones(plain(x, w).shape)
-    for a, b in zip(jax.vjp(ours, x, w)[1](g), jax.vjp(plain, x, w)[1](g)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    jaxpr = _conv_pair(x, w, (stride, stride), "SAME")
+    assert "conv_general_dilated" not in str(jaxpr)  # the matrix-product form was taken
+
+
+@pytest.mark.parametrize("padding", ["SAME", ((1, 1), (1, 1))])
+def test_large_3x3_conv_weight_gradient_by_taps_equals_lax_conv(monkeypatch, padding):
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, 7, 6, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32)
+    monkeypatch.setattr(cpu_conv, "TAPS_WEIGHT_GRAD_ABOVE_MACS", 0)  # take the form at this tiny size
+    assert "custom_vjp_call" in str(_conv_pair(x, w, (1, 1), padding))
+    monkeypatch.setattr(cpu_conv, "TAPS_WEIGHT_GRAD_ABOVE_MACS", 1e12)
+    assert "custom_vjp_call" not in str(_conv_pair(x, w, (1, 1), padding))
+
+
+def test_other_convolutions_are_left_to_lax():
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(1, 9, 9, 4)), jnp.float32)
+    for shape, stride, padding in [((3, 3, 4, 2), (2, 2), ((1, 1), (1, 1))), ((7, 7, 4, 2), (2, 2), ((3, 3), (3, 3)))]:
+        w = jnp.asarray(rng.normal(size=shape), jnp.float32)
+        jaxpr = str(_conv_pair(x, w, stride, padding))
+        assert "conv_general_dilated" in jaxpr and "custom_vjp_call" not in jaxpr
 
 
 def test_frozen_batch_norm_is_a_fixed_affine_map():

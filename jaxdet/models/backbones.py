@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdet.errors import ConfigError
-from jaxdet.models.layers import BatchNorm, conv1x1, conv3x3, make_norm, max_pool_3x3_s2
+from jaxdet.models.layers import BatchNorm, Conv, conv1x1, conv3x3, make_norm, max_pool_3x3_s2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,9 +86,7 @@ class ResNet(nn.Module):
     def __call__(self, x, train: bool):
         norm = make_norm(self.norm, train, self.dtype, self.axis_name)
         x = x.astype(self.dtype)
-        x = nn.Conv(
-            self.spec.stem_width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], use_bias=False, dtype=self.dtype
-        )(x)
+        x = Conv(self.spec.stem_width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], use_bias=False, dtype=self.dtype)(x)
         x = nn.relu(norm()(x))
         x = max_pool_3x3_s2(x)  # torchvision's padding
         block = Bottleneck if self.spec.bottleneck else BasicBlock

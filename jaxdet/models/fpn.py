@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdet.models.layers import pointwise_conv_general_dilated
+from jaxdet.models.layers import Conv
 
 
 class FPN(nn.Module):
@@ -31,13 +31,7 @@ class FPN(nn.Module):
         top = max(features)
         backbone_levels = [lvl for lvl in range(self.min_level, self.max_level + 1) if lvl <= top]
         laterals = {
-            lvl: nn.Conv(
-                self.channels,
-                (1, 1),
-                dtype=self.dtype,
-                conv_general_dilated=pointwise_conv_general_dilated,
-                name=f"lateral{lvl}",
-            )(features[lvl])
+            lvl: Conv(self.channels, (1, 1), dtype=self.dtype, name=f"lateral{lvl}")(features[lvl])
             for lvl in backbone_levels
         }
         for lvl in reversed(backbone_levels[:-1]):
@@ -47,7 +41,7 @@ class FPN(nn.Module):
             up = jnp.repeat(jnp.repeat(up, 2, axis=1), 2, axis=2)[:, :h, :w]
             laterals[lvl] = laterals[lvl] + up
         outputs = {
-            lvl: nn.Conv(self.channels, (3, 3), padding="SAME", dtype=self.dtype, name=f"output{lvl}")(laterals[lvl])
+            lvl: Conv(self.channels, (3, 3), padding="SAME", dtype=self.dtype, name=f"output{lvl}")(laterals[lvl])
             for lvl in backbone_levels
         }
         prev = outputs[backbone_levels[-1]]
@@ -57,7 +51,7 @@ class FPN(nn.Module):
             elif self.extra == "conv":
                 x = prev if lvl == backbone_levels[-1] + 1 else nn.relu(prev)
                 # Padding 1 on every side, as torchvision's LastLevelP6P7 (see layers.conv3x3).
-                prev = nn.Conv(self.channels, (3, 3), strides=2, padding=1, dtype=self.dtype, name=f"extra{lvl}")(x)
+                prev = Conv(self.channels, (3, 3), strides=2, padding=1, dtype=self.dtype, name=f"extra{lvl}")(x)
             else:
                 raise ValueError(f"FPN extra={self.extra!r}; valid: 'conv', 'pool'")
             outputs[lvl] = prev
@@ -80,11 +74,11 @@ class PAN(nn.Module):
         pyramid = FPN(self.channels, self.min_level, self.max_level, self.dtype, name="fpn")(features)
         out = {self.min_level: pyramid[self.min_level]}
         for lvl in range(self.min_level + 1, self.max_level + 1):
-            down = nn.Conv(self.channels, (3, 3), strides=2, padding="SAME", dtype=self.dtype, name=f"down{lvl}")(
+            down = Conv(self.channels, (3, 3), strides=2, padding="SAME", dtype=self.dtype, name=f"down{lvl}")(
                 out[lvl - 1]
             )
             merged = nn.relu(pyramid[lvl] + down)
             out[lvl] = nn.relu(
-                nn.Conv(self.channels, (3, 3), padding="SAME", dtype=self.dtype, name=f"merge{lvl}")(merged)
+                Conv(self.channels, (3, 3), padding="SAME", dtype=self.dtype, name=f"merge{lvl}")(merged)
             )
         return out

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdet.errors import ConfigError
+from jaxdet.models import cpu_conv
 
 NORMS = ("batch", "frozen_batch", "group", "none")
 
@@ -91,61 +92,73 @@ def _identity(x):
     return x
 
 
-def pointwise_conv_general_dilated(
-    lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
-    feature_group_count=1, precision=None, **kwargs,
-):  # fmt: skip
-    """`lax.conv_general_dilated` for flax's 1x1 convolutions (NHWC x HWIO) as a matrix product.
-
-    On CPU, XLA runs a 1x1 convolution's gradients as generic convolutions, 1.5-3x slower
-    than the same matrix products (ResNet-50's bottlenecks are two thirds 1x1 convs; see
-    BENCHMARKS.md); a stride s is a subsampling first. Other backends, and any other
-    kernel, keep `lax.conv_general_dilated`.
-    """
-    plain = (
-        jax.default_backend() != "cpu"
-        or rhs.ndim != 4
-        or rhs.shape[:2] != (1, 1)
-        or feature_group_count != 1
-        or any(d != 1 for d in (lhs_dilation or ()))
-        or not (padding == "SAME" or padding == "VALID" or all(p == (0, 0) for p in padding))
-    )
-    if plain:
-        return jax.lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-            feature_group_count, precision=precision, **kwargs,
-        )  # fmt: skip
-    sy, sx = window_strides
-    x = lhs[:, ::sy, ::sx] if (sy, sx) != (1, 1) else lhs  # 1x1 "SAME" pads nothing
-    return jnp.einsum("bhwi,io->bhwo", x, rhs[0, 0], precision=precision)
-
-
+# nn.Conv with the CPU forms of models/cpu_conv.py (same parameters and values; on other
+# backends exactly nn.Conv). Every convolution in jaxdet's models is built from it.
+Conv = functools.partial(nn.Conv, conv_general_dilated=cpu_conv.conv_general_dilated)
 # Symmetric padding 1 (torchvision's), not "SAME": at stride 2 "SAME" pads only the bottom/right
 # and samples a grid shifted by a pixel, so pretrained torchvision weights would not match.
-conv3x3 = functools.partial(nn.Conv, kernel_size=(3, 3), padding=1, use_bias=False)
-conv1x1 = functools.partial(
-    nn.Conv, kernel_size=(1, 1), padding="SAME", use_bias=False, conv_general_dilated=pointwise_conv_general_dilated
-)
+conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding=1, use_bias=False)
+conv1x1 = functools.partial(Conv, kernel_size=(1, 1), padding="SAME", use_bias=False)
 
 
 def max_pool_3x3_s2(x):
-    """ResNet's stem max-pool (3x3, stride 2, padding 1 as torchvision) as the maximum of nine
-    strided slices: same values as `nn.max_pool`, and its gradient is elementwise selects,
-    where XLA:CPU runs reduce_window's (select_and_scatter) ~4x slower (BENCHMARKS.md).
-    Ties share the gradient instead of going to the first maximum; after a ReLU the only
-    common ties are zeros, whose gradient the ReLU drops anyway.
+    """ResNet's stem max-pool (3x3, stride 2, padding 1 as torchvision): [B, H, W, C] ->
+    [B, ceil(H/2), ceil(W/2), C].
+
+    On CPU the maximum of nine strided slices, with its backward written out: the gradient
+    goes to the first maximum of each window (as reduce_window's select_and_scatter does),
+    assembled as four stride-2 phases of the input grid. XLA:CPU runs select_and_scatter
+    ~4x slower, and autodiff of the nine-slice maximum is one fusion recomputing the chain
+    of maxima for every input pixel (105 ms vs 13 ms on 2x256x256x64; BENCHMARKS.md).
     """
     if jax.default_backend() != "cpu":  # measured on XLA:CPU only; elsewhere reduce_window
         return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    b, h, w, c = x.shape
+    return _max_pool_cpu(x)
+
+
+def _max_pool_windows(x):
+    h, w = x.shape[1:3]
     ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
     padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-    out = None
-    for i in range(3):
-        for j in range(3):
-            window = padded[:, i : i + 2 * ho - 1 : 2, j : j + 2 * wo - 1 : 2]
-            out = window if out is None else jnp.maximum(out, window)
-    return out
+    # Window offsets in row-major order, so that "first maximum" means reduce_window's.
+    return [padded[:, i : i + 2 * ho - 1 : 2, j : j + 2 * wo - 1 : 2] for i in range(3) for j in range(3)]
+
+
+def _max_pool_fwd(x):
+    windows = _max_pool_windows(x)
+    out, first = windows[0], jnp.zeros(windows[0].shape, jnp.int8)
+    for k, window in enumerate(windows[1:], start=1):
+        first = jnp.where(window > out, jnp.int8(k), first)
+        out = jnp.maximum(out, window)
+    return out, (first, x.shape)
+
+
+def _max_pool_bwd(res, g):
+    first, (b, h, w, c) = res
+    ho, wo = g.shape[1:3]
+    # Padded input row 2u + p receives window row i = p (p = 1) or i in {0, 2} from output
+    # rows u and u - 1 (p = 0); likewise for columns. shift 1 = from the previous output row.
+    taps = {0: ((0, 0), (2, 1)), 1: ((1, 0),)}
+
+    def shifted(a, rows, cols):
+        return jnp.pad(a, ((0, 0), (rows, 1 - rows), (cols, 1 - cols), (0, 0)))
+
+    phases = []
+    for pr in (0, 1):
+        for pc in (0, 1):
+            total = None
+            for i, si in taps[pr]:
+                for j, sj in taps[pc]:
+                    part = shifted(jnp.where(first == 3 * i + j, g, 0).astype(g.dtype), si, sj)
+                    total = part if total is None else total + part
+            phases.append(total)  # [B, ho + 1, wo + 1, C]
+    grid = jnp.stack(phases).reshape(2, 2, b, ho + 1, wo + 1, c).transpose(2, 3, 0, 4, 1, 5)
+    grid = grid.reshape(b, 2 * ho + 2, 2 * wo + 2, c)
+    return (grid[:, 1 : 1 + h, 1 : 1 + w],)
+
+
+_max_pool_cpu = jax.custom_vjp(lambda x: _max_pool_fwd(x)[0])
+_max_pool_cpu.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))

@@ -28,6 +28,7 @@ from jaxdet.errors import ConfigError
 from jaxdet.models.backbones import ResNet, get_backbone_spec
 from jaxdet.models.fpn import FPN
 from jaxdet.models.heads import common
+from jaxdet.models.layers import Conv
 from jaxdet.ops.roi_align import multilevel_roi_align
 
 HEAD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # torchvision's / detectron2's second-stage deltas
@@ -60,9 +61,9 @@ class RPNHead(nn.Module):
     @nn.compact
     def __call__(self, pyramid: dict[int, Array]) -> tuple[Array, Array]:
         init = nn.initializers.normal(0.01)
-        conv = nn.Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name="conv")
-        obj = nn.Conv(self.num_anchors, (1, 1), kernel_init=init, dtype=self.dtype, name="objectness")
-        box = nn.Conv(4 * self.num_anchors, (1, 1), kernel_init=init, dtype=self.dtype, name="deltas")
+        conv = Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name="conv")
+        obj = Conv(self.num_anchors, (1, 1), kernel_init=init, dtype=self.dtype, name="objectness")
+        box = Conv(4 * self.num_anchors, (1, 1), kernel_init=init, dtype=self.dtype, name="deltas")
         logits, deltas = [], []
         for lvl in sorted(pyramid):
             h = nn.relu(conv(pyramid[lvl]))

@@ -23,7 +23,7 @@ from jaxdet import boxes as box_ops
 from jaxdet.models.backbones import ResNet, get_backbone_spec
 from jaxdet.models.fpn import FPN
 from jaxdet.models.heads import common
-from jaxdet.models.layers import make_norm
+from jaxdet.models.layers import Conv, make_norm
 
 
 class RetinaNetHead(nn.Module):
@@ -44,15 +44,15 @@ class RetinaNetHead(nn.Module):
         # Focal-loss prior: every anchor starts with foreground probability prior_prob.
         bias = -math.log((1 - self.prior_prob) / self.prior_prob)
         cls_convs = [
-            nn.Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name=f"cls_conv{i}")
+            Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name=f"cls_conv{i}")
             for i in range(self.num_convs)
         ]
         box_convs = [
-            nn.Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name=f"box_conv{i}")
+            Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name=f"box_conv{i}")
             for i in range(self.num_convs)
         ]
         # Norms are per level (as torchvision's v2 head) while convs are shared.
-        cls_out = nn.Conv(
+        cls_out = Conv(
             self.num_anchors * self.num_logits,
             (3, 3),
             kernel_init=init,
@@ -60,10 +60,10 @@ class RetinaNetHead(nn.Module):
             dtype=self.dtype,
             name="cls_logits",
         )
-        box_out = nn.Conv(self.num_anchors * 4, (3, 3), kernel_init=init, dtype=self.dtype, name="box_deltas")
+        box_out = Conv(self.num_anchors * 4, (3, 3), kernel_init=init, dtype=self.dtype, name="box_deltas")
         # IoU-aware RetinaNet (Wu et al. 2020): a per-anchor quality logit off the box tower.
         quality_out = (
-            nn.Conv(self.num_anchors, (3, 3), kernel_init=init, dtype=self.dtype, name="quality")
+            Conv(self.num_anchors, (3, 3), kernel_init=init, dtype=self.dtype, name="quality")
             if self.quality_branch
             else None
         )

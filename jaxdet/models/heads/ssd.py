@@ -23,7 +23,7 @@ from jaxdet import assigners, box_coder, losses, postprocess
 from jaxdet import boxes as box_ops
 from jaxdet.models.backbones import ResNet, get_backbone_spec
 from jaxdet.models.heads import common
-from jaxdet.models.layers import make_norm
+from jaxdet.models.layers import Conv, make_norm
 
 
 class SSDModule(nn.Module):
@@ -47,21 +47,21 @@ class SSDModule(nn.Module):
         norm = make_norm(self.backbone_norm, train, self.dtype, self.axis_name)
         x = feats[max(feats)]
         for lvl in range(max(feats) + 1, self.max_level + 1):
-            x = nn.relu(norm()(nn.Conv(self.extra_channels // 2, (1, 1), use_bias=False, dtype=self.dtype)(x)))
-            x = nn.Conv(self.extra_channels, (3, 3), strides=2, padding="SAME", use_bias=False, dtype=self.dtype)(x)
+            x = nn.relu(norm()(Conv(self.extra_channels // 2, (1, 1), use_bias=False, dtype=self.dtype)(x)))
+            x = Conv(self.extra_channels, (3, 3), strides=2, padding="SAME", use_bias=False, dtype=self.dtype)(x)
             feats[lvl] = nn.relu(norm()(x))
         logits, deltas, quality = [], [], []
         for lvl, a in zip(range(self.min_level, self.max_level + 1), self.boxes_per_level):
             f = feats[lvl]
             bsz = f.shape[0]
             logits.append(
-                nn.Conv(a * self.num_logits, (3, 3), dtype=self.dtype, name=f"cls_p{lvl}")(f).reshape(
+                Conv(a * self.num_logits, (3, 3), dtype=self.dtype, name=f"cls_p{lvl}")(f).reshape(
                     bsz, -1, self.num_logits
                 )
             )
-            deltas.append(nn.Conv(a * 4, (3, 3), dtype=self.dtype, name=f"box_p{lvl}")(f).reshape(bsz, -1, 4))
+            deltas.append(Conv(a * 4, (3, 3), dtype=self.dtype, name=f"box_p{lvl}")(f).reshape(bsz, -1, 4))
             if self.quality_branch:
-                quality.append(nn.Conv(a, (3, 3), dtype=self.dtype, name=f"quality_p{lvl}")(f).reshape(bsz, -1))
+                quality.append(Conv(a, (3, 3), dtype=self.dtype, name=f"quality_p{lvl}")(f).reshape(bsz, -1))
         cat = lambda xs: jnp.concatenate(xs, axis=1).astype(jnp.float32)
         out = {"cls_logits": cat(logits), "box_deltas": cat(deltas)}
         if quality:

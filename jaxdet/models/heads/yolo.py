@@ -26,7 +26,7 @@ from jaxdet import boxes as box_ops
 from jaxdet.models.backbones import ResNet, get_backbone_spec
 from jaxdet.models.fpn import PAN
 from jaxdet.models.heads import common
-from jaxdet.models.layers import make_norm
+from jaxdet.models.layers import Conv, make_norm
 
 # exp() of a larger log-distance overflows; no box is 1000/16 strides from its point.
 _MAX_LOG_DISTANCE = math.log(1000.0 / 16)
@@ -47,13 +47,13 @@ class YOLOHead(nn.Module):
     def __call__(self, features: dict[int, Array]) -> dict[str, Array]:
         bias = -math.log((1 - self.prior_prob) / self.prior_prob)
         init = nn.initializers.normal(0.01)
-        conv = lambda name: nn.Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name=name)
+        conv = lambda name: Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name=name)
         cls_convs = [conv(f"cls_conv{i}") for i in range(self.num_convs)]
         box_convs = [conv(f"box_conv{i}") for i in range(self.num_convs)]
         prior = nn.initializers.constant(bias)
-        cls_out = nn.Conv(self.num_logits, (1, 1), bias_init=prior, dtype=self.dtype, name="cls")
-        box_out = nn.Conv(4, (1, 1), kernel_init=init, dtype=self.dtype, name="box")
-        obj_out = nn.Conv(1, (1, 1), bias_init=prior, dtype=self.dtype, name="obj")
+        cls_out = Conv(self.num_logits, (1, 1), bias_init=prior, dtype=self.dtype, name="cls")
+        box_out = Conv(4, (1, 1), kernel_init=init, dtype=self.dtype, name="box")
+        obj_out = Conv(1, (1, 1), bias_init=prior, dtype=self.dtype, name="obj")
         cls_all, box_all, obj_all = [], [], []
         for lvl in sorted(features):
             norm = make_norm(self.norm, True, self.dtype)
