@@ -131,23 +131,29 @@ def test_per_image_gradient():
     check_grads(fn, (features,), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
 
 
-def test_multilevel_gather_and_matrix_forms_agree(monkeypatch):
-    """On CPU, maps above GATHER_ABOVE_PIXELS pool with the gather form: same values and gradients."""
+def test_multilevel_assigned_level_gathers_equal_the_matrix_form(monkeypatch):
+    """On CPU each box is pooled from its own level by gathers; elsewhere every level is pooled
+    in the matrix form and selected: same values and gradients, for boxes of every level."""
     import jax
 
     from jaxdet.ops import roi_align as module
 
     rng = np.random.default_rng(5)
-    pyramid = {lvl: rng.normal(size=(2, 256 // 2**lvl, 256 // 2**lvl, 3)).astype(np.float32) for lvl in (2, 3, 4)}
-    xy = rng.uniform(0, 150, (2, 6, 2))
-    boxes = np.concatenate([xy, xy + rng.uniform(4, 120, (2, 6, 2))], -1).astype(np.float32)
+    pyramid = {lvl: rng.normal(size=(2, 256 // 2**lvl, 250 // 2**lvl, 3)).astype(np.float32) for lvl in (2, 3, 4, 5)}
+    xy = rng.uniform(-10, 200, (2, 12, 2))
+    sides = np.resize([20.0, 60.0, 150.0, 300.0, 600.0], (2, 12, 1)) * rng.uniform(0.8, 1.2, (2, 12, 2))
+    boxes = np.concatenate([xy, xy + sides], -1).astype(np.float32)
+    boxes[0, 0] = [30, 30, 30, 30]  # zero size
+    assert set(np.asarray(module.fpn_levels(boxes.reshape(-1, 4), 2, 5)).tolist()) == {2, 3, 4, 5}
 
-    def run(limit):
-        monkeypatch.setitem(module.GATHER_ABOVE_PIXELS, "cpu", limit)
+    def run(backends):
+        monkeypatch.setattr(module, "ASSIGNED_LEVEL_BACKENDS", backends)
         loss = lambda p: jax.numpy.sum(multilevel_roi_align(p, boxes, 7) ** 2)
         return multilevel_roi_align(pyramid, boxes, 7), jax.grad(loss)(pyramid)
 
-    (matrix, g_matrix), (mixed, g_mixed) = run(10**9), run(48 * 48)  # P2 (64x64) gathers in the second
-    np.testing.assert_allclose(np.asarray(mixed), np.asarray(matrix), rtol=1e-5, atol=1e-5)
+    (matrix, g_matrix), (gathered, g_gathered) = run(()), run(("cpu",))
+    np.testing.assert_allclose(np.asarray(gathered), np.asarray(matrix), rtol=1e-5, atol=1e-5)
     for lvl in pyramid:
-        np.testing.assert_allclose(np.asarray(g_mixed[lvl]), np.asarray(g_matrix[lvl]), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(g_gathered[lvl]), np.asarray(g_matrix[lvl]), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="consecutive pyramid levels"):
+        multilevel_roi_align({2: pyramid[2], 4: pyramid[4]}, boxes, 7)

@@ -49,10 +49,9 @@ def conv_general_dilated(
             sy, sx = window_strides
             x = lhs[:, ::sy, ::sx] if (sy, sx) != (1, 1) else lhs  # a strided 1x1 conv subsamples
             return _pointwise_mm(x, rhs[0, 0], precision)
-        macs = lhs.shape[0] * lhs.shape[1] * lhs.shape[2] * rhs.size
-        if rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1) and pads == ((1, 1), (1, 1)):
-            if macs > TAPS_WEIGHT_GRAD_ABOVE_MACS:
-                return _conv3x3_taps(lhs, rhs, precision)
+        same_3x3 = rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1) and pads == ((1, 1), (1, 1))
+        if same_3x3 and lhs.shape[0] * lhs.shape[1] * lhs.shape[2] * rhs.size > TAPS_WEIGHT_GRAD_ABOVE_MACS:
+            return _conv3x3_taps(lhs, rhs, precision)
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
         feature_group_count, precision=precision, **kwargs,

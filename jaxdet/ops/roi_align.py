@@ -68,25 +68,47 @@ def roi_align(
         raise ValueError(f"sampling_ratio must be positive for static shapes, got {sampling_ratio}")
     features = jnp.asarray(features)
     rois = jnp.asarray(rois, jnp.float32)
-    oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
-    _, height, width, _ = features.shape
-    batch = rois[:, 0].astype(jnp.int32)
+    b, height, width, c = features.shape
+    k = rois.shape[0]
     x1, y1, roi_w, roi_h = _roi_geometry(rois[:, 1:], spatial_scale, aligned)
+    sizes = (jnp.full((k,), height), jnp.full((k,), width), jnp.zeros((k,), jnp.int32))
+    return _bilinear_pool(
+        features.reshape(b, height * width, c), rois[:, 0].astype(jnp.int32), sizes, (x1, y1, roi_w, roi_h),
+        output_size, sampling_ratio,
+    )  # fmt: skip
+
+
+def _bilinear_pool(
+    flat: Array,
+    batch: Array,
+    sizes: tuple[Array, Array, Array],
+    geometry: tuple[Array, Array, Array, Array],
+    output_size: int | tuple[int, int],
+    sampling_ratio: int,
+) -> Array:
+    """RoIAlign by gathers: flat [B, N, C] holds one or more row-major maps; region k reads
+    the map of `sizes` = (height [K], width [K], offset [K] into N) of image batch[k], with
+    `geometry` = (x1, y1, width, height) [K] in that map's pixels. -> [K, oh, ow, C]."""
+    oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
+    height, width, offset = sizes
+    x1, y1, roi_w, roi_h = geometry
     ys = _axis_samples(y1, roi_h, oh, sampling_ratio)  # [K, Ny]
     xs = _axis_samples(x1, roi_w, ow, sampling_ratio)  # [K, Nx]
-    y_lo, y_hi, wy_lo, wy_hi, y_ok = _corners(ys, height)
-    x_lo, x_hi, wx_lo, wx_hi, x_ok = _corners(xs, width)
+    y_lo, y_hi, wy_lo, wy_hi, y_ok = _corners(ys, height[:, None])
+    x_lo, x_hi, wx_lo, wx_hi, x_ok = _corners(xs, width[:, None])
     b = batch[:, None, None]
+    row_start = offset[:, None, None]
     out = 0.0
     for yi, wy in ((y_lo, wy_lo), (y_hi, wy_hi)):
         for xi, wx in ((x_lo, wx_lo), (x_hi, wx_hi)):
-            values = features[b, yi[:, :, None], xi[:, None, :]]  # [K, Ny, Nx, C]
+            index = row_start + yi[:, :, None] * width[:, None, None] + xi[:, None, :]
+            values = flat[b, index]  # [K, Ny, Nx, C]
             out = out + (wy[:, :, None] * wx[:, None, :])[..., None] * values
     ok = (y_ok[:, :, None] & x_ok[:, None, :])[..., None]
     out = jnp.where(ok, out, 0.0)
     k, _, _, c = out.shape
     out = out.reshape(k, oh, sampling_ratio, ow, sampling_ratio, c)
-    return out.mean(axis=(2, 4)).astype(features.dtype)
+    return out.mean(axis=(2, 4)).astype(flat.dtype)
 
 
 def fpn_levels(
@@ -150,12 +172,13 @@ def roi_align_per_image(
     return jnp.einsum("brywc,brxw->bryxc", rows, wx)
 
 
-# Feature maps with more pixels than this pool with the gather form on CPU: the matrix
-# form's cost grows with the map (R x 7 x H x W x C multiply-adds per level), the gather's
-# only with the samples, and XLA:CPU's scatter-add (its gradient) is cheap enough there.
-# Measured on the 512-px Faster R-CNN-R50 step (BENCHMARKS.md). GPUs keep the matrix form
-# at every size: their scatter-adds are the slow part.
-GATHER_ABOVE_PIXELS = {"cpu": 48 * 48}
+# Backends where each box is pooled by gathers from its own level only (one gather and,
+# in the gradient, one scatter-add per box, from the concatenated pyramid). The others
+# pool every box from every level in the matrix form and select: scatter-adds are the slow
+# part on GPUs, while on XLA:CPU the matrix form's cost grows with the map (R x 7 x H x W x C
+# multiply-adds per level: 60 GFLOP at P2 for 1024 RoIs at 512 px) and its gradient is
+# mostly transposes. Measured on the 512-px Faster R-CNN-R50 step (BENCHMARKS.md).
+ASSIGNED_LEVEL_BACKENDS = ("cpu",)
 
 
 def multilevel_roi_align(
@@ -165,24 +188,38 @@ def multilevel_roi_align(
     sampling_ratio: int = 2,
     aligned: bool = True,
 ) -> Array:
-    """RoIAlign from the FPN level each box maps to: pyramid {level: [B, H_l, W_l, C]},
-    boxes [B, R, 4] in image pixels -> [B, R, oh, ow, C]. Every level is pooled for every
-    box and the right one selected, which keeps shapes static (cost x levels)."""
+    """RoIAlign from the FPN level each box maps to (`fpn_levels`): pyramid {level: [B, H_l,
+    W_l, C]} with consecutive levels, boxes [B, R, 4] in image pixels -> [B, R, oh, ow, C]."""
     boxes = jnp.asarray(boxes, jnp.float32)
     levels = sorted(pyramid)
+    if levels != list(range(levels[0], levels[-1] + 1)):
+        raise ValueError(f"multilevel_roi_align needs consecutive pyramid levels, got {levels}")
     assigned = fpn_levels(boxes.reshape(-1, 4), levels[0], levels[-1]).reshape(boxes.shape[:-1])
-    limit = GATHER_ABOVE_PIXELS.get(jax.default_backend())
-    b, r = boxes.shape[:2]
+    if jax.default_backend() in ASSIGNED_LEVEL_BACKENDS:
+        return _pool_assigned_levels(pyramid, boxes, assigned, output_size, sampling_ratio, aligned)
     out = None
     for lvl in levels:
-        feats = pyramid[lvl]
-        if limit is not None and feats.shape[1] * feats.shape[2] > limit:
-            index = jnp.repeat(jnp.arange(b, dtype=jnp.float32), r)[:, None]
-            rois = jnp.concatenate([index, boxes.reshape(-1, 4)], axis=1)
-            pooled = roi_align(feats, rois, output_size, 1.0 / 2**lvl, sampling_ratio, aligned)
-            pooled = pooled.reshape(b, r, *pooled.shape[1:])
-        else:
-            pooled = roi_align_per_image(feats, boxes, output_size, 1.0 / 2**lvl, sampling_ratio, aligned)
+        pooled = roi_align_per_image(pyramid[lvl], boxes, output_size, 1.0 / 2**lvl, sampling_ratio, aligned)
         pick = (assigned == lvl)[..., None, None, None]
         out = jnp.where(pick, pooled, 0.0 if out is None else out)
     return out
+
+
+def _pool_assigned_levels(pyramid, boxes, assigned, output_size, sampling_ratio, aligned) -> Array:
+    """Each box pooled from its assigned level only, by gathers from the levels concatenated
+    into one [B, sum(H_l W_l), C] array: the same values as pooling every level and selecting."""
+    levels = sorted(pyramid)
+    b, r = boxes.shape[:2]
+    c = pyramid[levels[0]].shape[-1]
+    flat = jnp.concatenate([pyramid[lvl].reshape(b, -1, c) for lvl in levels], axis=1)
+    heights = [pyramid[lvl].shape[1] for lvl in levels]
+    widths = [pyramid[lvl].shape[2] for lvl in levels]
+    offsets = [sum(h * w for h, w in zip(heights[:i], widths[:i])) for i in range(len(levels))]
+    which = (assigned - levels[0]).reshape(-1)  # [K] index into levels
+    table = lambda values: jnp.asarray(values, jnp.int32)[which]  # noqa: E731
+    scale = jnp.exp2(-assigned.reshape(-1).astype(jnp.float32))  # 1 / stride, exact
+    geometry = _roi_geometry(boxes.reshape(-1, 4), scale, aligned)
+    batch = jnp.repeat(jnp.arange(b, dtype=jnp.int32), r)
+    sizes = (table(heights), table(widths), table(offsets))
+    pooled = _bilinear_pool(flat, batch, sizes, geometry, output_size, sampling_ratio)
+    return pooled.reshape(b, r, *pooled.shape[1:])
