@@ -10,7 +10,7 @@ with jax 0.10.2 (BENCHMARKS.md):
   same products), and autodiff of the `einsum` form makes it write the incoming gradient
   transposed ([C, pixels]) before the weight-gradient product: ~15 ms per 8 MB map in
   ResNet-50's layer3. The explicit `dot_general(x, g)` over the pixel axis has no
-  transpose: ResNet-50 stages fwd+bwd 842 -> 547 ms (layer1), 843 -> 680 ms (layer3).
+  transpose: ResNet-50 stages fwd+bwd 842 -> 522 ms (layer1), 843 -> 654 ms (layer3).
 - 3x3 stride-1 convolutions with many multiply-adds (RetinaNet's classification conv at
   P3, Faster R-CNN's RPN and FPN convs at P2) compute their weight gradient as nine matrix
   products, one per kernel tap, instead of XLA's weight-gradient convolution, which is
