@@ -50,6 +50,21 @@ def _median_time(fn) -> float:
     return statistics.median(times)
 
 
+def _time_jax(loss, params, *inputs, wrt_inputs: bool = False) -> tuple[float, float]:
+    """Medians of `loss(params, *inputs)` forward, and forward + backward (with respect to
+    the parameters, and the inputs if `wrt_inputs`), both jitted."""
+    fwd = jax.jit(loss)
+    grad = jax.jit(jax.grad(loss, argnums=tuple(range(1 + len(inputs))) if wrt_inputs else 0))
+    return (
+        _median_time(lambda: jax.block_until_ready(fwd(params, *inputs))),
+        _median_time(lambda: jax.block_until_ready(grad(params, *inputs))),
+    )
+
+
+def _dummy_loss(outputs) -> jax.Array:
+    return sum(jnp.mean(o) for o in jax.tree_util.tree_leaves(outputs))
+
+
 def jaxdet_network(batch) -> tuple[float, float]:
     config = retinanet_r50.get_config()
     config.data.image_size, config.train.batch_size = SIZE, BATCH
@@ -58,22 +73,14 @@ def jaxdet_network(batch) -> tuple[float, float]:
     key = jax.random.key(0)
     variables = det.module.init({"params": key, "sampling": key}, images[:1], train=False)
 
-    def forward(params):
+    def loss(params):
         out, _ = det.module.apply(
             {"params": params, "batch_stats": variables["batch_stats"]}, images, train=True, targets=batch,
             rngs={"sampling": key}, mutable=["batch_stats"],
         )  # fmt: skip
-        return out
+        return _dummy_loss(out)
 
-    def dummy_loss(params):
-        return sum(jnp.mean(v) for v in jax.tree_util.tree_leaves(forward(params)))
-
-    fwd, grad = jax.jit(forward), jax.jit(jax.grad(dummy_loss))
-    params = variables["params"]
-    return (
-        _median_time(lambda: jax.block_until_ready(fwd(params))),
-        _median_time(lambda: jax.block_until_ready(grad(params))),
-    )
+    return _time_jax(loss, variables["params"])
 
 
 class _Stage(nn.Module):
@@ -94,20 +101,14 @@ class _Stage(nn.Module):
         return x
 
 
-def _time_jax(module, inputs, wrt_inputs: bool, mutable=("batch_stats",)) -> tuple[float, float]:
+def _time_module(module, inputs, wrt_inputs: bool, mutable=("batch_stats",)) -> tuple[float, float]:
     variables = module.init(jax.random.key(0), inputs)
 
     def loss(params, inputs):
         out, _ = module.apply({**variables, "params": params}, inputs, mutable=list(mutable))
-        return sum(jnp.mean(o) for o in jax.tree_util.tree_leaves(out))
+        return _dummy_loss(out)
 
-    fwd = jax.jit(loss)
-    grad = jax.jit(jax.grad(loss, argnums=(0, 1) if wrt_inputs else 0))
-    params = variables["params"]
-    return (
-        _median_time(lambda: jax.block_until_ready(fwd(params, inputs))),
-        _median_time(lambda: jax.block_until_ready(grad(params, inputs))),
-    )
+    return _time_jax(loss, variables["params"], inputs, wrt_inputs=wrt_inputs)
 
 
 def jaxdet_parts() -> dict[str, tuple[float, float]]:
@@ -115,26 +116,27 @@ def jaxdet_parts() -> dict[str, tuple[float, float]]:
     times = {}
     for name, shape, blocks, width, stride in STAGES:
         x = jnp.asarray(rng.normal(size=shape), jnp.float32)
-        times[name] = _time_jax(_Stage(blocks, width, stride), x, wrt_inputs=blocks > 0)
+        times[name] = _time_module(_Stage(blocks, width, stride), x, wrt_inputs=blocks > 0)
     levels = {
         lvl: jnp.asarray(rng.normal(size=(BATCH, SIZE >> lvl, SIZE >> lvl, 256)), jnp.float32) for lvl in HEAD_LEVELS
     }
-    times["head"] = _time_jax(RetinaNetHead(CLASSES, 9, 4, 256, "none"), levels, wrt_inputs=True, mutable=())
+    times["head"] = _time_module(RetinaNetHead(CLASSES, 9, 4, 256, "none"), levels, wrt_inputs=True, mutable=())
     return times
 
 
-def _time_torch(module, inputs, loss) -> tuple[float, float]:
+def _time_torch(model, forward, loss) -> tuple[float, float]:
+    """Medians of `loss(forward())` without gradients, and with its backward into `model`."""
     import torch
 
     def run(backward: bool) -> None:
-        module.zero_grad()
-        value = loss(module(inputs))
+        model.zero_grad()
+        value = loss(forward())
         if backward:
             value.backward()
 
     with torch.no_grad():
-        forward = _median_time(lambda: run(False))
-    return forward, _median_time(lambda: run(True))
+        no_grad = _median_time(lambda: run(False))
+    return no_grad, _median_time(lambda: run(True))
 
 
 def torchvision_parts() -> dict[str, tuple[float, float]]:
@@ -150,10 +152,11 @@ def torchvision_parts() -> dict[str, tuple[float, float]]:
     times = {}
     for name, (b, h, w, c), blocks, _, _ in STAGES:
         x = torch.randn(b, c, h, w, requires_grad=blocks > 0)
-        times[name] = _time_torch(modules[name], x, lambda out: out.mean())
+        times[name] = _time_torch(modules[name], lambda: modules[name](x), lambda out: out.mean())
     levels = [torch.randn(BATCH, 256, SIZE >> lvl, SIZE >> lvl, requires_grad=True) for lvl in HEAD_LEVELS]
     head_loss = lambda out: out["cls_logits"].mean() + out["bbox_regression"].mean()  # noqa: E731
-    times["head"] = _time_torch(TorchHead(256, 9, CLASSES), levels, head_loss)
+    head = TorchHead(256, 9, CLASSES)
+    times["head"] = _time_torch(head, lambda: head(levels), head_loss)
     return times
 
 
@@ -166,15 +169,8 @@ def torchvision_network(batch) -> tuple[float, float]:
     ).train()
     images = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous() / 255.0
 
-    def step(backward: bool) -> None:
-        out = model.head(list(model.backbone(images).values()))
-        loss = sum(v.float().mean() for v in out.values())
-        if backward:
-            loss.backward()
-
-    with torch.no_grad():
-        forward = _median_time(lambda: step(False))
-    return forward, _median_time(lambda: step(True))
+    forward = lambda: model.head(list(model.backbone(images).values()))  # noqa: E731
+    return _time_torch(model, forward, lambda out: sum(v.float().mean() for v in out.values()))
 
 
 def main() -> None:

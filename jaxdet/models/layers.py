@@ -150,7 +150,7 @@ def _max_pool_bwd(res, g):
             total = None
             for i, si in taps[pr]:
                 for j, sj in taps[pc]:
-                    part = shifted(jnp.where(first == 3 * i + j, g, 0).astype(g.dtype), si, sj)
+                    part = shifted(jnp.where(first == 3 * i + j, g, 0), si, sj)
                     total = part if total is None else total + part
             phases.append(total)  # [B, ho + 1, wo + 1, C]
     grid = jnp.stack(phases).reshape(2, 2, b, ho + 1, wo + 1, c).transpose(2, 3, 0, 4, 1, 5)
