@@ -68,12 +68,11 @@ def _is_plain(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_g
         or bool(kwargs)  # e.g. preferred_element_type: leave it to lax
         or any(d != 1 for d in (lhs_dilation or ()))
         or any(d != 1 for d in (rhs_dilation or ()))
-        or (dimension_numbers is not None and _dimension_numbers(lhs, rhs, dimension_numbers) != _NHWC)
+        or (
+            dimension_numbers is not None
+            and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC
+        )
     )
-
-
-def _dimension_numbers(lhs, rhs, dimension_numbers):
-    return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
 
 
 def _pads(padding, lhs, rhs, window_strides) -> tuple[tuple[int, int], ...]:
