@@ -26,17 +26,18 @@ _OUT = flags.DEFINE_string("out", None, "Output directory.")
 flags.mark_flags_as_required(["config", "out"])
 
 
-def export_split(source: pipeline.Source, images_dir: str, annotations_path: str) -> int:
-    """Writes one split; returns the number of images."""
+def export_split(source, images_dir: str, annotations_path: str) -> int:
+    """Writes one split (a `jaxdet.data.readers` source): the encoded images as they are, and
+    the COCO JSON. Returns the number of images."""
     os.makedirs(images_dir, exist_ok=True)
-    coco = pipeline.coco_ground_truth(source)
-    by_id = {im["id"]: im for im in coco["images"]}
-    for image_id, encoded in zip(source.image_ids, source.images):
+    coco = pipeline.coco_ground_truth(source.annotations())
+    for i, record in enumerate(coco["images"]):
+        encoded = source.raw(i)
         ext = {"JPEG": "jpg", "PNG": "png"}.get(Image.open(io.BytesIO(encoded)).format, "img")
-        name = f"{int(image_id)}.{ext}"
+        name = f"{record['id']}.{ext}"
         with open(os.path.join(images_dir, name), "wb") as f:
             f.write(encoded)
-        by_id[int(image_id)]["file_name"] = name
+        record["file_name"] = name
     os.makedirs(os.path.dirname(annotations_path), exist_ok=True)
     with open(annotations_path, "w") as f:
         json.dump(coco, f)

@@ -34,12 +34,12 @@ def main(argv):
         val_src = sources.load(cfg.data, "eval", log=lines.append)
     names = train_src.class_names
     for split, src in (("train", train_src), ("val", val_src)):
-        stats = inspect.statistics(src)
+        stats = inspect.statistics(src.annotations())
         lines += inspect.report_lines(stats, names, split)
         inspect.plot_statistics(stats, names, out, split)
     d = cfg.data
     augment = dict(crop_prob=d.crop_prob, crop_min=d.crop_min, color_jitter=tuple(d.color_jitter))
-    train = pipeline.Pipeline(train_src, d.image_size, d.max_boxes)
+    train = pipeline.Pipeline(train_src, d.image_size, d.max_boxes, d.workers, d.skip_bad)
 
     def stream():
         return train.train(
@@ -47,14 +47,14 @@ def main(argv):
         )
 
     inspect.draw_samples(next(stream()), names, out, "train_sample", _SAMPLES.value)
-    val = pipeline.Pipeline(val_src, d.image_size, d.max_boxes)
+    val = pipeline.Pipeline(val_src, d.image_size, d.max_boxes, 0, d.skip_bad)
     inspect.draw_samples(next(val.eval(max(_SAMPLES.value, 1))), names, out, "val_sample", _SAMPLES.value)
     if _BATCHES.value:
         ips = inspect.throughput(stream(), _BATCHES.value)
         lines.append(
             f"input pipeline: {ips:.0f} images/s (batch {cfg.train.batch_size}, {d.image_size} px, hflip {d.hflip}, "
             f"scale {d.scale_min}-{d.scale_max}, crop {d.crop_prob}, color_jitter {tuple(d.color_jitter)}, "
-            f"mosaic {d.mosaic_prob}; {os.cpu_count()} CPUs)"
+            f"mosaic {d.mosaic_prob}; {train.workers} input workers, {os.cpu_count()} CPUs)"
         )
     with open(os.path.join(out, "report.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")

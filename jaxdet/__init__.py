@@ -1,8 +1,8 @@
 """jaxdet: object detectors as pure JAX functions, trained by backpropagation.
 
-The package itself imports no TensorFlow: the model, loss and step code runs where only
-JAX is installed (e.g. a GPU benchmark). `jaxdet.data.pipeline` registers the embedded
-TFDS dataset `jaxdet_shapes` when imported.
+The package imports no TensorFlow: training, evaluation and prediction run where only
+JAX is installed (input through Grain, TensorBoard events through tensorboardX). Only
+preparing a TFDS catalogue dataset (its own code) needs TensorFlow.
 """
 
 __version__ = "0.1.0"

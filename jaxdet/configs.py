@@ -23,6 +23,8 @@ from jaxdet.models.layers import NORMS
 
 # Sections whose change makes a checkpoint meaningless (resume refuses them).
 MODEL_SECTIONS = ("model", "data")
+# Fields of those sections that do not change what is trained (a resume may change them freely).
+RESULT_NEUTRAL = ("data.workers",)
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
@@ -97,6 +99,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
             f"config.data.color_jitter={jitter}: need (brightness, contrast, saturation, hue) with the first "
             "three in [0, 1] and hue in [0, 0.5]"
         )
+    if not isinstance(config.data.workers, int):
+        raise ConfigError(f"config.data.workers must be an integer (-1 = automatic), got {config.data.workers!r}")
     if not 0.0 <= config.data.mosaic_prob <= 1.0:
         raise ConfigError(f"config.data.mosaic_prob must be in [0, 1], got {config.data.mosaic_prob}")
     if not 0 < config.data.scale_min <= config.data.scale_max:
@@ -156,7 +160,11 @@ def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: 
         changes, recorded = _changes(old, new), _flatten(old)
         # Fields the recorded config lacks were added to jaxdet since: logged, not refused.
         added = [line for key, line in changes.items() if key not in recorded]
-        model = [(key.split(".")[0] in MODEL_SECTIONS, line) for key, line in changes.items() if key in recorded]
+        model = [
+            (key.split(".")[0] in MODEL_SECTIONS and key not in RESULT_NEUTRAL, line)
+            for key, line in changes.items()
+            if key in recorded
+        ]
         changed = [line for is_model, line in model if is_model]
         others = [line for is_model, line in model if not is_model]
         if changed and not config.train.get("allow_config_change", False):

@@ -6,6 +6,7 @@ workdir resumes from the latest checkpoint (the data stream resumes at the same 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -69,14 +70,14 @@ class Run:
         configs.validate(config, self.mesh.size, jax.process_count())
         runtime.check_processes_agree(configs.fingerprint(config))
         pi, pc = jax.process_index(), jax.process_count()
-        # The whole training split on every process: each takes its slice of every global
-        # batch, so a run's batches do not depend on the number of processes.
+        # The whole training split's annotations on every process; each reads the images of its
+        # slice of every global batch, so a run's batches do not depend on the number of processes.
         self.train_source = sources.load(config.data, "train", log=_log)
         eval_source = sources.load(config.data, "eval", pi, pc, log=_log)
         if config.data.eval_max_images:
             eval_source = eval_source.take(0, config.data.eval_max_images // pc)
         self.eval_source = eval_source
-        self._whole_eval: pipeline.Source | None = None  # multi-process: the unsharded split, for COCO ground truth
+        self._whole_eval = None  # multi-process: the unsharded split's annotations, for COCO ground truth
         self.class_names = model_class_names(self.train_source.class_names, config.model.num_classes)
         self.detector = detectors.build_detector(config, len(self.class_names), train.AXIS)
         self.tx, self.lr = optim.make_optimizer(config.optim, config.train.steps)
@@ -110,25 +111,36 @@ class Run:
         Returns None, having logged nothing, when `interrupt()` turns True between batches."""
         cfg = self.config
         local_bs = cfg.train.eval_batch_size // jax.process_count()
-        data = pipeline.Pipeline(self.eval_source, cfg.data.image_size, cfg.data.max_boxes)
-        results, term_sums, batches = [], {}, 0
-        for local in data.eval(local_bs):
-            if interrupt():
-                _log(f"evaluation at step {step} abandoned (stopping)")
-                return None
-            dets, terms = self.eval_step(state, train.global_batch(self.mesh, local))
-            dets = train.to_host(dets)
-            keys = ("scale", "image_id", "image_mask")
-            host_batch = train.to_host(train.global_batch(self.mesh, {k: local[k] for k in keys}))
-            results += _coco_results(dets, host_batch, host_batch["image_mask"])
-            for k, v in jax.device_get(terms).items():
-                term_sums[k] = term_sums.get(k, 0.0) + float(v)
-            batches += 1
+        data = self.pipeline(self.eval_source)
+        results, term_sums, batches, unreadable = [], {}, 0, set()
+        stream = data.eval(local_bs)
+        try:
+            for local in stream:
+                if interrupt():
+                    _log(f"evaluation at step {step} abandoned (stopping)")
+                    return None
+                dets, terms = self.eval_step(state, train.global_batch(self.mesh, _model_inputs(local)))
+                dets = train.to_host(dets)
+                keys = ("scale", "image_id", "image_mask", "bad_image")
+                host_batch = train.to_host(train.global_batch(self.mesh, {k: local[k] for k in keys}))
+                results += _coco_results(dets, host_batch, host_batch["image_mask"])
+                unreadable |= {int(i) for i in host_batch["image_id"][host_batch["bad_image"] >= 0]}
+                for k, v in jax.device_get(terms).items():
+                    term_sums[k] = term_sums.get(k, 0.0) + float(v)
+                batches += 1
+        finally:
+            stream.close()
         metrics: dict[str, float] = {}
+        if unreadable:
+            _log(
+                f"evaluation at step {step}: {len(unreadable)} unreadable images left out of the metrics "
+                f"(data.skip_bad), image ids {sorted(unreadable)[:10]}"
+            )
         if jax.process_index() == 0:
-            gt = pipeline.coco_ground_truth(self._full_eval_source())
+            gt = pipeline.coco_ground_truth(self._full_eval_table(), leave_out=unreadable)
             metrics, precision = evaluation.evaluate_coco_detailed(gt, results)
             metrics.update(self._write_analysis(gt, results, precision))
+            metrics["unreadable_images"] = len(unreadable)
         metrics.update({f"loss_{k}": v / max(batches, 1) for k, v in term_sums.items()})
         self.writer.write(step, "eval", metrics)
         return metrics
@@ -157,14 +169,23 @@ class Run:
             _log("\n".join(self.error_lines))
             _log(f"(also in {os.path.join(self.workdir, 'eval')}: per_class.md, pr_curves.png, errors.txt)")
 
-    def _full_eval_source(self) -> pipeline.Source:
+    def pipeline(self, source, workers: int | None = None) -> pipeline.Pipeline:
+        d = self.config.data
+        return pipeline.Pipeline(
+            source, d.image_size, d.max_boxes, d.workers if workers is None else workers, d.skip_bad
+        )
+
+    def _full_eval_table(self):
+        """The whole evaluation split's annotations (read once; TFDS records are read for it)."""
+        if self._whole_eval is not None:
+            return self._whole_eval
         if jax.process_count() == 1:
-            return self.eval_source
-        if self._whole_eval is not None:  # loaded once, not at every evaluation
+            self._whole_eval = self.eval_source.annotations()
             return self._whole_eval
         cfg = self.config
         src = sources.load(cfg.data, "eval", log=lambda line: None)
-        self._whole_eval = src.take(0, cfg.data.eval_max_images) if cfg.data.eval_max_images else src
+        src = src.take(0, cfg.data.eval_max_images) if cfg.data.eval_max_images else src
+        self._whole_eval = src.annotations()
         return self._whole_eval
 
     def draw_predictions(self, state: train.TrainState, step: int) -> list[str]:
@@ -173,9 +194,10 @@ class Run:
         n = cfg.train.num_prediction_images
         if n <= 0:
             return []
-        data = pipeline.Pipeline(self.eval_source, cfg.data.image_size, cfg.data.max_boxes)
-        local = next(data.eval(cfg.train.eval_batch_size // jax.process_count()))
-        dets, _ = self.eval_step(state, train.global_batch(self.mesh, local))
+        stream = self.pipeline(self.eval_source, workers=0).eval(cfg.train.eval_batch_size // jax.process_count())
+        local = next(stream)
+        stream.close()
+        dets, _ = self.eval_step(state, train.global_batch(self.mesh, _model_inputs(local)))
         dets = train.to_host(dets)
         out_dir = os.path.join(self.workdir, "predictions")
         paths, pictures = [], []
@@ -238,7 +260,8 @@ def train_and_evaluate(
     paths: list[str] = []
     guard = _NonFiniteGuard(cfg.train.max_nonfinite_steps)
     progress = _Progress(run)
-    with preemption.StopRequests(_log) as stop:
+    # The stream's worker processes end with the loop, however it ends.
+    with preemption.StopRequests(_log) as stop, contextlib.closing(stream):
         for step in range(start, cfg.train.steps):
             batch = progress.batch(next(stream))
             every = cfg.train.term_grad_norms_every
@@ -310,8 +333,7 @@ def _finish(run: Run, ckpts: checkpoint.Checkpoints, best: checkpoint.BestCheckp
 def _train_stream(run: Run, start: int):
     """This process's batches from step `start` on (the same batches whatever the start)."""
     cfg = run.config
-    data = pipeline.Pipeline(run.train_source, cfg.data.image_size, cfg.data.max_boxes)
-    return data.train(
+    return run.pipeline(run.train_source).train(
         cfg.train.batch_size // jax.process_count(),
         cfg.seed,
         start,
@@ -324,6 +346,11 @@ def _train_stream(run: Run, start: int):
         crop_min=cfg.data.crop_min,
         color_jitter=tuple(cfg.data.color_jitter),
     )
+
+
+def _model_inputs(local: dict) -> dict:
+    """The batch fields the steps read (the input pipeline's bookkeeping fields stay on the host)."""
+    return {k: v for k, v in local.items() if k not in ("truncated_boxes", "bad_image")}
 
 
 def _log_eval(step: int, metrics: dict[str, float], seconds: float) -> None:
@@ -342,6 +369,8 @@ class _Progress:
     def __init__(self, run: Run):
         self.run, self.cfg = run, run.config
         self.truncated = 0
+        self.replaced = 0  # examples whose image was unreadable (data.skip_bad): replaced by the next one
+        self.unreadable: set[int] = set()
         self.restart()
 
     def restart(self) -> None:
@@ -352,9 +381,16 @@ class _Progress:
         self.t0 += seconds
 
     def batch(self, local: dict) -> dict:
-        """The global batch for this process's `local` slice; counts boxes lost to max_boxes."""
-        self.truncated += int(local.pop("truncated_boxes").sum())
-        return train.global_batch(self.run.mesh, local)
+        """The global batch for this process's `local` slice; counts boxes lost to max_boxes and
+        unreadable images replaced (each named the first time it is met)."""
+        self.truncated += int(local["truncated_boxes"].sum())
+        bad = local["bad_image"][local["bad_image"] >= 0]
+        self.replaced += len(bad)
+        for index in sorted(set(int(i) for i in bad) - self.unreadable):
+            self.unreadable.add(index)
+            where = self.run.train_source.where(index)
+            _log(f"warning: image {where} is unreadable; replaced by the next readable image (data.skip_bad)")
+        return train.global_batch(self.run.mesh, _model_inputs(local))
 
     def add(self, done: int, step_metrics: dict) -> None:
         cfg = self.cfg.train
@@ -366,9 +402,15 @@ class _Progress:
         dt = time.time() - self.t0
         ips = len(host) * cfg.batch_size / max(dt, 1e-9)
         eta = (cfg.steps - done) * dt / len(host)
-        self.run.writer.write(done, "train", {**avg, "images_per_sec": ips, "truncated_boxes": self.truncated})
+        counts = {"truncated_boxes": self.truncated, "replaced_images": self.replaced}
+        self.run.writer.write(done, "train", {**avg, "images_per_sec": ips, **counts})
         if self.truncated:
-            _log(f"warning: mosaics had {self.truncated} boxes beyond data.max_boxes={self.cfg.data.max_boxes} so far")
+            _log(
+                f"warning: {self.truncated} boxes beyond data.max_boxes={self.cfg.data.max_boxes} were not trained "
+                "on so far (raise data.max_boxes to keep them)"
+            )
+        if self.replaced:
+            _log(f"{self.replaced} examples so far had an unreadable image, replaced (data.skip_bad)")
         _log(
             f"step {done}/{cfg.steps}  loss {avg['loss']:.4f}  cls {avg['classification']:.4f}  "
             f"loc {avg['localization']:.4f}  conf {avg['confidence']:.4f}  lr {avg['learning_rate']:.2e}  "

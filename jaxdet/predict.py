@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from jaxdet import checkpoint, optim, train, visualize
+from jaxdet.data import augment, decode
 from jaxdet.errors import ConfigError
 from jaxdet.models import detectors
 
@@ -33,19 +34,14 @@ def load_run_config(workdir: str) -> tuple[ml_collections.ConfigDict, list[str]]
 
 
 def preprocess(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """uint8 [H, W, 3] -> (float32 [size, size, 3] pixels 0..255, scale = model px / original px).
+    """uint8 [H, W, 3] -> (uint8 [size, size, 3], scale = model px / original px).
 
-    The longer side becomes `size` and the rest is zero padding at the bottom and right,
-    as the evaluation pipeline does (TensorFlow's bilinear resize, the same op).
+    The longer side becomes `size` and the rest is zero padding at the bottom and right:
+    the evaluation pipeline's own functions, so predictions see the pixels evaluation sees.
     """
-    import tensorflow as tf
-
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    new_hw = (round(h * scale), round(w * scale))
-    resized = tf.image.resize(tf.convert_to_tensor(image, tf.float32), new_hw, method="bilinear").numpy()
-    out = np.zeros((size, size, 3), np.float32)
-    out[: new_hw[0], : new_hw[1]] = resized[:size, :size]
+    no_boxes = np.zeros((0, 4), np.float32)
+    resized, _, scale = augment.resize(np.ascontiguousarray(image, np.uint8), no_boxes, size)
+    out, _ = augment.crop_and_pad(resized, no_boxes, size)
     return out, scale
 
 
@@ -100,9 +96,9 @@ def predict_files(predictor: Predictor, paths: list[str], out_dir: str, score_th
     results = []
     for image_id, path in enumerate(paths, start=1):
         try:
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
-        except Exception as e:  # PIL raises many kinds for bad files
+            with open(path, "rb") as f:
+                image = decode.decode_rgb(f.read())  # the decoder training and evaluation use
+        except (OSError, decode.BadImage) as e:
             raise ConfigError(f"cannot read image {path!r}: {e}") from None
         dets = predictor(image)
         keep = dets["scores"] >= score_threshold

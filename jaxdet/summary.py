@@ -1,4 +1,5 @@
-"""Run outputs: `metrics.jsonl` (one JSON object per line) and TensorBoard events.
+"""Run outputs: `metrics.jsonl` (one JSON object per line) and TensorBoard events
+(written with tensorboardX: no TensorFlow; `pip install tensorboard` to view them).
 
 Only process 0 writes; other processes get a writer that does nothing, so callers
 never branch on the process index.
@@ -22,10 +23,10 @@ class MetricWriter:
         self._tb = None
         self.path = os.path.join(workdir, "metrics.jsonl")
         if self.enabled:
-            import tensorflow as tf
+            from tensorboardX import SummaryWriter
 
             os.makedirs(workdir, exist_ok=True)
-            self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
 
     def write(self, step: int, split: str, values: dict[str, Any]) -> None:
         if not self.enabled:
@@ -34,22 +35,15 @@ class MetricWriter:
         row.update({k: float(np.asarray(v)) for k, v in values.items()})
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
-        import tensorflow as tf
-
-        with self._tb.as_default(step=int(step)):
-            for k, v in row.items():
-                if k not in ("step", "split"):
-                    tf.summary.scalar(f"{split}/{k}", v)
-        self._tb.flush()
+        for k, v in row.items():
+            if k not in ("step", "split"):
+                self._tb.add_scalar(f"{split}/{k}", v, int(step))
 
     def write_images(self, step: int, name: str, images: np.ndarray) -> None:
         """uint8 images [N, H, W, 3] to TensorBoard."""
         if not self.enabled:
             return
-        import tensorflow as tf
-
-        with self._tb.as_default(step=int(step)):
-            tf.summary.image(name, images, max_outputs=len(images))
+        self._tb.add_images(name, np.asarray(images, np.uint8), int(step), dataformats="NHWC")
         self._tb.flush()
 
     def close(self) -> None:

@@ -48,7 +48,8 @@ def init_key(seed: int) -> jax.Array:
 
 
 def normalize(images: jax.Array) -> jax.Array:
-    return (images - PIXEL_MEAN) / PIXEL_STD
+    """uint8 (or float) pixels 0..255 [B, H, W, 3] -> float32, ImageNet mean and std removed."""
+    return (images.astype(jnp.float32) - PIXEL_MEAN) / PIXEL_STD
 
 
 def init_state(detector, tx: optax.GradientTransformation, rng: jax.Array, image_size: int, mesh: Mesh) -> TrainState:

@@ -11,13 +11,11 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory) -> str:
-    """A TFDS data dir holding `jaxdet_shapes`, generated once per test session (~20 s)."""
-    import tensorflow_datasets as tfds
-
-    from jaxdet.data import shapes  # noqa: F401  (registers the builder)
+    """A TFDS data dir holding `jaxdet_shapes` (ArrayRecord), generated once per test session (~20 s)."""
+    from jaxdet.data import sources
 
     path = str(tmp_path_factory.mktemp("tfds"))
-    tfds.builder("jaxdet_shapes", data_dir=path).download_and_prepare()
+    sources.tfds_source("jaxdet_shapes", "train", path)  # prepares it, as a run does
     return path
 
 

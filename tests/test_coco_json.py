@@ -45,14 +45,15 @@ def _write_dataset(root, annotations=None, images=None, categories=None):
 def test_loads_boxes_labels_and_reports_repairs(tmp_path):
     ann, img = _write_dataset(tmp_path)
     data, report = load_coco_json(ann, img)
-    assert data.class_names == ["cat", "dog"] and data.category_ids == [3, 7]
-    assert data.image_ids.tolist() == [1, 2, 5]
-    assert data.heights.tolist() == [30, 20, 16] and data.widths.tolist() == [40, 50, 16]
-    np.testing.assert_allclose(data.boxes[0], [[2, 3, 12, 8], [30, 20, 40, 30]])  # second clipped to 40x30
-    assert data.labels[0].tolist() == [1, 0]
-    np.testing.assert_allclose(data.boxes[1], [[5, 5, 15, 15]])
-    np.testing.assert_allclose(data.crowd_boxes[1], [[0, 0, 50, 20]])
-    assert data.boxes[2].shape == (0, 4)  # kept as a negative
+    assert data.class_names == ["cat", "dog"]  # in the order of the category ids (3, 7)
+    assert data.column("image_ids").tolist() == [1, 2, 5]
+    assert data.column("heights").tolist() == [30, 20, 16] and data.column("widths").tolist() == [40, 50, 16]
+    np.testing.assert_allclose(data.boxes(0), [[2, 3, 12, 8], [30, 20, 40, 30]])  # second clipped to 40x30
+    assert data.labels(0).tolist() == [1, 0]
+    np.testing.assert_allclose(data.boxes(1), [[5, 5, 15, 15]])
+    np.testing.assert_allclose(data.crowd(1)[0], [[0, 0, 50, 20]])
+    assert data.boxes(2).shape == (0, 4)  # kept as a negative
+    assert [data.name(i) for i in range(3)] == ["a.png", "b.jpg", "c.jpg"]
     assert report.images == 3 and report.negatives == 1 and report.boxes == 3 and report.crowd_boxes == 1
     assert report.clipped_boxes == 1
     assert report.dropped_boxes == {
@@ -62,25 +63,46 @@ def test_loads_boxes_labels_and_reports_repairs(tmp_path):
     }
     text = "\n".join(report.lines())
     assert "1 boxes dropped: width or height <= 0" in text and "clipped" in text
-    assert Image.open(__import__("io").BytesIO(data.images[1])).format == "JPEG"
 
 
-def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
+def test_corrupt_image_is_found_when_read_and_named_or_replaced_and_counted(tmp_path):
+    """Images are decoded when training reads them, not at start-up: a corrupt file is
+    found then, and named (or, with skip_bad, replaced by the next readable one and counted)."""
+    from jaxdet.data import pipeline, readers
+
     ann, img = _write_dataset(tmp_path)
     with open(os.path.join(img, "b.jpg"), "r+b") as f:  # keep the header, cut the pixels
         f.truncate(60)
-    with pytest.raises(ConfigError, match=r"b\.jpg.*image_id 2.*skip_bad"):
-        load_coco_json(ann, img)
-    data, report = load_coco_json(ann, img, skip_bad=True)
-    assert data.image_ids.tolist() == [1, 5]
-    assert report.skipped_images == [os.path.join(img, "b.jpg")]
-    assert "1 unreadable images skipped" in "\n".join(report.lines())
+    table, report = load_coco_json(ann, img)  # loading reads no pixels
+    assert len(table) == 3 and not report.skipped_images
+    source = readers.FileSource(table, img)
+    stream = pipeline.Pipeline(source, 32, 4).eval(3)
+    with pytest.raises(ConfigError, match=r"image .*b\.jpg is not a readable image.*for evaluation.*skip_bad"):
+        next(stream)
+    batch = next(pipeline.Pipeline(source, 32, 4, skip_bad=True).eval(3))
+    assert batch["image_mask"].tolist() == [True, False, True]  # left out of the metrics...
+    assert batch["bad_image"].tolist() == [-1, 1, -1] and batch["image_id"][1] == 2  # ...and counted by name
+    train = pipeline.Pipeline(source, 32, 4, skip_bad=True).train(batch_size=6, seed=0)
+    first = next(train)  # two epochs of three images: b.jpg twice, each replaced by the next image
+    assert (first["bad_image"] == 1).sum() == 2 and 2 not in first["image_id"].tolist()
+    with pytest.raises(ConfigError, match=r"b\.jpg is not a readable image.*training example"):
+        next(pipeline.Pipeline(source, 32, 4).train(batch_size=6, seed=0))
+
+
+def test_image_of_another_size_than_its_record_is_named(tmp_path):
+    from jaxdet.data import pipeline, readers
+
+    images = [{"id": 1, "file_name": "a.png", "width": 41, "height": 30}]  # the file is 40 x 30
+    ann, img = _write_dataset(tmp_path, images=images, annotations=[])
+    source = readers.FileSource(load_coco_json(ann, img)[0], img)
+    with pytest.raises(ConfigError, match=r"a\.png is 40x30 pixels but its annotation says 41x30"):
+        next(pipeline.Pipeline(source, 32, 4).eval(1))
 
 
 def test_missing_image_file(tmp_path):
     ann, img = _write_dataset(tmp_path)
     os.remove(os.path.join(img, "c.jpg"))
-    with pytest.raises(ConfigError, match=r"c\.jpg.*cannot be read"):
+    with pytest.raises(ConfigError, match=r"c\.jpg.*does not exist"):
         load_coco_json(ann, img)
 
 
@@ -149,13 +171,14 @@ def test_sources_feed_training_and_evaluation(tmp_path):
     config = _config(tmp_path, train_annotations=ann, train_images=img, val_annotations=ann, val_images=img)
     lines = []
     train_src = sources.load(config.data, "train", log=lines.append)
-    assert len(train_src) == 3 and train_src.file_names == ["a.png", "b.jpg", "c.jpg"]
+    assert len(train_src) == 3 and [train_src.table.name(i) for i in range(3)] == ["a.png", "b.jpg", "c.jpg"]
+    assert train_src.table.directory is not None  # memory-mapped: workers share it instead of copying
     assert "3 images (1 without objects" in lines[0]
-    gt = pipeline.coco_ground_truth(train_src)
+    gt = pipeline.coco_ground_truth(train_src.annotations())
     crowd = [a for a in gt["annotations"] if a["iscrowd"]]
     assert len(gt["annotations"]) == 4 and len(crowd) == 1 and crowd[0]["image_id"] == 2
     # Evaluation shards: two processes see disjoint halves covering every image.
     halves = [sources.load(config.data, "eval", p, 2, log=lambda _: None) for p in range(2)]
-    assert sorted(np.concatenate([h.image_ids for h in halves]).tolist()) == [1, 2, 5]
+    assert sorted(np.concatenate([h.table.column("image_ids") for h in halves]).tolist()) == [1, 2, 5]
     batch = next(pipeline.Pipeline(train_src, 32, 4).eval(3))
     assert batch["box_mask"].sum(axis=1).tolist() == [2, 1, 0]  # crowd boxes are not trained on

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxdet.data import pipeline, shapes
+from jaxdet.data import pipeline, readers, shapes
 
 
 def test_generation_is_deterministic_and_varied():
@@ -27,25 +27,32 @@ def test_generation_is_deterministic_and_varied():
     assert min(sides) <= 10 and max(sides) >= 56
 
 
-def test_tfds_load_after_import(tfds_dir):
-    ds = tfds.load("jaxdet_shapes", split="validation", data_dir=tfds_dir)
+def test_embedded_dataset_is_read_with_random_access(tfds_dir):
+    """`jaxdet_shapes` is prepared as ArrayRecord and read per example (tfds.data_source)."""
+    from jaxdet.data import sources
+
     info = tfds.builder("jaxdet_shapes", data_dir=tfds_dir).info
     assert info.splits["train"].num_examples >= 5000
     assert info.splits["validation"].num_examples >= 500
-    ex = next(iter(tfds.as_numpy(ds.take(1))))
-    assert ex["image"].shape == (128, 128, 3)
+    src = sources.tfds_source("jaxdet_shapes", "validation", tfds_dir)
+    ex = src.read(7)  # any example, without reading the ones before it
+    assert ex.image.shape == (128, 128, 3) and ex.image.dtype == np.uint8
+    truth = shapes.generate_example("validation", ex.image_id - 6001)  # ids: 6000 train images, then 1-based
+    np.testing.assert_allclose(ex.boxes, truth["boxes"], atol=1e-3)
+    assert ex.labels.tolist() == truth["labels"].tolist()
+    assert np.abs(ex.image.astype(int) - truth["image"]).mean() < 6  # JPEG quality 92
 
 
 def test_split_expressions_and_a_misspelt_split(tfds_dir):
-    from jaxdet.data.pipeline import load_source
+    from jaxdet.data.sources import tfds_source
     from jaxdet.errors import ConfigError
 
-    assert len(load_source("jaxdet_shapes", "train[:16]", tfds_dir)) == 16
-    assert len(load_source("jaxdet_shapes", "train[:8]+validation[:4]", tfds_dir)) == 12
+    assert len(tfds_source("jaxdet_shapes", "train[:16]", tfds_dir)) == 16
+    assert len(tfds_source("jaxdet_shapes", "train[:8]+validation[:4]", tfds_dir)) == 12
     with pytest.raises(
         ConfigError, match=r"has no split 'trian' \(in 'trian\[:8\]'\); available: \['train', 'validation'\]"
     ):
-        load_source("jaxdet_shapes", "trian[:8]", tfds_dir)
+        tfds_source("jaxdet_shapes", "trian[:8]", tfds_dir)
 
 
 def _square_source(n=6, size=100):
@@ -66,9 +73,7 @@ def _square_source(n=6, size=100):
         images.append(buf.getvalue())
         boxes.append(np.array([[x1, y1, x2, y2]], np.float32))
         labels.append(np.array([i % 3], np.int32))
-    h = np.full(n, size)
-    w = np.array([size + 20 * (i % 2) for i in range(n)])
-    return pipeline.Source(images, boxes, labels, np.arange(1, n + 1), h, w, ["a", "b", "c"])
+    return readers.memory_source(images, boxes, labels, ["a", "b", "c"])
 
 
 def _pixel_box(image):
@@ -89,7 +94,7 @@ def test_augmented_boxes_follow_pixels(crop, jitter):
     checked = 0
     for _ in range(3 if crop == 0 else 6):
         batch = next(it)
-        assert batch["image"].shape == (6, 64, 64, 3) and batch["image"].dtype == np.float32
+        assert batch["image"].shape == (6, 64, 64, 3) and batch["image"].dtype == np.uint8
         assert batch["boxes"].shape == (6, 4, 4) and batch["box_mask"].shape == (6, 4)
         for i in range(6):
             if not batch["box_mask"][i, 0]:
@@ -145,25 +150,26 @@ def test_eval_covers_every_image_once_and_maps_scale():
     assert list(ids) == [1, 2, 3, 4, 5] and mask.sum() == 5
     b = batches[0]
     # Boxes scaled by `scale` back to original pixels are the source boxes.
-    np.testing.assert_allclose(b["boxes"][0, 0] / b["scale"][0], src.boxes[0][0], atol=1e-4)
+    np.testing.assert_allclose(b["boxes"][0, 0] / b["scale"][0], src.table.boxes(0)[0], atol=1e-4)
 
 
-def test_too_many_boxes_are_reported(caplog):
+def test_too_many_boxes_are_counted():
     src = _square_source(n=2)
-    src.boxes[0] = np.tile(src.boxes[0], (3, 1))
-    src.labels[0] = np.zeros(3, np.int32)
-    with caplog.at_level("WARNING"):
-        pipeline.Pipeline(src, image_size=64, max_boxes=2)
-    assert "1 images have more than data.max_boxes=2" in caplog.text
+    src = readers.memory_source(
+        src.images, [np.tile(src.table.boxes(0), (3, 1)), src.table.boxes(1)], [np.zeros(3), [1]], src.class_names
+    )
+    batch = next(pipeline.Pipeline(src, image_size=64, max_boxes=2).eval(2))
+    assert batch["truncated_boxes"].tolist() == [1, 0] and batch["box_mask"].sum() == 3
 
 
 def test_coco_ground_truth():
     src = _square_source(n=2)
-    gt = pipeline.coco_ground_truth(src)
+    gt = pipeline.coco_ground_truth(src.annotations())
     assert len(gt["images"]) == 2 and len(gt["annotations"]) == 2
-    x1, y1, x2, y2 = src.boxes[1][0]
+    x1, y1, x2, y2 = src.table.boxes(1)[0]
     assert gt["annotations"][1]["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1])
-    assert gt["annotations"][1]["category_id"] == src.labels[1][0] + 1
+    assert gt["annotations"][1]["category_id"] == src.table.labels(1)[0] + 1
+    assert len(pipeline.coco_ground_truth(src.annotations(), leave_out={1})["images"]) == 1
 
 
 def test_mosaic_boxes_follow_pixels_and_truncation_is_counted():

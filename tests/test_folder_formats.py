@@ -51,12 +51,12 @@ def test_voc_boxes_classes_difficult_and_negatives(tmp_path):
     names = voc_class_names(root)
     assert names == ["bird", "cat", "dog"]  # from both splits' annotations
     data, report = load_voc(root, "train", names)
-    np.testing.assert_allclose(data.boxes[0], [[0, 0, 10, 20]])  # 1-based -> 0-based corners
-    assert data.labels[0].tolist() == [2]
-    np.testing.assert_allclose(data.crowd_boxes[0], [[4, 4, 40, 25]])  # difficult: ignore region, clipped
-    assert data.boxes[1].shape == (0, 4) and report.negatives == 1 and report.clipped_boxes == 1
+    np.testing.assert_allclose(data.boxes(0), [[0, 0, 10, 20]])  # 1-based -> 0-based corners
+    assert data.labels(0).tolist() == [2]
+    np.testing.assert_allclose(data.crowd(0)[0], [[4, 4, 40, 25]])  # difficult: ignore region, clipped
+    assert data.boxes(1).shape == (0, 4) and report.negatives == 1 and report.clipped_boxes == 1
     val, _ = load_voc(root, "val", names)
-    assert val.labels[0].tolist() == [0] and val.file_names == ["c.jpg"]
+    assert val.labels(0).tolist() == [0] and val.name(0) == "c.jpg"
 
 
 def test_voc_errors_name_the_file(tmp_path):
@@ -91,9 +91,10 @@ def test_yolo_boxes_names_and_negatives(tmp_path):
     root = _yolo(tmp_path, {"train": {"x": "1 0.5 0.5 0.5 0.5\n0 0.95 0.5 0.2 0.2\n", "y": None}, "val": {"z": ""}})
     assert yolo_class_names(root) == ["cat", "dog"]
     data, report = load_yolo(root, "train", ["cat", "dog"])
-    np.testing.assert_allclose(data.boxes[0], [[10, 5, 30, 15], [34, 8, 40, 12]], atol=1e-4)  # second clipped
-    assert data.labels[0].tolist() == [1, 0] and report.clipped_boxes == 1
-    assert data.boxes[1].shape == (0, 4) and report.negatives == 1  # no label file: negative
+    np.testing.assert_allclose(data.boxes(0), [[10, 5, 30, 15], [34, 8, 40, 12]], atol=1e-4)  # second clipped
+    assert data.labels(0).tolist() == [1, 0] and report.clipped_boxes == 1
+    assert data.boxes(1).shape == (0, 4) and report.negatives == 1  # no label file: negative
+    assert data.column("heights").tolist() == [20, 20] and data.column("widths").tolist() == [40, 40]  # headers
     (tmp_path / "data.yaml").write_text("names:\n  0: cat\n  1: dog\n")
     assert yolo_class_names(root) == ["cat", "dog"]
 

@@ -302,8 +302,8 @@ def test_nonfinite_steps_are_counted_and_k_in_a_row_stop_the_run(tfds_dir, tmp_p
 
     def poisoned(self, *args, **kwargs):  # NaN pixels in the batches of steps 2, 4 and 5
         for step, batch in enumerate(original(self, *args, **kwargs), start=args[2] + 1):
+            batch["image"] = batch["image"].astype(np.float32)  # (uint8 holds no NaN; the model takes either)
             if step in (2, 4, 5):
-                batch["image"] = batch["image"].copy()
                 batch["image"][0, 0, 0, 0] = np.nan
             yield batch
 

@@ -25,7 +25,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.val_annotations = ""
     config.data.val_images = ""
     config.data.root = ""  # data.format="voc_xml" or "yolo_txt": the dataset folder
-    config.data.skip_bad = False  # True: unreadable images are skipped and counted, not an error
+    config.data.skip_bad = False  # True: unreadable images are replaced (training) or left out (eval), counted
+    # Input worker processes (decode + augment); -1 = automatic (half the cores, at most 16), 0 = in process.
+    config.data.workers = -1
     config.data.image_size = 128
     config.data.max_boxes = 16
     config.data.hflip = True

@@ -1,19 +1,19 @@
 """What every folder-dataset loader returns, and the checks they share.
 
-A loader reads one split into an `Annotated` (encoded images, xyxy pixel boxes, labels,
-crowd/ignore regions) and a `LoadReport` of everything it repaired or skipped, which the
-trainer prints at start-up: nothing is dropped without being counted.
+A loader reads one split's annotations into an `AnnotationTable` (file names, image
+sizes, xyxy pixel boxes, labels, crowd/ignore regions; no pixels: images are read when
+training asks for them) and a `LoadReport` of everything it repaired or skipped, which
+the trainer prints at start-up: nothing is dropped without being counted.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
+import os
 
-import numpy as np
-from PIL import Image
-
+from jaxdet.data.decode import header_size
+from jaxdet.data.table import AnnotationTable, TableBuilder
 from jaxdet.errors import ConfigError
 
 
@@ -48,70 +48,55 @@ class LoadReport:
         return out
 
 
-@dataclasses.dataclass
 class Annotated:
-    """A split as parallel per-image lists: encoded images, [K_i, 4] xyxy pixel boxes,
-    [K_i] labels 0..C-1, [C_i, 4] crowd/ignore regions (evaluation only) and their labels."""
+    """A split being read: its class names, the dataset's own id of each label (COCO
+    category id, YOLO class) and the `TableBuilder` that collects the images."""
 
-    class_names: list[str]
-    category_ids: list[int]  # the dataset's own id of each label (COCO category id, YOLO class)
-    images: list[bytes] = dataclasses.field(default_factory=list)
-    boxes: list[np.ndarray] = dataclasses.field(default_factory=list)
-    labels: list[np.ndarray] = dataclasses.field(default_factory=list)
-    crowd_boxes: list[np.ndarray] = dataclasses.field(default_factory=list)
-    crowd_labels: list[np.ndarray] = dataclasses.field(default_factory=list)
-    file_names: list[str] = dataclasses.field(default_factory=list)
-    image_ids: list[int] = dataclasses.field(default_factory=list)
-    heights: list[int] = dataclasses.field(default_factory=list)
-    widths: list[int] = dataclasses.field(default_factory=list)
+    def __init__(self, class_names: list[str], category_ids: list[int]):
+        self.class_names, self.category_ids = list(class_names), list(category_ids)
+        self.builder = TableBuilder(self.class_names)
 
-    def add(self, encoded: bytes, name: str, image_id: int, size: tuple[int, int], objects, crowd, report) -> None:
-        """Appends one image. objects / crowd: lists of (xyxy box, label)."""
-        self.images.append(encoded)
-        self.file_names.append(name)
-        self.image_ids.append(int(image_id))
-        self.heights.append(int(size[0]))
-        self.widths.append(int(size[1]))
-        for boxes, labels, items in ((self.boxes, self.labels, objects), (self.crowd_boxes, self.crowd_labels, crowd)):
-            boxes.append(np.asarray([b for b, _ in items], np.float32).reshape(-1, 4))
-            labels.append(np.asarray([lab for _, lab in items], np.int32))
+    def add(self, name: str, image_id: int, size: tuple[int, int], objects, crowd, report) -> None:
+        """Appends one image (file `name` relative to the split's image folder, size (height,
+        width)). objects / crowd: lists of (xyxy box, label)."""
+        self.builder.add(
+            name,
+            image_id,
+            size,
+            [b for b, _ in objects],
+            [lab for _, lab in objects],
+            [b for b, _ in crowd],
+            [lab for _, lab in crowd],
+        )
         report.images += 1
         report.boxes += len(objects)
         report.crowd_boxes += len(crowd)
         report.negatives += not objects
 
-    def done(self, what: str) -> Annotated:
-        """Turns ids and sizes into arrays; a split without a readable image is an error."""
-        if not self.images:
+    def done(self, what: str) -> AnnotationTable:
+        """The split's table; a split without a readable image is an error."""
+        if not len(self.builder):
             raise ConfigError(f"{what}: no readable images")
-        self.image_ids = np.asarray(self.image_ids, np.int64)
-        self.heights, self.widths = np.asarray(self.heights), np.asarray(self.widths)
-        return self
+        return self.builder.build()
 
 
-def _image_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) after a full decode, or None if the file is not a readable image."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()  # decodes every pixel: a truncated file fails here, not mid-training
-            return im.height, im.width
-    except Exception:  # PIL raises many types for bad data
-        return None
+def image_size(
+    path: str, where: str, skip_bad: bool, report: LoadReport, size: tuple[int, int] | None = None
+) -> tuple[int, int] | None:
+    """(height, width) of an image file: `size` when the annotations give it (only the file's
+    existence is checked), else read from the file's header. The pixels are decoded later,
+    when training reads the image (a corrupt file is found and named then).
 
-
-def read_image(path: str, where: str, skip_bad: bool, report: LoadReport) -> tuple[bytes, tuple[int, int]] | None:
-    """(encoded bytes, (height, width)) of an image file after a full decode.
-
-    A missing, unreadable or corrupt file raises ConfigError naming `path` and `where`,
-    or with `skip_bad` is recorded in `report.skipped_images` and gives None.
+    A missing file, or one whose header is unreadable, raises ConfigError naming `path`
+    and `where`, or with `skip_bad` is recorded in `report.skipped_images` and gives None.
     """
-    try:
-        with open(path, "rb") as f:
-            encoded = f.read()
-        size = _image_size(encoded)
-        problem = None if size else "is not a readable image (corrupt or unsupported)"
-    except OSError as e:
-        size, problem = None, f"cannot be read ({e.strerror or e})"
+    if not os.path.isfile(path):
+        problem = "does not exist"
+    elif size is not None:
+        return int(size[0]), int(size[1])
+    else:
+        size = header_size(path)
+        problem = None if size else "is not a readable image (unreadable header)"
     if problem:
         if not skip_bad:
             raise ConfigError(
@@ -120,7 +105,7 @@ def read_image(path: str, where: str, skip_bad: bool, report: LoadReport) -> tup
             )
         report.skipped_images.append(path)
         return None
-    return encoded, size
+    return size
 
 
 def xywh_box(bbox, width: int, height: int, report: LoadReport) -> list[float] | None:

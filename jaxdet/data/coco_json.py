@@ -1,4 +1,4 @@
-"""COCO-format JSON + an image folder -> the in-memory arrays the pipeline trains on.
+"""COCO-format JSON + an image folder -> the annotation table the pipeline trains on.
 
     --config.data.format=coco_json
     --config.data.train_annotations=PATH.json --config.data.train_images=DIR
@@ -8,8 +8,8 @@ Nothing is silently lost. Bad inputs either stop the load with a message naming 
 file and the record, or (where a fix is unambiguous) are repaired and counted in a
 `LoadReport` that the trainer logs at start-up:
 
-- unreadable or corrupt image: an error naming the file; with `skip_bad=True` the image
-  is skipped and counted;
+- missing image: an error naming the file at start-up; a corrupt one when training first
+  decodes it; with `skip_bad=True` either is skipped (replaced) and counted;
 - a box with NaN, or with width or height <= 0: dropped and counted; a box reaching
   outside its image: clipped to it and counted (dropped if nothing is left);
 - crowd annotations (`iscrowd=1`): not trained on, kept for evaluation (COCO's rule);
@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 import os
 
-from jaxdet.data.annotated import Annotated, LoadReport, read_image, xywh_box
+from jaxdet.data.annotated import Annotated, LoadReport, image_size, xywh_box
+from jaxdet.data.table import AnnotationTable
 from jaxdet.errors import ConfigError
 
 
@@ -57,11 +58,14 @@ def _field(record: dict, key: str, where: str):
     return record[key]
 
 
-def load_coco_json(annotations: str, images_dir: str, skip_bad: bool = False) -> tuple[Annotated, LoadReport]:
+def load_coco_json(annotations: str, images_dir: str, skip_bad: bool = False) -> tuple[AnnotationTable, LoadReport]:
     """Reads a COCO detection JSON and its images (see the module docstring for the rules).
 
-    Boxes come back as xyxy pixels of the stored image; labels are 0..C-1 in the order of
-    increasing category id (`category_ids[label]` maps back).
+    Returns (table, report). Boxes are xyxy pixels of the stored image, whose
+    size is the record's `height` / `width` (the file's header when absent; a file that
+    disagrees is found when training decodes it); labels are 0..C-1 in the order of
+    increasing category id. Images are not read here,
+    only checked to exist.
     """
     data = _read_json(annotations)
     report = LoadReport(source=annotations)
@@ -89,15 +93,20 @@ def load_coco_json(annotations: str, images_dir: str, skip_bad: bool = False) ->
         image_id = int(im["id"])
         name = str(_field(im, "file_name", f"{annotations}: image {image_id}"))
         path = os.path.join(images_dir, name)
-        read = read_image(path, f"image_id {image_id} in {annotations}", skip_bad, report)
-        if read is None:
+        recorded = (
+            (im["height"], im["width"])
+            if isinstance(im.get("height"), int) and isinstance(im.get("width"), int)
+            else None
+        )
+        size = image_size(path, f"image_id {image_id} in {annotations}", skip_bad, report, recorded)
+        if size is None:
             continue
-        encoded, (height, width) = read
+        height, width = size
         objects, crowd = [], []
         for ann in per_image.get(image_id, []):
             box = xywh_box(ann.get("bbox"), width, height, report)
             if box is not None:
                 item = (box, label_of[int(ann["category_id"])])
                 (crowd if int(ann.get("iscrowd", 0)) else objects).append(item)
-        out.add(encoded, name, image_id, (height, width), objects, crowd, report)
+        out.add(name, image_id, (height, width), objects, crowd, report)
     return out.done(f"{annotations} (images in {images_dir!r})"), report

@@ -11,22 +11,22 @@ import numpy as np
 from jaxdet import visualize
 
 
-def statistics(source) -> dict:
-    """Counts of a `pipeline.Source`: images, boxes per image, classes, box sizes (sqrt area, px)."""
-    per_image = np.asarray([len(b) for b in source.boxes])
-    labels = np.concatenate([np.asarray(lab, np.int64) for lab in source.labels]) if len(source) else np.zeros(0)
-    boxes = np.concatenate([b.reshape(-1, 4) for b in source.boxes]) if len(source) else np.zeros((0, 4))
+def statistics(table) -> dict:
+    """Counts of a split's `AnnotationTable`: images, boxes per image, classes, box sizes (sqrt area, px)."""
+    per_image = table.box_counts()
+    start, stop = table.arrays["box_start"][table.lo], table.arrays["box_start"][table.hi]
+    boxes, labels = np.asarray(table.arrays["boxes"][start:stop]), np.asarray(table.arrays["labels"][start:stop])
     sizes = np.sqrt(np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0))
-    crowd = sum(len(c) for c in source.crowd_boxes) if source.crowd_boxes is not None else 0
+    crowd = table.arrays["crowd_start"]
     return {
-        "images": len(source),
+        "images": len(table),
         "negatives": int((per_image == 0).sum()),
         "boxes": int(per_image.sum()),
-        "crowd_boxes": int(crowd),
+        "crowd_boxes": int(crowd[table.hi] - crowd[table.lo]),
         "boxes_per_image": per_image,
-        "class_counts": np.bincount(labels, minlength=len(source.class_names)),
+        "class_counts": np.bincount(labels, minlength=len(table.class_names)),
         "box_sizes": sizes,
-        "image_sizes": np.stack([source.heights, source.widths], axis=1),
+        "image_sizes": np.stack([table.column("heights"), table.column("widths")], axis=1),
     }
 
 

@@ -1,229 +1,234 @@
-"""tfds -> tf.data -> fixed-shape numpy batches, with a data order that is a pure function of (seed, step).
+"""Random-access source -> Grain -> fixed-shape numpy batches, in an order that is a pure
+function of (seed, global example position).
 
-Each process loads its own shard of a split (`tfds.even_splits`) into memory as
-encoded images plus annotations, then streams examples by global position k:
-epoch = k // n, the example is a seeded permutation (`index_shuffle`) of the epoch,
-and the augmentation draws use stateless ops seeded by (seed, k). So the batches after
-step s are the same whether the run started at 0 or resumed at s.
+The training stream's k-th global example is, with n images, image
+`permutation(seed, k // n)[k % n]`, augmented with draws from
+`np.random.default_rng([seed, purpose, k])`. Step s's global batch is positions
+s*G .. s*G + G - 1 and process p reads (and decodes) only its slice
+p*B .. (p+1)*B - 1 of it, so the batches after step s are the same whether the run
+started at 0 or resumed at s, and whatever the number of processes. Grain maps that
+function over the positions: `data.workers` processes each build whole batches
+(decode, augment, pad), handed over in order through shared memory.
 
 Batches (per process) are dicts of numpy arrays:
-  image [B, S, S, 3] float32 pixels 0..255; boxes [B, M, 4] float32 xyxy pixels;
-  labels [B, M] int32; box_mask [B, M] bool; image_mask [B] bool (False: padding
-  added to fill the last evaluation batch); image_id [B] int64; scale [B] float32
-  (resized / original pixels).
+  image [B, S, S, 3] uint8 RGB; boxes [B, M, 4] float32 xyxy pixels; labels [B, M] int32;
+  box_mask [B, M] bool; image_mask [B] bool (False: padding that fills the last
+  evaluation batch, or an unreadable image left out with data.skip_bad); image_id [B]
+  int64; scale [B] float32 (resized / original pixels); truncated_boxes [B] int32 (boxes
+  beyond M, not trained on); bad_image [B] int64 (the index of an unreadable image this
+  example replaced or left out with data.skip_bad, else -1).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
+import time
 from collections.abc import Iterator
 
+import grain
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
-from absl import logging
+from absl import flags
 
-from jaxdet.data import shapes as _shapes  # noqa: F401  (registers `jaxdet_shapes` with TFDS)
+from jaxdet.data import augment
+from jaxdet.data.decode import BadImage
+from jaxdet.data.table import AnnotationTable
 from jaxdet.errors import ConfigError
 
-# tf.data only feeds the host; keep TensorFlow off any accelerator JAX will use.
-tf.config.set_visible_devices([], "GPU")
+# With data.skip_bad, an unreadable image is replaced by the next readable one in the split;
+# this many unreadable images in a row means the data (or its mount) is broken, not one file.
+MAX_REPLACEMENTS = 64
 
 
-@dataclasses.dataclass
-class Source:
-    """A split (or one process's shard of it), in memory. boxes[i]: [K_i, 4] xyxy original pixels."""
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Training augmentation, applied per example (see README: flip, scale jitter, crop, colour, mosaic)."""
 
-    images: list[bytes]
-    boxes: list[np.ndarray]
-    labels: list[np.ndarray]
-    image_ids: np.ndarray
-    heights: np.ndarray
-    widths: np.ndarray
-    class_names: list[str]
-    # Optional per image: crowd regions (evaluation only, COCO's iscrowd) and file names.
-    crowd_boxes: list[np.ndarray] | None = None
-    crowd_labels: list[np.ndarray] | None = None
-    file_names: list[str] | None = None
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def take(self, lo: int, hi: int) -> Source:
-        """Images lo..hi-1 with all their per-image fields (crowd regions and names included)."""
-        part = lambda x: None if x is None else x[lo:hi]  # noqa: E731
-        return dataclasses.replace(
-            self,
-            **{f.name: part(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "class_names"},
-        )
+    hflip: bool = True
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    mosaic_prob: float = 0.0
+    crop_prob: float = 0.0
+    crop_min: float = 0.5
+    color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
-def load_source(
-    name: str, split: str, data_dir: str | None = None, process_index: int = 0, process_count: int = 1
-) -> Source:
-    """Loads this process's shard of a TFDS detection split (features `image`, `objects/bbox|label`).
+def default_workers() -> int:
+    """Input worker processes when data.workers < 0: half the cores (the rest run the step), at most 16."""
+    return max(1, min(16, (os.cpu_count() or 2) // 2))
 
-    The dataset is built on first use (for `jaxdet_shapes`, in seconds, offline).
-    """
-    builder = tfds.builder(name, data_dir=data_dir)
-    builder.download_and_prepare()
-    # (An empty split list means the metadata is not known yet, as under tfds.testing.mock_data.)
-    # TFDS split expressions are allowed ("train[:10%]", "train[:512]+validation"): each part's name is checked.
-    unknown = [p.split("[")[0].strip() for p in split.split("+") if p.split("[")[0].strip() not in builder.info.splits]
-    if builder.info.splits and unknown:
+
+class _Examples:
+    """Picklable: global position k -> one finished example (runs in the input workers)."""
+
+    def __init__(self, source, image_size: int, max_boxes: int, seed: int, aug: Augmentation, skip_bad: bool):
+        self.source, self.size, self.max_boxes = source, image_size, max_boxes
+        self.seed, self.aug, self.skip_bad = int(seed) & 0xFFFFFFFF, aug, skip_bad
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_perm": None}
+
+    def index(self, k: int) -> int:
+        """The image at global position k: epoch k // n's seeded permutation of the split."""
+        n = len(self.source)
+        epoch = k // n
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, 0, epoch]).permutation(n))
+        return int(self._perm[1][k % n])
+
+    def _rng(self, purpose: int, k: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, purpose, k])
+
+    def read(self, idx: int, why: str):
+        """(Example, index of the unreadable image it replaces or -1). Raises ConfigError
+        naming the file when the image is unreadable and data.skip_bad is off."""
+        n, bad = len(self.source), -1
+        for attempt in range(MAX_REPLACEMENTS + 1):
+            j = (idx + attempt) % n
+            try:
+                return self.source.read(j), bad
+            except BadImage as e:
+                if not self.skip_bad:
+                    raise ConfigError(
+                        f"image {self.source.where(j)} {e} (found when reading it for {why}); fix or remove it, "
+                        "or set --config.data.skip_bad=True to replace such images by the next readable one "
+                        "(counted in the logs and metrics.jsonl)"
+                    ) from None
+                bad = j if bad < 0 else bad
         raise ConfigError(
-            f"dataset {name!r} has no split {unknown[0]!r} (in {split!r}); available: {sorted(builder.info.splits)} "
-            "(slices such as 'train[:10%]' or 'train[:512]' work too)"
+            f"{MAX_REPLACEMENTS + 1} unreadable images in a row from {self.source.where(idx)} on: "
+            "is the image folder complete and readable?"
         )
-    shard = tfds.even_splits(split, process_count)[process_index]
-    ds = builder.as_dataset(split=shard, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
 
-    def shape_of(ex):
-        ex["shape"] = tf.shape(tf.io.decode_image(ex["image"], channels=3, expand_animations=False))
-        return ex
+    def _augmented(self, ex, rng: np.random.Generator):
+        """One example cropped, resized (scale jitter), colour-jittered, padded and maybe flipped."""
+        a = self.aug
+        image, boxes = ex.image, ex.boxes
+        draw, crop_draw, color_draw = rng.random(4), rng.random(5), rng.random(4)
+        if a.crop_prob > 0 and crop_draw[4] < a.crop_prob:
+            image, boxes = augment.random_crop(image, boxes, crop_draw[:4], a.crop_min)
+        lo, hi = a.scale_range
+        image, boxes, scale = augment.resize(image, boxes, self.size, lo + (hi - lo) * draw[0])
+        if any(a.color_jitter):
+            image = augment.color_jitter(image, color_draw, *a.color_jitter)
+        image, boxes = augment.crop_and_pad(image, boxes, self.size, draw[1], draw[2])
+        if a.hflip and draw[3] < 0.5:
+            image, boxes = augment.hflip(image, boxes)
+        return image, boxes, ex.labels, scale
 
-    ds = ds.map(shape_of, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    objects = builder.info.features["objects"]
-    # Regions not trained on and ignored by the evaluation: COCO's crowds, VOC's difficult.
-    ignore_key = next((k for k in ("is_crowd", "is_difficult") if k in objects.feature), None)
-    images, boxes, labels, ids, heights, widths, crowd_boxes, crowd_labels = ([] for _ in range(8))
-    for i, ex in enumerate(tfds.as_numpy(ds)):
-        h, w = int(ex["shape"][0]), int(ex["shape"][1])
-        yxyx = np.asarray(ex["objects"]["bbox"], np.float32).reshape(-1, 4)
-        xyxy = np.stack([yxyx[:, 1] * w, yxyx[:, 0] * h, yxyx[:, 3] * w, yxyx[:, 2] * h], axis=1)
-        label = np.asarray(ex["objects"]["label"], np.int32).reshape(-1)
-        ignore = np.zeros(len(label), bool)
-        if ignore_key:
-            ignore = np.asarray(ex["objects"][ignore_key], bool).reshape(-1)
-        boxes.append(xyxy[~ignore])
-        labels.append(label[~ignore])
-        crowd_boxes.append(xyxy[ignore])
-        crowd_labels.append(label[ignore])
-        images.append(ex["image"])
-        ids.append(int(ex["image/id"]) if "image/id" in ex else i + 1)
-        heights.append(h)
-        widths.append(w)
-    class_names = list(objects["label"].names)
-    return Source(
-        images,
-        boxes,
-        labels,
-        np.asarray(ids, np.int64),
-        np.asarray(heights),
-        np.asarray(widths),
-        class_names,
-        crowd_boxes,
-        crowd_labels,
-    )
+    def train(self, k: int) -> dict[str, np.ndarray]:
+        idx = self.index(k)
+        why = f"training example {k}"
+        ex, bad = self.read(idx, why)
+        if self.aug.mosaic_prob > 0 and self._rng(8, k).random() < self.aug.mosaic_prob:
+            others = self._rng(2, k).integers(0, len(self.source), 3)
+            tiles = [self._augmented(ex, self._rng(3, k))]
+            for j, other in enumerate(others):
+                tile_ex, tile_bad = self.read(int(other), why)
+                bad = tile_bad if bad < 0 else bad
+                tiles.append(self._augmented(tile_ex, self._rng(4 + j, k)))
+            corner = self._rng(7, k).uniform(0.25, 0.75, 2)
+            image, boxes, labels = augment.mosaic([t[:3] for t in tiles], self.size, corner)
+            scale = tiles[0][3]
+        else:
+            image, boxes, labels, scale = self._augmented(ex, self._rng(1, k))
+        return self.finish(image, boxes, labels, ex.image_id, scale, True, bad)
 
+    def eval(self, k: int) -> dict[str, np.ndarray]:
+        """Example k of the split (k >= n: padding, image_mask False), resized and padded."""
+        n = len(self.source)
+        idx = min(k, n - 1)
+        try:
+            ex = self.source.read(idx)
+        except BadImage as e:
+            if not self.skip_bad:
+                raise ConfigError(
+                    f"image {self.source.where(idx)} {e} (found when reading it for evaluation); fix or remove "
+                    "it, or set --config.data.skip_bad=True to leave such images out of the metrics (counted)"
+                ) from None
+            blank = np.zeros((self.size, self.size, 3), np.uint8)
+            no_boxes = np.zeros((0, 4), np.float32), np.zeros(0, np.int32)
+            return self.finish(blank, *no_boxes, self.source.image_id(idx), 1.0, False, idx)
+        image, boxes, scale = augment.resize(ex.image, ex.boxes, self.size)
+        image, boxes = augment.crop_and_pad(image, boxes, self.size)
+        return self.finish(image, boxes, ex.labels, ex.image_id, scale, k < n, -1)
 
-def _padded_annotations(source: Source, max_boxes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[n, M, 4] boxes, [n, M] labels, [n] counts; more than max_boxes is reported, not hidden."""
-    n = len(source)
-    boxes = np.zeros((n, max_boxes, 4), np.float32)
-    labels = np.zeros((n, max_boxes), np.int32)
-    counts = np.zeros((n,), np.int32)
-    truncated_images = truncated_boxes = 0
-    for i, (b, lab) in enumerate(zip(source.boxes, source.labels)):
-        k = min(len(b), max_boxes)
-        if len(b) > max_boxes:
-            truncated_images += 1
-            truncated_boxes += len(b) - max_boxes
-        boxes[i, :k], labels[i, :k], counts[i] = b[:k], lab[:k], k
-    if truncated_boxes:
-        logging.warning(
-            "%d images have more than data.max_boxes=%d boxes; %d boxes beyond the limit are not "
-            "used for training (raise data.max_boxes to keep them).",
-            truncated_images,
-            max_boxes,
-            truncated_boxes,
-        )
-    return boxes, labels, counts
-
-
-def _resize_and_pad(image, boxes, size: int, scale_factor, offset_x=0.0, offset_y=0.0):
-    """Resizes so the longer side is size*scale_factor, crops at the offsets, pads to size."""
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = size * scale_factor / tf.reduce_max(shape)
-    new_hw = tf.cast(tf.round(shape * scale), tf.int32)
-    image = tf.image.resize(image, new_hw, method="bilinear")
-    ox = tf.cast(tf.round(offset_x * tf.maximum(tf.cast(new_hw[1] - size, tf.float32), 0.0)), tf.int32)
-    oy = tf.cast(tf.round(offset_y * tf.maximum(tf.cast(new_hw[0] - size, tf.float32), 0.0)), tf.int32)
-    image = image[oy : oy + size, ox : ox + size]
-    image = tf.image.pad_to_bounding_box(image, 0, 0, size, size)
-    shift = tf.cast(tf.stack([ox, oy, ox, oy]), tf.float32)
-    boxes = boxes * scale - shift
-    boxes = tf.clip_by_value(boxes, 0.0, float(size))
-    return image, boxes, scale
+    def finish(self, image, boxes, labels, image_id, scale, image_ok, bad) -> dict[str, np.ndarray]:
+        """Pads the boxes to max_boxes; a box squeezed below one pixel no longer shows an object."""
+        wh = boxes[:, 2:] - boxes[:, :2]
+        keep = (wh[:, 0] >= 1.0) & (wh[:, 1] >= 1.0)
+        boxes, labels = boxes[keep], labels[keep]
+        m, k = self.max_boxes, min(len(boxes), self.max_boxes)
+        out_boxes = np.zeros((m, 4), np.float32)
+        out_labels = np.zeros((m,), np.int32)
+        out_boxes[:k], out_labels[:k] = boxes[:k], labels[:k]
+        return {
+            "image": image,
+            "boxes": out_boxes,
+            "labels": out_labels,
+            "box_mask": np.arange(m) < k,
+            "image_mask": np.bool_(image_ok),
+            "image_id": np.int64(image_id),
+            "scale": np.float32(scale),
+            "truncated_boxes": np.int32(len(boxes) - k),
+            "bad_image": np.int64(bad),
+        }
 
 
-def _random_crop(image, boxes, draw, min_fraction: float):
-    """A window of U(min_fraction, 1) of each side at a uniform position; boxes are shifted
-    and clipped to it (one left wholly outside becomes empty and is dropped by `_finish`)."""
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    frac = min_fraction + (1.0 - min_fraction) * draw[:2]
-    crop_hw = tf.maximum(tf.round(shape * frac), 1.0)
-    y0, x0 = tf.floor(draw[2] * (shape[0] - crop_hw[0])), tf.floor(draw[3] * (shape[1] - crop_hw[1]))
-    iy0, ix0 = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
-    ih, iw = tf.cast(crop_hw[0], tf.int32), tf.cast(crop_hw[1], tf.int32)
-    image = image[iy0 : iy0 + ih, ix0 : ix0 + iw]
-    boxes = boxes - tf.stack([x0, y0, x0, y0])
-    limit = tf.stack([crop_hw[1], crop_hw[0], crop_hw[1], crop_hw[0]])
-    return image, tf.clip_by_value(boxes, 0.0, limit)
+def _watch_parent(worker_index: int, worker_count: int) -> None:
+    """In each input worker: exit when the trainer is gone (e.g. kill -9), instead of
+    lingering with its shared memory. Polls the parent pid once a second."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="jaxdet-parent-watch").start()
 
 
-def _color_jitter(image, draw, brightness: float, contrast: float, saturation: float, hue: float):
-    """torchvision's ColorJitter factors: brightness and contrast x U(1-b, 1+b), saturation
-    x U(1-s, 1+s), hue + U(-h, h) (fraction of a turn). Pixels 0..255 in and out."""
-    x = image / 255.0
-    if brightness:
-        x = x * (1.0 - brightness + 2.0 * brightness * draw[0])
-    if contrast:
-        mean = tf.reduce_mean(tf.image.rgb_to_grayscale(x))
-        x = (x - mean) * (1.0 - contrast + 2.0 * contrast * draw[1]) + mean
-    if saturation:
-        x = tf.image.adjust_saturation(tf.clip_by_value(x, 0.0, 1.0), 1.0 - saturation + 2.0 * saturation * draw[2])
-    if hue:
-        x = tf.image.adjust_hue(tf.clip_by_value(x, 0.0, 1.0), -hue + 2.0 * hue * draw[3])
-    return tf.clip_by_value(x, 0.0, 1.0) * 255.0
+class Batches(Iterator):
+    """Iterates a Grain pipeline; maps a dead input worker to an error that names the batch's images."""
+
+    def __init__(self, dataset: grain.MapDataset, workers: int, describe):
+        self._describe = describe  # batch number -> the images it holds (for error messages)
+        self._count = 0
+        ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
+        if workers > 0:
+            if not flags.FLAGS.is_parsed():  # Grain reads its absl flags; outside an absl main (tests,
+                flags.FLAGS.mark_as_parsed()  # notebooks) they keep their defaults
+            options = grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2)
+            ds = ds.mp_prefetch(options, worker_init_fn=_watch_parent)
+        self._it = iter(ds)
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        try:
+            batch = next(self._it)
+        except RuntimeError as e:
+            if "terminated unexpectedly" not in str(e):
+                raise
+            raise RuntimeError(
+                f"an input worker process died ({e}) while preparing batch {self._count} "
+                f"({self._describe(self._count)}); if it was killed for memory, lower --config.data.workers"
+            ) from e
+        self._count += 1
+        return batch
+
+    def close(self) -> None:
+        close = getattr(self._it, "close", None)
+        if close:
+            close()
 
 
 class Pipeline:
-    """Builds train and eval streams for one process's shard of a split."""
+    """Train and eval streams over a random-access source (see the module docstring)."""
 
-    def __init__(self, source: Source, image_size: int, max_boxes: int):
-        self.source = source
-        self.image_size = image_size
-        self.max_boxes = max_boxes
-        boxes, labels, counts = _padded_annotations(source, max_boxes)
-        self._images = tf.constant(source.images, tf.string)
-        self._boxes = tf.constant(boxes)
-        self._labels = tf.constant(labels)
-        self._counts = tf.constant(counts)
-        self._ids = tf.constant(source.image_ids)
-
-    def _example(self, idx):
-        image = tf.io.decode_image(self._images[idx], channels=3, expand_animations=False)
-        image = tf.cast(image, tf.float32)
-        image.set_shape([None, None, 3])
-        mask = tf.range(self.max_boxes) < self._counts[idx]
-        return image, self._boxes[idx], self._labels[idx], mask
-
-    def _finish(self, image, boxes, labels, mask, image_id, scale, image_ok=True):
-        # A box squeezed below one pixel by cropping no longer shows an object.
-        wh = boxes[:, 2:] - boxes[:, :2]
-        mask = mask & (wh[:, 0] >= 1.0) & (wh[:, 1] >= 1.0)
-        boxes = tf.where(mask[:, None], boxes, 0.0)
-        labels = tf.where(mask, labels, 0)
-        return {
-            "image": tf.ensure_shape(image, [self.image_size, self.image_size, 3]),
-            "boxes": boxes,
-            "labels": labels,
-            "box_mask": mask,
-            "image_mask": tf.convert_to_tensor(image_ok),
-            "image_id": image_id,
-            "scale": tf.cast(scale, tf.float32),
-        }
+    def __init__(self, source, image_size: int, max_boxes: int, workers: int = 0, skip_bad: bool = False):
+        self.source, self.image_size, self.max_boxes = source, image_size, max_boxes
+        self.workers = default_workers() if workers < 0 else workers
+        self.skip_bad = skip_bad
 
     def train(
         self,
@@ -239,147 +244,70 @@ class Pipeline:
         crop_prob: float = 0.0,
         crop_min: float = 0.5,
         color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
-    ) -> Iterator[dict[str, np.ndarray]]:
+    ) -> Batches:
         """Endless augmented batches for steps start_step, start_step + 1, ... (per process).
 
         `batch_size` is this process's share of the global batch (global = batch_size x
-        process_count). Step s's global batch is examples s*G .. s*G + G - 1 of the seeded
-        stream, and process p takes its slice p*batch_size .. (p+1)*batch_size - 1: so the
-        global batch, hence training, is the same for any number of processes (the source
-        must then be the whole split on every process).
-
-        With probability `mosaic_prob` an example is a mosaic (YOLOv4): four augmented
-        images tiled 2x2 and an image-sized window cropped around the centre. Batches
-        carry `truncated_boxes` [B]: boxes beyond max_boxes that a mosaic had to leave out.
-        With probability `crop_prob` an image is first cropped to a random window (sides
-        U(crop_min, 1) of the original); `color_jitter` = (brightness, contrast,
-        saturation, hue) strengths as torchvision's ColorJitter (0 = off).
+        process_count); process p builds slice p of each global batch (module docstring).
+        With probability `mosaic_prob` an example is a 2x2 mosaic (YOLOv4); with
+        `crop_prob` an image is first cropped to a random window (sides U(crop_min, 1));
+        `color_jitter` = (brightness, contrast, saturation, hue) as torchvision's ColorJitter.
         """
-        n = len(self.source)
-        if n == 0:
-            raise ConfigError("the training split of this process is empty")
-        lo, hi = float(scale_range[0]), float(scale_range[1])
-        size = self.image_size
-        seed64 = tf.cast(seed, tf.int64)
-
-        def augment(idx, rng):
-            """One example resized, cropped/padded to size x size and maybe flipped."""
-            image, boxes, labels, mask = self._example(idx)
-            if crop_prob > 0:
-                crop_draw = tf.random.stateless_uniform([5], seed=rng + tf.constant([1000, 0], tf.int64))
-                image, boxes = tf.cond(
-                    crop_draw[4] < crop_prob,
-                    lambda: _random_crop(image, boxes, crop_draw[:4], crop_min),
-                    lambda: (image, boxes),
-                )
-            if any(color_jitter):
-                color_draw = tf.random.stateless_uniform([4], seed=rng + tf.constant([2000, 0], tf.int64))
-                image = _color_jitter(image, color_draw, *color_jitter)
-            draw = tf.random.stateless_uniform([4], seed=rng)
-            image, boxes, scale = _resize_and_pad(image, boxes, size, lo + (hi - lo) * draw[0], draw[1], draw[2])
-            if hflip:
-                flip = draw[3] < 0.5
-                image = tf.cond(flip, lambda: image[:, ::-1], lambda: image)
-                flipped = tf.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], axis=1)
-                boxes = tf.where(flip, flipped, boxes)
-            return image, boxes, labels, mask, scale
-
-        def mosaic(k, idx):
-            others = tf.random.stateless_uniform([3], seed=tf.stack([seed64 + 2, k]), maxval=n, dtype=tf.int64)
-            tiles = [augment(i, tf.stack([seed64 + 3 + j, k])) for j, i in enumerate([idx, *tf.unstack(others)])]
-            canvas = tf.concat(
-                [tf.concat([tiles[0][0], tiles[1][0]], axis=1), tf.concat([tiles[2][0], tiles[3][0]], axis=1)], axis=0
-            )
-            offsets = [(0.0, 0.0), (size, 0.0), (0.0, size), (size, size)]
-            boxes = tf.concat(
-                [t[1] + tf.constant([ox, oy, ox, oy], tf.float32) for t, (ox, oy) in zip(tiles, offsets)], 0
-            )
-            labels = tf.concat([t[2] for t in tiles], 0)
-            mask = tf.concat([t[3] for t in tiles], 0)
-            # The window's corner lies in [size/4, 3 size/4]: every tile shows at least a quarter.
-            corner = tf.random.stateless_uniform([2], seed=tf.stack([seed64 + 7, k]), minval=0.25, maxval=0.75)
-            ox, oy = tf.unstack(tf.cast(tf.round(corner * size), tf.int32))
-            image = canvas[oy : oy + size, ox : ox + size]
-            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            shift = tf.cast(tf.stack([ox, oy, ox, oy]), tf.float32)
-            boxes = tf.clip_by_value(boxes - shift, 0.0, float(size))
-            clipped = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            # An object cut down to a sliver no longer looks like itself: keep a quarter or more.
-            mask = mask & (clipped >= 0.25 * area)
-            order = tf.argsort(tf.cast(tf.logical_not(mask), tf.int32), stable=True)[: self.max_boxes]
-            truncated = tf.maximum(tf.reduce_sum(tf.cast(mask, tf.int32)) - self.max_boxes, 0)
-            gather = lambda x: tf.gather(x, order)
-            return image, gather(boxes), gather(labels), gather(mask), tiles[0][4], truncated
-
-        def single(k, idx):
-            image, boxes, labels, mask, scale = augment(idx, tf.stack([seed64 + 1, k]))
-            return image, boxes, labels, mask, scale, tf.constant(0, tf.int32)
-
-        def fetch(k):
-            epoch, pos = k // n, k % n
-            idx = tf.random.experimental.index_shuffle(pos, tf.stack([seed64, epoch]), n - 1)
-            if mosaic_prob > 0:
-                use = tf.random.stateless_uniform([], seed=tf.stack([seed64 + 8, k])) < mosaic_prob
-                image, boxes, labels, mask, scale, truncated = tf.cond(
-                    use, lambda: mosaic(k, idx), lambda: single(k, idx)
-                )
-            else:
-                image, boxes, labels, mask, scale, truncated = single(k, idx)
-            out = self._finish(image, boxes, labels, mask, self._ids[idx], scale)
-            out["truncated_boxes"] = truncated
-            return out
-
+        if len(self.source) == 0:
+            raise ConfigError("the training split is empty")
+        aug = Augmentation(hflip, tuple(scale_range), mosaic_prob, crop_prob, crop_min, tuple(color_jitter))
+        examples = _Examples(self.source, self.image_size, self.max_boxes, seed, aug, self.skip_bad)
         global_bs = batch_size * process_count
 
-        def position(c):  # this process's c-th example -> its position in the global stream
+        def position(c: int) -> int:  # this process's c-th example -> its position in the global stream
             return (c // batch_size) * global_bs + process_index * batch_size + c % batch_size
 
-        ds = tf.data.Dataset.range(start_step * batch_size, np.iinfo(np.int64).max // global_bs)
-        ds = ds.map(lambda c: fetch(position(c)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
-        return ds.as_numpy_iterator()
+        first = start_step * batch_size
+        ds = grain.MapDataset.range(first, 2**62).map(lambda c: examples.train(position(c))).batch(batch_size)
 
-    def eval(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        def describe(b: int) -> str:
+            step = start_step + b
+            idx = [examples.index(position(step * batch_size + i)) for i in range(batch_size)]
+            shown = ", ".join(self.source.where(i) for i in idx[:4]) + (" ..." if len(idx) > 4 else "")
+            return f"training step {step}: {shown}"
+
+        return Batches(ds, self.workers, describe)
+
+    def eval(self, batch_size: int) -> Batches:
         """Every example once, in order; the last batch is padded with image_mask False."""
         n = len(self.source)
         total = -(-n // batch_size) * batch_size
-        size = self.image_size
+        examples = _Examples(self.source, self.image_size, self.max_boxes, 0, Augmentation(), self.skip_bad)
+        ds = grain.MapDataset.range(total).map(examples.eval).batch(batch_size)
 
-        def fetch(k):
-            idx = tf.minimum(k, n - 1)
-            image, boxes, labels, mask = self._example(idx)
-            image, boxes, scale = _resize_and_pad(image, boxes, size, 1.0)
-            return self._finish(image, boxes, labels, mask, self._ids[idx], scale, k < n)
+        def describe(b: int) -> str:
+            return f"evaluation images {b * batch_size}..{min(n, (b + 1) * batch_size) - 1}"
 
-        ds = tf.data.Dataset.range(total).map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.batch(batch_size).prefetch(2).as_numpy_iterator()
+        return Batches(ds, self.workers, describe)
 
 
-def coco_ground_truth(source: Source) -> dict:
-    """COCO-format ground truth for a split, in original pixels; category ids are label + 1."""
-    images = [
-        {"id": int(i), "width": int(w), "height": int(h)}
-        for i, w, h in zip(source.image_ids, source.widths, source.heights)
-    ]
-    annotations = []
-    empty = [np.zeros((0, 4), np.float32)] * len(source)
-    crowd_boxes = source.crowd_boxes if source.crowd_boxes is not None else empty
-    crowd_labels = source.crowd_labels if source.crowd_labels is not None else [np.zeros(0, np.int32)] * len(source)
-    for image_id, boxes, labels, cboxes, clabels in zip(
-        source.image_ids, source.boxes, source.labels, crowd_boxes, crowd_labels
-    ):
-        for crowd, (bs, ls) in enumerate(((boxes, labels), (cboxes, clabels))):
+def coco_ground_truth(table: AnnotationTable, leave_out: set[int] = frozenset()) -> dict:
+    """COCO-format ground truth of a split (original pixels; category ids are label + 1),
+    without the images whose ids are in `leave_out` (unreadable ones under data.skip_bad)."""
+    ids, heights, widths = table.column("image_ids"), table.column("heights"), table.column("widths")
+    images, annotations = [], []
+    for i, (image_id, h, w) in enumerate(zip(ids, heights, widths)):
+        if int(image_id) in leave_out:
+            continue
+        images.append({"id": int(image_id), "width": int(w), "height": int(h)})
+        crowd_boxes, crowd_labels = table.crowd(i)
+        for crowd, (bs, ls) in enumerate(((table.boxes(i), table.labels(i)), (crowd_boxes, crowd_labels))):
             for box, label in zip(bs, ls):
-                w, h = float(box[2] - box[0]), float(box[3] - box[1])
+                bw, bh = float(box[2] - box[0]), float(box[3] - box[1])
                 annotations.append(
                     {
                         "id": len(annotations) + 1,
                         "image_id": int(image_id),
                         "category_id": int(label) + 1,
-                        "bbox": [float(box[0]), float(box[1]), w, h],
-                        "area": w * h,
+                        "bbox": [float(box[0]), float(box[1]), bw, bh],
+                        "area": bw * bh,
                         "iscrowd": crowd,  # crowd regions: matches to them are neither TP nor FP
                     }
                 )
-    categories = [{"id": i + 1, "name": n} for i, n in enumerate(source.class_names)]
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(table.class_names)]
     return {"images": images, "annotations": annotations, "categories": categories}

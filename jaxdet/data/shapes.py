@@ -8,7 +8,8 @@ chosen to stay visible against the local background.
 
 Generation is pure numpy and deterministic: example `i` of split `s` depends only on
 `(GENERATION_SEED, s, i)`, so every machine builds byte-identical records. It takes
-seconds, so `tfds.load("jaxdet_shapes")` simply builds it on first use.
+seconds, so jaxdet simply builds it on first use, as ArrayRecord (random access through
+`tfds.data_source`), without TensorFlow.
 """
 
 from __future__ import annotations
@@ -132,8 +133,11 @@ def generate_example(split: str, index: int, size: int = IMAGE_SIZE) -> dict:
 class JaxdetShapes(tfds.core.GeneratorBasedBuilder):
     """Synthetic shapes for detection: registered with TFDS as `jaxdet_shapes`."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: 5 classes, 128x128, 6000 train / 600 validation."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release: 5 classes, 128x128, 6000 train / 600 validation.",
+        "1.1.0": "The same examples; jaxdet prepares it as ArrayRecord (random access with tfds.data_source).",
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 
-from jaxdet.data.annotated import Annotated, LoadReport, clip_box, read_image
+from jaxdet.data.annotated import Annotated, LoadReport, clip_box, image_size
+from jaxdet.data.table import AnnotationTable
 from jaxdet.errors import ConfigError
 
 
@@ -51,7 +52,18 @@ def voc_class_names(root: str) -> list[str]:
     return sorted(names)
 
 
-def load_voc(root: str, split: str, class_names: list[str], skip_bad: bool = False) -> tuple[Annotated, LoadReport]:
+def _size(ann) -> tuple[int, int] | None:
+    """(height, width) from the annotation's <size>, or None (then the image header is read)."""
+    try:
+        h, w = int(ann.findtext("size/height")), int(ann.findtext("size/width"))
+    except (TypeError, ValueError):
+        return None
+    return (h, w) if h > 0 and w > 0 else None
+
+
+def load_voc(
+    root: str, split: str, class_names: list[str], skip_bad: bool = False
+) -> tuple[AnnotationTable, LoadReport]:
     """Reads ImageSets/Main/<split>.txt's images and annotations (see the module docstring)."""
     report = LoadReport(source=f"{root} ({split})")
     label_of = {name: i for i, name in enumerate(class_names)}
@@ -60,10 +72,12 @@ def load_voc(root: str, split: str, class_names: list[str], skip_bad: bool = Fal
         ann = _parse(root, image_id)
         where = os.path.join(root, "Annotations", f"{image_id}.xml")
         name = ann.findtext("filename") or f"{image_id}.jpg"
-        read = read_image(os.path.join(root, "JPEGImages", name), f"listed in {split}.txt", skip_bad, report)
-        if read is None:
+        size = image_size(
+            os.path.join(root, "JPEGImages", name), f"listed in {split}.txt", skip_bad, report, _size(ann)
+        )
+        if size is None:
             continue
-        encoded, (height, width) = read
+        height, width = size
         objects, ignore = [], []
         for obj in ann.iter("object"):
             cls = (obj.findtext("name") or "").strip()
@@ -78,5 +92,5 @@ def load_voc(root: str, split: str, class_names: list[str], skip_bad: bool = Fal
             if box is not None:
                 difficult = (obj.findtext("difficult") or "0").strip() == "1"
                 (ignore if difficult else objects).append((box, label_of[cls]))
-        out.add(encoded, name, number, (height, width), objects, ignore, report)
+        out.add(name, number, (height, width), objects, ignore, report)
     return out.done(f"{root} ({split})"), report

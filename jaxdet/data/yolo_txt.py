@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 
-from jaxdet.data.annotated import Annotated, LoadReport, clip_box, read_image
+from jaxdet.data.annotated import Annotated, LoadReport, clip_box, image_size
+from jaxdet.data.table import AnnotationTable
 from jaxdet.errors import ConfigError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -45,7 +46,9 @@ def yolo_class_names(root: str) -> list[str]:
     raise ConfigError(f"no class names under {root!r}: expected data.yaml (names: [...]) or names.txt")
 
 
-def load_yolo(root: str, split: str, class_names: list[str], skip_bad: bool = False) -> tuple[Annotated, LoadReport]:
+def load_yolo(
+    root: str, split: str, class_names: list[str], skip_bad: bool = False
+) -> tuple[AnnotationTable, LoadReport]:
     """Reads images/<split> and labels/<split> (see the module docstring)."""
     image_dir, label_dir = os.path.join(root, "images", split), os.path.join(root, "labels", split)
     if not os.path.isdir(image_dir):
@@ -59,10 +62,10 @@ def load_yolo(root: str, split: str, class_names: list[str], skip_bad: bool = Fa
     report = LoadReport(source=f"{root} ({split})")
     out = Annotated(list(class_names), list(range(len(class_names))))
     for number, name in enumerate(images, start=1):
-        read = read_image(os.path.join(image_dir, name), f"{split} split", skip_bad, report)
-        if read is None:
+        size = image_size(os.path.join(image_dir, name), f"{split} split", skip_bad, report)
+        if size is None:
             continue
-        encoded, (height, width) = read
+        height, width = size
         objects = []
         label_path = os.path.join(label_dir, os.path.splitext(name)[0] + ".txt")
         if os.path.isfile(label_path):
@@ -86,5 +89,5 @@ def load_yolo(root: str, split: str, class_names: list[str], skip_bad: bool = Fa
                 box = clip_box(box, width, height, report)
                 if box is not None:
                     objects.append((box, cls))
-        out.add(encoded, name, number, (height, width), objects, [], report)
+        out.add(name, number, (height, width), objects, [], report)
     return out.done(f"{image_dir}"), report

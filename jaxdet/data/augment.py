@@ -1,0 +1,104 @@
+"""Per-example image and box transforms (numpy + OpenCV), stateless: every random draw
+comes from the caller's `np.random.Generator`, itself a function of (seed, position).
+
+Images are uint8 [H, W, 3] RGB in and out; boxes float32 [K, 4] xyxy pixels. Resizing is
+OpenCV's bilinear (half-pixel centres, as TensorFlow's `tf.image.resize` that it
+replaces); results are rounded to uint8, as torchvision's and detectron2's pipelines do.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# tf.image.rgb_to_grayscale's weights (ITU-R 601), used for the contrast mean.
+_GRAY = np.array([0.2989, 0.5870, 0.1140], np.float32)
+
+
+def resize(image: np.ndarray, boxes: np.ndarray, size: int, scale_factor: float = 1.0):
+    """Resizes so the longer side is size * scale_factor. Returns (image, boxes, scale).
+
+    Boxes follow the pixels exactly: each axis is scaled by its resized / original length
+    (the sizes are rounded to whole pixels); `scale` is the nominal factor, which maps
+    detections back to the original image."""
+    h, w = image.shape[:2]
+    scale = size * scale_factor / max(h, w)
+    new_h, new_w = max(1, int(np.round(h * scale))), max(1, int(np.round(w * scale)))
+    if (new_h, new_w) != (h, w):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    sx, sy = new_w / w, new_h / h
+    return image, boxes * np.array([sx, sy, sx, sy], np.float32), scale
+
+
+def crop_and_pad(image: np.ndarray, boxes: np.ndarray, size: int, offset_x: float = 0.0, offset_y: float = 0.0):
+    """A size x size window at the offsets (fractions of the overhang) of a larger image;
+    a smaller one is padded with zeros at the bottom and right. Boxes follow and are clipped."""
+    h, w = image.shape[:2]
+    ox = int(np.round(offset_x * max(w - size, 0)))
+    oy = int(np.round(offset_y * max(h - size, 0)))
+    window = image[oy : oy + size, ox : ox + size]
+    out = np.zeros((size, size, 3), np.uint8)
+    out[: window.shape[0], : window.shape[1]] = window
+    boxes = boxes - np.array([ox, oy, ox, oy], np.float32)
+    return out, np.clip(boxes, 0.0, float(size))
+
+
+def random_crop(image: np.ndarray, boxes: np.ndarray, draw: np.ndarray, min_fraction: float):
+    """A window of U(min_fraction, 1) of each side at a uniform position (draw: 4 uniforms);
+    boxes are shifted and clipped to it (one left wholly outside becomes empty, dropped later)."""
+    h, w = image.shape[:2]
+    frac = min_fraction + (1.0 - min_fraction) * draw[:2]
+    crop_h, crop_w = max(np.round(h * frac[0]), 1.0), max(np.round(w * frac[1]), 1.0)
+    y0, x0 = np.floor(draw[2] * (h - crop_h)), np.floor(draw[3] * (w - crop_w))
+    image = image[int(y0) : int(y0 + crop_h), int(x0) : int(x0 + crop_w)]
+    boxes = boxes - np.array([x0, y0, x0, y0], np.float32)
+    return image, np.clip(boxes, 0.0, np.array([crop_w, crop_h, crop_w, crop_h], np.float32))
+
+
+def hflip(image: np.ndarray, boxes: np.ndarray):
+    """Mirrors left-right; boxes follow."""
+    w = image.shape[1]
+    flipped = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
+    return np.ascontiguousarray(image[:, ::-1]), flipped.astype(np.float32)
+
+
+def color_jitter(
+    image: np.ndarray, draw: np.ndarray, brightness: float, contrast: float, saturation: float, hue: float
+):
+    """torchvision's ColorJitter factors (draw: 4 uniforms): brightness and contrast
+    x U(1-b, 1+b), saturation x U(1-s, 1+s), hue + U(-h, h) (fraction of a turn)."""
+    x = image.astype(np.float32) / np.float32(255.0)
+    draw = np.asarray(draw, np.float32)  # float32 throughout: OpenCV's colour conversions need it
+    if brightness:
+        x = x * (1.0 - brightness + 2.0 * brightness * draw[0])
+    if contrast:
+        mean = float((x @ _GRAY).mean())
+        x = (x - mean) * (1.0 - contrast + 2.0 * contrast * draw[1]) + mean
+    if saturation or hue:
+        hsv = cv2.cvtColor(np.clip(x, 0.0, 1.0), cv2.COLOR_RGB2HSV)  # H in degrees, S and V in 0..1
+        if saturation:
+            hsv[..., 1] = np.clip(hsv[..., 1] * (1.0 - saturation + 2.0 * saturation * draw[2]), 0.0, 1.0)
+        if hue:
+            hsv[..., 0] = np.mod(hsv[..., 0] + 360.0 * (-hue + 2.0 * hue * draw[3]), 360.0)
+        x = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def mosaic(tiles, size: int, corner: np.ndarray):
+    """YOLOv4's 2x2 mosaic: four (size x size image, boxes, labels) tiles, an image-sized
+    window whose corner is `corner` (fractions in [0.25, 0.75]: every tile shows at least a
+    quarter). Boxes are clipped; one cut to under a quarter of its area no longer looks
+    like itself and is dropped. Returns (image, boxes, labels)."""
+    canvas = np.concatenate(
+        [np.concatenate([tiles[0][0], tiles[1][0]], axis=1), np.concatenate([tiles[2][0], tiles[3][0]], axis=1)]
+    )
+    offsets = [(0.0, 0.0), (size, 0.0), (0.0, size), (size, size)]
+    boxes = np.concatenate([t[1] + np.array([ox, oy, ox, oy], np.float32) for t, (ox, oy) in zip(tiles, offsets)])
+    labels = np.concatenate([t[2] for t in tiles])
+    ox, oy = (int(v) for v in np.round(corner * size))
+    image = np.ascontiguousarray(canvas[oy : oy + size, ox : ox + size])
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    boxes = np.clip(boxes - np.array([ox, oy, ox, oy], np.float32), 0.0, float(size))
+    clipped = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = clipped >= 0.25 * area
+    return image, boxes[keep], labels[keep]
