@@ -28,6 +28,10 @@ _BATCH = flags.DEFINE_integer("batch", 16, "Images per batch.")
 _BATCHES = flags.DEFINE_integer("batches", 40, "Timed batches per configuration.")
 _WARMUP = flags.DEFINE_integer("warmup", 4, "Untimed batches first (worker start-up included there).")
 _WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "Grain worker counts to time.")
+_MOSAIC = flags.DEFINE_float("mosaic_prob", 0.0, "Grain side only: probability of a 2x2 mosaic per example.")
+_JITTER = flags.DEFINE_list(
+    "color_jitter", ["0", "0", "0", "0"], "Grain side only: brightness,contrast,saturation,hue."
+)
 _TF = flags.DEFINE_bool("tf_baseline", True, "Also time the former tf.data pipeline (needs TensorFlow).")
 _TARGET = flags.DEFINE_float("target", 350.0, "Training images/s to feed (RetinaNet-R50 640 px bf16 on an H100).")
 _JSON_OUT = flags.DEFINE_string("json_out", "", "Write the results here.")
@@ -70,6 +74,31 @@ def _tf_data_stream(source, size: int, batch: int, seed: int = 0):
     return ds.batch(batch, drop_remainder=True).prefetch(2).as_numpy_iterator()
 
 
+def _decoders(source, count: int = 200) -> dict[str, float]:
+    """Milliseconds per image to decode the first `count` files with each candidate library."""
+    import io
+
+    import cv2
+    import numpy as np
+    import simplejpeg
+    from PIL import Image
+
+    data = [source.raw(i) for i in range(min(count, len(source)))]
+    candidates = {
+        "simplejpeg (used)": lambda b: simplejpeg.decode_jpeg(b, colorspace="RGB"),
+        "OpenCV imdecode": lambda b: cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR),
+        "PIL": lambda b: np.asarray(Image.open(io.BytesIO(b)).convert("RGB")),
+    }
+    out = {}
+    for name, decode in candidates.items():
+        decode(data[0])
+        t0 = time.perf_counter()
+        for b in data:
+            decode(b)
+        out[name] = 1000 * (time.perf_counter() - t0) / len(data)
+    return out
+
+
 def main(argv):
     cli.start(argv, quiet=True)
     from jaxdet.data import coco_json, pipeline, readers
@@ -80,9 +109,15 @@ def main(argv):
     size, batch = _IMAGE_SIZE.value, _BATCH.value
     results = []
     print(f"{len(source)} images in {_IMAGES.value}; {size} px, batch {batch}, flip + scale jitter; "
-          f"{os.cpu_count()} CPUs")  # fmt: skip
+          f"Grain side also: mosaic {_MOSAIC.value}, colour jitter {_JITTER.value}; {os.cpu_count()} CPUs")  # fmt: skip
+    for name, ms in _decoders(source).items():
+        results.append({"decoder": name, "ms_per_image": ms})
+        print(f"decode one image, {name}: {ms:.2f} ms", flush=True)
     for w in (int(v) for v in _WORKERS.value):
-        stream = pipeline.Pipeline(source, size, 100, workers=w).train(batch, 0, 0, True, (0.8, 1.2))
+        jitter = tuple(float(v) for v in _JITTER.value)
+        stream = pipeline.Pipeline(source, size, 100, workers=w).train(
+            batch, 0, 0, True, (0.8, 1.2), _MOSAIC.value, color_jitter=jitter
+        )
         ips = _rate(stream, _BATCHES.value, _WARMUP.value)
         stream.close()
         results.append({"pipeline": "grain", "workers": w, "images_per_sec": ips})
@@ -96,7 +131,7 @@ def main(argv):
             ips = _rate(stream, _BATCHES.value, _WARMUP.value)
             results.append({"pipeline": "tf.data (former)", "workers": "AUTOTUNE", "images_per_sec": ips})
             print(f"tf.data (former jaxdet pipeline, AUTOTUNE threads): {ips:.1f} images/s", flush=True)
-    one = next((r["images_per_sec"] for r in results if r["workers"] == 1), None)
+    one = next((r["images_per_sec"] for r in results if r.get("workers") == 1), None)
     if one:
         print(f"one worker process: {one:.1f} images/s -> about {_TARGET.value / one:.1f} input cores "
               f"(data.workers) feed {_TARGET.value:.0f} training images/s")  # fmt: skip

@@ -311,7 +311,9 @@ def train_and_evaluate(
     best.wait()
     if start >= cfg.train.steps:
         _log(f"training already complete at step {start} (config.train.steps={cfg.train.steps}); evaluating")
+        t_eval = time.time()
         metrics = run.evaluate(state, start)
+        _log_eval(start, metrics, time.time() - t_eval)
         paths = run.draw_predictions(state, start)
     run.log_analysis()
     if paths:

@@ -182,3 +182,21 @@ def test_sources_feed_training_and_evaluation(tmp_path):
     assert sorted(np.concatenate([h.table.column("image_ids") for h in halves]).tolist()) == [1, 2, 5]
     batch = next(pipeline.Pipeline(train_src, 32, 4).eval(3))
     assert batch["box_mask"].sum(axis=1).tolist() == [2, 1, 0]  # crowd boxes are not trained on
+
+
+def test_export_writes_a_split_that_loads_back_the_same(tmp_path):
+    """experiments.export_coco: the encoded images as they were and a COCO JSON that the
+    loader reads back to the same annotations (crowd regions included)."""
+    from experiments.export_coco import export_split
+    from jaxdet.data import readers
+
+    ann, img = _write_dataset(tmp_path / "src")
+    source = readers.FileSource(load_coco_json(ann, img)[0], img)
+    out = tmp_path / "out"
+    assert export_split(source, str(out / "images"), str(out / "ann.json")) == 3
+    again, _ = load_coco_json(str(out / "ann.json"), str(out / "images"))
+    for i in range(3):
+        np.testing.assert_allclose(again.boxes(i), source.table.boxes(i))
+        np.testing.assert_allclose(again.crowd(i)[0], source.table.crowd(i)[0])
+        assert again.labels(i).tolist() == source.table.labels(i).tolist()
+        assert open(out / "images" / again.name(i), "rb").read() == source.raw(i)

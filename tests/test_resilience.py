@@ -16,6 +16,7 @@ import time
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import psutil
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,9 +99,13 @@ def test_killed_and_preempted_run_ends_with_the_uninterrupted_parameters(tfds_di
     p = launch()
     _wait_for(p, lambda: _complete_steps(run_dir) and _complete_steps(run_dir)[-1] >= k, f"checkpoint {k}")
     time.sleep(rng.uniform(0.0, 0.2))
+    children = psutil.Process(p.pid).children(recursive=True)  # the input workers (data.workers=-1)
+    assert children, tail()
     p.send_signal(signal.SIGKILL)
     p.wait()
     survived = _complete_steps(run_dir)[-1]
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, f"processes outlived the killed trainer: {alive}"
 
     # 2. Re-run, and kill -9 while a checkpoint is being written (again if the save won the race).
     for attempt in range(3):

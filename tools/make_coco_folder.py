@@ -22,9 +22,19 @@ COLOURS = np.array([(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 220, 40),
 
 
 def _image(args) -> list[dict]:
-    """Writes image k; returns its annotations (COCO [x, y, w, h])."""
-    out, k, width, height, seed = args
+    """Writes image k; returns its annotations (COCO [x, y, w, h]). With `empty`, the file is
+    written empty and only the annotations are made (to time and size start-up at COCO scale)."""
+    out, k, width, height, seed, empty = args
     rng = np.random.default_rng([seed, k])
+    if empty:
+        open(os.path.join(out, "images", f"{k}.jpg"), "wb").close()
+        annotations = []
+        for _ in range(int(rng.integers(1, 13))):
+            bw, bh = int(rng.integers(12, width // 2)), int(rng.integers(12, height // 2))
+            x, y = int(rng.integers(0, width - bw)), int(rng.integers(0, height - bh))
+            annotations.append({"image_id": k + 1, "category_id": int(rng.integers(len(CLASSES))) + 1,
+                                "bbox": [x, y, bw, bh], "iscrowd": 0})  # fmt: skip
+        return annotations
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     base = rng.uniform(40, 200, 3).astype(np.float32)
     slope = rng.uniform(-0.15, 0.15, (2, 3)).astype(np.float32)
@@ -49,9 +59,10 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--empty_files", action="store_true", help="annotations only; image files left empty")
     args = parser.parse_args()
     os.makedirs(os.path.join(args.out, "images"), exist_ok=True)
-    jobs = [(args.out, k, args.width, args.height, args.seed) for k in range(args.images)]
+    jobs = [(args.out, k, args.width, args.height, args.seed, args.empty_files) for k in range(args.images)]
     annotations = []
     with ProcessPoolExecutor() as pool:
         for anns in pool.map(_image, jobs, chunksize=64):
