@@ -100,7 +100,11 @@ def test_dead_worker_is_an_error_naming_the_images_not_a_hang(tmp_path):
     source = _source(tmp_path)
     stream = pipeline.Pipeline(source, 64, 6, workers=1).train(4, 0)
     next(stream)
-    workers = [c for c in psutil.Process().children(recursive=True) if "python" in c.name().lower()]
+    workers = [
+        c
+        for c in psutil.Process().children(recursive=True)
+        if "python" in c.name().lower() and "resource_tracker" not in " ".join(c.cmdline())
+    ]
     assert workers, "no input worker process found"
     for w in workers:
         os.kill(w.pid, signal.SIGKILL)

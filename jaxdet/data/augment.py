@@ -62,7 +62,9 @@ def hflip(image: np.ndarray, boxes: np.ndarray):
     return np.ascontiguousarray(image[:, ::-1]), flipped.astype(np.float32)
 
 
-def color_jitter(image: np.ndarray, draw: np.ndarray, brightness: float, contrast: float, saturation: float, hue: float):
+def color_jitter(
+    image: np.ndarray, draw: np.ndarray, brightness: float, contrast: float, saturation: float, hue: float
+):
     """torchvision's ColorJitter factors (draw: 4 uniforms): brightness and contrast
     x U(1-b, 1+b), saturation x U(1-s, 1+s) (HSV saturation, as tf.image.adjust_saturation),
     hue + U(-h, h) (fraction of a turn), in that order on pixels in [0, 1].

@@ -35,19 +35,11 @@ class Example:
     image_id: int
 
 
-def _checked(image: np.ndarray, table: AnnotationTable, i: int) -> Example:
-    h, w = int(table.column("heights")[i]), int(table.column("widths")[i])
-    if image.shape[:2] != (h, w):
-        raise BadImage(f"is {image.shape[1]}x{image.shape[0]} pixels but its annotation says {w}x{h} (width x height)")
-    return Example(image, table.boxes(i), table.labels(i), int(table.column("image_ids")[i]))
-
-
 @dataclasses.dataclass
-class FileSource:
-    """A folder dataset: `table` (file names relative to `image_dir`) and the image files."""
+class _TableSource:
+    """A source whose annotations are an `AnnotationTable`; subclasses say where the bytes are."""
 
     table: AnnotationTable
-    image_dir: str
 
     def __len__(self) -> int:
         return len(self.table)
@@ -55,6 +47,35 @@ class FileSource:
     @property
     def class_names(self) -> list[str]:
         return self.table.class_names
+
+    def raw(self, i: int) -> bytes:
+        raise NotImplementedError
+
+    def read(self, i: int) -> Example:
+        """Image i decoded, with its annotations; an image of another size than its record is bad."""
+        image = decode_rgb(self.raw(i))
+        h, w = int(self.table.column("heights")[i]), int(self.table.column("widths")[i])
+        if image.shape[:2] != (h, w):
+            raise BadImage(
+                f"is {image.shape[1]}x{image.shape[0]} pixels but its annotation says {w}x{h} (width x height)"
+            )
+        return Example(image, self.table.boxes(i), self.table.labels(i), self.image_id(i))
+
+    def image_id(self, i: int) -> int:
+        return int(self.table.column("image_ids")[i])
+
+    def take(self, lo: int, hi: int):
+        return dataclasses.replace(self, table=self.table.take(lo, hi))
+
+    def annotations(self) -> AnnotationTable:
+        return self.table
+
+
+@dataclasses.dataclass
+class FileSource(_TableSource):
+    """A folder dataset: `table` (file names relative to `image_dir`) and the image files."""
+
+    image_dir: str
 
     def where(self, i: int) -> str:
         return os.path.join(self.image_dir, self.table.name(i))
@@ -67,54 +88,22 @@ class FileSource:
         except OSError as e:
             raise BadImage(f"cannot be read ({e.strerror or e})") from None
 
-    def read(self, i: int) -> Example:
-        return _checked(decode_rgb(self.raw(i)), self.table, i)
-
-    def image_id(self, i: int) -> int:
-        return int(self.table.column("image_ids")[i])
-
-    def take(self, lo: int, hi: int) -> FileSource:
-        return dataclasses.replace(self, table=self.table.take(lo, hi))
-
-    def annotations(self) -> AnnotationTable:
-        return self.table
-
 
 @dataclasses.dataclass
-class MemorySource:
+class MemorySource(_TableSource):
     """Encoded images in memory (`images[i]` belongs to `table` row i): tests, small generated sets."""
 
-    table: AnnotationTable
     images: list[bytes]
 
     def __post_init__(self):
         if len(self.images) != len(self.table.arrays["image_ids"]):
             raise ValueError(f"{len(self.images)} images for a table of {len(self.table.arrays['image_ids'])}")
 
-    def __len__(self) -> int:
-        return len(self.table)
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.table.class_names
-
     def where(self, i: int) -> str:
         return f"in-memory image {self.table.name(i)!r}"
 
     def raw(self, i: int) -> bytes:
         return self.images[self.table.lo + i]
-
-    def read(self, i: int) -> Example:
-        return _checked(decode_rgb(self.raw(i)), self.table, i)
-
-    def image_id(self, i: int) -> int:
-        return int(self.table.column("image_ids")[i])
-
-    def take(self, lo: int, hi: int) -> MemorySource:
-        return dataclasses.replace(self, table=self.table.take(lo, hi))
-
-    def annotations(self) -> AnnotationTable:
-        return self.table
 
 
 def memory_source(images: list[bytes], boxes, labels, class_names, image_ids=None, sizes=None) -> MemorySource:
