@@ -90,12 +90,20 @@ class AnnotationTable:
         """This table backed by memory-mapped files (written once), so that it pickles as a path."""
         if self.directory is not None:
             return self
-        _remove_stale(_shared_tmp() or tempfile.gettempdir())
-        directory = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=_shared_tmp())
-        atexit.register(shutil.rmtree, directory, ignore_errors=True)
-        for key in _ARRAYS:
-            np.save(os.path.join(directory, f"{key}.npy"), self.arrays[key])
-        return dataclasses.replace(self, arrays=_open(directory), directory=directory)
+        for parent in dict.fromkeys([_shared_tmp(), tempfile.gettempdir()]):
+            if parent is None:
+                continue
+            _remove_stale(parent)
+            directory = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=parent)
+            atexit.register(shutil.rmtree, directory, ignore_errors=True)
+            try:
+                for key in _ARRAYS:
+                    np.save(os.path.join(directory, f"{key}.npy"), self.arrays[key])
+            except OSError:  # e.g. a container's small /dev/shm: the disk's temporary directory then
+                shutil.rmtree(directory, ignore_errors=True)
+                continue
+            return dataclasses.replace(self, arrays=_open(directory), directory=directory)
+        raise OSError(f"could not write the annotation table to /dev/shm or {tempfile.gettempdir()}")
 
     def __getstate__(self):
         state = dict(self.__dict__)
