@@ -74,16 +74,18 @@ def forward(detector, variables: dict, batch: dict[str, jax.Array], rng: jax.Arr
     """The detector's module on a batch: (raw outputs, updated batch_stats or {}).
 
     Every module takes `targets` (the batch) and a "sampling" rng: one-stage heads ignore
-    them; two-stage detectors sample their training regions from them.
+    them; two-stage detectors sample their training regions from them. A batch of images
+    alone (prediction) has no targets: then nothing is sampled.
     """
     images = normalize(batch["image"])
     rngs = {"sampling": rng}
+    targets = batch if "boxes" in batch else None
     if train:
         outputs, mutated = detector.module.apply(
-            variables, images, train=True, targets=batch, rngs=rngs, mutable=["batch_stats"]
+            variables, images, train=True, targets=targets, rngs=rngs, mutable=["batch_stats"]
         )
         return outputs, mutated.get("batch_stats", {})
-    return detector.module.apply(variables, images, train=False, targets=batch, rngs=rngs), variables.get(
+    return detector.module.apply(variables, images, train=False, targets=targets, rngs=rngs), variables.get(
         "batch_stats", {}
     )
 

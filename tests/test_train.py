@@ -192,6 +192,18 @@ def test_unknown_config_key_from_the_command_line(tmp_path):
     assert "stepz" in proc.stderr
 
 
+@pytest.mark.parametrize("name", ["default", "yolo", "ssd", "faster_rcnn", "retinanet_r50"])
+def test_shipped_configs_run_on_1_2_4_and_8_devices(name):
+    """The README's promise: the same command on one device or eight, no batch override."""
+    import importlib
+
+    from jaxdet import configs
+
+    config = importlib.import_module(f"experiments.configs.{name}").get_config(None)
+    for devices in (1, 2, 4, 8):
+        configs.validate(config, num_devices=devices)
+
+
 def test_config_diff_lists_changes():
     a = default.get_config().to_dict()
     b = default.get_config()
@@ -255,6 +267,23 @@ def test_best_checkpoint_early_stopping_and_eval_cli(tfds_dir, tmp_path, capsys)
         size = (70, 50) if r["file_name"] == "a.jpg" else (40, 90)
         x, y, w, h = r["bbox"]
         assert 0 <= x and x + w <= size[0] + 1e-3 and 0 <= y and y + h <= size[1] + 1e-3
+
+
+@pytest.mark.parametrize("name", ["yolo", "ssd", "faster_rcnn"])  # retinanet: the end-to-end predict test
+def test_prediction_forward_takes_images_alone(name):
+    """What `experiments.predict` runs: the eval forward and post-processing on a batch of
+    images with no targets (Faster R-CNN used to sample RoIs from absent boxes: KeyError)."""
+    config = _tiny(model__name=name)
+    if name == "faster_rcnn":
+        config.loss.confidence = "sigmoid_binary_cross_entropy"  # its RPN objectness
+    det = detectors.build_detector(config, 5)
+    tx, _ = optim.make_optimizer(config.optim, config.train.steps)
+    state = train.init_state(det, tx, jax.random.key(0), 64, train.make_mesh(jax.devices()[:1]))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    images = np.zeros((1, 64, 64, 3), np.uint8)
+    outputs, _ = train.forward(det, variables, {"image": images}, jax.random.key(0), train=False)
+    dets = det.predict(outputs)._asdict()
+    assert dets["boxes"].shape[:2] == dets["scores"].shape[:2] == (1, config.model.max_detections)
 
 
 def test_predict_maps_boxes_back_to_any_image_size(tmp_path):

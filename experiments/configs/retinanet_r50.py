@@ -35,6 +35,7 @@ def get_config(arg: str | None = None):
     config.optim.momentum = 0.9
     config.optim.warmup_steps = 500
     config.train.batch_size = 16
+    config.train.eval_batch_size = 16  # 640 px inference; divisible by 1, 2, 4, 8 or 16 GPUs
     config.train.steps = 20000
     config.train.eval_every = 2000
     config.train.checkpoint_every = 2000
