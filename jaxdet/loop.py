@@ -17,16 +17,23 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxdet import analysis, checkpoint, configs, evaluation, optim, preemption, runtime, summary, train, visualize
+from jaxdet import (
+    analysis,
+    checkpoint,
+    configs,
+    evaluation,
+    optim,
+    preemption,
+    progress,
+    runtime,
+    summary,
+    train,
+    visualize,
+)
 from jaxdet.data import pipeline, sources
 from jaxdet.errors import ConfigError, NonFiniteError
 from jaxdet.models import detectors
-
-
-def _log(msg: str) -> None:
-    # Progress goes to stdout (process 0 only) so it is readable under absl's log noise.
-    if jax.process_index() == 0:
-        print(msg, flush=True)
+from jaxdet.progress import log as _log
 
 
 def _coco_results(dets: dict, batch: dict, image_ok: np.ndarray) -> list[dict]:
@@ -119,7 +126,7 @@ class Run:
                 if interrupt():
                     _log(f"evaluation at step {step} abandoned (stopping)")
                     return None
-                dets, terms = self.eval_step(state, train.global_batch(self.mesh, _model_inputs(local)))
+                dets, terms = self.eval_step(state, train.global_batch(self.mesh, progress.model_inputs(local)))
                 dets = train.to_host(dets)
                 keys = ("scale", "image_id", "image_mask", "bad_image")
                 host_batch = train.to_host(train.global_batch(self.mesh, {k: local[k] for k in keys}))
@@ -197,7 +204,7 @@ class Run:
         stream = self.pipeline(self.eval_source, workers=0).eval(cfg.train.eval_batch_size // jax.process_count())
         local = next(stream)
         stream.close()
-        dets, _ = self.eval_step(state, train.global_batch(self.mesh, _model_inputs(local)))
+        dets, _ = self.eval_step(state, train.global_batch(self.mesh, progress.model_inputs(local)))
         dets = train.to_host(dets)
         out_dir = os.path.join(self.workdir, "predictions")
         paths, pictures = [], []
@@ -258,12 +265,12 @@ def train_and_evaluate(
     )
     metrics: dict[str, float] = {}
     paths: list[str] = []
-    guard = _NonFiniteGuard(cfg.train.max_nonfinite_steps)
-    progress = _Progress(run)
+    guard = progress.NonFiniteGuard(cfg.train.max_nonfinite_steps)
+    reporter = progress.Progress(run)
     # The stream's worker processes end with the loop, however it ends.
     with preemption.StopRequests(_log) as stop, contextlib.closing(stream):
         for step in range(start, cfg.train.steps):
-            batch = progress.batch(next(stream))
+            batch = reporter.batch(next(stream))
             every = cfg.train.term_grad_norms_every
             if every and step % every == 0:
                 # On the state before this step's update: the gradients this step applies.
@@ -278,9 +285,9 @@ def train_and_evaluate(
             if step == start:
                 jax.block_until_ready(state)
                 _log(f"step {done}: first step (compilation included) took {time.time() - t_start:.1f}s since start")
-                progress.restart()
+                reporter.restart()
             else:
-                progress.add(done, step_metrics)
+                reporter.add(done, step_metrics)
             ckpts.save(done, state, force=done == cfg.train.steps)
             early_stop = False
             if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
@@ -291,7 +298,7 @@ def train_and_evaluate(
                     _log_eval(done, metrics, time.time() - t_eval)
                     paths = run.draw_predictions(state, done)  # PNGs and TensorBoard images at every evaluation
                     early_stop = _track_best(best, done, metrics, state, cfg)
-                progress.exclude(time.time() - t_eval)  # evaluation time is not training time
+                reporter.exclude(time.time() - t_eval)  # evaluation time is not training time
             stopping = stop.should_stop(done)  # every process calls it at every step (agreement)
             if early_stop or stopping:
                 ckpts.save(done, state, force=True)  # a no-op when this step is saved already
@@ -350,11 +357,6 @@ def _train_stream(run: Run, start: int):
     )
 
 
-def _model_inputs(local: dict) -> dict:
-    """The batch fields the steps read (the input pipeline's bookkeeping fields stay on the host)."""
-    return {k: v for k, v in local.items() if k not in ("truncated_boxes", "bad_image")}
-
-
 def _log_eval(step: int, metrics: dict[str, float], seconds: float) -> None:
     if "AP" in metrics:
         _log(
@@ -362,97 +364,6 @@ def _log_eval(step: int, metrics: dict[str, float], seconds: float) -> None:
             f"AP75 {metrics['AP75']:.4f}  APs {metrics['APs']:.4f}  APm {metrics['APm']:.4f}  "
             f"AR100 {metrics['AR100']:.4f}  ({seconds:.1f}s)"
         )
-
-
-class _Progress:
-    """Averages step metrics over `train.log_every` steps and writes the progress line
-    (loss terms, learning rate, images/s, ETA); the first step (compilation) is left out."""
-
-    def __init__(self, run: Run):
-        self.run, self.cfg = run, run.config
-        self.truncated = 0
-        self.replaced = 0  # examples whose image was unreadable (data.skip_bad): replaced by the next one
-        self.unreadable: set[int] = set()
-        self.restart()
-
-    def restart(self) -> None:
-        self.window: list[dict] = []
-        self.t0 = time.time()
-
-    def exclude(self, seconds: float) -> None:
-        self.t0 += seconds
-
-    def batch(self, local: dict) -> dict:
-        """The global batch for this process's `local` slice; counts boxes lost to max_boxes and
-        unreadable images replaced (each named the first time it is met)."""
-        self.truncated += int(local["truncated_boxes"].sum())
-        bad = local["bad_image"][local["bad_image"] >= 0]
-        self.replaced += len(bad)
-        for index in sorted(set(int(i) for i in bad) - self.unreadable):
-            self.unreadable.add(index)
-            where = self.run.train_source.where(index)
-            _log(f"warning: image {where} is unreadable; replaced by the next readable image (data.skip_bad)")
-        return train.global_batch(self.run.mesh, _model_inputs(local))
-
-    def add(self, done: int, step_metrics: dict) -> None:
-        cfg = self.cfg.train
-        self.window.append(step_metrics)
-        if not (done % cfg.log_every == 0 or done == cfg.steps):
-            return
-        host = jax.device_get(self.window)
-        avg = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-        dt = time.time() - self.t0
-        ips = len(host) * cfg.batch_size / max(dt, 1e-9)
-        eta = (cfg.steps - done) * dt / len(host)
-        counts = {"truncated_boxes": self.truncated, "replaced_images": self.replaced}
-        self.run.writer.write(done, "train", {**avg, "images_per_sec": ips, **counts})
-        if self.truncated:
-            _log(
-                f"warning: {self.truncated} boxes beyond data.max_boxes={self.cfg.data.max_boxes} were not trained "
-                "on so far (raise data.max_boxes to keep them)"
-            )
-        if self.replaced:
-            _log(f"{self.replaced} examples so far had an unreadable image, replaced (data.skip_bad)")
-        _log(
-            f"step {done}/{cfg.steps}  loss {avg['loss']:.4f}  cls {avg['classification']:.4f}  "
-            f"loc {avg['localization']:.4f}  conf {avg['confidence']:.4f}  lr {avg['learning_rate']:.2e}  "
-            f"{ips:.1f} img/s  ETA {eta:.0f}s"
-        )
-        self.restart()
-
-
-class _NonFiniteGuard:
-    """Counts skipped (non-finite) steps, one step behind the device so the check does not
-    stall the pipeline; raises NonFiniteError after `limit` in a row (0 = never)."""
-
-    def __init__(self, limit: int):
-        self.limit, self.in_a_row, self.total = limit, 0, 0
-        self.pending: tuple[int, dict] | None = None
-
-    def push(self, step: int, metrics: dict) -> None:
-        self.flush()
-        self.pending = (step, metrics)
-
-    def flush(self) -> None:
-        if self.pending is None:
-            return
-        step, metrics = self.pending
-        self.pending = None
-        if not float(metrics["nonfinite"]):
-            self.in_a_row = 0
-            return
-        self.in_a_row += 1
-        self.total += 1
-        terms = [k for k in ("classification", "localization", "confidence") if float(metrics[f"nonfinite/{k}"])]
-        what = f"loss terms {', '.join(terms)}" if terms else "gradients (the loss terms were finite)"
-        _log(f"step {step}: non-finite {what}; update skipped ({self.in_a_row} in a row, {self.total} in all)")
-        if self.limit and self.in_a_row >= self.limit:
-            raise NonFiniteError(
-                f"stopping at step {step}: {self.in_a_row} consecutive steps with non-finite {what} "
-                f"(config.train.max_nonfinite_steps={self.limit}). No update was applied in those steps and "
-                "the checkpoints hold the last good state; lower the learning rate, enable gradient clipping "
-                "(optim.grad_clip_norm) or check the data, then re-run to resume."
-            )
 
 
 def _track_best(best: checkpoint.BestCheckpoint, step: int, metrics: dict, state, cfg) -> bool:

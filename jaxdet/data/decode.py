@@ -9,9 +9,12 @@ reads raises `BadImage` with the reason; the pipeline names the file.
 
 from __future__ import annotations
 
+import io
+
 import cv2
 import numpy as np
 import simplejpeg
+from PIL import Image
 
 # Input workers decode in parallel processes already: OpenCV's own threads would only compete.
 cv2.setNumThreads(1)
@@ -40,10 +43,6 @@ def decode_rgb(data: bytes) -> np.ndarray:
 def header_size(file: str | bytes) -> tuple[int, int] | None:
     """(height, width) from an image's header (a path or the encoded bytes) without decoding
     the pixels, or None if the header is unreadable."""
-    import io
-
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(file) if isinstance(file, bytes) else file) as im:
             return im.height, im.width

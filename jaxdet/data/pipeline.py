@@ -21,7 +21,6 @@ Batches (per process) are dicts of numpy arrays:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -31,149 +30,14 @@ import grain
 import numpy as np
 from absl import flags
 
-from jaxdet.data import augment
-from jaxdet.data.decode import BadImage
+from jaxdet.data.examples import Augmentation, Examples
 from jaxdet.data.table import AnnotationTable
 from jaxdet.errors import ConfigError
-
-# With data.skip_bad, an unreadable image is replaced by the next readable one in the split;
-# this many unreadable images in a row means the data (or its mount) is broken, not one file.
-MAX_REPLACEMENTS = 64
-
-
-@dataclasses.dataclass(frozen=True)
-class Augmentation:
-    """Training augmentation, applied per example (see README: flip, scale jitter, crop, colour, mosaic)."""
-
-    hflip: bool = True
-    scale_range: tuple[float, float] = (1.0, 1.0)
-    mosaic_prob: float = 0.0
-    crop_prob: float = 0.0
-    crop_min: float = 0.5
-    color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
 
 
 def default_workers() -> int:
     """Input worker processes when data.workers < 0: half the cores (the rest run the step), at most 16."""
     return max(1, min(16, (os.cpu_count() or 2) // 2))
-
-
-class _Examples:
-    """Picklable: global position k -> one finished example (runs in the input workers)."""
-
-    def __init__(self, source, image_size: int, max_boxes: int, seed: int, aug: Augmentation, skip_bad: bool):
-        self.source, self.size, self.max_boxes = source, image_size, max_boxes
-        self.seed, self.aug, self.skip_bad = int(seed) & 0xFFFFFFFF, aug, skip_bad
-        self._perm: tuple[int, np.ndarray] | None = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_perm": None}
-
-    def index(self, k: int) -> int:
-        """The image at global position k: epoch k // n's seeded permutation of the split."""
-        n = len(self.source)
-        epoch = k // n
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, 0, epoch]).permutation(n))
-        return int(self._perm[1][k % n])
-
-    def _rng(self, purpose: int, k: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, purpose, k])
-
-    def read(self, idx: int, why: str):
-        """(Example, index of the unreadable image it replaces or -1). Raises ConfigError
-        naming the file when the image is unreadable and data.skip_bad is off."""
-        n, bad = len(self.source), -1
-        for attempt in range(MAX_REPLACEMENTS + 1):
-            j = (idx + attempt) % n
-            try:
-                return self.source.read(j), bad
-            except BadImage as e:
-                if not self.skip_bad:
-                    raise ConfigError(
-                        f"image {self.source.where(j)} {e} (found when reading it for {why}); fix or remove it, "
-                        "or set --config.data.skip_bad=True to replace such images by the next readable one "
-                        "(counted in the logs and metrics.jsonl)"
-                    ) from None
-                bad = j if bad < 0 else bad
-        raise ConfigError(
-            f"{MAX_REPLACEMENTS + 1} unreadable images in a row from {self.source.where(idx)} on: "
-            "is the image folder complete and readable?"
-        )
-
-    def _augmented(self, ex, rng: np.random.Generator):
-        """One example cropped, resized (scale jitter), colour-jittered, padded and maybe flipped."""
-        a = self.aug
-        image, boxes = ex.image, ex.boxes
-        draw, crop_draw, color_draw = rng.random(4), rng.random(5), rng.random(4)
-        if a.crop_prob > 0 and crop_draw[4] < a.crop_prob:
-            image, boxes = augment.random_crop(image, boxes, crop_draw[:4], a.crop_min)
-        lo, hi = a.scale_range
-        image, boxes, scale = augment.resize(image, boxes, self.size, lo + (hi - lo) * draw[0])
-        if any(a.color_jitter):
-            image = augment.color_jitter(image, color_draw, *a.color_jitter)
-        image, boxes = augment.crop_and_pad(image, boxes, self.size, draw[1], draw[2])
-        if a.hflip and draw[3] < 0.5:
-            image, boxes = augment.hflip(image, boxes)
-        return image, boxes, ex.labels, scale
-
-    def train(self, k: int) -> dict[str, np.ndarray]:
-        idx = self.index(k)
-        why = f"training example {k}"
-        ex, bad = self.read(idx, why)
-        if self.aug.mosaic_prob > 0 and self._rng(8, k).random() < self.aug.mosaic_prob:
-            others = self._rng(2, k).integers(0, len(self.source), 3)
-            tiles = [self._augmented(ex, self._rng(3, k))]
-            for j, other in enumerate(others):
-                tile_ex, tile_bad = self.read(int(other), why)
-                bad = tile_bad if bad < 0 else bad
-                tiles.append(self._augmented(tile_ex, self._rng(4 + j, k)))
-            corner = self._rng(7, k).uniform(0.25, 0.75, 2)
-            image, boxes, labels = augment.mosaic([t[:3] for t in tiles], self.size, corner)
-            scale = tiles[0][3]
-        else:
-            image, boxes, labels, scale = self._augmented(ex, self._rng(1, k))
-        return self.finish(image, boxes, labels, ex.image_id, scale, True, bad)
-
-    def eval(self, k: int) -> dict[str, np.ndarray]:
-        """Example k of the split (k >= n: padding, image_mask False), resized and padded."""
-        n = len(self.source)
-        idx = min(k, n - 1)
-        try:
-            ex = self.source.read(idx)
-        except BadImage as e:
-            if not self.skip_bad:
-                raise ConfigError(
-                    f"image {self.source.where(idx)} {e} (found when reading it for evaluation); fix or remove "
-                    "it, or set --config.data.skip_bad=True to leave such images out of the metrics (counted)"
-                ) from None
-            blank = np.zeros((self.size, self.size, 3), np.uint8)
-            no_boxes = np.zeros((0, 4), np.float32), np.zeros(0, np.int32)
-            return self.finish(blank, *no_boxes, self.source.image_id(idx), 1.0, False, idx)
-        image, boxes, scale = augment.resize(ex.image, ex.boxes, self.size)
-        image, boxes = augment.crop_and_pad(image, boxes, self.size)
-        return self.finish(image, boxes, ex.labels, ex.image_id, scale, k < n, -1)
-
-    def finish(self, image, boxes, labels, image_id, scale, image_ok, bad) -> dict[str, np.ndarray]:
-        """Pads the boxes to max_boxes; a box squeezed below one pixel no longer shows an object."""
-        wh = boxes[:, 2:] - boxes[:, :2]
-        keep = (wh[:, 0] >= 1.0) & (wh[:, 1] >= 1.0)
-        boxes, labels = boxes[keep], labels[keep]
-        m, k = self.max_boxes, min(len(boxes), self.max_boxes)
-        out_boxes = np.zeros((m, 4), np.float32)
-        out_labels = np.zeros((m,), np.int32)
-        out_boxes[:k], out_labels[:k] = boxes[:k], labels[:k]
-        return {
-            "image": image,
-            "boxes": out_boxes,
-            "labels": out_labels,
-            "box_mask": np.arange(m) < k,
-            "image_mask": np.bool_(image_ok),
-            "image_id": np.int64(image_id),
-            "scale": np.float32(scale),
-            "truncated_boxes": np.int32(len(boxes) - k),
-            "bad_image": np.int64(bad),
-        }
 
 
 def _watch_parent(worker_index: int, worker_count: int) -> None:
@@ -256,7 +120,7 @@ class Pipeline:
         if len(self.source) == 0:
             raise ConfigError("the training split is empty")
         aug = Augmentation(hflip, tuple(scale_range), mosaic_prob, crop_prob, crop_min, tuple(color_jitter))
-        examples = _Examples(self.source, self.image_size, self.max_boxes, seed, aug, self.skip_bad)
+        examples = Examples(self.source, self.image_size, self.max_boxes, seed, aug, self.skip_bad)
         global_bs = batch_size * process_count
 
         def position(c: int) -> int:  # this process's c-th example -> its position in the global stream
@@ -277,7 +141,7 @@ class Pipeline:
         """Every example once, in order; the last batch is padded with image_mask False."""
         n = len(self.source)
         total = -(-n // batch_size) * batch_size
-        examples = _Examples(self.source, self.image_size, self.max_boxes, 0, Augmentation(), self.skip_bad)
+        examples = Examples(self.source, self.image_size, self.max_boxes, 0, Augmentation(), self.skip_bad)
         ds = grain.MapDataset.range(total).map(examples.eval).batch(batch_size)
 
         def describe(b: int) -> str:

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from jaxdet.data.decode import BadImage, decode_rgb
+from jaxdet.data.decode import BadImage, decode_rgb, header_size
 from jaxdet.data.table import AnnotationTable, TableBuilder
 from jaxdet.errors import ConfigError
 
@@ -108,8 +108,6 @@ class MemorySource(_TableSource):
 
 def memory_source(images: list[bytes], boxes, labels, class_names, image_ids=None, sizes=None) -> MemorySource:
     """A MemorySource from per-image lists (sizes: (h, w) each; read from the headers when None)."""
-    from jaxdet.data.decode import header_size
-
     builder = TableBuilder(class_names)
     for k, data in enumerate(images):
         size = sizes[k] if sizes is not None else header_size(data)
@@ -218,8 +216,6 @@ class TfdsSource:
     def annotations(self) -> AnnotationTable:
         """Reads every record once (image headers only, no pixel decode); kept after the first call."""
         if self._table is None:
-            from jaxdet.data.decode import header_size
-
             builder = TableBuilder(self._class_names)
             for i in range(len(self)):
                 data, image_id, yxyx, labels, ignore = self._record(i)

@@ -1,0 +1,116 @@
+"""What the training loop reports as it goes: progress lines (loss terms, learning rate,
+images/s, ETA) and metrics.jsonl rows, input bookkeeping (boxes beyond max_boxes, unreadable
+images replaced), and the count of skipped non-finite steps.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+from jaxdet import train
+from jaxdet.errors import NonFiniteError
+
+
+def log(msg: str) -> None:
+    # Progress goes to stdout (process 0 only) so it is readable under absl's log noise.
+    if jax.process_index() == 0:
+        print(msg, flush=True)
+
+
+def model_inputs(local: dict) -> dict:
+    """The batch fields the steps read (the input pipeline's bookkeeping fields stay on the host)."""
+    return {k: v for k, v in local.items() if k not in ("truncated_boxes", "bad_image")}
+
+
+class Progress:
+    """Averages step metrics over `train.log_every` steps and writes the progress line
+    (loss terms, learning rate, images/s, ETA); the first step (compilation) is left out."""
+
+    def __init__(self, run):  # a loop.Run
+        self.run, self.cfg = run, run.config
+        self.truncated = 0
+        self.replaced = 0  # examples whose image was unreadable (data.skip_bad): replaced by the next one
+        self.unreadable: set[int] = set()
+        self.restart()
+
+    def restart(self) -> None:
+        self.window: list[dict] = []
+        self.t0 = time.time()
+
+    def exclude(self, seconds: float) -> None:
+        self.t0 += seconds
+
+    def batch(self, local: dict) -> dict:
+        """The global batch for this process's `local` slice; counts boxes lost to max_boxes and
+        unreadable images replaced (each named the first time it is met)."""
+        self.truncated += int(local["truncated_boxes"].sum())
+        bad = local["bad_image"][local["bad_image"] >= 0]
+        self.replaced += len(bad)
+        for index in sorted(set(int(i) for i in bad) - self.unreadable):
+            self.unreadable.add(index)
+            where = self.run.train_source.where(index)
+            log(f"warning: image {where} is unreadable; replaced by the next readable image (data.skip_bad)")
+        return train.global_batch(self.run.mesh, model_inputs(local))
+
+    def add(self, done: int, step_metrics: dict) -> None:
+        cfg = self.cfg.train
+        self.window.append(step_metrics)
+        if not (done % cfg.log_every == 0 or done == cfg.steps):
+            return
+        host = jax.device_get(self.window)
+        avg = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        dt = time.time() - self.t0
+        ips = len(host) * cfg.batch_size / max(dt, 1e-9)
+        eta = (cfg.steps - done) * dt / len(host)
+        counts = {"truncated_boxes": self.truncated, "replaced_images": self.replaced}
+        self.run.writer.write(done, "train", {**avg, "images_per_sec": ips, **counts})
+        if self.truncated:
+            log(
+                f"warning: {self.truncated} boxes beyond data.max_boxes={self.cfg.data.max_boxes} were not trained "
+                "on so far (raise data.max_boxes to keep them)"
+            )
+        if self.replaced:
+            log(f"{self.replaced} examples so far had an unreadable image, replaced (data.skip_bad)")
+        log(
+            f"step {done}/{cfg.steps}  loss {avg['loss']:.4f}  cls {avg['classification']:.4f}  "
+            f"loc {avg['localization']:.4f}  conf {avg['confidence']:.4f}  lr {avg['learning_rate']:.2e}  "
+            f"{ips:.1f} img/s  ETA {eta:.0f}s"
+        )
+        self.restart()
+
+
+class NonFiniteGuard:
+    """Counts skipped (non-finite) steps, one step behind the device so the check does not
+    stall the pipeline; raises NonFiniteError after `limit` in a row (0 = never)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.in_a_row, self.total = limit, 0, 0
+        self.pending: tuple[int, dict] | None = None
+
+    def push(self, step: int, metrics: dict) -> None:
+        self.flush()
+        self.pending = (step, metrics)
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        step, metrics = self.pending
+        self.pending = None
+        if not float(metrics["nonfinite"]):
+            self.in_a_row = 0
+            return
+        self.in_a_row += 1
+        self.total += 1
+        terms = [k for k in ("classification", "localization", "confidence") if float(metrics[f"nonfinite/{k}"])]
+        what = f"loss terms {', '.join(terms)}" if terms else "gradients (the loss terms were finite)"
+        log(f"step {step}: non-finite {what}; update skipped ({self.in_a_row} in a row, {self.total} in all)")
+        if self.limit and self.in_a_row >= self.limit:
+            raise NonFiniteError(
+                f"stopping at step {step}: {self.in_a_row} consecutive steps with non-finite {what} "
+                f"(config.train.max_nonfinite_steps={self.limit}). No update was applied in those steps and "
+                "the checkpoints hold the last good state; lower the learning rate, enable gradient clipping "
+                "(optim.grad_clip_norm) or check the data, then re-run to resume."
+            )
