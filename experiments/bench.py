@@ -46,13 +46,13 @@ def _torch_side(args: dict) -> dict:
 
 def _torchvision_kwargs(config) -> dict:
     """Builder arguments that give torchvision's model the work jaxdet's config does."""
-    m = config.model
-    if m.name == "faster_rcnn":
+    if config.model.name == "faster_rcnn":
+        f = config.model.faster_rcnn
         return {
-            "rpn_pre_nms_top_n_train": m.rpn_pre_nms_topk,
-            "rpn_post_nms_top_n_train": m.rpn_post_nms_topk,
-            "rpn_batch_size_per_image": m.rpn_per_image,
-            "box_batch_size_per_image": m.roi_per_image,
+            "rpn_pre_nms_top_n_train": f.rpn_pre_nms_topk,
+            "rpn_post_nms_top_n_train": f.rpn_post_nms_topk,
+            "rpn_batch_size_per_image": f.rpn_per_image,
+            "box_batch_size_per_image": f.roi_per_image,
         }
     return {}
 

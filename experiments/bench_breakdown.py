@@ -20,9 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.configs import retinanet_r50
-from jaxdet import train
+from jaxdet import detectors, kernels, train
 from jaxdet.data.synthetic import synthetic_batch
-from jaxdet.models import detectors
 from jaxdet.models.backbones import Bottleneck
 from jaxdet.models.heads.retinanet import RetinaNetHead
 from jaxdet.models.layers import Conv, make_norm, max_pool_3x3_s2
@@ -37,6 +36,7 @@ STAGES = (
     ("layer4", (BATCH, SIZE // 16, SIZE // 16, 1024), 3, 2048, 2),
 )
 HEAD_LEVELS = range(3, 8)
+KERNELS = kernels.resolve("auto", kernels.platform())  # the forms a training run here would use
 
 
 def _median_time(fn) -> float:
@@ -92,12 +92,12 @@ class _Stage(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        norm = make_norm("batch", True, jnp.float32)
+        norm = make_norm("batch", True, jnp.float32, kernels=KERNELS)
         if not self.blocks:
-            x = Conv(self.width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], use_bias=False)(x)
-            return max_pool_3x3_s2(nn.relu(norm()(x)))
+            x = Conv(self.width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], use_bias=False, kernels=KERNELS)(x)
+            return max_pool_3x3_s2(nn.relu(norm()(x)), KERNELS)
         for i in range(self.blocks):
-            x = Bottleneck(self.width, self.stride if i == 0 else 1, norm)(x)
+            x = Bottleneck(self.width, self.stride if i == 0 else 1, norm, KERNELS)(x)
         return x
 
 
@@ -120,7 +120,9 @@ def jaxdet_parts() -> dict[str, tuple[float, float]]:
     levels = {
         lvl: jnp.asarray(rng.normal(size=(BATCH, SIZE >> lvl, SIZE >> lvl, 256)), jnp.float32) for lvl in HEAD_LEVELS
     }
-    times["head"] = _time_module(RetinaNetHead(CLASSES, 9, 4, 256, "none"), levels, wrt_inputs=True, mutable=())
+    times["head"] = _time_module(
+        RetinaNetHead(CLASSES, 9, 4, 256, "none", kernels=KERNELS), levels, wrt_inputs=True, mutable=()
+    )
     return times
 
 

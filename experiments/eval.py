@@ -1,7 +1,10 @@
 """Evaluate a trained run: COCO metrics, validation loss, per-class AP, PR curves, errors.
 
-    python -m experiments.eval --config=experiments/configs/default.py --workdir=runs/default
-    python -m experiments.eval --config=... --workdir=... --checkpoint=best      # or latest, or a step
+    python -m experiments.eval --workdir=runs/default [--checkpoint=best|latest|STEP]
+    python -m experiments.eval --workdir=... --config=...     # evaluate with another config (e.g. data)
+
+Without --config, the config the run recorded (workdir/config.json) is used; the class
+names always come from workdir/classes.json, and the training split is not read.
 
 Writes workdir/eval/{per_class.md, pr_curves.png, errors.txt} and prints the table.
 """
@@ -12,10 +15,10 @@ from ml_collections import config_flags
 from experiments import cli
 from jaxdet import loop
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to the run's config file.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A config file (default: the run's own).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best (by train.best_metric) or a step number.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):

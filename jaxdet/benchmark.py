@@ -26,10 +26,9 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxdet import configs, optim, train
+from jaxdet import configs, detectors, kernels, optim, train
 from jaxdet.data.synthetic import synthetic_batch
 from jaxdet.memory import peak_host_mb
-from jaxdet.models import detectors
 
 # Dense peak FLOP/s per chip by compute dtype, from the vendors' data sheets. The float32
 # entry is the TF32 tensor-core rate, which XLA uses for float32 convolutions on these GPUs.
@@ -90,8 +89,9 @@ def bench_jaxdet(
     if steps < 1 or warmup < 1:
         raise ValueError(f"steps and warmup must be >= 1, got steps={steps}, warmup={warmup}")
     mesh = train.make_mesh()
+    config = configs.resolve(config)
     configs.validate(config, mesh.size)
-    detector = detectors.build_detector(config, num_classes, train.AXIS)
+    detector = detectors.build_detector(config, num_classes, train.AXIS, kernels.platform(mesh.devices.flat), mesh.size)
     tx, lr = optim.make_optimizer(config.optim, max(config.train.steps, steps + warmup))
     step = train.shard_train_step(train.make_train_step(detector, tx, lr), mesh)
     state = train.init_state(detector, tx, train.init_key(seed), config.data.image_size, mesh)

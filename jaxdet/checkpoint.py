@@ -67,6 +67,29 @@ class Checkpoints:
         self._manager.close()
 
 
+def find(workdir: str, which: str = "latest") -> tuple[Checkpoints, int]:
+    """The checkpoints a finished or running run wrote, for evaluation and prediction:
+    `which` is "latest", "best" (workdir/checkpoints_best) or a step number.
+
+    Returns the opened Checkpoints (close it after restoring) and the step.
+    """
+    if not (which in ("latest", "best") or which.isdigit()):
+        raise ConfigError(f"--checkpoint={which!r}: use latest, best or a step number")
+    directory = os.path.join(workdir, "checkpoints_best" if which == "best" else "checkpoints")
+    if not os.path.isdir(directory):
+        raise ConfigError(f"no checkpoint directory {directory} (train first, or check --workdir)")
+    ckpts = Checkpoints(directory, keep=1000, save_every=1)
+    step = ckpts.latest_step() if which in ("latest", "best") else int(which)
+    if step is None:
+        ckpts.close()
+        raise ConfigError(f"no checkpoint in {directory} (train first, or check --workdir)")
+    if step not in ckpts.all_steps():
+        steps = ckpts.all_steps()
+        ckpts.close()
+        raise ConfigError(f"no checkpoint at step {step} in {directory}; have {steps}")
+    return ckpts, step
+
+
 def higher_is_better(metric: str) -> bool:
     """AP/AR-like metrics improve upwards; validation losses (loss_*) downwards."""
     return not metric.startswith("loss")

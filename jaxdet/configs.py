@@ -13,37 +13,45 @@ import os
 import jax
 import ml_collections
 
-from jaxdet import losses, optim
+from jaxdet import kernels, losses, optim
 from jaxdet.data import sources
+from jaxdet.detectors import config as model_config
 from jaxdet.errors import ConfigError
 from jaxdet.evaluation import COCO_KEYS
-from jaxdet.models import detectors
 from jaxdet.models.backbones import BACKBONES
 from jaxdet.models.layers import NORMS
+from jaxdet.models.necks import NECKS
 
 # Sections whose change makes a checkpoint meaningless (resume refuses them).
 MODEL_SECTIONS = ("model", "data")
 # Fields of those sections that do not change what is trained (a resume may change them freely).
-RESULT_NEUTRAL = ("data.workers",)
+RESULT_NEUTRAL = ("data.workers", *model_config.RESULT_NEUTRAL)
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config a run uses and records: the model section resolved (the chosen detector's
+    section only, loss-implied fields recorded; see detectors/config.py)."""
+    for family in ("classification", "localization", "confidence"):
+        losses.get_loss(family, config.loss[family])
+    return model_config.resolve(config)
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
-    """Raises ValueError naming the first bad field of `config`."""
+    """Raises ConfigError naming the first bad field of `config` (a resolved config)."""
     for family in ("classification", "localization", "confidence"):
         losses.get_loss(family, config.loss[family])
-    if config.model.name not in detectors.DETECTORS:
-        raise ConfigError(
-            f"unknown detector {config.model.name!r} (config.model.name); valid names: {sorted(detectors.DETECTORS)}"
-        )
+    section = config.model[config.model.name]
     if config.model.backbone not in BACKBONES:
         raise ConfigError(
             f"unknown backbone {config.model.backbone!r} (config.model.backbone); valid names: {sorted(BACKBONES)}"
         )
-    for field in ("backbone_norm", "head_norm"):
-        if config.model[field] not in NORMS:
-            raise ConfigError(f"unknown norm {config.model[field]!r} (config.model.{field}); valid: {NORMS}")
-    if config.model.get("fpn_extra", "conv") not in ("conv", "pool"):
-        raise ConfigError(f"config.model.fpn_extra={config.model.fpn_extra!r}; valid: 'conv', 'pool'")
+    if config.model.backbone_norm not in NORMS:
+        raise ConfigError(f"unknown norm {config.model.backbone_norm!r} (config.model.backbone_norm); valid: {NORMS}")
+    if config.model.neck and config.model.neck not in NECKS:
+        raise ConfigError(f"unknown neck {config.model.neck!r} (config.model.neck); valid: '' or {sorted(NECKS)}")
+    if config.model.neck_extra not in ("conv", "pool"):
+        raise ConfigError(f"config.model.neck_extra={config.model.neck_extra!r}; valid: 'conv', 'pool'")
+    kernels.resolve(config.model.kernels, "cpu")  # refuses an unknown policy
     for field in ("backbone_weights", "detector_weights"):
         path = config.model.get(field, "")
         if path and not os.path.isfile(os.path.expanduser(path)):
@@ -53,8 +61,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
             f"config.model.backbone_weights needs a torchvision ResNet: backbone resnet18, resnet34 or resnet50, "
             f"not {config.model.backbone!r}"
         )
-    if config.model.head_norm in ("batch", "frozen_batch"):
-        raise ConfigError(f"config.model.head_norm={config.model.head_norm!r} is not supported; use 'group' or 'none'")
+    head_norm = section.get("head_norm", "none")
+    if head_norm not in ("group", "none"):
+        raise ConfigError(
+            f"config.model.{config.model.name}.head_norm={head_norm!r} is not supported; use 'group' or 'none'"
+        )
     if config.optim.name not in optim.OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {config.optim.name!r} (config.optim.name); valid: {optim.OPTIMIZERS}")
     if config.optim.schedule not in optim.SCHEDULES:
@@ -65,15 +76,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
         raise ConfigError(
             f"config.train.compute_dtype={config.train.compute_dtype!r}; valid: float32, bfloat16, float16"
         )
-    for field in ("batch_size", "eval_batch_size"):
-        b = config.train[field]
-        if b <= 0 or b % num_devices:
-            raise ConfigError(
-                f"config.train.{field}={b} (global) is not divisible by the {num_devices} devices; "
-                f"use a multiple of {num_devices}, e.g. {max(1, round(b / num_devices)) * num_devices}"
-            )
-        if b % num_processes:
-            raise ConfigError(f"config.train.{field}={b} is not divisible by the {num_processes} processes")
+    b = config.train.batch_size
+    if b <= 0 or b % num_devices:
+        raise ConfigError(
+            f"config.train.batch_size={b} (global) is not divisible by the {num_devices} devices; "
+            f"use a multiple of {num_devices}, e.g. {max(1, round(b / num_devices)) * num_devices}"
+        )
+    if b % num_processes:
+        raise ConfigError(f"config.train.batch_size={b} is not divisible by the {num_processes} processes")
+    if config.train.eval_batch_size <= 0:  # (rounded up to a multiple of the devices: eval_batch_size())
+        raise ConfigError(f"config.train.eval_batch_size must be positive, got {config.train.eval_batch_size}")
     for field in ("steps", "eval_every", "checkpoint_every", "log_every"):
         if config.train[field] <= 0:
             raise ConfigError(f"config.train.{field} must be positive, got {config.train[field]}")
@@ -107,6 +119,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
         raise ConfigError(
             f"need 0 < data.scale_min <= data.scale_max, got {config.data.scale_min}, {config.data.scale_max}"
         )
+
+
+def eval_batch_size(config: ml_collections.ConfigDict, num_devices: int) -> int:
+    """The global evaluation batch: config.train.eval_batch_size rounded up to a multiple of
+    the devices (the added slots are padding images, masked out as in the last batch)."""
+    return -(-config.train.eval_batch_size // num_devices) * num_devices
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:
@@ -156,7 +174,7 @@ def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: 
     notes: list[str] = []
     if resuming and os.path.exists(path):
         with open(path) as f:
-            old = json.load(f)
+            old = model_config.upgrade(json.load(f))  # (configs recorded before per-detector sections)
         changes, recorded = _changes(old, new), _flatten(old)
         # Fields the recorded config lacks were added to jaxdet since: logged, not refused.
         added = [line for key, line in changes.items() if key not in recorded]
@@ -168,9 +186,10 @@ def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: 
         changed = [line for is_model, line in model if is_model]
         others = [line for is_model, line in model if not is_model]
         if changed and not config.train.get("allow_config_change", False):
+            changed_keys = [key for key in changes if key in recorded and changes[key] in changed]
             raise ConfigError(
                 f"{workdir} holds checkpoints of a different model/data config; changed fields:\n"
-                + "\n".join(changed)
+                + "\n".join(changed + model_config.implied_fields_note(changed_keys))
                 + "\nUse a new --workdir, restore the original values, or pass "
                 "--config.train.allow_config_change=True to resume anyway."
             )
@@ -194,3 +213,17 @@ def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: 
         f.write(to_json(config))
     os.replace(tmp, path)
     return notes
+
+
+def load_recorded(workdir: str) -> tuple[ml_collections.ConfigDict, list[str]]:
+    """The config (resolved) and class names a run recorded in its workdir: what evaluation
+    and prediction need besides the checkpoints, so neither reads the training split."""
+    paths = [os.path.join(workdir, n) for n in ("config.json", "classes.json")]
+    for path in paths:
+        if not os.path.exists(path):
+            raise ConfigError(f"{path} does not exist: is {workdir!r} the workdir of a jaxdet run?")
+    with open(paths[0]) as f:
+        # (configs recorded before per-detector model sections are read in today's layout)
+        config = resolve(ml_collections.ConfigDict(model_config.upgrade(json.load(f))))
+    with open(paths[1]) as f:
+        return config, list(json.load(f))

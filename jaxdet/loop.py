@@ -21,7 +21,9 @@ from jaxdet import (
     analysis,
     checkpoint,
     configs,
+    detectors,
     evaluation,
+    kernels,
     optim,
     preemption,
     progress,
@@ -32,7 +34,6 @@ from jaxdet import (
 )
 from jaxdet.data import pipeline, sources
 from jaxdet.errors import ConfigError, NonFiniteError
-from jaxdet.models import detectors
 from jaxdet.progress import log as _log
 
 
@@ -71,22 +72,33 @@ def model_class_names(data_names: list[str], num_classes: int) -> list[str]:
 class Run:
     """Holds everything one run builds once: mesh, data, detector, optimizer, compiled steps."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str, devices: Sequence[jax.Device] | None = None):
-        self.config, self.workdir = config, workdir
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str,
+        devices: Sequence[jax.Device] | None = None,
+        class_names: list[str] | None = None,
+    ):
+        """With `class_names` (a recorded run's), only the evaluation split is loaded."""
+        self.config = config = configs.resolve(config)
+        self.workdir = workdir
         self.mesh = train.make_mesh(devices)
         configs.validate(config, self.mesh.size, jax.process_count())
+        self.eval_batch_size = configs.eval_batch_size(config, self.mesh.size)
         runtime.check_processes_agree(configs.fingerprint(config))
         pi, pc = jax.process_index(), jax.process_count()
         # The whole training split's annotations on every process; each reads the images of its
         # slice of every global batch, so a run's batches do not depend on the number of processes.
-        self.train_source = sources.load(config.data, "train", log=_log)
+        self.train_source = None if class_names else sources.load(config.data, "train", log=_log)
         eval_source = sources.load(config.data, "eval", pi, pc, log=_log)
         if config.data.eval_max_images:
             eval_source = eval_source.take(0, config.data.eval_max_images // pc)
         self.eval_source = eval_source
         self._whole_eval = None  # multi-process: the unsharded split's annotations, for COCO ground truth
-        self.class_names = model_class_names(self.train_source.class_names, config.model.num_classes)
-        self.detector = detectors.build_detector(config, len(self.class_names), train.AXIS)
+        self.class_names = class_names or model_class_names(self.train_source.class_names, config.model.num_classes)
+        self.detector = detectors.build_detector(
+            config, len(self.class_names), train.AXIS, kernels.platform(self.mesh.devices.flat), self.mesh.size
+        )
         self.tx, self.lr = optim.make_optimizer(config.optim, config.train.steps)
         self.train_step = train.shard_train_step(train.make_train_step(self.detector, self.tx, self.lr), self.mesh)
         self.eval_step = train.make_eval_step(self.detector, self.mesh)
@@ -116,8 +128,7 @@ class Run:
         """COCO metrics and validation loss terms on the eval split; logged and returned.
 
         Returns None, having logged nothing, when `interrupt()` turns True between batches."""
-        cfg = self.config
-        local_bs = cfg.train.eval_batch_size // jax.process_count()
+        local_bs = self.eval_batch_size // jax.process_count()
         data = self.pipeline(self.eval_source)
         results, term_sums, batches, unreadable = [], {}, 0, set()
         stream = data.eval(local_bs)
@@ -201,7 +212,7 @@ class Run:
         n = cfg.train.num_prediction_images
         if n <= 0:
             return []
-        stream = self.pipeline(self.eval_source, workers=0).eval(cfg.train.eval_batch_size // jax.process_count())
+        stream = self.pipeline(self.eval_source, workers=0).eval(self.eval_batch_size // jax.process_count())
         local = next(stream)
         stream.close()
         dets, _ = self.eval_step(state, train.global_batch(self.mesh, progress.model_inputs(local)))
@@ -239,8 +250,8 @@ def train_and_evaluate(
     and `NonFiniteError` after `train.max_nonfinite_steps` non-finite steps in a row.
     """
     t_start = time.time()
-    cfg = config
-    run = Run(cfg, workdir, devices)
+    run = Run(config, workdir, devices)
+    cfg = run.config  # resolved: the chosen detector's section only
     ckpts = checkpoint.Checkpoints(
         os.path.join(workdir, "checkpoints"), cfg.train.keep_checkpoints, cfg.train.checkpoint_every
     )
@@ -390,28 +401,24 @@ def _track_best(best: checkpoint.BestCheckpoint, step: int, metrics: dict, state
     return False
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str = "latest") -> dict[str, float]:
-    """Evaluates a run's checkpoint: `which` is "latest", "best" or a step number."""
-    run = Run(config, workdir)
-    directory = os.path.join(workdir, "checkpoints_best" if which == "best" else "checkpoints")
-    ckpts = checkpoint.Checkpoints(directory, keep=1000, save_every=1)
-    if which in ("latest", "best"):
-        step = ckpts.latest_step()
-    elif which.isdigit():
-        step = int(which)
-        if step not in ckpts.all_steps():
-            raise ConfigError(f"no checkpoint at step {step} in {directory}; have {ckpts.all_steps()}")
-    else:
-        raise ConfigError(f"--checkpoint={which!r}: use latest, best or a step number")
-    if step is None:
-        raise ConfigError(f"no checkpoint in {directory} (train first, or check --workdir)")
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict | None, workdir: str, which: str = "latest"
+) -> dict[str, float]:
+    """Evaluates a run's checkpoint: `which` is "latest", "best" or a step number.
+
+    The class names (and, when `config` is None, the config) are the ones the run recorded
+    in its workdir; only the evaluation split is read.
+    """
+    recorded, class_names = configs.load_recorded(workdir)
+    run = Run(recorded if config is None else config, workdir, class_names=class_names)
+    ckpts, step = checkpoint.find(workdir, which)
     state = ckpts.restore(step, run.initial_state())
+    ckpts.close()
     metrics = run.evaluate(state, step)
     if "AP" in metrics:
         keys = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
         _log(f"{which} checkpoint, step {step}: " + "  ".join(f"{k} {metrics[k]:.4f}" for k in keys))
         _log("validation loss: " + "  ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items() if k.startswith("loss_")))
     run.log_analysis()
-    ckpts.close()
     run.writer.close()
     return metrics

@@ -11,26 +11,12 @@ import json
 import os
 
 import jax
-import ml_collections
 import numpy as np
 from PIL import Image
 
-from jaxdet import checkpoint, optim, train, visualize
+from jaxdet import checkpoint, configs, detectors, optim, train, visualize
 from jaxdet.data import augment, decode
 from jaxdet.errors import ConfigError
-from jaxdet.models import detectors
-
-
-def load_run_config(workdir: str) -> tuple[ml_collections.ConfigDict, list[str]]:
-    """The config and class names a run recorded in its workdir."""
-    paths = [os.path.join(workdir, n) for n in ("config.json", "classes.json")]
-    for path in paths:
-        if not os.path.exists(path):
-            raise ConfigError(f"{path} does not exist: is {workdir!r} the workdir of a jaxdet run?")
-    with open(paths[0]) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    with open(paths[1]) as f:
-        return config, list(json.load(f))
 
 
 def preprocess(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
@@ -55,16 +41,13 @@ class Predictor:
     """A restored detector that runs on one image at a time (any size, JPEG or PNG)."""
 
     def __init__(self, workdir: str, which: str = "latest"):
-        self.config, self.class_names = load_run_config(workdir)
+        self.config, self.class_names = configs.load_recorded(workdir)
         cfg = self.config
-        self.detector = detectors.build_detector(cfg, len(self.class_names), None)
+        devices = jax.local_devices()[:1]
+        self.detector = detectors.build_detector(cfg, len(self.class_names), None, devices[0].platform)
         tx, _ = optim.make_optimizer(cfg.optim, cfg.train.steps)
-        mesh = train.make_mesh(jax.local_devices()[:1])
-        directory = os.path.join(workdir, "checkpoints_best" if which == "best" else "checkpoints")
-        ckpts = checkpoint.Checkpoints(directory, keep=1000, save_every=1)
-        step = ckpts.latest_step() if which in ("latest", "best") else int(which)
-        if step is None:
-            raise ConfigError(f"no checkpoint in {directory}")
+        mesh = train.make_mesh(devices)
+        ckpts, step = checkpoint.find(workdir, which)
         state = ckpts.restore(step, train.init_state(self.detector, tx, train.init_key(0), cfg.data.image_size, mesh))
         ckpts.close()
         self.step = step

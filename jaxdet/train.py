@@ -153,7 +153,7 @@ def per_term_gradients(detector, state: TrainState, batch: dict[str, jax.Array],
         variables = {"params": params, "batch_stats": state.batch_stats}
         outputs, _ = forward(detector, variables, batch, rng, train=True)
         _, terms = detector.loss_fn(outputs, batch, rng, axis_name=AXIS)
-        return jnp.stack([detector.weights[k] * terms[k] for k in TERMS])
+        return jnp.stack([detector.losses.weights[k] * terms[k] for k in TERMS])
 
     return jax.jacrev(weighted_terms)(state.params)
 

@@ -13,14 +13,14 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.configs import default  # noqa: E402
-from jaxdet import optim, train  # noqa: E402
+from jaxdet import detectors, optim, train  # noqa: E402
 from jaxdet.data.synthetic import synthetic_batch  # noqa: E402
-from jaxdet.models import detectors  # noqa: E402
 
 
 def run(config, devices, batches):
+    assert len(devices) == len({d.id for d in devices})
     mesh = train.make_mesh(devices)
-    det = detectors.build_detector(config, 5, train.AXIS)
+    det = detectors.build_detector(config, 5, train.AXIS, "cpu", num_devices=len(devices))
     tx, lr = optim.make_optimizer(config.optim, config.train.steps)
     state = train.init_state(det, tx, train.init_key(0), config.data.image_size, mesh)
     step = train.shard_train_step(train.make_train_step(det, tx, lr), mesh)
@@ -33,13 +33,19 @@ def run(config, devices, batches):
 
 def main() -> int:
     config = default.get_config("tiny")
-    config.model.sync_batch_norm = True  # BatchNorm over the global batch on any device count
+    assert config.model.sync_batch_norm  # the default: BatchNorm over the global batch on any device count
     config.optim.name, config.optim.learning_rate, config.train.steps = "sgd", 0.01, 10
     batches = [synthetic_batch(8, 64, 8, 5, seed=s) for s in range(10)]
-    ref, ref_losses = run(config, jax.devices()[:1], batches)
+    # Host devices explicitly: on a GPU machine jax.devices() holds the GPU(s), and slicing
+    # them would compare one device with itself.
+    cpus = jax.devices("cpu")
+    if len(cpus) < 8:
+        print(f"needs 8 CPU devices, have {len(cpus)}")
+        return 1
+    ref, ref_losses = run(config, cpus[:1], batches)
     worst = 0.0
     for n in (4, 8):
-        state, losses = run(config, jax.devices()[:n], batches)
+        state, losses = run(config, cpus[:n], batches)
         assert int(state.step) == 10
         for a, b in zip(jax.tree_util.tree_leaves((ref.params, ref.batch_stats)),
                         jax.tree_util.tree_leaves((state.params, state.batch_stats)), strict=True):  # fmt: skip

@@ -38,11 +38,12 @@ def test_bench_jaxdet_measures_a_training_step():
 
 
 def test_step_flops_counts_the_global_step():
-    """FLOPs come from the CPU lowering of the per-device program, times the devices."""
+    """The global step's FLOPs do not depend on how it is split: batch 8 on two devices (two
+    per-device programs of 4, counted once and doubled) is within the batch-independent
+    optimizer update of batch 8 on one device; and half the batch is about half the work."""
     import jax
 
-    from jaxdet import optim, train
-    from jaxdet.models import detectors
+    from jaxdet import detectors, optim, train
 
     config = default.get_config("tiny")
     detector = detectors.build_detector(config, 5, train.AXIS)
@@ -53,8 +54,11 @@ def test_step_flops_counts_the_global_step():
     big = synthetic_batch(8, 64, 8, 5)
     small = {k: v[:4] for k, v in big.items()}
     two_devices = benchmark.step_flops(detector, tx, lr, state, big, rng, num_devices=2)
-    one_device = benchmark.step_flops(detector, tx, lr, state, small, rng, num_devices=1)
-    assert one_device > 1e6 and two_devices == 2 * one_device
+    one_device = benchmark.step_flops(detector, tx, lr, state, big, rng, num_devices=1)
+    half = benchmark.step_flops(detector, tx, lr, state, small, rng, num_devices=1)
+    assert one_device > 1e6
+    assert abs(two_devices - one_device) < 0.03 * one_device, (two_devices, one_device)
+    assert 1.8 < one_device / half < 2.05, (one_device, half)
 
 
 def test_bench_main_writes_json(tmp_path):

@@ -16,12 +16,12 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from experiments.configs import default, faster_rcnn, retinanet_r50  # noqa: E402
-from jaxdet import train  # noqa: E402
+from jaxdet import detectors, train  # noqa: E402
 from jaxdet.errors import ConfigError  # noqa: E402
-from jaxdet.models import convert, detectors  # noqa: E402
+from jaxdet.models import convert  # noqa: E402
 from jaxdet.models.backbones import ResNet, get_backbone_spec  # noqa: E402
-from jaxdet.models.fpn import FPN  # noqa: E402
-from jaxdet.models.heads.faster_rcnn import BoxHead  # noqa: E402
+from jaxdet.models.heads.rcnn import BoxHead  # noqa: E402
+from jaxdet.models.necks import FPN  # noqa: E402
 
 SIZE = 96  # odd feature sizes at several levels (96 -> 48, 24, 12, 6, 3, 2, 1)
 
@@ -124,8 +124,9 @@ def test_faster_rcnn_features_rpn_and_box_head_match(tmp_path):
     config = faster_rcnn.get_config()
     config.data.image_size = SIZE
     m = config.model
-    m.backbone, m.backbone_norm, m.fpn_channels, m.fc_dim, m.roi_aligned = "resnet50", "frozen_batch", 256, 1024, False
-    m.min_level, m.max_level, m.fpn_extra = 2, 6, "pool"
+    m.backbone, m.backbone_norm, m.neck_channels = "resnet50", "frozen_batch", 256
+    m.faster_rcnn.fc_dim, m.faster_rcnn.roi_aligned = 1024, False
+    m.min_level, m.max_level, m.neck_extra = 2, 6, "pool"
     m.num_scales, m.aspect_ratios = 1, (0.5, 1.0, 2.0)
     m.rpn_pre_nms_topk, m.rpn_post_nms_topk = 50, 20
     det, variables = _detector(config, 5, tmp_path, _save(tv, tmp_path))
@@ -146,7 +147,7 @@ def test_faster_rcnn_features_rpn_and_box_head_match(tmp_path):
         feature_dict = {k: v for k, v in feats.items() if k != "pool"}
         pooled = tv.roi_heads.box_roi_pool(feature_dict, [torch.from_numpy(r) for r in rois], [(SIZE, SIZE)] * 2)
         logits, boxes = tv.roi_heads.box_predictor(tv.roi_heads.box_head(pooled))
-    head = BoxHead(m.fc_dim, 6, 5, aligned=False)
+    head = BoxHead(m.faster_rcnn.fc_dim, 6, 5, aligned=False)
     our_logits, our_deltas = head.apply({"params": variables["params"]["BoxHead_0"]}, pyramid, jnp.asarray(rois))
     _close(our_logits.reshape(24, 6), logits[:, np.r_[1:6, 0]], "box-head class logits (background last)")
     _close(our_deltas.reshape(24, 5, 4), boxes.reshape(24, 6, 4)[:, 1:], "box-head deltas")

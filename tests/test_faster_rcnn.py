@@ -1,13 +1,13 @@
 """Faster R-CNN pieces: balanced sampling counts, RoI sampling never uses padding, proposals."""
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments.configs import faster_rcnn
-from jaxdet import assigners, train
-from jaxdet.models import detectors
+from jaxdet import assigners, detectors, progress, train
 
 
 @pytest.mark.parametrize(
@@ -53,17 +53,17 @@ def test_rois_never_come_from_padded_ground_truth():
     det, out, config = _outputs(batch)
     rois = np.asarray(out["roi_boxes"])
     sampled = np.asarray(out["roi_sampled"])
-    assert rois.shape == (2, config.model.roi_per_image, 4)
+    assert rois.shape == (2, config.model.faster_rcnn.roi_per_image, 4)
     assert not np.any(np.all(np.isclose(rois[sampled], marker), axis=-1))
     positive = np.asarray(out["roi_positive"])
     assert positive[0].any()  # the real box is appended to the proposals, so it is sampled as positive
     assert not positive[1].any()  # the empty image has only background RoIs
     np.testing.assert_array_equal(np.asarray(out["roi_labels"])[1][sampled[1]], 5)
     # Positives are at most a quarter of the RoIs; background labels are num_classes.
-    assert positive[0].sum() <= config.model.roi_per_image * config.model.roi_positive_fraction
+    assert positive[0].sum() <= config.model.faster_rcnn.roi_per_image * config.model.faster_rcnn.roi_positive_fraction
     # Proposals: fixed count, clipped to the image, padding marked invalid.
     props, valid = np.asarray(out["proposals"]), np.asarray(out["proposal_valid"])
-    assert props.shape == (2, config.model.rpn_post_nms_topk, 4)
+    assert props.shape == (2, config.model.faster_rcnn.rpn_post_nms_topk, 4)
     assert props.min() >= 0 and props.max() <= 64
     assert np.all(props[~valid] == 0)
 
@@ -77,30 +77,52 @@ def test_eval_path_detects_from_all_proposals():
         "image_mask": np.ones(1, bool),
     }
     det, out, config = _outputs(batch, train_mode=False)
-    assert out["det_cls_logits"].shape[:2] == (1, config.model.rpn_post_nms_topk)
+    assert out["det_cls_logits"].shape[:2] == (1, config.model.faster_rcnn.rpn_post_nms_topk)
     d = det.predict(out)
     assert d.boxes.shape == (1, config.model.max_detections, 4)
 
 
-def test_two_stage_step_compiles_once():
-    """Proposals, RoI sampling and RoIAlign keep static shapes: batches with different
-    numbers of objects (and an empty image) reuse one compiled step."""
+def test_train_step_compiles_once_over_real_object_counts():
+    """Batches from the input pipeline, over images holding 0, 1, 3 and 12 objects (more than
+    max_boxes = 8: truncated), reuse one compiled step. The pipeline pads every batch to
+    the same shapes; a change that sized a batch by its real object count would retrace,
+    which the counter does catch (shown at the end)."""
     import chex
 
     from jaxdet import optim
-    from jaxdet.data.synthetic import synthetic_batch
+    from jaxdet.data import pipeline, readers
 
     config = faster_rcnn.get_config("tiny")
+    config.data.max_boxes = 8
+    rng = np.random.default_rng(0)
+    counts = [0, 1, 3, 12, 0, 0, 1, 3]  # two batches of four: different counts in each
+    images, boxes, labels = [], [], []
+    for n in counts:
+        xy = rng.uniform(0, 40, (n, 2))
+        boxes.append(np.concatenate([xy, xy + rng.uniform(8, 24, (n, 2))], 1).astype(np.float32))
+        labels.append(rng.integers(0, 5, n).astype(np.int32))
+        images.append(rng.integers(0, 255, (64, 64, 3), np.uint8))
+    encoded = [cv2.imencode(".png", im)[1].tobytes() for im in images]
+    source = readers.memory_source(encoded, boxes, labels, [f"c{k}" for k in range(5)])
+    stream = pipeline.Pipeline(source, 64, config.data.max_boxes, 0, False).train(4, 0, hflip=False)
+    batches = [next(stream) for _ in range(2)]
+    stream.close()
+    per_image = [n for b in batches for n in b["box_mask"].sum(1).tolist()]
+    assert sorted(per_image) == [0, 0, 0, 1, 1, 3, 3, 8]  # one epoch: every image once, 12 truncated to 8
+    assert {tuple((k, v.shape) for k, v in sorted(b.items())) for b in batches}.__len__() == 1  # one layout
+
     det = detectors.build_detector(config, 5, train.AXIS)
     tx, lr = optim.make_optimizer(config.optim, 10)
     mesh = train.make_mesh(jax.devices()[:1])
     state = train.init_state(det, tx, train.init_key(0), 64, mesh)
-    step = train.shard_train_step(chex.assert_max_traces(train.make_train_step(det, tx, lr), n=1), mesh)
+    traced = chex.assert_max_traces(train.make_train_step(det, tx, lr), n=1)
+    step = train.shard_train_step(traced, mesh)
     losses = []
-    for seed, objects in enumerate((1, 4, 8)):
-        batch = synthetic_batch(4, 64, config.data.max_boxes, 5, seed=seed)
-        batch["box_mask"][:, objects:] = False  # a different number of objects per batch
-        batch["box_mask"][0] = False  # and one image without any
-        state, metrics = step(state, train.global_batch(mesh, batch), jax.random.key(0))
+    for batch in batches + batches:
+        state, metrics = step(state, train.global_batch(mesh, progress.model_inputs(batch)), jax.random.key(0))
         losses.append(float(metrics["loss"]))
-    assert np.all(np.isfinite(losses)) and int(state.step) == 3
+    assert np.all(np.isfinite(losses)) and int(state.step) == 4
+    # The counter is live: a batch sized by its real object count (here 3) would compile again.
+    trimmed = {k: (v[:, :3] if k in ("boxes", "labels", "box_mask") else v) for k, v in batches[0].items()}
+    with pytest.raises(AssertionError, match="traced"):
+        step(state, train.global_batch(mesh, progress.model_inputs(trimmed)), jax.random.key(0))

@@ -1,5 +1,6 @@
-"""The CPU forms of layers (models/cpu_conv.py, the stem max-pool, BatchNorm) give the same
-values and gradients as the plain ones."""
+"""The "cpu" kernel forms of layers (kernels/cpu_conv.py, the stem max-pool, BatchNorm) give
+the same values and gradients as the plain ones, on whatever backend runs the suite; the
+policy picks them from the mesh's platform."""
 
 import flax.linen as nn
 import jax
@@ -7,8 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdet.models import cpu_conv
-from jaxdet.models.layers import FrozenBatchNorm, max_pool_3x3_s2
+from jaxdet import kernels
+from jaxdet.errors import ConfigError
+from jaxdet.kernels import cpu_conv
+from jaxdet.models.backbones import make_backbone
+from jaxdet.models.layers import Conv, FrozenBatchNorm, max_pool_3x3_s2
 
 
 def _pool(x):
@@ -19,9 +23,12 @@ def _pool(x):
 def test_stem_max_pool_equals_reduce_window(shape):
     x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
     ref = _pool(x)
-    np.testing.assert_array_equal(max_pool_3x3_s2(x), ref)
+    cpu_form = lambda x: max_pool_3x3_s2(x, "cpu")  # noqa: E731
+    np.testing.assert_array_equal(cpu_form(x), ref)
+    np.testing.assert_array_equal(max_pool_3x3_s2(x, "plain"), ref)
+    assert "custom_vjp_call" in str(jax.make_jaxpr(cpu_form)(x))  # the cpu form was taken
     g = jnp.asarray(np.random.default_rng(1).normal(size=ref.shape), jnp.float32)
-    ours = jax.vjp(max_pool_3x3_s2, x)[1](g)[0]
+    ours = jax.vjp(cpu_form, x)[1](g)[0]
     theirs = jax.vjp(_pool, x)[1](g)[0]
     np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
 
@@ -31,7 +38,7 @@ def test_stem_max_pool_ties_send_the_gradient_to_the_first_maximum_as_reduce_win
     # window goes to one input, the first in row-major order, as select_and_scatter does.
     x = jnp.asarray(np.random.default_rng(5).integers(0, 3, size=(2, 9, 8, 3)), jnp.float32)
     g = jnp.asarray(np.random.default_rng(6).normal(size=_pool(x).shape), jnp.float32)
-    ours = jax.vjp(max_pool_3x3_s2, x)[1](g)[0]
+    ours = jax.vjp(lambda x: max_pool_3x3_s2(x, "cpu"), x)[1](g)[0]
     theirs = jax.vjp(_pool, x)[1](g)[0]
     np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
     # Ties really occurred: some windows hold their maximum more than once.
@@ -98,7 +105,8 @@ def test_batch_norm_matches_flax_values_statistics_and_gradients():
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(2.0, 3.0, size=(3, 5, 4, 6)), jnp.float32)
     g = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
-    ours, theirs = BatchNorm(use_running_average=False), nn.BatchNorm(use_running_average=False, momentum=0.9)
+    ours = BatchNorm(use_running_average=False, kernels="cpu")
+    theirs = nn.BatchNorm(use_running_average=False, momentum=0.9)
     variables = theirs.init(jax.random.key(0), x)
     assert jax.tree_util.tree_structure(ours.init(jax.random.key(0), x)) == jax.tree_util.tree_structure(variables)
     params = {"scale": jnp.asarray(rng.uniform(0.5, 2, 6), jnp.float32), "bias": jnp.asarray(rng.normal(size=6))}
@@ -119,3 +127,37 @@ def test_batch_norm_matches_flax_values_statistics_and_gradients():
     eval_a = BatchNorm(use_running_average=True).apply(variables, x)
     eval_b = nn.BatchNorm(use_running_average=True).apply(variables, x)
     np.testing.assert_allclose(eval_a, eval_b, rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_policy_resolves_from_the_platform_and_refuses_unknown_names():
+    assert kernels.resolve("auto", "cpu") == "cpu"
+    assert kernels.resolve("auto", "gpu") == kernels.resolve("auto", "tpu") == "plain"
+    assert kernels.resolve("cpu", "gpu") == "cpu" and kernels.resolve("plain", "cpu") == "plain"
+    assert kernels.platform(jax.devices()[:1]) == jax.devices()[0].platform
+    with pytest.raises(ConfigError, match="config.model.kernels.*'auto', 'cpu', 'plain'"):
+        kernels.resolve("fast", "cpu")
+    with pytest.raises(ValueError, match="resolve the policy first"):
+        Conv(4, (1, 1), kernels="auto")
+
+
+def test_a_backbone_built_with_either_form_has_the_same_parameters_outputs_and_gradients():
+    """The form changes how the backward pass is computed, never the model: same parameter
+    tree, and outputs and gradients equal to float32 rounding (on any backend)."""
+    x = jnp.asarray(np.random.default_rng(8).normal(size=(2, 32, 32, 3)), jnp.float32)
+    cpu, plain = (make_backbone("resnet_tiny", "batch", jnp.float32, None, k) for k in ("cpu", "plain"))
+    variables = plain.init(jax.random.key(0), x, train=False)
+    assert jax.tree_util.tree_structure(cpu.init(jax.random.key(0), x, train=False)) == jax.tree_util.tree_structure(
+        variables
+    )
+
+    def loss(module, params):
+        out, _ = module.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+        return sum(jnp.sum(v**2) for v in out.values())
+
+    np.testing.assert_allclose(loss(cpu, variables["params"]), loss(plain, variables["params"]), rtol=1e-5)
+    ga, gb = (jax.grad(lambda p, m=m: loss(m, p))(variables["params"]) for m in (cpu, plain))
+    for a, b in zip(jax.tree_util.tree_leaves(ga), jax.tree_util.tree_leaves(gb)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * float(jnp.max(jnp.abs(b))) + 1e-6)
+    # The forms really differ in the program: the cpu one has the hand-written backward passes.
+    jaxpr = lambda m: str(jax.make_jaxpr(lambda p: loss(m, p))(variables["params"]))  # noqa: E731
+    assert "custom_vjp_call" in jaxpr(cpu) and "custom_vjp_call" not in jaxpr(plain)

@@ -11,9 +11,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from experiments.configs import default
-from jaxdet import losses, optim, sweep, train
+from jaxdet import detectors, losses, optim, sweep, train
+from jaxdet.detectors.config import use_detector
 from jaxdet.errors import ConfigError
-from jaxdet.models import detectors
 
 # Detectors whose structure needs a confidence (objectness) loss: the RPN of a two-stage one.
 NEEDS_CONFIDENCE = ("faster_rcnn",)
@@ -21,7 +21,7 @@ NEEDS_CONFIDENCE = ("faster_rcnn",)
 
 def _config(detector="retinanet", **loss):
     config = default.get_config("tiny")
-    config.model.name = detector
+    use_detector(config, detector)
     if detector in NEEDS_CONFIDENCE:
         config.loss.confidence = "sigmoid_binary_cross_entropy"
     config.data.image_size = 32
@@ -201,7 +201,8 @@ def test_sweep_parsing_and_errors():
     config = default.get_config()
     grid = sweep.parse_sweep(config, ["loss.localization=l1,giou", "optim.learning_rate=0.1,0.01"])
     assert len(grid) == 4 and grid[1] == {"loss.localization": "l1", "optim.learning_rate": 0.01}
-    assert sweep.parse_sweep(config, ["model.aspect_ratios=(0.5,1.0),(1.0,)"])[0]["model.aspect_ratios"] == (0.5, 1.0)
+    swept = sweep.parse_sweep(config, ["model.retinanet.aspect_ratios=(0.5,1.0),(1.0,)"])
+    assert swept[0]["model.retinanet.aspect_ratios"] == (0.5, 1.0)
     assert sweep.arm_name(grid[0]) == "loss.localization=l1,optim.learning_rate=0.1"
     with pytest.raises(ValueError, match="no field 'localisation'"):
         sweep.parse_sweep(config, ["loss.localisation=l1"])

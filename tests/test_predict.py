@@ -1,30 +1,20 @@
-"""Prediction on image files: the forward on images alone, and boxes mapped back to each file's pixels."""
+"""Prediction on image files: every detector restored from a workdir (Faster R-CNN's
+forward must not need targets), and boxes mapped back to each file's pixels."""
 
 import jax
 import numpy as np
 import pytest
 
-from experiments.configs import default
-from jaxdet import optim, train
-from jaxdet.models import detectors
+from jaxdet import detectors, optim, train
+
+RECIPES = {"retinanet": "default", "yolo": "yolo", "ssd": "ssd", "faster_rcnn": "faster_rcnn"}
 
 
-@pytest.mark.parametrize("name", ["faster_rcnn"])  # the one that reads targets; retinanet: the end-to-end test
-def test_prediction_forward_takes_images_alone(name):
-    """What `experiments.predict` runs: the eval forward and post-processing on a batch of
-    images with no targets (Faster R-CNN used to sample RoIs from absent boxes: KeyError)."""
-    config = default.get_config("tiny")
-    config.model.name = name
-    if name == "faster_rcnn":
-        config.loss.confidence = "sigmoid_binary_cross_entropy"  # its RPN objectness
-    det = detectors.build_detector(config, 5)
-    tx, _ = optim.make_optimizer(config.optim, config.train.steps)
-    state = train.init_state(det, tx, jax.random.key(0), 64, train.make_mesh(jax.devices()[:1]))
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    images = np.zeros((1, 64, 64, 3), np.uint8)
-    outputs, _ = train.forward(det, variables, {"image": images}, jax.random.key(0), train=False)
-    dets = det.predict(outputs)._asdict()
-    assert dets["boxes"].shape[:2] == dets["scores"].shape[:2] == (1, config.model.max_detections)
+def _tiny_config(name: str):
+    """The detector's own recipe, `:tiny` (experiments/configs/<recipe>.py)."""
+    import importlib
+
+    return importlib.import_module(f"experiments.configs.{RECIPES[name]}").get_config("tiny")
 
 
 def test_predict_maps_boxes_back_to_any_image_size(tmp_path):
@@ -46,3 +36,33 @@ def test_predict_maps_boxes_back_to_any_image_size(tmp_path):
         model_box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
         np.testing.assert_allclose(predict.to_original(model_box, scale, h, w)[0], [20, 30, 60, 70], atol=3.5)
         assert np.all(x[round(h * scale) + 1 :] == 0) and np.all(x[:, round(w * scale) + 1 :] == 0)  # padding
+
+
+@pytest.mark.parametrize("name", sorted(detectors.DETECTORS))
+def test_predict_restores_every_detector_from_its_workdir(name, tmp_path):
+    """`experiments.predict`'s Predictor on a workdir of each detector (config.json,
+    classes.json, a checkpoint): restores and detects on an image of another size."""
+    import json
+
+    from jaxdet import checkpoint, configs, predict
+
+    config = configs.resolve(_tiny_config(name))
+    workdir = str(tmp_path / name)
+    configs.check_and_record(config, workdir, resuming=False)
+    with open(f"{workdir}/classes.json", "w") as f:
+        json.dump([f"c{k}" for k in range(5)], f)
+    det = detectors.build_detector(config, 5)
+    tx, _ = optim.make_optimizer(config.optim, config.train.steps)
+    state = train.init_state(det, tx, jax.random.key(0), 64, train.make_mesh(jax.devices()[:1]))
+    ckpts = checkpoint.Checkpoints(f"{workdir}/checkpoints", keep=1, save_every=1)
+    ckpts.save(3, state, force=True)
+    ckpts.wait()
+    ckpts.close()
+    predictor = predict.Predictor(workdir)
+    dets = predictor(np.full((90, 120, 3), 128, np.uint8))
+    assert predictor.step == 3 and dets["boxes"].shape[1:] == (4,) and len(dets["scores"]) == len(dets["classes"])
+    assert (
+        np.all(dets["boxes"] >= 0)
+        and np.all(dets["boxes"][:, [0, 2]] <= 120)
+        and np.all(dets["boxes"][:, [1, 3]] <= 90)
+    )

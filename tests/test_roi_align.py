@@ -131,9 +131,9 @@ def test_per_image_gradient():
     check_grads(fn, (features,), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
 
 
-def test_multilevel_assigned_level_gathers_equal_the_matrix_form(monkeypatch):
-    """On CPU each box is pooled from its own level by gathers; elsewhere every level is pooled
-    in the matrix form and selected: same values and gradients, for boxes of every level."""
+def test_multilevel_assigned_level_gathers_equal_the_matrix_form():
+    """The "cpu" form pools each box from its own level by gathers; "plain" pools every level
+    in the matrix form and selects: same values and gradients, for boxes of every level."""
     import jax
 
     from jaxdet.ops import roi_align as module
@@ -146,12 +146,11 @@ def test_multilevel_assigned_level_gathers_equal_the_matrix_form(monkeypatch):
     boxes[0, 0] = [30, 30, 30, 30]  # zero size
     assert set(np.asarray(module.fpn_levels(boxes.reshape(-1, 4), 2, 5)).tolist()) == {2, 3, 4, 5}
 
-    def run(backends):
-        monkeypatch.setattr(module, "ASSIGNED_LEVEL_BACKENDS", backends)
-        loss = lambda p: jax.numpy.sum(multilevel_roi_align(p, boxes, 7) ** 2)
-        return multilevel_roi_align(pyramid, boxes, 7), jax.grad(loss)(pyramid)
+    def run(form):
+        loss = lambda p: jax.numpy.sum(multilevel_roi_align(p, boxes, 7, kernels=form) ** 2)
+        return multilevel_roi_align(pyramid, boxes, 7, kernels=form), jax.grad(loss)(pyramid)
 
-    (matrix, g_matrix), (gathered, g_gathered) = run(()), run(("cpu",))
+    (matrix, g_matrix), (gathered, g_gathered) = run("plain"), run("cpu")
     np.testing.assert_allclose(np.asarray(gathered), np.asarray(matrix), rtol=1e-5, atol=1e-5)
     for lvl in pyramid:
         np.testing.assert_allclose(np.asarray(g_gathered[lvl]), np.asarray(g_matrix[lvl]), rtol=1e-4, atol=1e-5)

@@ -8,6 +8,8 @@ Any field can be overridden, e.g. `--config.loss.localization=smooth_l1`. `get_c
 
 import ml_collections
 
+from jaxdet.detectors.config import model_config
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -39,57 +41,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.mosaic_prob = 0.0  # Probability of a 2x2 mosaic (YOLOv4) per training example.
     config.data.eval_max_images = 0  # 0 = the whole eval split.
 
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "retinanet"
-    config.model.num_classes = 0  # 0 = as many as the data has; more keeps room for classes to come
-    config.model.backbone = "resnet_small"
-    config.model.backbone_norm = "batch"
-    config.model.head_norm = "group"
-    config.model.sync_batch_norm = False
-    config.model.fpn_channels = 64
-    # Levels above the backbone's top: "conv" (stride-2 3x3 convs, RetinaNet's P6/P7) or "pool"
-    # (every other pixel of the level below, torchvision Faster R-CNN's P6).
-    config.model.fpn_extra = "conv"
-    # A torchvision ResNet state_dict (.pth) loaded into the backbone at initialisation ("" = none);
-    # see jaxdet/models/convert.py. With backbone_norm="frozen_batch" its norms stay fixed.
-    config.model.backbone_weights = ""
-    # A whole torchvision detector state_dict (retinanet_resnet50_fpn, fasterrcnn_resnet50_fpn), "" = none.
-    config.model.detector_weights = ""
-    config.model.head_convs = 2
-    config.model.min_level = 3
-    config.model.max_level = 5
-    config.model.anchor_size = 2.0  # Anchor side = anchor_size * stride (RetinaNet: 4; small objects here).
-    config.model.num_scales = 3
-    config.model.aspect_ratios = (1.0,)
-    config.model.anchor_offset = 0.5
-    config.model.fg_iou = 0.5
-    config.model.bg_iou = 0.4
-    config.model.box_weights = (1.0, 1.0, 1.0, 1.0)
-    config.model.pre_nms_topk = 1000
-    config.model.score_threshold = 0.05
-    config.model.nms_iou_threshold = 0.5
-    config.model.max_detections = 100
-    # YOLO (SimOTA): candidate radius in strides, and the largest dynamic k.
-    config.model.center_radius = 2.5
-    config.model.simota_k = 10
-    # SSD default boxes: scales (fractions of the image) from the finest to the coarsest
-    # level, aspect ratios (width / height) per level (one list = the same on every level).
-    config.model.ssd_min_scale = 0.07
-    config.model.ssd_max_scale = 0.6
-    config.model.ssd_aspect_ratios = ((1.0, 2.0, 0.5),)
-    config.model.neg_pos_ratio = 3
-    # Faster R-CNN: RPN targets and sampling, proposals, RoI sampling, box head.
-    config.model.rpn_fg_iou = 0.7
-    config.model.rpn_bg_iou = 0.3
-    config.model.rpn_per_image = 256
-    config.model.rpn_positive_fraction = 0.5
-    config.model.rpn_pre_nms_topk = 1000  # per level
-    config.model.rpn_post_nms_topk = 1000
-    config.model.rpn_nms_iou = 0.7
-    config.model.roi_per_image = 512
-    config.model.roi_positive_fraction = 0.25
-    config.model.fc_dim = 1024
-    config.model.roi_aligned = True  # RoIAlign with the half-pixel shift (False: torchvision's pooler)
+    # Shared fields (backbone, neck, classes, post-processing) and one section per detector
+    # (config.model.retinanet, .yolo, .ssd, .faster_rcnn); model.name picks which one is read.
+    # See jaxdet/detectors/config.py for every field and its meaning.
+    config.model = model_config("retinanet")
 
     config.loss = ml_collections.ConfigDict()
     config.loss.classification = "sigmoid_focal"
@@ -144,14 +99,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.image_size = 64
         config.data.eval_max_images = 16
         config.model.backbone = "resnet_tiny"
-        config.model.fpn_channels = 16
-        config.model.head_convs = 1
+        config.model.neck_channels = 16
+        config.model.retinanet.head_convs = 1
         config.model.pre_nms_topk = 100
         config.model.max_detections = 20
-        config.model.rpn_pre_nms_topk = 50
-        config.model.rpn_post_nms_topk = 20
-        config.model.roi_per_image = 16
-        config.model.fc_dim = 32
         config.train.steps = 6
         config.train.batch_size = 8
         config.train.eval_batch_size = 8

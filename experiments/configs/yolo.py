@@ -6,13 +6,16 @@
 """
 
 from experiments.configs import default
+from jaxdet.detectors.config import use_detector
 
 
 def get_config(arg: str | None = None):
     config = default.get_config(arg)
-    config.model.name = "yolo"
+    use_detector(config, "yolo")  # neck "pan", SimOTA: config.model.yolo's defaults
     config.loss.classification = "sigmoid_binary_cross_entropy"
     config.loss.localization = "giou"
     config.loss.confidence = "sigmoid_binary_cross_entropy"  # objectness
     config.loss.localization_weight = 5.0  # YOLOX's IoU-loss weight
+    if arg == "tiny":
+        config.model.yolo.head_convs = 1
     return config

@@ -39,16 +39,18 @@ class BasicBlock(nn.Module):
     width: int
     stride: int
     norm: Any
+    kernels: str = "plain"
 
     @nn.compact
     def __call__(self, x):
-        y = conv3x3(self.width, strides=self.stride, dtype=x.dtype)(x)
+        k = self.kernels
+        y = conv3x3(self.width, k, strides=self.stride, dtype=x.dtype)(x)
         y = nn.relu(self.norm()(y))
-        y = conv3x3(self.width, dtype=x.dtype)(y)
+        y = conv3x3(self.width, k, dtype=x.dtype)(y)
         # Zero-init of the last norm's scale makes each block start as identity (Goyal et al.).
         y = self.norm(scale_init=nn.initializers.zeros)(y) if _has_scale(self.norm) else self.norm()(y)
         if x.shape[-1] != self.width or self.stride != 1:
-            x = self.norm()(conv1x1(self.width, strides=self.stride, dtype=x.dtype)(x))
+            x = self.norm()(conv1x1(self.width, k, strides=self.stride, dtype=x.dtype)(x))
         return nn.relu(x + y)
 
 
@@ -56,16 +58,17 @@ class Bottleneck(nn.Module):
     width: int  # output channels = 4 * inner width, as ResNet-50
     stride: int
     norm: Any
+    kernels: str = "plain"
 
     @nn.compact
     def __call__(self, x):
-        inner = self.width // 4
-        y = nn.relu(self.norm()(conv1x1(inner, dtype=x.dtype)(x)))
-        y = nn.relu(self.norm()(conv3x3(inner, strides=self.stride, dtype=x.dtype)(y)))
-        y = conv1x1(self.width, dtype=x.dtype)(y)
+        inner, k = self.width // 4, self.kernels
+        y = nn.relu(self.norm()(conv1x1(inner, k, dtype=x.dtype)(x)))
+        y = nn.relu(self.norm()(conv3x3(inner, k, strides=self.stride, dtype=x.dtype)(y)))
+        y = conv1x1(self.width, k, dtype=x.dtype)(y)
         y = self.norm(scale_init=nn.initializers.zeros)(y) if _has_scale(self.norm) else self.norm()(y)
         if x.shape[-1] != self.width or self.stride != 1:
-            x = self.norm()(conv1x1(self.width, strides=self.stride, dtype=x.dtype)(x))
+            x = self.norm()(conv1x1(self.width, k, strides=self.stride, dtype=x.dtype)(x))
         return nn.relu(x + y)
 
 
@@ -81,14 +84,17 @@ class ResNet(nn.Module):
     norm: str = "batch"
     dtype: Any = jnp.float32
     axis_name: str | None = None
+    kernels: str = "plain"  # the resolved kernel form (jaxdet.kernels)
 
     @nn.compact
     def __call__(self, x, train: bool):
-        norm = make_norm(self.norm, train, self.dtype, self.axis_name)
+        k = self.kernels
+        norm = make_norm(self.norm, train, self.dtype, self.axis_name, kernels=k)
         x = x.astype(self.dtype)
-        x = Conv(self.spec.stem_width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], use_bias=False, dtype=self.dtype)(x)
+        pad = [(3, 3), (3, 3)]
+        x = Conv(self.spec.stem_width, (7, 7), strides=2, padding=pad, use_bias=False, dtype=self.dtype, kernels=k)(x)
         x = nn.relu(norm()(x))
-        x = max_pool_3x3_s2(x)  # torchvision's padding
+        x = max_pool_3x3_s2(x, k)  # torchvision's padding
         block = Bottleneck if self.spec.bottleneck else BasicBlock
         widths = self.spec.widths
         if self.spec.bottleneck and widths == (64, 128, 256, 512):
@@ -97,7 +103,7 @@ class ResNet(nn.Module):
         for stage, (depth, width) in enumerate(zip(self.spec.stage_sizes, widths)):
             for i in range(depth):
                 stride = 2 if (i == 0 and stage > 0) else 1
-                x = block(width, stride, norm)(x)
+                x = block(width, stride, norm, k)(x)
             features[stage + 2] = x
         return features
 
@@ -107,3 +113,9 @@ def get_backbone_spec(name: str) -> ResNetSpec:
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone {name!r} (config.model.backbone); valid names: {sorted(BACKBONES)}")
     return BACKBONES[name]
+
+
+def make_backbone(name: str, norm: str, dtype, axis_name: str | None, kernels: str) -> nn.Module:
+    """The backbone `config.model.backbone` names (unbound; built inside the detector's module,
+    so its parameters sit under its class name, e.g. "ResNet_0")."""
+    return ResNet(get_backbone_spec(name), norm, dtype, axis_name, kernels)

@@ -8,15 +8,19 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
+from jaxdet import kernels as kernel_policy
 from jaxdet.errors import ConfigError
-from jaxdet.models import cpu_conv
+from jaxdet.kernels import cpu_conv
 
 NORMS = ("batch", "frozen_batch", "group", "none")
 
 
-def make_norm(kind: str, train: bool, dtype: Any, axis_name: str | None = None, groups: int = 32):
-    """A norm-layer factory: kind in NORMS.
+def make_norm(
+    kind: str, train: bool, dtype: Any, axis_name: str | None = None, groups: int = 32, kernels: str = "plain"
+):
+    """A norm-layer factory: kind in NORMS; `kernels` is the resolved kernel form (BatchNorm's backward).
 
     BatchNorm keeps running statistics in the `batch_stats` collection; with
     `axis_name` set, its batch statistics are averaged over that mesh axis (sync BN).
@@ -25,7 +29,9 @@ def make_norm(kind: str, train: bool, dtype: Any, axis_name: str | None = None, 
     GroupNorm has no state, so it is independent of the per-device batch.
     """
     if kind == "batch" and axis_name is None:
-        return functools.partial(BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype)
+        return functools.partial(
+            BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, kernels=kernels
+        )
     if kind == "batch":
         return functools.partial(
             nn.BatchNorm,
@@ -92,27 +98,42 @@ def _identity(x):
     return x
 
 
-# nn.Conv with the CPU forms of models/cpu_conv.py (same parameters and values; on other
-# backends exactly nn.Conv). Every convolution in jaxdet's models is built from it.
-Conv = functools.partial(nn.Conv, conv_general_dilated=cpu_conv.conv_general_dilated)
-# Symmetric padding 1 (torchvision's), not "SAME": at stride 2 "SAME" pads only the bottom/right
-# and samples a grid shifted by a pixel, so pretrained torchvision weights would not match.
-conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding=1, use_bias=False)
-conv1x1 = functools.partial(Conv, kernel_size=(1, 1), padding="SAME", use_bias=False)
+# The convolution each kernel form builds nn.Conv with (same parameters and values).
+_CONV_FORMS = {"cpu": cpu_conv.conv_general_dilated, "plain": lax.conv_general_dilated}
 
 
-def max_pool_3x3_s2(x):
+def Conv(*args, kernels: str = "plain", **kwargs) -> nn.Conv:  # noqa: N802 (stands in for the class)
+    """nn.Conv whose convolution is the `kernels` form ("cpu": kernels/cpu_conv.py, "plain": lax).
+
+    Every convolution in jaxdet's models is built here; the module is an nn.Conv, so
+    parameter names and values do not depend on the form.
+    """
+    return nn.Conv(*args, conv_general_dilated=_CONV_FORMS[kernel_policy.check_form(kernels)], **kwargs)
+
+
+def conv3x3(features: int, kernels: str = "plain", **kwargs) -> nn.Conv:
+    """Symmetric padding 1 (torchvision's), not "SAME": at stride 2 "SAME" pads only the
+    bottom/right and samples a grid shifted by a pixel, so pretrained torchvision weights
+    would not match."""
+    return Conv(features, kernel_size=(3, 3), padding=1, use_bias=False, kernels=kernels, **kwargs)
+
+
+def conv1x1(features: int, kernels: str = "plain", **kwargs) -> nn.Conv:
+    return Conv(features, kernel_size=(1, 1), padding="SAME", use_bias=False, kernels=kernels, **kwargs)
+
+
+def max_pool_3x3_s2(x, kernels: str = "plain"):
     """ResNet's stem max-pool (3x3, stride 2, padding 1 as torchvision): [B, H, W, C] ->
     [B, ceil(H/2), ceil(W/2), C].
 
-    On CPU the maximum of nine strided slices, with its backward written out: the gradient
+    The "cpu" form is the maximum of nine strided slices, with its backward written out: the gradient
     goes to the first maximum of each window (as reduce_window's select_and_scatter does),
     assembled as four stride-2 phases of the input grid. XLA:CPU runs select_and_scatter
     ~4x slower, and autodiff of the nine-slice maximum is one fusion recomputing the chain
     of maxima for every input pixel (backward 105 ms -> ~53 ms on 2x256x256x64, ResNet-50's
     stem fwd+bwd 247 -> 185 ms; BENCHMARKS.md).
     """
-    if jax.default_backend() != "cpu":  # measured on XLA:CPU only; elsewhere reduce_window
+    if kernel_policy.check_form(kernels) == "plain":  # reduce_window
         return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     return _max_pool_cpu(x)
 
@@ -198,8 +219,8 @@ class BatchNorm(nn.Module):
     mean/var; same statistics and running averages) with its backward written out.
 
     XLA:CPU runs the autodiff backward of BatchNorm as several unfused passes over the
-    activations; the closed form is ~1.5x faster there (other backends use autodiff of the
-    same forward). Sync BN (an axis name) keeps nn.BatchNorm, whose collectives autodiff
+    activations; the closed form is ~1.5x faster there. `kernels="cpu"` takes it, "plain"
+    autodiff of the same forward. Sync BN (an axis name) keeps nn.BatchNorm, whose collectives autodiff
     handles.
     """
 
@@ -208,6 +229,7 @@ class BatchNorm(nn.Module):
     epsilon: float = 1e-5
     dtype: Any = jnp.float32
     scale_init: Any = nn.initializers.ones
+    kernels: str = "plain"
 
     @nn.compact
     def __call__(self, x):
@@ -218,8 +240,9 @@ class BatchNorm(nn.Module):
         ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
         if self.use_running_average:
             return _fixed_norm(x, scale, bias, ra_mean.value, ra_var.value, self.epsilon, self.dtype)
-        # The hand-written backward is for XLA:CPU (where it was measured); elsewhere autodiff.
-        fn = _batch_norm_train if jax.default_backend() == "cpu" else lambda *a: _batch_norm_fwd(*a)[0]
+        # The hand-written backward is the "cpu" form (measured on XLA:CPU); "plain" is autodiff.
+        cpu = kernel_policy.check_form(self.kernels) == "cpu"
+        fn = _batch_norm_train if cpu else lambda *a: _batch_norm_fwd(*a)[0]
         y, mean, var = fn(x.astype(self.dtype), scale, bias, self.epsilon)
         if not self.is_initializing():
             mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
+from jaxdet import kernels as kernel_policy
+
 
 def _axis_samples(start: Array, length: Array, bins: int, ratio: int) -> Array:
     """Sample coordinates along one axis: [K, bins * ratio], bin-major."""
@@ -168,17 +170,19 @@ def roi_align_per_image(
     x1, y1, roi_w, roi_h = _roi_geometry(boxes, spatial_scale, aligned)
     wy = _axis_weights(y1, roi_h, oh, sampling_ratio, height).astype(features.dtype)  # [B, R, oh, H]
     wx = _axis_weights(x1, roi_w, ow, sampling_ratio, width).astype(features.dtype)  # [B, R, ow, W]
-    rows = jnp.einsum("bryh,bhwc->brywc", wy, features)  # contract the map's height first
-    return jnp.einsum("brywc,brxw->bryxc", rows, wx)
+    # These products stand in for gathers: at float32 they run at full precision (TF32 on
+    # recent NVIDIA GPUs would move the outputs in the third digit).
+    precision = jax.lax.Precision.HIGHEST if features.dtype == jnp.float32 else None
+    rows = jnp.einsum("bryh,bhwc->brywc", wy, features, precision=precision)  # contract the map's height first
+    return jnp.einsum("brywc,brxw->bryxc", rows, wx, precision=precision)
 
 
-# Backends where each box is pooled by gathers from its own level only (one gather and,
-# in the gradient, one scatter-add per box, from the concatenated pyramid). The others
-# pool every box from every level in the matrix form and select: scatter-adds are the slow
+# The "cpu" kernel form pools each box by gathers from its own level only (one gather and,
+# in the gradient, one scatter-add per box, from the concatenated pyramid). The "plain" form
+# pools every box from every level in the matrix form and selects: scatter-adds are the slow
 # part on GPUs, while on XLA:CPU the matrix form's cost grows with the map (R x 7 x H x W x C
 # multiply-adds per level: 60 GFLOP at P2 for 1024 RoIs at 512 px) and its gradient is
 # mostly transposes. Measured on the 512-px Faster R-CNN-R50 step (BENCHMARKS.md).
-ASSIGNED_LEVEL_BACKENDS = ("cpu",)
 
 
 def multilevel_roi_align(
@@ -187,15 +191,19 @@ def multilevel_roi_align(
     output_size: int | tuple[int, int],
     sampling_ratio: int = 2,
     aligned: bool = True,
+    kernels: str = "plain",
 ) -> Array:
     """RoIAlign from the FPN level each box maps to (`fpn_levels`): pyramid {level: [B, H_l,
-    W_l, C]} with consecutive levels, boxes [B, R, 4] in image pixels -> [B, R, oh, ow, C]."""
+    W_l, C]} with consecutive levels, boxes [B, R, 4] in image pixels -> [B, R, oh, ow, C].
+
+    `kernels="cpu"` pools each box from its level only (gathers); "plain" pools every
+    level and selects (the same values)."""
     boxes = jnp.asarray(boxes, jnp.float32)
     levels = sorted(pyramid)
     if levels != list(range(levels[0], levels[-1] + 1)):
         raise ValueError(f"multilevel_roi_align needs consecutive pyramid levels, got {levels}")
     assigned = fpn_levels(boxes.reshape(-1, 4), levels[0], levels[-1]).reshape(boxes.shape[:-1])
-    if jax.default_backend() in ASSIGNED_LEVEL_BACKENDS:
+    if kernel_policy.check_form(kernels) == "cpu":
         return _pool_assigned_levels(pyramid, boxes, assigned, output_size, sampling_ratio, aligned)
     out = None
     for lvl in levels:

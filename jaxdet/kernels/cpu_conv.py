@@ -1,4 +1,4 @@
-"""Convolution forms whose gradients XLA:CPU runs faster (used only when the backend is CPU).
+"""Convolution forms whose gradients XLA:CPU runs faster (the "cpu" kernel form, see kernels).
 
 `conv_general_dilated` is a drop-in for `lax.conv_general_dilated` in `nn.Conv` (see
 `layers.Conv`): same arguments, same values, same parameters; only the way the backward
@@ -18,7 +18,8 @@ with jax 0.10.2 (BENCHMARKS.md):
   128x128x256 -> 256: 747 -> 337 ms). Smaller ones keep XLA's (faster there: 64x64x256
   -> 256: 61 ms vs 90 ms).
 
-Other backends, and any other convolution, use `lax.conv_general_dilated` unchanged.
+The kernel policy (`jaxdet.kernels`) chooses this module on a CPU mesh; any other
+convolution (dilated, grouped, other layouts) goes to `lax.conv_general_dilated` unchanged.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def conv_general_dilated(
     lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
     feature_group_count=1, precision=None, **kwargs,
 ):  # fmt: skip
-    """`lax.conv_general_dilated` (NHWC x HWIO, as flax calls it), in the forms above on CPU.
+    """`lax.conv_general_dilated` (NHWC x HWIO, as flax calls it), in the forms above where they apply.
 
     lhs: [B, H, W, Cin]; rhs: [kh, kw, Cin, Cout] -> [B, H', W', Cout].
     """
@@ -59,10 +60,9 @@ def conv_general_dilated(
 
 
 def _is_plain(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, kwargs) -> bool:
-    """True where the CPU forms do not apply (other backends, layouts, dilations, groups)."""
+    """True where the CPU forms do not apply (layouts, dilations, groups)."""
     return (
-        jax.default_backend() != "cpu"
-        or lhs.ndim != 4
+        lhs.ndim != 4
         or rhs.ndim != 4
         or feature_group_count != 1
         or bool(kwargs)  # e.g. preferred_element_type: leave it to lax

@@ -1,0 +1,136 @@
+"""What every detector shares: the protocol, the registry entry, the backbone -> neck ->
+head module of the dense detectors, and batched post-processing.
+
+A detector is a frozen dataclass holding a Flax `module` (images [B, S, S, 3] -> dict of
+raw head outputs) and pure methods `loss_fn(outputs, batch, rng, axis_name) -> (total,
+terms)` with terms `classification`, `localization`, `confidence`, and `predict(outputs)
+-> postprocess.Detections` [B, D] with static shapes. One trainer drives them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from jaxdet import postprocess
+from jaxdet.models.backbones import make_backbone
+from jaxdet.models.necks import NeckSpec, apply_neck
+
+
+class Detector(Protocol):
+    module: nn.Module
+
+    def loss_fn(
+        self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
+    ) -> tuple[Array, dict[str, Array]]: ...
+
+    def predict(self, outputs: dict[str, Array]) -> postprocess.Detections: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildContext:
+    """What a detector's builder needs besides the config: the class count, the mesh axis
+    BatchNorm synchronises over (None: per device) and the resolved kernel form."""
+
+    num_classes: int
+    axis_name: str | None
+    kernels: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorDef:
+    """A registry entry: config.model.<name>'s default fields, the neck it uses unless
+    config.model.neck says otherwise, the builder, and the architecture fields its losses
+    imply (recorded in its section, so that a resume across them is refused)."""
+
+    name: str
+    section: Callable[[], dict[str, Any]]
+    neck: str
+    build: Callable[[Any, BuildContext], Detector]
+    implied: Callable[[Any], dict[str, bool]]
+    summary: str
+
+
+class DenseModel(nn.Module):
+    """Backbone -> neck -> head: images [B, S, S, 3] -> the head's outputs.
+
+    The three parts are built in this module's scope, so their parameters sit under their
+    class names ("ResNet_0", "FPN_0", "RetinaNetHead_0"; SSD's inline head under its own
+    names), as in the per-detector modules this replaces: checkpoints carry over.
+    """
+
+    backbone: str
+    backbone_norm: str
+    neck: NeckSpec
+    head: Callable[[dict[int, Array]], dict[str, Array]]  # called in this scope
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+    kernels: str = "plain"
+
+    @nn.compact
+    def __call__(self, images: Array, train: bool = False, targets: dict | None = None) -> dict[str, Array]:
+        del targets  # one-stage: targets only enter the loss
+        backbone = make_backbone(self.backbone, self.backbone_norm, self.dtype, self.axis_name, self.kernels)
+        pyramid = apply_neck(self.neck, backbone(images, train), train)
+        return self.head(pyramid)
+
+
+def neck_spec(config, ctx: BuildContext, default: str) -> NeckSpec:
+    """The neck `config.model` describes ("" = the detector's own)."""
+    m = config.model
+    return NeckSpec(
+        name=m.neck or default,
+        channels=m.neck_channels,
+        min_level=m.min_level,
+        max_level=m.max_level,
+        extra=m.neck_extra,
+        norm=m.backbone_norm,
+        dtype=jnp.dtype(config.train.compute_dtype),
+        axis_name=ctx.axis_name,
+        kernels=ctx.kernels,
+    )
+
+
+def dense_model(config, ctx: BuildContext, default_neck: str, head: Callable) -> DenseModel:
+    m = config.model
+    return DenseModel(
+        backbone=m.backbone,
+        backbone_norm=m.backbone_norm,
+        neck=neck_spec(config, ctx, default_neck),
+        head=head,
+        dtype=jnp.dtype(config.train.compute_dtype),
+        axis_name=ctx.axis_name,
+        kernels=ctx.kernels,
+    )
+
+
+def detect_kwargs(model_config) -> dict[str, Any]:
+    """The shared post-processing fields of `config.model`."""
+    return dict(
+        pre_nms_topk=model_config.pre_nms_topk,
+        score_threshold=model_config.score_threshold,
+        iou_threshold=model_config.nms_iou_threshold,
+        max_detections=model_config.max_detections,
+    )
+
+
+def detect(kwargs: dict[str, Any], scores: Array, boxes: Array) -> postprocess.Detections:
+    """Batched `select_detections`: scores [B, A, C], boxes [B, A, 4] or [B, A, C, 4] -> Detections [B, D]."""
+    return jax.vmap(lambda s, b: postprocess.select_detections(s, b, **kwargs))(scores, boxes)
+
+
+def loss_implies(loss_config, quality_branch: bool = True) -> dict[str, bool]:
+    """Architecture the loss choice implies: a softmax classification loss adds a background
+    logit; a confidence loss adds a quality branch (for detectors where it is optional)."""
+    from jaxdet.losses import get_loss  # (the loss table, not the dense path)
+
+    implied = {"background_logit": get_loss("classification", loss_config.classification).activation == "softmax"}
+    if quality_branch:
+        implied["quality_branch"] = get_loss("confidence", loss_config.confidence).target != "none"
+    return implied

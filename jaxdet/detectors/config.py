@@ -1,0 +1,234 @@
+"""config.model: the fields every detector shares, one section per detector, and the
+start-up step that checks them (`resolve`) and reads configs recorded before sections.
+
+    config.model.name = "retinanet"       # picks the detector
+    config.model.backbone, .neck, ...      # shared: backbone, neck, classes, post-processing
+    config.model.retinanet.fg_iou = 0.5    # the detector's own fields
+
+A config file holds every detector's section at its defaults, so any field can be
+overridden from the command line (`--config.model.name=ssd --config.model.ssd.neg_pos_ratio=5`).
+`resolve` keeps only the chosen detector's section, refuses a changed field of another
+detector's section (naming who reads it) and any unknown field, and records the
+architecture the losses imply in the chosen section.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import ml_collections
+
+from jaxdet.detectors import DETECTORS, get_definition
+from jaxdet.errors import ConfigError
+
+# The fields every detector reads, with their defaults.
+SHARED: dict[str, Any] = dict(
+    name="retinanet",
+    num_classes=0,  # 0 = as many as the data has; more keeps room for classes to come
+    backbone="resnet_small",
+    backbone_norm="batch",
+    # A torchvision ResNet state_dict (.pth) loaded into the backbone at initialisation ("" = none);
+    # see jaxdet/models/convert.py. With backbone_norm="frozen_batch" its norms stay fixed.
+    backbone_weights="",
+    # A whole torchvision detector state_dict (retinanet_resnet50_fpn, fasterrcnn_resnet50_fpn), "" = none.
+    detector_weights="",
+    # BatchNorm statistics over the global batch when the mesh has several devices (detectron2's
+    # SyncBN), so a run's result does not depend on how many devices share its batch.
+    sync_batch_norm=True,
+    neck="",  # "" = the detector's own ("fpn", "pan", "ssd_extras"; jaxdet.models.necks.NECKS)
+    neck_channels=64,
+    # FPN/PAN levels above the backbone's top: "conv" (stride-2 3x3 convs, RetinaNet's P6/P7) or
+    # "pool" (every other pixel of the level below, torchvision Faster R-CNN's P6).
+    neck_extra="conv",
+    min_level=3,
+    max_level=5,
+    # Kernel forms (jaxdet.kernels): "auto" = the CPU forms on a CPU mesh, "cpu", "plain".
+    kernels="auto",
+    # Post-processing: per-class top-k before NMS, score threshold, NMS IoU, detections kept.
+    pre_nms_topk=1000,
+    score_threshold=0.05,
+    nms_iou_threshold=0.5,
+    max_detections=100,
+)
+
+# Fields that change how a run computes but not what it computes: a resume may change them.
+RESULT_NEUTRAL = ("model.kernels",)
+
+
+def model_config(name: str = "retinanet", **shared) -> ml_collections.ConfigDict:
+    """A whole config.model: the shared fields (overridden by `shared`) and every
+    detector's section at its defaults, with `name` chosen."""
+    unknown = set(shared) - set(SHARED)
+    if unknown:
+        raise ConfigError(f"model_config: unknown shared fields {sorted(unknown)}; valid: {sorted(SHARED)}")
+    get_definition(name)
+    model = ml_collections.ConfigDict({**SHARED, **shared, "name": name})
+    for det, definition in DETECTORS.items():
+        model[det] = ml_collections.ConfigDict(definition.section())
+    return model
+
+
+def use_detector(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """Sets config.model.name = `name` and puts every other detector's section back to its
+    defaults (for configs built on another detector's recipe, e.g. `default.py:tiny`, whose
+    settings for its own detector would otherwise count as foreign). Returns `config`."""
+    get_definition(name)
+    config.model.name = name
+    for det, definition in DETECTORS.items():
+        if det != name:
+            config.model[det] = ml_collections.ConfigDict(definition.section())
+    return config
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of `config` whose model section holds the shared fields and the chosen
+    detector's section only (defaults filled in, loss-implied fields recorded).
+
+    Raises ConfigError naming the field for a field no detector reads, a changed field of
+    another detector's section, or an unknown field of the chosen one.
+    """
+    config = copy.deepcopy(config)
+    model = config.model
+    name = model.get("name", SHARED["name"])
+    definition = get_definition(name)
+    out = ml_collections.ConfigDict()
+    for key in model.keys():
+        value = model[key]
+        if key in SHARED:
+            out[key] = value
+        elif key in DETECTORS and key != name:
+            defaults = DETECTORS[key].section()
+            changed = [f for f in value.keys() if f not in defaults or _plain(value[f]) != _plain(defaults[f])]
+            if changed:
+                raise ConfigError(
+                    f"config.model.{key}.{changed[0]}={value[changed[0]]!r} is read by the {key} detector, but "
+                    f"config.model.name={name!r}; set --config.model.name={key} or leave config.model.{key} alone"
+                )
+        elif key != name:
+            raise ConfigError(_unknown_field(key, name))
+    for key, default in SHARED.items():
+        if key not in out:
+            out[key] = default
+    defaults = definition.section()
+    section = model.get(name) or ml_collections.ConfigDict()
+    for key in section.keys():
+        if key not in defaults and key not in definition.implied(config.loss):
+            raise ConfigError(f"config.model.{name}.{key}: {name} has no such field; its fields: {sorted(defaults)}")
+    resolved = ml_collections.ConfigDict({**defaults, **section.to_dict()})
+    for key, value in definition.implied(config.loss).items():
+        if key in section and bool(section[key]) != value:
+            raise ConfigError(
+                f"config.model.{name}.{key}={section[key]!r} contradicts config.loss ({key} follows the losses: "
+                f"{_IMPLIED_BY[key]}); leave it unset"
+            )
+        resolved[key] = value
+    out[name] = resolved
+    config.model = out
+    return config
+
+
+_IMPLIED_BY = {
+    "background_logit": "a softmax config.loss.classification adds a background logit",
+    "quality_branch": "a config.loss.confidence other than 'none' adds a quality branch",
+}
+
+
+def implied_fields_note(changed_keys: list[str]) -> list[str]:
+    """Why a changed loss-implied field changes the parameters (for the resume refusal)."""
+    return [
+        f"  ({key}: {_IMPLIED_BY[key.rsplit('.', 1)[-1]]}, which changes the parameters)"
+        for key in changed_keys
+        if key.rsplit(".", 1)[-1] in _IMPLIED_BY
+    ]
+
+
+def _unknown_field(key: str, name: str) -> str:
+    readers = _readers(key)
+    if key in _RENAMED_SHARED:
+        return f"config.model.{key} was renamed config.model.{_RENAMED_SHARED[key]}"
+    if readers:
+        where = ", ".join(f"config.model.{det}.{field}" for det, field in readers)
+        return f"config.model.{key} is no longer a shared field: it moved to {where} (config.model.name={name!r})"
+    return (
+        f"config.model.{key}: no detector reads it; shared fields: {sorted(SHARED)}, "
+        f"detector sections: {sorted(DETECTORS)}"
+    )
+
+
+# Fields of the flat model section (before per-detector sections) -> where they live now.
+_RENAMED_SHARED = {"fpn_channels": "neck_channels", "fpn_extra": "neck_extra"}
+_FLAT: dict[str, dict[str, str]] = {
+    "retinanet": {
+        f: f
+        for f in (
+            "head_convs",
+            "head_norm",
+            "anchor_size",
+            "num_scales",
+            "aspect_ratios",
+            "anchor_offset",
+            "fg_iou",
+            "bg_iou",
+            "box_weights",
+        )
+    },  # fmt: skip
+    "yolo": {
+        "head_convs": "head_convs",
+        "head_norm": "head_norm",
+        "anchor_offset": "point_offset",
+        "center_radius": "center_radius",
+        "simota_k": "simota_k",
+    },  # fmt: skip
+    "ssd": {
+        "ssd_min_scale": "min_scale",
+        "ssd_max_scale": "max_scale",
+        "ssd_aspect_ratios": "aspect_ratios",
+        "anchor_offset": "box_offset",
+        "fg_iou": "iou_threshold",
+        "neg_pos_ratio": "neg_pos_ratio",
+        "box_weights": "box_weights",
+    },  # fmt: skip
+    "faster_rcnn": {
+        **{f: f for f in ("anchor_size", "num_scales", "aspect_ratios", "anchor_offset", "fc_dim", "roi_aligned")},
+        **{f: f for f in ("rpn_fg_iou", "rpn_bg_iou", "rpn_per_image", "rpn_positive_fraction")},
+        **{f: f for f in ("rpn_pre_nms_topk", "rpn_post_nms_topk", "rpn_nms_iou", "roi_per_image")},
+        "roi_positive_fraction": "roi_positive_fraction",
+        "fg_iou": "roi_fg_iou",
+    },
+}
+
+
+def _readers(key: str) -> list[tuple[str, str]]:
+    return [(det, fields[key]) for det, fields in _FLAT.items() if key in fields]
+
+
+def is_flat(recorded: dict) -> bool:
+    """True for a model section recorded before per-detector sections (no section of its detector)."""
+    model = recorded.get("model", {})
+    return isinstance(model, dict) and not isinstance(model.get(model.get("name", ""), None), dict)
+
+
+def upgrade(recorded: dict) -> dict:
+    """A config dict recorded before per-detector sections (flat config.model) -> today's
+    layout, with the values it was trained with (fields it lacked take today's defaults
+    except `sync_batch_norm`, which keeps its old default False, and `neck`, its detector's)."""
+    if not is_flat(recorded):
+        return recorded
+    out = copy.deepcopy(recorded)
+    flat = out["model"]
+    name = flat.get("name", "retinanet")
+    model = {"sync_batch_norm": False}
+    for key, value in flat.items():
+        if key in SHARED:
+            model[key] = value
+        elif key in _RENAMED_SHARED:
+            model[_RENAMED_SHARED[key]] = value
+    section = {new: flat[old] for old, new in _FLAT.get(name, {}).items() if old in flat}
+    model[name] = section
+    out["model"] = model
+    return out

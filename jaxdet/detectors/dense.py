@@ -1,0 +1,87 @@
+"""Anchor-based one-stage detectors (RetinaNet, SSD): max-IoU targets over a fixed set of
+anchors, R-CNN delta encoding, the shared dense loss path and batched NMS.
+
+RetinaNet and SSD differ only in their anchors, heads and which anchors the
+classification term covers (all assigned ones vs. positives plus hard negatives); both
+are this class with different fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from jaxdet import assigners, box_coder, postprocess
+from jaxdet.detectors import base
+from jaxdet.losses import dense
+
+
+@dataclasses.dataclass(frozen=True)
+class AnchorDetector:
+    """Head outputs "cls_logits" [B, A, K], "box_deltas" [B, A, 4] (and "quality_logits"
+    [B, A] with a confidence loss) over `anchors` [A, 4] xyxy pixels."""
+
+    module: nn.Module
+    anchors: np.ndarray
+    losses: dense.LossSet
+    fg_iou: float
+    bg_iou: float
+    box_weights: tuple[float, float, float, float]
+    detect_kwargs: dict[str, Any]
+    cls_region: str = "assigned"  # dense.REGIONS
+    neg_pos_ratio: int = 3  # for cls_region="hard_negatives"
+
+    @property
+    def num_classes(self) -> int:
+        return self.losses.num_classes
+
+    def assign(self, batch: dict[str, Array]) -> dense.Targets:
+        """Max-IoU targets (every ground-truth box keeps its best anchor) for the batch, [B, A]."""
+        anchors = jnp.asarray(self.anchors)
+        fn = lambda b, m: assigners.max_iou_assign(anchors, b, m, self.fg_iou, self.bg_iou, True)  # noqa: E731
+        return dense.targets_from_assignment(jax.vmap(fn)(batch["boxes"], batch["box_mask"]), batch, self.num_classes)
+
+    def decode(self, deltas: Array) -> Array:
+        """[B, A, 4] deltas -> xyxy boxes in input pixels."""
+        return box_coder.decode_deltas(jnp.asarray(self.anchors), deltas, self.box_weights)
+
+    def encode(self, boxes: Array) -> Array:
+        anchors = jnp.broadcast_to(jnp.asarray(self.anchors), boxes.shape)
+        return box_coder.encode_deltas(anchors, boxes, self.box_weights)
+
+    def loss_fn(
+        self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
+    ) -> tuple[Array, dict[str, Array]]:
+        """Weighted total and the three named terms, each normalised by the positives."""
+        del rng  # the targets are deterministic
+        terms = dense.dense_terms(
+            self.losses,
+            self.assign(batch),
+            outputs["box_deltas"],
+            self.decode,
+            self.encode,
+            cls_logits=outputs["cls_logits"],
+            conf_logits=outputs.get("quality_logits"),
+            axis_name=axis_name,
+            cls_region=self.cls_region,
+            neg_pos_ratio=self.neg_pos_ratio,
+        )
+        return self.losses.total(terms), terms
+
+    def scores(self, outputs: dict[str, Array]) -> Array:
+        """Per-class scores [B, A, C]; with a quality branch the geometric mean of class
+        probability and predicted quality (IoU-aware RetinaNet, Wu et al. 2020)."""
+        probs = self.losses.class_probabilities(outputs["cls_logits"])
+        if "quality_logits" in outputs:
+            probs = jnp.sqrt(probs * jax.nn.sigmoid(outputs["quality_logits"])[..., None])
+        return probs
+
+    def predict(self, outputs: dict[str, Array]) -> postprocess.Detections:
+        """Head outputs -> `Detections` [B, D] in input pixels."""
+        return base.detect(self.detect_kwargs, self.scores(outputs), self.decode(outputs["box_deltas"]))

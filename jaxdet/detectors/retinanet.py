@@ -1,0 +1,62 @@
+"""RetinaNet (Lin et al. 2017): anchors on P3-P7, shared conv towers, max-IoU targets,
+focal loss; `confidence` is 0 unless a confidence loss adds a quality branch."""
+
+from __future__ import annotations
+
+import functools
+
+import jax.numpy as jnp
+
+from jaxdet import anchors as anchor_ops
+from jaxdet.detectors import base
+from jaxdet.detectors.dense import AnchorDetector
+from jaxdet.losses import dense
+from jaxdet.models.heads.retinanet import RetinaNetHead
+
+
+def section() -> dict:
+    """config.model.retinanet's fields and defaults."""
+    return dict(
+        head_convs=2,
+        head_norm="group",  # "group" or "none" (torchvision's v1 head)
+        anchor_size=2.0,  # anchor side = anchor_size * stride (the paper's 4; small objects here)
+        num_scales=3,  # octave scales 2^(i / num_scales)
+        aspect_ratios=(1.0,),
+        anchor_offset=0.5,  # anchor centres at (i + offset) * stride
+        fg_iou=0.5,
+        bg_iou=0.4,
+        box_weights=(1.0, 1.0, 1.0, 1.0),
+    )
+
+
+def anchor_scales(r) -> tuple[float, ...]:
+    return tuple(2.0 ** (i / r.num_scales) for i in range(r.num_scales))
+
+
+def build(config, ctx: base.BuildContext) -> AnchorDetector:
+    """RetinaNet from `config.model` (+ `.retinanet`), `config.loss` and `config.data`."""
+    m, r = config.model, config.model.retinanet
+    losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    scales = anchor_scales(r)
+    levels = list(range(m.min_level, m.max_level + 1))
+    anchors = anchor_ops.anchor_grid(
+        config.data.image_size, levels, r.anchor_size, scales, tuple(r.aspect_ratios), r.anchor_offset
+    )
+    head = functools.partial(
+        RetinaNetHead,
+        losses.num_logits,
+        len(scales) * len(r.aspect_ratios),
+        r.head_convs,
+        m.neck_channels,
+        r.head_norm,
+        quality_branch=losses.has_confidence,
+        dtype=jnp.dtype(config.train.compute_dtype),
+        kernels=ctx.kernels,
+    )
+    module = base.dense_model(config, ctx, "fpn", lambda pyramid: head()(pyramid))
+    return AnchorDetector(module, anchors, losses, r.fg_iou, r.bg_iou, tuple(r.box_weights), base.detect_kwargs(m))
+
+
+DEFINITION = base.DetectorDef(
+    "retinanet", section, "fpn", build, base.loss_implies, "RetinaNet: anchors, max-IoU, focal loss"
+)

@@ -1,0 +1,149 @@
+"""YOLO (YOLOX-style, Ge et al. 2021): anchor-free decoupled head with objectness and
+SimOTA targets with static shapes.
+
+Each grid point of a stride 8/16/32 PAN predicts class logits, log ltrb distances (in
+strides) and an objectness logit. Terms: classification on positives (on every point
+when there is no confidence term), localization on positives, confidence = objectness
+on every point. Scores at inference: class probability x objectness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from jaxdet import anchors as anchor_ops
+from jaxdet import assigners, box_coder, postprocess
+from jaxdet.detectors import base
+from jaxdet.losses import dense
+from jaxdet.models.heads.yolo import YOLOHead
+
+# exp() of a larger log-distance overflows; no box is 1000/16 strides from its point.
+_MAX_LOG_DISTANCE = math.log(1000.0 / 16)
+
+
+def section() -> dict:
+    """config.model.yolo's fields and defaults."""
+    return dict(
+        head_convs=2,
+        head_norm="group",
+        point_offset=0.5,  # grid points at (i + offset) * stride
+        center_radius=2.5,  # SimOTA's candidate radius, in strides
+        simota_k=10,  # the largest dynamic k
+    )
+
+
+def decode_ltrb(points: Array, strides: Array, raw: Array) -> Array:
+    """Head output (log of distances in strides) [..., P, 4] -> xyxy boxes [..., P, 4]."""
+    return box_coder.decode_ltrb(points, jnp.exp(jnp.minimum(raw, _MAX_LOG_DISTANCE)), strides)
+
+
+def encode_ltrb(points: Array, strides: Array, boxes: Array) -> Array:
+    """xyxy boxes -> the head's encoding (log of distances in strides); points outside a box
+    (SimOTA's centre region admits them) get a tiny distance instead of a negative one."""
+    return jnp.log(jnp.maximum(box_coder.encode_ltrb(points, boxes, strides), 1e-3))
+
+
+@dataclasses.dataclass(frozen=True)
+class YOLO:
+    """Head outputs "cls_logits" [B, P, K], "box_ltrb" [B, P, 4], "obj_logits" [B, P] over
+    `points` [P, 2] with `strides` [P]."""
+
+    module: nn.Module
+    points: np.ndarray
+    strides: np.ndarray
+    losses: dense.LossSet
+    center_radius: float
+    simota_k: int
+    detect_kwargs: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        return self.losses.num_classes
+
+    def decode(self, raw: Array) -> Array:
+        return decode_ltrb(jnp.asarray(self.points), jnp.asarray(self.strides), raw)
+
+    def encode(self, boxes: Array) -> Array:
+        return encode_ltrb(jnp.asarray(self.points), jnp.asarray(self.strides), boxes)
+
+    def scores(self, outputs: dict[str, Array]) -> Array:
+        """[B, P, C]: class probability x objectness (class probability alone without a confidence term)."""
+        probs = self.losses.class_probabilities(outputs["cls_logits"])
+        if self.losses.has_confidence:
+            probs = probs * jax.nn.sigmoid(outputs["obj_logits"])[..., None]
+        return probs
+
+    def assign(self, outputs: dict[str, Array], batch: dict[str, Array]) -> dense.Targets:
+        """SimOTA: costs from the current predictions (no gradient flows through them)."""
+        points, strides = jnp.asarray(self.points), jnp.asarray(self.strides)
+        pred_boxes = jax.lax.stop_gradient(self.decode(outputs["box_ltrb"]))
+        scores = jax.lax.stop_gradient(self.scores(outputs))
+
+        def one(pb, sc, gb, gl, gm):
+            return assigners.simota_assign(points, strides, pb, sc, gb, gl, gm, self.center_radius, self.simota_k)
+
+        asg = jax.vmap(one)(pred_boxes, scores, batch["boxes"], batch["labels"], batch["box_mask"])
+        return dense.targets_from_assignment(asg, batch, self.num_classes)
+
+    def loss_fn(
+        self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
+    ) -> tuple[Array, dict[str, Array]]:
+        """Weighted total and the three named terms, each normalised by the positives."""
+        del rng
+        terms = dense.dense_terms(
+            self.losses,
+            self.assign(outputs, batch),
+            outputs["box_ltrb"],
+            self.decode,
+            self.encode,
+            cls_logits=outputs["cls_logits"],
+            conf_logits=outputs["obj_logits"],
+            axis_name=axis_name,
+            # With objectness, background is the confidence term's job (YOLOX); without it,
+            # classification must also learn background at every point.
+            cls_region="positives" if self.losses.has_confidence else "everywhere",
+            conf_region="everywhere",
+        )
+        return self.losses.total(terms), terms
+
+    def predict(self, outputs: dict[str, Array]) -> postprocess.Detections:
+        """Head outputs -> `Detections` [B, D] in input pixels."""
+        return base.detect(self.detect_kwargs, self.scores(outputs), self.decode(outputs["box_ltrb"]))
+
+
+def build(config, ctx: base.BuildContext) -> YOLO:
+    """YOLO from `config.model` (+ `.yolo`), `config.loss` and `config.data`."""
+    m, y = config.model, config.model.yolo
+    losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    levels = list(range(m.min_level, m.max_level + 1))
+    points, strides = anchor_ops.point_grid(config.data.image_size, levels, y.point_offset)
+    head = functools.partial(
+        YOLOHead,
+        losses.num_logits,
+        m.neck_channels,
+        y.head_convs,
+        y.head_norm,
+        dtype=jnp.dtype(config.train.compute_dtype),
+        kernels=ctx.kernels,
+    )
+    module = base.dense_model(config, ctx, "pan", lambda pyramid: head()(pyramid))
+    return YOLO(module, points, strides, losses, y.center_radius, y.simota_k, base.detect_kwargs(m))
+
+
+DEFINITION = base.DetectorDef(
+    "yolo",
+    section,
+    "pan",
+    build,
+    functools.partial(base.loss_implies, quality_branch=False),  # objectness is always there
+    "YOLOX-style: anchor-free, objectness, SimOTA",
+)

@@ -1,0 +1,172 @@
+"""The dense loss path, written once: targets -> masks and normaliser -> the three terms.
+
+RetinaNet, SSD, YOLO, the RPN and the R-CNN box head differ in how they assign targets
+(max-IoU, SimOTA, sampling), in their box encoding and in which anchors each term covers;
+given those, the sequence is the same and lives here: gather the matched ground truth,
+decode the predicted boxes, take the IoU under stop_gradient (a target, not something to
+push the boxes towards), then classification, localization and confidence, each summed
+over its region and divided by one normaliser averaged over devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from jaxdet import assigners
+from jaxdet import boxes as box_ops
+from jaxdet.losses.table import ClassificationLoss, ConfidenceLoss, LocalizationLoss, build_loss
+
+# Which anchors a term sums over: "positives"; "assigned" (positives and negatives, not the
+# ignored); "everywhere" (every anchor of a real image); "hard_negatives" (positives and
+# the neg_pos_ratio hardest negatives per positive, by classification loss, as SSD).
+REGIONS = ("positives", "assigned", "everywhere", "hard_negatives")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSet:
+    """`config.loss`'s three losses with their hyper-parameters bound, and their weights."""
+
+    classification: ClassificationLoss
+    localization: LocalizationLoss
+    confidence: ConfidenceLoss
+    weights: dict[str, float]
+    num_classes: int
+
+    @property
+    def num_logits(self) -> int:
+        """Class logits the head needs: a softmax loss adds a background logit (last)."""
+        return self.num_classes + (1 if self.classification.activation == "softmax" else 0)
+
+    @property
+    def has_confidence(self) -> bool:
+        return self.confidence.target != "none"
+
+    def class_probabilities(self, logits: Array) -> Array:
+        """[..., K] logits -> [..., C] probabilities: sigmoid, or softmax without its background column."""
+        if self.classification.activation == "softmax":
+            return jax.nn.softmax(logits, axis=-1)[..., : self.num_classes]
+        return jax.nn.sigmoid(logits)
+
+    def total(self, terms: dict[str, Array]) -> Array:
+        return sum(self.weights[k] * v for k, v in terms.items())
+
+
+def build_loss_set(loss_config, num_classes: int) -> LossSet:
+    """The losses `config.loss` names, hyper-parameters bound from the same section."""
+    family = lambda f: build_loss(f, loss_config[f], loss_config)  # noqa: E731
+    weights = {f: loss_config[f"{f}_weight"] for f in ("classification", "localization", "confidence")}
+    return LossSet(family("classification"), family("localization"), family("confidence"), weights, num_classes)
+
+
+class Targets(NamedTuple):
+    """Per-anchor training targets; ignored anchors are neither positive nor negative.
+
+    labels int [B, A] (num_classes = background), boxes [B, A, 4] xyxy, positive and
+    negative bool [B, A], valid bool [B, A] (False on images padded into an eval batch).
+    """
+
+    labels: Array
+    boxes: Array
+    positive: Array
+    negative: Array
+    valid: Array
+
+
+def image_mask(batch: dict[str, Array], batch_size: int) -> Array:
+    """bool [B, 1]: False for images padded in to fill the last evaluation batch."""
+    return batch.get("image_mask", jnp.ones((batch_size,), bool))[:, None]
+
+
+def targets_from_assignment(asg: assigners.Assignment, batch: dict[str, Array], num_classes: int) -> Targets:
+    """An assignment [B, A] over the batch's padded ground truth -> Targets (padded images masked)."""
+    valid = jnp.broadcast_to(image_mask(batch, asg.label.shape[0]), asg.label.shape)
+    pos = (asg.label == assigners.POSITIVE) & valid
+    neg = (asg.label == assigners.NEGATIVE) & valid
+    labels = jnp.take_along_axis(batch["labels"], asg.matched, axis=1)
+    boxes = jnp.take_along_axis(batch["boxes"], asg.matched[..., None], axis=1)
+    return Targets(jnp.where(pos, labels, num_classes), boxes, pos, neg, valid)
+
+
+def normalizer(mask: Array, axis_name: str | None) -> Array:
+    """max(1, count of `mask`), averaged over `axis_name` and without gradient.
+
+    Averaging over devices makes the mean of per-device gradients equal the gradient of
+    the whole global batch normalised by its total count.
+    """
+    count = jnp.sum(mask).astype(jnp.float32)
+    if axis_name is not None:
+        count = jax.lax.pmean(count, axis_name)
+    return jax.lax.stop_gradient(jnp.maximum(count, 1.0))
+
+
+def _region(name: str, t: Targets, per_anchor: Array | None, neg_pos_ratio: int) -> Array:
+    if name == "positives":
+        return t.positive
+    if name == "assigned":
+        return t.positive | t.negative
+    if name == "everywhere":
+        return t.valid
+    if name == "hard_negatives":
+        # Per image; an image without objects still keeps neg_pos_ratio negatives, so empty
+        # images teach background too.
+        keep = neg_pos_ratio * jnp.maximum(jnp.sum(t.positive, axis=1), 1)
+        hard = jax.vmap(assigners.hard_negative_mask)(jax.lax.stop_gradient(per_anchor), t.negative, keep)
+        return t.positive | hard
+    raise ValueError(f"unknown loss region {name!r}; valid: {REGIONS}")
+
+
+def dense_terms(
+    losses: LossSet,
+    targets: Targets,
+    raw_boxes: Array,
+    decode: Callable[[Array], Array],
+    encode: Callable[[Array], Array],
+    cls_logits: Array | None = None,
+    conf_logits: Array | None = None,
+    axis_name: str | None = None,
+    cls_region: str = "assigned",
+    conf_region: str = "assigned",
+    normalize_by: str = "positives",
+    neg_pos_ratio: int = 3,
+) -> dict[str, Array]:
+    """The three named terms, each summed over its region and divided by one normaliser.
+
+    raw_boxes: the head's box output [B, A, 4]; decode: raw -> xyxy boxes [B, A, 4];
+    encode: xyxy ground truth -> the encoding of `raw_boxes` (for losses in "encoded"
+    space); cls_logits [B, A, K] and conf_logits [B, A] (None: that term is 0).
+    normalize_by: "positives" (one-stage) or "assigned" (sampled anchors / RoIs, as
+    torchvision's RPN and box head).
+    """
+    pos = targets.positive
+    norm = normalizer(pos if normalize_by == "positives" else pos | targets.negative, axis_name)
+    pred_boxes = decode(raw_boxes)
+    iou = jax.lax.stop_gradient(box_ops.elementwise_iou(pred_boxes, targets.boxes))
+    zero = jnp.zeros((), jnp.float32)
+
+    cls_loss = zero
+    if cls_logits is not None:
+        quality = iou if losses.classification.iou_aware else jnp.ones_like(iou)
+        per_anchor = losses.classification.fn(cls_logits, targets.labels, quality)
+        region = _region(cls_region, targets, per_anchor, neg_pos_ratio)
+        cls_loss = jnp.sum(jnp.where(region, per_anchor, 0.0)) / norm
+
+    loc = losses.localization
+    per_anchor = (
+        loc.fn(raw_boxes, encode(targets.boxes)) if loc.space == "encoded" else loc.fn(pred_boxes, targets.boxes)
+    )
+    loc_loss = jnp.sum(jnp.where(pos, per_anchor, 0.0)) / norm
+
+    conf_loss = zero
+    if conf_logits is not None and losses.has_confidence:
+        # Objectness regresses 1 at positives, IoU-aware confidence the IoU; 0 elsewhere.
+        target = jnp.where(pos, iou if losses.confidence.target == "iou" else 1.0, 0.0)
+        region = _region(conf_region, targets, None, neg_pos_ratio)
+        conf_loss = jnp.sum(jnp.where(region, losses.confidence.fn(conf_logits, target), 0.0)) / norm
+
+    return {"classification": cls_loss, "localization": loc_loss, "confidence": conf_loss}

@@ -1,0 +1,142 @@
+"""Elementwise loss functions, torchvision.ops names and semantics with reduction='none'.
+
+All give finite values and gradients on degenerate input (zero-area, identical, disjoint
+boxes; saturated logits). The LOSSES table (`losses/table.py`) wraps them per family.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from jaxdet.boxes import EPS
+
+
+def sigmoid_binary_cross_entropy(logits: Array, targets: Array) -> Array:
+    """Elementwise BCE on logits, stable for |logits| of any size: [...] -> [...]."""
+    logits = jnp.asarray(logits, jnp.float32)
+    return jnp.maximum(logits, 0.0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
+def sigmoid_focal_loss(logits: Array, targets: Array, alpha: float = 0.25, gamma: float = 2.0) -> Array:
+    """torchvision.ops.sigmoid_focal_loss, reduction='none'; alpha < 0 disables weighting."""
+    logits = jnp.asarray(logits, jnp.float32)
+    p = jax.nn.sigmoid(logits)
+    ce = sigmoid_binary_cross_entropy(logits, targets)
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
+    return loss
+
+
+def varifocal_loss(logits: Array, targets: Array, alpha: float = 0.75, gamma: float = 2.0) -> Array:
+    """Varifocal loss (Zhang et al. 2021), elementwise: [...] -> [...].
+
+    `targets` is the IoU-aware classification score q: q > 0 at positives (weighted by
+    q), 0 at negatives (down-weighted by alpha * p^gamma), as mmdetection's
+    iou_weighted=True form.
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    p = jax.nn.sigmoid(logits)
+    weight = jnp.where(targets > 0, targets, alpha * jnp.abs(p - targets) ** gamma)
+    return sigmoid_binary_cross_entropy(logits, targets) * weight
+
+
+def quality_focal_loss(logits: Array, targets: Array, beta: float = 2.0) -> Array:
+    """Quality focal loss (Li et al. 2020, GFL), elementwise: BCE(logits, y) * |y - sigmoid|^beta."""
+    logits = jnp.asarray(logits, jnp.float32)
+    return sigmoid_binary_cross_entropy(logits, targets) * jnp.abs(targets - jax.nn.sigmoid(logits)) ** beta
+
+
+def softmax_cross_entropy(logits: Array, labels: Array, label_smoothing: float = 0.0) -> Array:
+    """Cross-entropy of integer `labels` [...] against `logits` [..., K] -> [...]."""
+    logits = jnp.asarray(logits, jnp.float32)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    k = logits.shape[-1]
+    target = jax.nn.one_hot(labels, k) * (1 - label_smoothing) + label_smoothing / k
+    return -jnp.sum(target * logp, axis=-1)
+
+
+def smooth_l1_loss(pred: Array, target: Array, beta: float = 1.0) -> Array:
+    """Elementwise smooth L1 as torch.nn.functional.smooth_l1_loss (beta < 1e-5 is L1)."""
+    diff = jnp.abs(jnp.asarray(pred, jnp.float32) - target)
+    if beta < 1e-5:
+        return diff
+    return jnp.where(diff < beta, 0.5 * diff**2 / beta, diff - 0.5 * beta)
+
+
+def l1_loss(pred: Array, target: Array) -> Array:
+    """Elementwise absolute error."""
+    return jnp.abs(jnp.asarray(pred, jnp.float32) - target)
+
+
+def l2_loss(pred: Array, target: Array) -> Array:
+    """Elementwise squared error (torch's mse_loss, reduction='none')."""
+    return (jnp.asarray(pred, jnp.float32) - target) ** 2
+
+
+def _iou_parts(b1: Array, b2: Array, eps: float) -> tuple[Array, Array, Array]:
+    """torchvision's _loss_inter_union plus IoU with eps: (iou, union, enclosing box corners)."""
+    b1 = jnp.asarray(b1, jnp.float32)
+    b2 = jnp.asarray(b2, jnp.float32)
+    x1 = jnp.maximum(b1[..., 0], b2[..., 0])
+    y1 = jnp.maximum(b1[..., 1], b2[..., 1])
+    x2 = jnp.minimum(b1[..., 2], b2[..., 2])
+    y2 = jnp.minimum(b1[..., 3], b2[..., 3])
+    inter = jnp.where((x2 > x1) & (y2 > y1), (x2 - x1) * (y2 - y1), 0.0)
+    union = (
+        (b1[..., 2] - b1[..., 0]) * (b1[..., 3] - b1[..., 1])
+        + (b2[..., 2] - b2[..., 0]) * (b2[..., 3] - b2[..., 1])
+        - inter
+    )
+    iou = inter / (union + eps)
+    return iou, union, (b1, b2)
+
+
+def iou_loss(boxes1: Array, boxes2: Array, eps: float = EPS) -> Array:
+    """1 - IoU of paired xyxy boxes [..., 4] -> [...]."""
+    iou, _, _ = _iou_parts(boxes1, boxes2, eps)
+    return 1 - iou
+
+
+def giou_loss(boxes1: Array, boxes2: Array, eps: float = EPS) -> Array:
+    """torchvision.ops.generalized_box_iou_loss, reduction='none'."""
+    iou, union, (b1, b2) = _iou_parts(boxes1, boxes2, eps)
+    xc1 = jnp.minimum(b1[..., 0], b2[..., 0])
+    yc1 = jnp.minimum(b1[..., 1], b2[..., 1])
+    xc2 = jnp.maximum(b1[..., 2], b2[..., 2])
+    yc2 = jnp.maximum(b1[..., 3], b2[..., 3])
+    area_c = (xc2 - xc1) * (yc2 - yc1)
+    return 1 - (iou - (area_c - union) / (area_c + eps))
+
+
+def _diou_parts(b1: Array, b2: Array, eps: float) -> tuple[Array, Array]:
+    iou, _, (b1, b2) = _iou_parts(b1, b2, eps)
+    xc1 = jnp.minimum(b1[..., 0], b2[..., 0])
+    yc1 = jnp.minimum(b1[..., 1], b2[..., 1])
+    xc2 = jnp.maximum(b1[..., 2], b2[..., 2])
+    yc2 = jnp.maximum(b1[..., 3], b2[..., 3])
+    diag2 = (xc2 - xc1) ** 2 + (yc2 - yc1) ** 2 + eps
+    dx = 0.5 * (b1[..., 0] + b1[..., 2]) - 0.5 * (b2[..., 0] + b2[..., 2])
+    dy = 0.5 * (b1[..., 1] + b1[..., 3]) - 0.5 * (b2[..., 1] + b2[..., 3])
+    return 1 - iou + (dx**2 + dy**2) / diag2, iou
+
+
+def diou_loss(boxes1: Array, boxes2: Array, eps: float = EPS) -> Array:
+    """torchvision.ops.distance_box_iou_loss, reduction='none'."""
+    return _diou_parts(boxes1, boxes2, eps)[0]
+
+
+def ciou_loss(boxes1: Array, boxes2: Array, eps: float = EPS) -> Array:
+    """torchvision.ops.complete_box_iou_loss, reduction='none'."""
+    b1 = jnp.asarray(boxes1, jnp.float32)
+    b2 = jnp.asarray(boxes2, jnp.float32)
+    diou, iou = _diou_parts(b1, b2, eps)
+    w1, h1 = b1[..., 2] - b1[..., 0], b1[..., 3] - b1[..., 1]
+    w2, h2 = b2[..., 2] - b2[..., 0], b2[..., 3] - b2[..., 1]
+    # atan(w / (h + eps)) is torchvision's; the eps keeps zero-height boxes finite.
+    v = (4 / jnp.pi**2) * (jnp.arctan(w2 / (h2 + eps)) - jnp.arctan(w1 / (h1 + eps))) ** 2
+    alpha = jax.lax.stop_gradient(v / (1 - iou + v + eps))
+    return diou + alpha * v
