@@ -61,13 +61,14 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _TORCH_WORKER.value:
-        from jaxdet.benchmark_torchvision import bench_torchvision
+        from benchmarks.torchvision_side import bench_torchvision
 
         print(json.dumps(bench_torchvision(**json.loads(_TORCH_WORKER.value))))
         return
     if _CONFIG.value is None:
         raise app.UsageError("--config is required")
-    from jaxdet import benchmark, runtime
+    from benchmarks import harness as benchmark
+    from jaxdet.training import runtime
 
     runtime.enable_compilation_cache(_CACHE.value)
     config = _CONFIG.value

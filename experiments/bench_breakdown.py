@@ -20,11 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.configs import retinanet_r50
-from jaxdet import detectors, kernels, train
+from jaxdet import detectors, kernels
 from jaxdet.data.synthetic import synthetic_batch
 from jaxdet.models.backbones import Bottleneck
 from jaxdet.models.heads.retinanet import RetinaNetHead
 from jaxdet.models.layers import Conv, make_norm, max_pool_3x3_s2
+from jaxdet.training import step as train
 
 SIZE, BATCH, CLASSES, STEPS = 512, 2, 80, 5
 # ResNet-50 parts: (name, input shape NHWC, blocks, output channels, first stride).

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 from absl import app, flags, logging
 
-from jaxdet import preemption
 from jaxdet.errors import ConfigError
+from jaxdet.training import preemption
 
 
 def start(argv: list[str], quiet: bool = True) -> None:

@@ -13,7 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from jaxdet import loop
+from jaxdet.evaluation import evaluator
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file (default: the run's own).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
@@ -24,7 +24,7 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     cli.start(argv)
     with cli.user_errors():
-        loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
+        evaluator.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from absl import app, flags
 
 from experiments import cli
-from jaxdet import curves
+from jaxdet.evaluation import curves
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run's workdir.")
 flags.mark_flags_as_required(["workdir"])

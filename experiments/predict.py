@@ -24,7 +24,7 @@ flags.mark_flags_as_required(["workdir", "images", "out"])
 
 def main(argv):
     cli.start(argv, quiet=False)
-    from jaxdet import predict
+    from jaxdet.evaluation import predict
 
     paths = sorted(p for pattern in _IMAGES.value.split(",") for p in glob.glob(pattern))
     if not paths:

@@ -10,7 +10,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from jaxdet import loop, sweep
+from jaxdet import sweep
+from jaxdet.training import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory; each arm gets a sub-directory.")

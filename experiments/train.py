@@ -11,7 +11,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments import cli
-from jaxdet import loop, runtime
+from jaxdet.training import loop, runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (get_config).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and pictures.")

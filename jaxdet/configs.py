@@ -13,14 +13,15 @@ import os
 import jax
 import ml_collections
 
-from jaxdet import kernels, losses, optim
+from jaxdet import kernels, losses
 from jaxdet.data import sources
 from jaxdet.detectors import config as model_config
 from jaxdet.errors import ConfigError
-from jaxdet.evaluation import COCO_KEYS
+from jaxdet.evaluation.coco import COCO_KEYS
 from jaxdet.models.backbones import BACKBONES
 from jaxdet.models.layers import NORMS
 from jaxdet.models.necks import NECKS
+from jaxdet.training import optim
 
 # Sections whose change makes a checkpoint meaningless (resume refuses them).
 MODEL_SECTIONS = ("model", "data")

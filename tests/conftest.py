@@ -23,6 +23,6 @@ def tfds_dir(tmp_path_factory) -> str:
 def compilation_cache(tmp_path_factory) -> str:
     """One persistent XLA cache for the session: the many tests that build the same tiny
     programs (each run re-creates its jitted steps) load them instead of recompiling."""
-    from jaxdet import runtime
+    from jaxdet.training import runtime
 
     return runtime.enable_compilation_cache(str(tmp_path_factory.mktemp("xla_cache")), min_compile_seconds=0.3)

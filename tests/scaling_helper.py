@@ -13,8 +13,10 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.configs import default  # noqa: E402
-from jaxdet import detectors, optim, train  # noqa: E402
+from jaxdet import detectors  # noqa: E402
 from jaxdet.data.synthetic import synthetic_batch  # noqa: E402
+from jaxdet.training import optim  # noqa: E402
+from jaxdet.training import step as train  # noqa: E402
 
 
 def run(config, devices, batches):

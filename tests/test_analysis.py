@@ -10,8 +10,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from test_evaluation import _case
 
-from jaxdet import analysis
-from jaxdet.evaluation import evaluate_coco_detailed
+from jaxdet.evaluation import analysis
+from jaxdet.evaluation.coco import evaluate_coco_detailed
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from benchmarks import harness as benchmark
 from experiments.configs import default
-from jaxdet import benchmark
 from jaxdet.data.synthetic import synthetic_batch
 
 
@@ -43,7 +43,9 @@ def test_step_flops_counts_the_global_step():
     optimizer update of batch 8 on one device; and half the batch is about half the work."""
     import jax
 
-    from jaxdet import detectors, optim, train
+    from jaxdet import detectors
+    from jaxdet.training import optim
+    from jaxdet.training import step as train
 
     config = default.get_config("tiny")
     detector = detectors.build_detector(config, 5, train.AXIS)
@@ -76,7 +78,7 @@ def test_bench_main_writes_json(tmp_path):
 
 def test_torchvision_side_matches_inputs():
     pytest.importorskip("torchvision")
-    from jaxdet.benchmark_torchvision import bench_torchvision
+    from benchmarks.torchvision_side import bench_torchvision
 
     r = bench_torchvision("retinanet", 64, 2, 8, 5, steps=1, warmup=1)
     assert r["framework"] == "torchvision" and np.all(np.isfinite(r["losses"]))

@@ -16,12 +16,13 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from experiments.configs import default, faster_rcnn, retinanet_r50  # noqa: E402
-from jaxdet import detectors, train  # noqa: E402
+from jaxdet import detectors  # noqa: E402
 from jaxdet.errors import ConfigError  # noqa: E402
 from jaxdet.models import convert  # noqa: E402
 from jaxdet.models.backbones import ResNet, get_backbone_spec  # noqa: E402
 from jaxdet.models.heads.rcnn import BoxHead  # noqa: E402
 from jaxdet.models.necks import FPN  # noqa: E402
+from jaxdet.training import step as train  # noqa: E402
 
 SIZE = 96  # odd feature sizes at several levels (96 -> 48, 24, 12, 6, 3, 2, 1)
 

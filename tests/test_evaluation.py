@@ -9,7 +9,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from jaxdet.evaluation import COCO_KEYS, evaluate_coco
+from jaxdet.evaluation.coco import COCO_KEYS, evaluate_coco
 
 
 def _pycocotools(gt, dets):

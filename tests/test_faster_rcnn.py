@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from experiments.configs import faster_rcnn
-from jaxdet import assigners, detectors, progress, train
+from jaxdet import assigners, detectors
+from jaxdet.training import progress
+from jaxdet.training import step as train
 
 
 @pytest.mark.parametrize(
@@ -89,8 +91,8 @@ def test_train_step_compiles_once_over_real_object_counts():
     which the counter does catch (shown at the end)."""
     import chex
 
-    from jaxdet import optim
     from jaxdet.data import pipeline, readers
+    from jaxdet.training import optim
 
     config = faster_rcnn.get_config("tiny")
     config.data.max_boxes = 8

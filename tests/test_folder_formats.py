@@ -148,7 +148,7 @@ def test_sources_load_folder_formats_from_config(tmp_path, fmt):
 
 
 def test_model_class_count_follows_the_data_unless_set():
-    from jaxdet.loop import model_class_names
+    from jaxdet.training.run import model_class_names
 
     assert model_class_names(["cat", "dog"], 0) == ["cat", "dog"]
     assert model_class_names(["cat", "dog"], 3) == ["cat", "dog", "class_2"]

@@ -11,9 +11,11 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from experiments.configs import default
-from jaxdet import detectors, losses, optim, sweep, train
+from jaxdet import detectors, losses, sweep
 from jaxdet.detectors.config import use_detector
 from jaxdet.errors import ConfigError
+from jaxdet.training import optim
+from jaxdet.training import step as train
 
 # Detectors whose structure needs a confidence (objectness) loss: the RPN of a two-stage one.
 NEEDS_CONFIDENCE = ("faster_rcnn",)
@@ -212,7 +214,7 @@ def test_sweep_parsing_and_errors():
 
 @pytest.mark.slow  # ~60 s (two tiny training runs): `pytest -m slow`; parsing and errors are tested above
 def test_two_arm_sweep_writes_results(tfds_dir, tmp_path, capsys):
-    from jaxdet import loop
+    from jaxdet.training import loop
 
     config = default.get_config("tiny")
     config.data.data_dir = tfds_dir

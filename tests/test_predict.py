@@ -5,7 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdet import detectors, optim, train
+from jaxdet import detectors
+from jaxdet.training import optim
+from jaxdet.training import step as train
 
 RECIPES = {"retinanet": "default", "yolo": "yolo", "ssd": "ssd", "faster_rcnn": "faster_rcnn"}
 
@@ -22,7 +24,7 @@ def test_predict_maps_boxes_back_to_any_image_size(tmp_path):
     puts it where the scale says, and `to_original` maps model pixels back onto it."""
     from PIL import Image
 
-    from jaxdet import predict
+    from jaxdet.evaluation import predict
 
     for (h, w), fmt in (((150, 200), "PNG"), ((160, 90), "JPEG")):
         image = np.zeros((h, w, 3), np.uint8)
@@ -44,7 +46,9 @@ def test_predict_restores_every_detector_from_its_workdir(name, tmp_path):
     classes.json, a checkpoint): restores and detects on an image of another size."""
     import json
 
-    from jaxdet import checkpoint, configs, predict
+    from jaxdet import configs
+    from jaxdet.evaluation import predict
+    from jaxdet.training import checkpoint
 
     config = configs.resolve(_tiny_config(name))
     workdir = str(tmp_path / name)

@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments.configs import default
-from jaxdet import loop
+from jaxdet.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 
 from experiments.configs import default
-from jaxdet import detectors, loop, optim, train
+from jaxdet import detectors
+from jaxdet.evaluation import evaluator
+from jaxdet.training import loop, optim
+from jaxdet.training import step as train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -119,7 +122,7 @@ def test_end_to_end_outputs_resume_and_config_changes(tfds_dir, tmp_path, capsys
         return load(data, split, *args, **kwargs)
 
     monkeypatch.setattr(sources, "load", eval_split_only)
-    again = loop.evaluate_checkpoint(None, full, "latest")
+    again = evaluator.evaluate_checkpoint(None, full, "latest")
     monkeypatch.setattr(sources, "load", load)
     for key in ("AP", "AP50", "AR100", "APl", "loss_classification", "loss_localization"):
         assert again[key] == metrics[key], key
@@ -190,12 +193,12 @@ def test_best_checkpoint_early_stopping_and_eval_cli(tfds_dir, tmp_path, capsys)
     assert max(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()) == 4
     for name in ("per_class.md", "pr_curves.png", "errors.txt"):
         assert os.path.exists(os.path.join(workdir, "eval", name))
-    metrics = loop.evaluate_checkpoint(config, workdir, "best")
+    metrics = evaluator.evaluate_checkpoint(config, workdir, "best")
     assert "AP" in metrics and "loss_localization" in metrics and "AP/circle" in metrics
     assert "best checkpoint, step 2:" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no checkpoint at step 5"):
-        loop.evaluate_checkpoint(config, workdir, "5")
-    from jaxdet import curves
+        evaluator.evaluate_checkpoint(config, workdir, "5")
+    from jaxdet.evaluation import curves
 
     assert os.path.getsize(curves.plot_curves(workdir)) > 10_000  # workdir/curves.png
     # experiments.predict on the run: a picture per image and COCO results with file names.

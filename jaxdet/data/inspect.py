@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from jaxdet import visualize
+from jaxdet.evaluation import visualize
 
 
 def statistics(table) -> dict:

@@ -22,20 +22,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxdet.errors import ConfigError
-from jaxdet.losses.functions import (
-    ciou_loss,
-    diou_loss,
-    giou_loss,
-    iou_loss,
-    l1_loss,
-    l2_loss,
-    quality_focal_loss,
-    sigmoid_binary_cross_entropy,
-    sigmoid_focal_loss,
-    smooth_l1_loss,
-    softmax_cross_entropy,
-    varifocal_loss,
-)
+from jaxdet.losses import functions as F  # noqa: N812
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,40 +65,40 @@ def _sigmoid_targets(logits: Array, labels: Array, quality: Array) -> Array:
 
 def _focal(logits: Array, labels: Array, quality: Array, focal_alpha: float = 0.25, focal_gamma: float = 2.0) -> Array:
     t = _sigmoid_targets(logits, labels, quality)
-    return jnp.sum(sigmoid_focal_loss(logits, t, focal_alpha, focal_gamma), axis=-1)
+    return jnp.sum(F.sigmoid_focal_loss(logits, t, focal_alpha, focal_gamma), axis=-1)
 
 
 def _bce(logits: Array, labels: Array, quality: Array) -> Array:
-    return jnp.sum(sigmoid_binary_cross_entropy(logits, _sigmoid_targets(logits, labels, quality)), axis=-1)
+    return jnp.sum(F.sigmoid_binary_cross_entropy(logits, _sigmoid_targets(logits, labels, quality)), axis=-1)
 
 
 def _varifocal(
     logits: Array, labels: Array, quality: Array, varifocal_alpha: float = 0.75, focal_gamma: float = 2.0
 ) -> Array:
     t = _sigmoid_targets(logits, labels, quality)
-    return jnp.sum(varifocal_loss(logits, t, varifocal_alpha, focal_gamma), axis=-1)
+    return jnp.sum(F.varifocal_loss(logits, t, varifocal_alpha, focal_gamma), axis=-1)
 
 
 def _qfl(logits: Array, labels: Array, quality: Array, focal_gamma: float = 2.0) -> Array:
     t = _sigmoid_targets(logits, labels, quality)
-    return jnp.sum(quality_focal_loss(logits, t, focal_gamma), axis=-1)
+    return jnp.sum(F.quality_focal_loss(logits, t, focal_gamma), axis=-1)
 
 
 def _softmax_ce(logits: Array, labels: Array, quality: Array, label_smoothing: float = 0.0) -> Array:
     del quality  # Hard labels only.
-    return softmax_cross_entropy(logits, labels, label_smoothing)
+    return F.softmax_cross_entropy(logits, labels, label_smoothing)
 
 
 def _smooth_l1(pred: Array, target: Array, smooth_l1_beta: float = 1 / 9) -> Array:
-    return jnp.sum(smooth_l1_loss(pred, target, smooth_l1_beta), axis=-1)
+    return jnp.sum(F.smooth_l1_loss(pred, target, smooth_l1_beta), axis=-1)
 
 
 def _l1(pred: Array, target: Array) -> Array:
-    return jnp.sum(l1_loss(pred, target), axis=-1)
+    return jnp.sum(F.l1_loss(pred, target), axis=-1)
 
 
 def _l2(pred: Array, target: Array) -> Array:
-    return jnp.sum(l2_loss(pred, target), axis=-1)
+    return jnp.sum(F.l2_loss(pred, target), axis=-1)
 
 
 CLASSIFICATION_LOSSES: dict[str, ClassificationLoss] = {
@@ -128,10 +115,10 @@ LOCALIZATION_LOSSES: dict[str, LocalizationLoss] = {
     "l1": LocalizationLoss(_l1, "encoded"),
     "l2": LocalizationLoss(_l2, "encoded"),
     # Decoded xyxy boxes.
-    "iou": LocalizationLoss(iou_loss, "boxes"),
-    "giou": LocalizationLoss(giou_loss, "boxes"),
-    "diou": LocalizationLoss(diou_loss, "boxes"),
-    "ciou": LocalizationLoss(ciou_loss, "boxes"),
+    "iou": LocalizationLoss(F.iou_loss, "boxes"),
+    "giou": LocalizationLoss(F.giou_loss, "boxes"),
+    "diou": LocalizationLoss(F.diou_loss, "boxes"),
+    "ciou": LocalizationLoss(F.ciou_loss, "boxes"),
 }
 
 
@@ -142,13 +129,13 @@ def _no_confidence(logits: Array, targets: Array) -> Array:
 def _confidence_varifocal(
     logits: Array, targets: Array, varifocal_alpha: float = 0.75, focal_gamma: float = 2.0
 ) -> Array:
-    return varifocal_loss(logits, targets, varifocal_alpha, focal_gamma)
+    return F.varifocal_loss(logits, targets, varifocal_alpha, focal_gamma)
 
 
 CONFIDENCE_LOSSES: dict[str, ConfidenceLoss] = {
     "none": ConfidenceLoss(_no_confidence, "none"),
-    "sigmoid_binary_cross_entropy": ConfidenceLoss(sigmoid_binary_cross_entropy, "objectness"),
-    "iou_binary_cross_entropy": ConfidenceLoss(sigmoid_binary_cross_entropy, "iou"),
+    "sigmoid_binary_cross_entropy": ConfidenceLoss(F.sigmoid_binary_cross_entropy, "objectness"),
+    "iou_binary_cross_entropy": ConfidenceLoss(F.sigmoid_binary_cross_entropy, "iou"),
     "iou_varifocal": ConfidenceLoss(_confidence_varifocal, "iou", hyper=("varifocal_alpha", "focal_gamma")),
 }
 

@@ -14,9 +14,12 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxdet import checkpoint, configs, detectors, optim, train, visualize
+from jaxdet import configs, detectors
 from jaxdet.data import augment, decode
 from jaxdet.errors import ConfigError
+from jaxdet.evaluation import visualize
+from jaxdet.training import checkpoint, optim
+from jaxdet.training import step as train
 
 
 def preprocess(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:

@@ -26,9 +26,11 @@ from typing import Any
 import jax
 import ml_collections
 
-from jaxdet import configs, detectors, kernels, optim, train
+from benchmarks.memory import peak_host_mb
+from jaxdet import configs, detectors, kernels
 from jaxdet.data.synthetic import synthetic_batch
-from jaxdet.memory import peak_host_mb
+from jaxdet.training import optim
+from jaxdet.training import step as train
 
 # Dense peak FLOP/s per chip by compute dtype, from the vendors' data sheets. The float32
 # entry is the TF32 tensor-core rate, which XLA uses for float32 convolutions on these GPUs.

@@ -18,8 +18,8 @@ import statistics
 import time
 from typing import Any
 
+from benchmarks.memory import peak_host_mb
 from jaxdet.data.synthetic import synthetic_batch
-from jaxdet.memory import peak_host_mb
 
 MODELS = {
     "retinanet": "retinanet_resnet50_fpn",

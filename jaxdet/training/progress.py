@@ -10,8 +10,8 @@ import time
 import jax
 import numpy as np
 
-from jaxdet import train
 from jaxdet.errors import NonFiniteError
+from jaxdet.training import step as train
 
 
 def log(msg: str) -> None:
@@ -29,7 +29,7 @@ class Progress:
     """Averages step metrics over `train.log_every` steps and writes the progress line
     (loss terms, learning rate, images/s, ETA); the first step (compilation) is left out."""
 
-    def __init__(self, run):  # a loop.Run
+    def __init__(self, run):  # a training.run.Run
         self.run, self.cfg = run, run.config
         self.truncated = 0
         self.replaced = 0  # examples whose image was unreadable (data.skip_bad): replaced by the next one

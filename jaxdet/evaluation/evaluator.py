@@ -1,0 +1,174 @@
+"""Evaluation of a run's state: COCO metrics and validation loss over the eval split, the
+per-class / PR / error analysis files, prediction pictures, and `evaluate_checkpoint`,
+which restores a checkpoint from a workdir without reading the training split.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from jaxdet import configs
+from jaxdet.data import pipeline
+from jaxdet.evaluation import analysis, visualize
+from jaxdet.evaluation import coco as evaluation
+from jaxdet.training import checkpoint, progress
+from jaxdet.training import step as train
+from jaxdet.training.progress import log as _log
+from jaxdet.training.run import Run
+
+
+def _coco_results(dets: dict, batch: dict, image_ok: np.ndarray) -> list[dict]:
+    """Detections in model pixels -> COCO results in original pixels (valid images only)."""
+    out = []
+    for i in np.nonzero(image_ok)[0]:
+        scale = float(batch["scale"][i])
+        for box, score, cls, ok in zip(dets["boxes"][i], dets["scores"][i], dets["classes"][i], dets["valid"][i]):
+            if not ok:
+                continue
+            x1, y1, x2, y2 = (float(v) / scale for v in box)
+            out.append(
+                {
+                    "image_id": int(batch["image_id"][i]),
+                    "category_id": int(cls) + 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": float(score),
+                }
+            )
+    return out
+
+
+def evaluate(run, state: train.TrainState, step: int, interrupt=lambda: False) -> dict[str, float] | None:
+    """COCO metrics and validation loss terms on the eval split; logged and returned.
+
+    Returns None, having logged nothing, when `interrupt()` turns True between batches."""
+    local_bs = run.eval_batch_size // jax.process_count()
+    data = run.pipeline(run.eval_source)
+    results, term_sums, batches, unreadable = [], {}, 0, set()
+    stream = data.eval(local_bs)
+    try:
+        for local in stream:
+            if interrupt():
+                _log(f"evaluation at step {step} abandoned (stopping)")
+                return None
+            dets, terms = run.eval_step(state, train.global_batch(run.mesh, progress.model_inputs(local)))
+            dets = train.to_host(dets)
+            keys = ("scale", "image_id", "image_mask", "bad_image")
+            host_batch = train.to_host(train.global_batch(run.mesh, {k: local[k] for k in keys}))
+            results += _coco_results(dets, host_batch, host_batch["image_mask"])
+            unreadable |= {int(i) for i in host_batch["image_id"][host_batch["bad_image"] >= 0]}
+            for k, v in jax.device_get(terms).items():
+                term_sums[k] = term_sums.get(k, 0.0) + float(v)
+            batches += 1
+    finally:
+        stream.close()
+    metrics: dict[str, float] = {}
+    if unreadable:
+        _log(
+            f"evaluation at step {step}: {len(unreadable)} unreadable images left out of the metrics "
+            f"(data.skip_bad), image ids {sorted(unreadable)[:10]}"
+        )
+    if jax.process_index() == 0:
+        gt = pipeline.coco_ground_truth(run.full_eval_table(), leave_out=unreadable)
+        metrics, precision = evaluation.evaluate_coco_detailed(gt, results)
+        metrics.update(write_analysis(run, gt, results, precision))
+        metrics["unreadable_images"] = len(unreadable)
+    metrics.update({f"loss_{k}": v / max(batches, 1) for k, v in term_sums.items()})
+    run.writer.write(step, "eval", metrics)
+    return metrics
+
+
+def write_analysis(run, gt: dict, results: list[dict], precision: np.ndarray) -> dict[str, float]:
+    """workdir/eval/{per_class.md, pr_curves.png, errors.txt}; returns {"AP/<class>": AP}."""
+    out = os.path.join(run.workdir, "eval")
+    os.makedirs(out, exist_ok=True)
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    ids = [c["id"] for c in gt["categories"]]
+    rows = analysis.per_class_ap(precision, ids, names)
+    run.per_class_table = analysis.per_class_markdown(rows)
+    with open(os.path.join(out, "per_class.md"), "w") as f:
+        f.write(run.per_class_table)
+    analysis.plot_pr_curves(precision, ids, names, os.path.join(out, "pr_curves.png"))
+    threshold = 0.3
+    run.error_lines = analysis.error_lines(analysis.error_breakdown(gt, results, threshold), threshold)
+    with open(os.path.join(out, "errors.txt"), "w") as f:
+        f.write("\n".join(run.error_lines) + "\n")
+    return {f"AP/{r['name']}": r["AP"] for r in rows}
+
+
+def log_analysis(run) -> None:
+    """Prints the last evaluation's per-class table and error breakdown (process 0)."""
+    if getattr(run, "per_class_table", None):
+        _log(run.per_class_table.rstrip())
+        _log("\n".join(run.error_lines))
+        _log(f"(also in {os.path.join(run.workdir, 'eval')}: per_class.md, pr_curves.png, errors.txt)")
+
+
+def draw_predictions(run, state: train.TrainState, step: int) -> list[str]:
+    """Draws the first eval images with predictions (score >= 0.3) and ground truth."""
+    cfg = run.config
+    n = cfg.train.num_prediction_images
+    if n <= 0:
+        return []
+    stream = run.pipeline(run.eval_source, workers=0).eval(run.eval_batch_size // jax.process_count())
+    local = next(stream)
+    stream.close()
+    dets, _ = run.eval_step(state, train.global_batch(run.mesh, progress.model_inputs(local)))
+    dets = train.to_host(dets)
+    out_dir = os.path.join(run.workdir, "predictions")
+    paths, pictures = [], []
+    if jax.process_index() != 0:
+        return paths
+    os.makedirs(out_dir, exist_ok=True)
+    for i in range(min(n, int(local["image_mask"].sum()))):
+        keep = dets["valid"][i] & (dets["scores"][i] >= 0.3)
+        pic = visualize.draw_boxes(
+            local["image"][i],
+            dets["boxes"][i][keep],
+            dets["classes"][i][keep],
+            dets["scores"][i][keep],
+            run.class_names,
+            local["boxes"][i][local["box_mask"][i]],
+            upscale=max(1, 384 // cfg.data.image_size),
+        )
+        path = os.path.join(out_dir, f"step{step:06d}_{int(local['image_id'][i])}.png")
+        visualize.Image.fromarray(pic).save(path)
+        paths.append(path)
+        pictures.append(pic)
+    run.writer.write_images(step, "predictions", np.stack(pictures))
+    return paths
+
+
+def log_eval(step: int, metrics: dict[str, float], seconds: float) -> None:
+    if "AP" in metrics:
+        _log(
+            f"eval step {step}: AP {metrics['AP']:.4f}  AP50 {metrics['AP50']:.4f}  "
+            f"AP75 {metrics['AP75']:.4f}  APs {metrics['APs']:.4f}  APm {metrics['APm']:.4f}  "
+            f"AR100 {metrics['AR100']:.4f}  ({seconds:.1f}s)"
+        )
+
+
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict | None, workdir: str, which: str = "latest"
+) -> dict[str, float]:
+    """Evaluates a run's checkpoint: `which` is "latest", "best" or a step number.
+
+    The class names (and, when `config` is None, the config) are the ones the run recorded
+    in its workdir; only the evaluation split is read.
+    """
+    recorded, class_names = configs.load_recorded(workdir)
+    run = Run(recorded if config is None else config, workdir, class_names=class_names)
+    ckpts, step = checkpoint.find(workdir, which)
+    state = ckpts.restore(step, run.initial_state())
+    ckpts.close()
+    metrics = evaluate(run, state, step)
+    if "AP" in metrics:
+        keys = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+        _log(f"{which} checkpoint, step {step}: " + "  ".join(f"{k} {metrics[k]:.4f}" for k in keys))
+        _log("validation loss: " + "  ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items() if k.startswith("loss_")))
+    log_analysis(run)
+    run.writer.close()
+    return metrics
