@@ -122,7 +122,7 @@ def test_end_to_end_outputs_resume_and_config_changes(tfds_dir, tmp_path, capsys
         return load(data, split, *args, **kwargs)
 
     monkeypatch.setattr(sources, "load", eval_split_only)
-    again = evaluator.evaluate_checkpoint(None, full, "latest")
+    again = evaluator.evaluate_checkpoint(None, full, "latest", devices)
     monkeypatch.setattr(sources, "load", load)
     for key in ("AP", "AP50", "AR100", "APl", "loss_classification", "loss_localization"):
         assert again[key] == metrics[key], key

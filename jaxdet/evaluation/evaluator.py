@@ -6,6 +6,7 @@ which restores a checkpoint from a workdir without reading the training split.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import jax
 import ml_collections
@@ -152,15 +153,19 @@ def log_eval(step: int, metrics: dict[str, float], seconds: float) -> None:
 
 
 def evaluate_checkpoint(
-    config: ml_collections.ConfigDict | None, workdir: str, which: str = "latest"
+    config: ml_collections.ConfigDict | None,
+    workdir: str,
+    which: str = "latest",
+    devices: Sequence[jax.Device] | None = None,
 ) -> dict[str, float]:
-    """Evaluates a run's checkpoint: `which` is "latest", "best" or a step number.
+    """Evaluates a run's checkpoint: `which` is "latest", "best" or a step number, on
+    `devices` (None: all).
 
     The class names (and, when `config` is None, the config) are the ones the run recorded
     in its workdir; only the evaluation split is read.
     """
     recorded, class_names = configs.load_recorded(workdir)
-    run = Run(recorded if config is None else config, workdir, class_names=class_names)
+    run = Run(recorded if config is None else config, workdir, devices, class_names=class_names)
     ckpts, step = checkpoint.find(workdir, which)
     state = ckpts.restore(step, run.initial_state())
     ckpts.close()

@@ -66,8 +66,13 @@ def init_state(detector, tx: optax.GradientTransformation, rng: jax.Array, image
             opt_state=tx.init(params),
         )
 
-    replicated = NamedSharding(mesh, P())
-    return jax.jit(init, out_shardings=replicated)(rng)
+    lowered = jax.jit(init, out_shardings=NamedSharding(mesh, P())).lower(rng)
+    # Initialisation runs once, so on a CPU mesh it is compiled without XLA's backend
+    # optimisation: the per-parameter random draws dominate its program, which then compiles
+    # in a quarter of the time (tiny RetinaNet: 4.5 s -> 1.1 s), and the values differ from
+    # the optimised program's at most in the last bit of a float32.
+    options = {"xla_backend_optimization_level": 0} if mesh.devices.flat[0].platform == "cpu" else None
+    return lowered.compile(options)(rng)
 
 
 def forward(detector, variables: dict, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[dict, Any]:

@@ -10,8 +10,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import Array
 
+from jaxdet.models.heads.towers import concat_levels, twin_towers
 from jaxdet.models.layers import Conv as Conv_
-from jaxdet.models.layers import make_norm
 
 
 class RetinaNetHead(nn.Module):
@@ -33,15 +33,6 @@ class RetinaNetHead(nn.Module):
         init = nn.initializers.normal(0.01)
         # Focal-loss prior: every anchor starts with foreground probability prior_prob.
         bias = -math.log((1 - self.prior_prob) / self.prior_prob)
-        cls_convs = [
-            Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name=f"cls_conv{i}")
-            for i in range(self.num_convs)
-        ]
-        box_convs = [
-            Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name=f"box_conv{i}")
-            for i in range(self.num_convs)
-        ]
-        # Norms are per level (as torchvision's v2 head) while convs are shared.
         cls_out = Conv(
             self.num_anchors * self.num_logits,
             (3, 3),
@@ -52,27 +43,16 @@ class RetinaNetHead(nn.Module):
         )
         box_out = Conv(self.num_anchors * 4, (3, 3), kernel_init=init, dtype=self.dtype, name="box_deltas")
         # IoU-aware RetinaNet (Wu et al. 2020): a per-anchor quality logit off the box tower.
-        quality_out = (
-            Conv(self.num_anchors, (3, 3), kernel_init=init, dtype=self.dtype, name="quality")
-            if self.quality_branch
-            else None
-        )
+        quality_out = Conv(self.num_anchors, (3, 3), kernel_init=init, dtype=self.dtype, name="quality")
+        towers = twin_towers(features, self.channels, self.num_convs, self.norm, nn.relu, self.dtype, self.kernels)
         logits, deltas, quality = [], [], []
-        for lvl in sorted(features):
-            norm = make_norm(self.norm, True, self.dtype)
-            c = b = features[lvl]
-            for i in range(self.num_convs):
-                c = nn.relu(norm(name=f"cls_norm{i}_p{lvl}")(cls_convs[i](c)))
-                b = nn.relu(norm(name=f"box_norm{i}_p{lvl}")(box_convs[i](b)))
+        for c, b in towers.values():
             bsz = c.shape[0]
             logits.append(cls_out(c).reshape(bsz, -1, self.num_logits))
             deltas.append(box_out(b).reshape(bsz, -1, 4))
-            if quality_out is not None:
+            if self.quality_branch:
                 quality.append(quality_out(b).reshape(bsz, -1))
-        out = {
-            "cls_logits": jnp.concatenate(logits, axis=1).astype(jnp.float32),
-            "box_deltas": jnp.concatenate(deltas, axis=1).astype(jnp.float32),
-        }
+        out = {"cls_logits": concat_levels(logits), "box_deltas": concat_levels(deltas)}
         if quality:
-            out["quality_logits"] = jnp.concatenate(quality, axis=1).astype(jnp.float32)
+            out["quality_logits"] = concat_levels(quality)
         return out

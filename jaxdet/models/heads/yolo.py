@@ -11,8 +11,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import Array
 
+from jaxdet.models.heads.towers import concat_levels, twin_towers
 from jaxdet.models.layers import Conv as Conv_
-from jaxdet.models.layers import make_norm
 
 
 class YOLOHead(nn.Module):
@@ -32,23 +32,19 @@ class YOLOHead(nn.Module):
         Conv = functools.partial(Conv_, kernels=self.kernels)  # noqa: N806
         bias = -math.log((1 - self.prior_prob) / self.prior_prob)
         init = nn.initializers.normal(0.01)
-        conv = lambda name: Conv(self.channels, (3, 3), kernel_init=init, dtype=self.dtype, name=name)
-        cls_convs = [conv(f"cls_conv{i}") for i in range(self.num_convs)]
-        box_convs = [conv(f"box_conv{i}") for i in range(self.num_convs)]
         prior = nn.initializers.constant(bias)
         cls_out = Conv(self.num_logits, (1, 1), bias_init=prior, dtype=self.dtype, name="cls")
         box_out = Conv(4, (1, 1), kernel_init=init, dtype=self.dtype, name="box")
         obj_out = Conv(1, (1, 1), bias_init=prior, dtype=self.dtype, name="obj")
+        towers = twin_towers(features, self.channels, self.num_convs, self.norm, nn.silu, self.dtype, self.kernels)
         cls_all, box_all, obj_all = [], [], []
-        for lvl in sorted(features):
-            norm = make_norm(self.norm, True, self.dtype)
-            c = b = features[lvl]
-            for i in range(self.num_convs):
-                c = nn.silu(norm(name=f"cls_norm{i}_p{lvl}")(cls_convs[i](c)))
-                b = nn.silu(norm(name=f"box_norm{i}_p{lvl}")(box_convs[i](b)))
+        for c, b in towers.values():
             bsz = c.shape[0]
             cls_all.append(cls_out(c).reshape(bsz, -1, self.num_logits))
             box_all.append(box_out(b).reshape(bsz, -1, 4))
             obj_all.append(obj_out(b).reshape(bsz, -1))
-        cat = lambda xs: jnp.concatenate(xs, axis=1).astype(jnp.float32)
-        return {"cls_logits": cat(cls_all), "box_ltrb": cat(box_all), "obj_logits": cat(obj_all)}
+        return {
+            "cls_logits": concat_levels(cls_all),
+            "box_ltrb": concat_levels(box_all),
+            "obj_logits": concat_levels(obj_all),
+        }
