@@ -19,6 +19,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments import cli
 from jaxdet.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (get_config).", lock_config=False)
@@ -102,4 +103,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

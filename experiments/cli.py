@@ -8,12 +8,69 @@ saved) exits 128 + the signal, so a scheduler or `train && eval` sees the run di
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 
 from absl import app, flags, logging
 
+from jaxdet.detectors.config import unknown_field_message
 from jaxdet.errors import ConfigError
 from jaxdet.training import preemption
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """`absl.app.run(main)`, with an override of a config field that does not exist
+    (`--config.model.simota_k=5` on RetinaNet, `--config.loss.localisation=l1`) reported as
+    `error: ...` naming the field, who reads it and what exists, instead of a traceback."""
+    app.run(main, flags_parser=parse_flags)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError, TypeError):  # config_flags: an override path not in the config
+        message = _override_error(argv)
+        if message is None:
+            raise
+        sys.exit(f"error: {message}")
+
+
+def _override_error(argv: list[str]) -> str | None:
+    """The message for the first `--config.a.b=value` whose path is not a field of the config."""
+    if "config" not in flags.FLAGS:
+        return None
+    # The flag holds no value when an override failed: load the file as the flag does.
+    files = [a.removeprefix("--config=") for a in argv[1:] if a.startswith("--config=")]
+    if not files:
+        return None
+    return missing_override(flags.FLAGS["config"].parser.parse(files[-1]), argv)
+
+
+def missing_override(config, argv: list[str]) -> str | None:
+    """For the first `--config.a.b=value` in `argv` whose path is not a field of `config`:
+    what is wrong and what would be right. None when every override names a field."""
+    for arg in argv[1:]:
+        if not arg.startswith("--config."):
+            continue
+        parts = arg.removeprefix("--config.").split("=", 1)[0].split(".")
+        node = config
+        for depth, part in enumerate(parts):
+            if not hasattr(node, "keys") or part not in node.keys():
+                return _missing(config, parts[: depth + 1])
+            node = node[part]
+    return None
+
+
+def _missing(config, parts: list[str]) -> str:
+    if parts[0] == "model" and len(parts) > 1:
+        return unknown_field_message(config.model, parts[1:])
+    parent = config
+    for part in parts[:-1]:
+        parent = parent[part]
+    if not hasattr(parent, "keys"):
+        return f"config.{'.'.join(parts)}: config.{'.'.join(parts[:-1])} is a value, not a section"
+    where = "config." + ".".join(parts[:-1]) if len(parts) > 1 else "the config"
+    return f"config.{'.'.join(parts)}: {where} has no such field; its fields: {sorted(parent.keys())}"
 
 
 def start(argv: list[str], quiet: bool = True) -> None:

@@ -9,7 +9,7 @@ names always come from workdir/classes.json, and the training split is not read.
 Writes workdir/eval/{per_class.md, pr_curves.png, errors.txt} and prints the table.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
@@ -28,4 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -14,7 +14,7 @@ import io
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 
@@ -55,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -10,7 +10,7 @@ OUT/train_sample_NN.png / val_sample_NN.png images with their ground-truth boxes
 
 import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
@@ -63,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,6 +1,6 @@
 """Draw a run's curves: `python -m experiments.plot --workdir=runs/default` -> runs/default/curves.png."""
 
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 from jaxdet.evaluation import curves
@@ -16,4 +16,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -10,7 +10,7 @@ JPEG and PNG of any size: resized and padded as in evaluation, boxes mapped back
 
 import glob
 
-from absl import app, flags
+from absl import flags
 
 from experiments import cli
 
@@ -37,4 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

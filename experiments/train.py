@@ -7,7 +7,7 @@ Override any config field with --config.section.field=value. Re-running with the
 current step and exits with status 128 + the signal number (143, 130).
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
@@ -33,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -4,6 +4,7 @@ config runs on 1 to 8 devices, and the resume diff."""
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -134,6 +135,33 @@ def test_unknown_and_moved_model_fields_fail_with_where_they_are_now():
     config.model.retinanet.background_logit = True  # follows the loss: contradicting it is refused
     with pytest.raises(ValueError, match=r"background_logit=True contradicts config.loss"):
         configs.resolve(config)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.simota_k=5", r"config.model.simota_k is no longer a shared field: it moved to config.model.yolo"),
+        ("model.retinanet.simota_k=5", r"retinanet has no such field; it is read as config.model.yolo.simota_k"),
+        ("model.retinanet.quality_branch=True", r"follows the losses .*set config.loss instead"),
+        ("model.backbone.depth=3", r"config.model.backbone is a value, not a section"),
+        ("loss.localisation=l1", r"config.loss has no such field; its fields: \[.*'localization'"),
+        ("optimm.lr=1", r"config.optimm: the config has no such field; its fields: \[.*'optim'"),
+    ],
+)
+def test_a_command_line_override_of_a_missing_field_names_where_it_is(override, message):
+    from experiments import cli
+
+    argv = ["train", "--config=x.py", "--config.train.steps=3", f"--config.{override}"]
+    assert re.search(message, cli.missing_override(default.get_config(), argv))
+    assert cli.missing_override(default.get_config(), argv[:3]) is None
+
+
+def test_the_command_line_reports_a_missing_field_without_a_traceback(tmp_path):
+    cmd = [sys.executable, "-m", "experiments.train", "--config=experiments/configs/default.py:tiny",
+           f"--workdir={tmp_path}", "--config.model.simota_k=5"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "error: config.model.simota_k is no longer a shared field: it moved to config.model.yolo" in proc.stderr
 
 
 def test_switching_the_detector_by_flag_fills_its_section(tmp_path):

@@ -147,6 +147,23 @@ def implied_fields_note(changed_keys: list[str]) -> list[str]:
     ]
 
 
+def unknown_field_message(model, parts: list[str]) -> str:
+    """Why `config.model.<parts>` (its last part the first one missing) is not a field:
+    where the field moved, which detector reads it, or what the section holds."""
+    name = model.get("name", SHARED["name"])
+    if len(parts) == 1:
+        return _unknown_field(parts[0], name)
+    path = "config.model." + ".".join(parts)
+    section, field = parts[-2], parts[-1]
+    if len(parts) > 2 or section not in DETECTORS:
+        return f"{path}: config.model.{'.'.join(parts[:-1])} is a value, not a section"
+    if field in _IMPLIED_BY:
+        return f"{path} follows the losses ({_IMPLIED_BY[field]}): set config.loss instead"
+    readers = [f"config.model.{d}.{field}" for d, definition in DETECTORS.items() if field in definition.section()]
+    read_by = f"; it is read as {', '.join(readers)}" if readers else ""
+    return f"{path}: {section} has no such field{read_by}; {section}'s fields: {sorted(DETECTORS[section].section())}"
+
+
 def _unknown_field(key: str, name: str) -> str:
     readers = _readers(key)
     if key in _RENAMED_SHARED:
