@@ -20,14 +20,9 @@ from jaxdet.errors import ConfigError
 from jaxdet.models.layers import Conv, make_norm
 
 
-class FPN(nn.Module):
-    """{level: C_l} -> {level: P_l} for levels min_level..max_level, all `channels` wide.
-
-    Levels present in the backbone get a lateral 1x1 conv, top-down nearest upsampling
-    and a 3x3 output conv; levels above the backbone's top come from stride-2 3x3 convs
-    on the previous level (with a ReLU between, as RetinaNet's P7), or with `extra="pool"`
-    by taking every other pixel of it (torchvision's LastLevelMaxPool, Faster R-CNN's P6).
-    """
+class _Pyramid(nn.Module):
+    """The fields FPN and PAN share: output width, levels, compute dtype, how levels above
+    the backbone's top are made, and the kernel form."""
 
     channels: int
     min_level: int
@@ -35,6 +30,16 @@ class FPN(nn.Module):
     dtype: Any = jnp.float32
     extra: str = "conv"
     kernels: str = "plain"
+
+
+class FPN(_Pyramid):
+    """{level: C_l} -> {level: P_l} for levels min_level..max_level, all `channels` wide.
+
+    Levels present in the backbone get a lateral 1x1 conv, top-down nearest upsampling
+    and a 3x3 output conv; levels above the backbone's top come from stride-2 3x3 convs
+    on the previous level (with a ReLU between, as RetinaNet's P7), or with `extra="pool"`
+    by taking every other pixel of it (torchvision's LastLevelMaxPool, Faster R-CNN's P6).
+    """
 
     @nn.compact
     def __call__(self, features: dict[int, jax.Array]) -> dict[int, jax.Array]:
@@ -69,18 +74,11 @@ class FPN(nn.Module):
         return outputs
 
 
-class PAN(nn.Module):
+class PAN(_Pyramid):
     """FPN plus a bottom-up path (Liu et al. 2018, as YOLOv4+/YOLOX necks): {l: C_l} -> {l: N_l}.
 
     N_min = P_min; N_l = conv3x3(P_l + stride-2 conv(N_{l-1})), all `channels` wide.
     """
-
-    channels: int
-    min_level: int
-    max_level: int
-    dtype: Any = jnp.float32
-    extra: str = "conv"
-    kernels: str = "plain"
 
     @nn.compact
     def __call__(self, features: dict[int, jax.Array]) -> dict[int, jax.Array]:
@@ -110,14 +108,14 @@ class NeckSpec:
     kernels: str = "plain"
 
 
-def _fpn(spec: NeckSpec, features: dict[int, jax.Array], train: bool) -> dict[int, jax.Array]:
-    del train
-    return FPN(spec.channels, spec.min_level, spec.max_level, spec.dtype, spec.extra, spec.kernels)(features)
+def _pyramid(cls: type[_Pyramid]) -> Callable[[NeckSpec, dict[int, jax.Array], bool], dict[int, jax.Array]]:
+    """A NECKS entry for FPN or PAN (no norms, so `train` changes nothing)."""
 
+    def neck(spec: NeckSpec, features: dict[int, jax.Array], train: bool) -> dict[int, jax.Array]:
+        del train
+        return cls(spec.channels, spec.min_level, spec.max_level, spec.dtype, spec.extra, spec.kernels)(features)
 
-def _pan(spec: NeckSpec, features: dict[int, jax.Array], train: bool) -> dict[int, jax.Array]:
-    del train
-    return PAN(spec.channels, spec.min_level, spec.max_level, spec.dtype, spec.extra, spec.kernels)(features)
+    return neck
 
 
 def _ssd_extras(spec: NeckSpec, features: dict[int, jax.Array], train: bool) -> dict[int, jax.Array]:
@@ -139,8 +137,8 @@ def _ssd_extras(spec: NeckSpec, features: dict[int, jax.Array], train: bool) -> 
 
 
 NECKS: dict[str, Callable[[NeckSpec, dict[int, jax.Array], bool], dict[int, jax.Array]]] = {
-    "fpn": _fpn,
-    "pan": _pan,
+    "fpn": _pyramid(FPN),
+    "pan": _pyramid(PAN),
     "ssd_extras": _ssd_extras,
 }
 
