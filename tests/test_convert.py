@@ -128,8 +128,8 @@ def test_faster_rcnn_features_rpn_and_box_head_match(tmp_path):
     m.backbone, m.backbone_norm, m.neck_channels = "resnet50", "frozen_batch", 256
     m.faster_rcnn.fc_dim, m.faster_rcnn.roi_aligned = 1024, False
     m.min_level, m.max_level, m.neck_extra = 2, 6, "pool"
-    m.num_scales, m.aspect_ratios = 1, (0.5, 1.0, 2.0)
-    m.rpn_pre_nms_topk, m.rpn_post_nms_topk = 50, 20
+    m.faster_rcnn.num_scales, m.faster_rcnn.aspect_ratios = 1, (0.5, 1.0, 2.0)
+    m.faster_rcnn.rpn_pre_nms_topk, m.faster_rcnn.rpn_post_nms_topk = 50, 20
     det, variables = _detector(config, 5, tmp_path, _save(tv, tmp_path))
     image = _image(2)
     out, pyramid = _fpn_outputs(det, variables, image)
