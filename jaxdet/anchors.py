@@ -18,11 +18,31 @@ def level_shapes(image_size: int, levels: Sequence[int]) -> list[tuple[int, int]
     return [(math.ceil(image_size / 2**lvl), math.ceil(image_size / 2**lvl)) for lvl in levels]
 
 
-def cell_anchors(size: float, scales: Sequence[float], aspect_ratios: Sequence[float]) -> np.ndarray:
+# How anchors are laid out: "centred" (jaxdet's: sides exactly size * scale, centres at
+# (i + offset) * stride) or "torchvision" (torchvision's AnchorGenerator, so that a converted
+# torchvision detector sees its own anchors: integer sizes, base anchors rounded to integer
+# corners, centres at i * (image_size // H), i.e. offset 0).
+ANCHOR_STYLES = ("centred", "torchvision")
+
+
+def cell_anchors(
+    size: float, scales: Sequence[float], aspect_ratios: Sequence[float], style: str = "centred"
+) -> np.ndarray:
     """Anchors centred on the origin: [len(aspect_ratios) * len(scales), 4] xyxy.
 
     `aspect_ratio` is height / width (torchvision's convention); area is (size * scale)^2.
+    With style="torchvision", `int(size * scale)` is the side and the corners are rounded
+    (half to even) after the same float32 products as `AnchorGenerator.generate_anchors`.
     """
+    if style == "torchvision":
+        sides = np.asarray([int(size * scale) for scale in scales], np.float32)
+        h_ratios = np.sqrt(np.asarray(aspect_ratios, np.float32))
+        w_ratios = np.float32(1.0) / h_ratios
+        ws = (w_ratios[:, None] * sides[None, :]).reshape(-1)
+        hs = (h_ratios[:, None] * sides[None, :]).reshape(-1)
+        return np.round(np.stack([-ws, -hs, ws, hs], axis=1) / np.float32(2.0))
+    if style != "centred":
+        raise ValueError(f"unknown anchor style {style!r}; valid: {ANCHOR_STYLES}")
     out = []
     for ratio in aspect_ratios:
         for scale in scales:
@@ -40,18 +60,23 @@ def anchor_grid(
     scales: Sequence[float] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3)),
     aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
     offset: float = 0.5,
+    style: str = "centred",
 ) -> np.ndarray:
     """All anchors of a pyramid: [sum_l H_l * W_l * A, 4] xyxy pixels.
 
     Level l has stride 2**l and base size `size_per_stride * stride` (RetinaNet: 4, so
-    32 px on P3). Centres sit at (i + offset) * stride.
+    32 px on P3). Centres sit at (i + offset) * stride; with style="torchvision" at
+    i * (image_size // H_l), as torchvision places them (the same where 2**l divides the
+    image size; `offset` must then be 0).
     """
+    if style == "torchvision" and offset != 0:
+        raise ValueError(f"torchvision's anchors sit at offset 0 (got anchor offset {offset})")
     grids = []
     for lvl, (h, w) in zip(levels, level_shapes(image_size, levels)):
-        stride = 2**lvl
-        base = cell_anchors(size_per_stride * stride, scales, aspect_ratios)  # [A, 4]
-        ys = (np.arange(h, dtype=np.float32) + offset) * stride
-        xs = (np.arange(w, dtype=np.float32) + offset) * stride
+        base = cell_anchors(size_per_stride * 2**lvl, scales, aspect_ratios, style)  # [A, 4]
+        stride_y, stride_x = (image_size // h, image_size // w) if style == "torchvision" else (2**lvl, 2**lvl)
+        ys = (np.arange(h, dtype=np.float32) + offset) * stride_y
+        xs = (np.arange(w, dtype=np.float32) + offset) * stride_x
         cy, cx = np.meshgrid(ys, xs, indexing="ij")
         centres = np.stack([cx, cy, cx, cy], axis=-1).reshape(h * w, 1, 4)
         grids.append((centres + base[None]).reshape(-1, 4))

@@ -188,3 +188,86 @@ def test_bad_weight_files_are_named(tmp_path):
     with pytest.raises(ConfigError, match="tensors-only"):
         convert.load_state_dict(str(tmp_path / "pickle.pth"))
     assert os.path.exists(tmp_path / "pickle.pth")
+
+
+def _anchor_feature_maps(size: int, levels=range(3, 8)) -> list:
+    return [torch.zeros(1, 256, -(-size // 2**lvl), -(-size // 2**lvl)) for lvl in levels]
+
+
+@pytest.mark.parametrize("size", [96, 128, 200])
+def test_torchvision_config_has_torchvisions_retinanet_anchors(size):
+    """`retinanet_r50.py:torchvision` anchors = torchvision's AnchorGenerator, exactly, also
+    where 128 does not divide the image (torchvision's strides are then image // grid)."""
+    from torchvision.models.detection.image_list import ImageList
+
+    config = retinanet_r50.get_config("torchvision")
+    config.data.image_size = size
+    det = detectors.build_detector(config, 7, None)
+    tv = _torchvision_detector("retinanet_resnet50_fpn", 7)
+    theirs = tv.anchor_generator(ImageList(torch.zeros(1, 3, size, size), [(size, size)]), _anchor_feature_maps(size))
+    np.testing.assert_array_equal(det.anchors, theirs[0].numpy())
+    # jaxdet's own recipe centres its anchors on the cells (and does not round them).
+    own = retinanet_r50.get_config()
+    own.data.image_size = size
+    assert np.abs(detectors.build_detector(own, 7, None).anchors - theirs[0].numpy()).max() > 1.0
+
+
+def _loss_batch(size: int, cases: list[np.ndarray], max_boxes: int = 6) -> list[dict]:
+    """One batch per image (torchvision normalises per image, jaxdet per batch: alike for one)."""
+    batches = []
+    for boxes in cases:
+        n = len(boxes)
+        padded = np.zeros((1, max_boxes, 4), np.float32)
+        padded[0, :n] = boxes
+        labels = np.zeros((1, max_boxes), np.int32)
+        labels[0, :n] = np.arange(n) % 7
+        mask = np.zeros((1, max_boxes), bool)
+        mask[0, :n] = True
+        batches.append({"boxes": padded, "labels": labels, "box_mask": mask, "image_mask": np.ones(1, bool)})
+    return batches
+
+
+def test_torchvision_retinanet_loss_and_gradient_match(tmp_path):
+    """The three terms equal torchvision's `compute_loss` (1e-4 relative) on the same head
+    outputs, anchors and targets, and so does the gradient with respect to the head outputs;
+    with empty targets, tiny and image-sized boxes. (The head outputs of converted weights
+    equal torchvision's: test_retinanet_features_and_head_outputs_match.)"""
+    size = 128
+    tv = _torchvision_detector("retinanet_resnet50_fpn", 7)
+    config = retinanet_r50.get_config("torchvision")
+    config.data.image_size = size
+    det = detectors.build_detector(config, 7, None)
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, size * 0.6, (4, 2))
+    random_boxes = np.concatenate([xy, xy + rng.uniform(8, size * 0.4, (4, 2))], 1).astype(np.float32)
+    cases = [
+        random_boxes,
+        np.zeros((0, 4), np.float32),  # empty image: every anchor negative
+        np.array([[10.0, 10.0, 12.0, 12.0], [0.0, 0.0, size, size]], np.float32),  # tiny and image-sized
+        random_boxes[:1],
+    ]
+    with torch.no_grad():
+        pixels = np.random.default_rng(4).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
+        feats = list(tv.backbone(_nchw(np.asarray(train.normalize(jnp.asarray(pixels))))).values())
+    from torchvision.models.detection.image_list import ImageList
+
+    anchors = tv.anchor_generator(ImageList(torch.zeros(1, 3, size, size), [(size, size)]), feats)
+    for boxes, batch in zip(cases, _loss_batch(size, cases)):
+        with torch.no_grad():
+            head = tv.head(feats)
+        head = {k: v.clone().requires_grad_(True) for k, v in head.items()}
+        target = [{"boxes": torch.from_numpy(boxes), "labels": torch.arange(len(boxes)) % 7}]
+        theirs = tv.compute_loss(target, head, anchors)
+        sum(theirs.values()).backward()
+        outputs = {"cls_logits": jnp.asarray(head["cls_logits"].detach().numpy()),
+                   "box_deltas": jnp.asarray(head["bbox_regression"].detach().numpy())}  # fmt: skip
+        (total, terms), grads = jax.value_and_grad(lambda o: det.loss_fn(o, batch, jax.random.key(0)), has_aux=True)(
+            outputs
+        )
+        for ours_key, their_key in (("classification", "classification"), ("localization", "bbox_regression")):
+            np.testing.assert_allclose(float(terms[ours_key]), float(theirs[their_key]), rtol=1e-4, err_msg=ours_key)
+        assert float(terms["confidence"]) == 0.0
+        for ours_key, their_key in (("cls_logits", "cls_logits"), ("box_deltas", "bbox_regression")):
+            g = head[their_key].grad.numpy()
+            scale = max(float(np.abs(g).max()), 1e-12)
+            np.testing.assert_allclose(np.asarray(grads[ours_key]), g, rtol=0, atol=1e-4 * scale, err_msg=ours_key)

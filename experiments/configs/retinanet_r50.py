@@ -7,13 +7,22 @@ ResNet-50 (BatchNorm), FPN P3-P7 with 256 channels, a 4-conv head without norm l
 9 anchors per position (sides 4 * stride * 2^{0,1/3,2/3}, ratios 1:2, 1:1, 2:1), max-IoU
 matching 0.5 / 0.4, focal loss + L1 on encoded offsets, SGD 0.01: torchvision's v1 recipe,
 so `experiments.bench --compare=torchvision` compares like with like.
+
+`:torchvision` is torchvision's `retinanet_resnet50_fpn` (v1) exactly, for its converted
+weights (`--config.model.detector_weights=retinanet_resnet50_fpn.pth`): frozen BatchNorm
+in the backbone and torchvision's own anchors (integer sizes 32, 40, 50 on P3, corners
+rounded to integers, centres at offset 0), so that the same weights, images and targets
+give torchvision's loss terms and gradients (tests/test_convert.py). jaxdet's own recipe
+keeps centred, unrounded anchors (offset 0.5: each anchor centred on its feature cell).
 """
 
 from experiments.configs import default
 
 
 def get_config(arg: str | None = None):
-    config = default.get_config(arg)
+    if arg not in (None, "tiny", "torchvision"):
+        raise ValueError(f"unknown config variant {arg!r}; valid: 'tiny', 'torchvision' or none")
+    config = default.get_config("tiny" if arg == "tiny" else None)
     config.data.image_size = 640
     config.data.max_boxes = 100
     config.model.name = "retinanet"
@@ -40,6 +49,10 @@ def get_config(arg: str | None = None):
     config.train.steps = 20000
     config.train.eval_every = 2000
     config.train.checkpoint_every = 2000
+    if arg == "torchvision":
+        config.model.backbone_norm = "frozen_batch"  # torchvision's FrozenBatchNorm2d
+        r.anchor_style = "torchvision"
+        r.anchor_offset = 0.0
     if arg == "tiny":
         config.data.image_size = 64
         config.data.max_boxes = 16

@@ -16,9 +16,12 @@ from typing import Any, Protocol
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
+from jaxdet import anchors as anchor_ops
 from jaxdet import postprocess
+from jaxdet.errors import ConfigError
 from jaxdet.losses import get_loss
 from jaxdet.models.backbones import make_backbone
 from jaxdet.models.necks import NeckSpec, apply_neck
@@ -108,6 +111,25 @@ def dense_model(config, ctx: BuildContext, default_neck: str, head: Callable) ->
         dtype=jnp.dtype(config.train.compute_dtype),
         axis_name=ctx.axis_name,
         kernels=ctx.kernels,
+    )
+
+
+def section_anchors(config, name: str, scales: tuple[float, ...]) -> np.ndarray:
+    """The anchor grid [A, 4] that config.model.<name> describes (anchor_size, aspect_ratios,
+    anchor_offset, anchor_style) over the pyramid levels of `config.model`."""
+    m, d = config.model, config.model[name]
+    if d.anchor_style not in anchor_ops.ANCHOR_STYLES:
+        raise ConfigError(
+            f"config.model.{name}.anchor_style={d.anchor_style!r}; valid: {anchor_ops.ANCHOR_STYLES}"
+        )
+    if d.anchor_style == "torchvision" and d.anchor_offset != 0:
+        raise ConfigError(
+            f"config.model.{name}.anchor_style='torchvision' places anchors as torchvision does, at offset 0; "
+            f"set config.model.{name}.anchor_offset=0 (it is {d.anchor_offset})"
+        )
+    levels = list(range(m.min_level, m.max_level + 1))
+    return anchor_ops.anchor_grid(
+        config.data.image_size, levels, d.anchor_size, scales, tuple(d.aspect_ratios), d.anchor_offset, d.anchor_style
     )
 
 

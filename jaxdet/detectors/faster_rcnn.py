@@ -38,6 +38,7 @@ def section() -> dict:
         num_scales=1,
         aspect_ratios=(0.5, 1.0, 2.0),
         anchor_offset=0.5,
+        anchor_style="centred",  # or "torchvision": its rounded anchors at offset 0 (jaxdet.anchors)
         rpn_fg_iou=0.7,
         rpn_bg_iou=0.3,
         rpn_per_image=256,
@@ -151,7 +152,7 @@ def build(config, ctx: base.BuildContext) -> FasterRCNN:
     levels = list(range(m.min_level, m.max_level + 1))
     scales = tuple(2.0 ** (i / f.num_scales) for i in range(f.num_scales))
     ratios = tuple(f.aspect_ratios)
-    anchors = anchor_ops.anchor_grid(size, levels, f.anchor_size, scales, ratios, f.anchor_offset)
+    anchors = base.section_anchors(config, "faster_rcnn", scales)
     per_loc = anchor_ops.anchors_per_location(scales, ratios)
     spec = TwoStageSpec(
         image_size=size,

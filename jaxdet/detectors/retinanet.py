@@ -7,7 +7,6 @@ import functools
 
 import jax.numpy as jnp
 
-from jaxdet import anchors as anchor_ops
 from jaxdet.detectors import base
 from jaxdet.detectors.dense import AnchorDetector
 from jaxdet.losses import dense
@@ -23,6 +22,7 @@ def section() -> dict:
         num_scales=3,  # octave scales 2^(i / num_scales)
         aspect_ratios=(1.0,),
         anchor_offset=0.5,  # anchor centres at (i + offset) * stride
+        anchor_style="centred",  # or "torchvision": its rounded anchors at offset 0 (jaxdet.anchors)
         fg_iou=0.5,
         bg_iou=0.4,
         box_weights=(1.0, 1.0, 1.0, 1.0),
@@ -38,10 +38,7 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
     m, r = config.model, config.model.retinanet
     losses = dense.build_loss_set(config.loss, ctx.num_classes)
     scales = anchor_scales(r)
-    levels = list(range(m.min_level, m.max_level + 1))
-    anchors = anchor_ops.anchor_grid(
-        config.data.image_size, levels, r.anchor_size, scales, tuple(r.aspect_ratios), r.anchor_offset
-    )
+    anchors = base.section_anchors(config, "retinanet", scales)
     head = functools.partial(
         RetinaNetHead,
         losses.num_logits,
