@@ -1,6 +1,7 @@
 """Box encodings invert each other; anchor grids have the documented order and sizes."""
 
 import numpy as np
+import pytest
 
 from jaxdet import anchors, box_coder
 
@@ -52,3 +53,27 @@ def test_anchor_grid_order_sizes_and_centres():
     # P4 starts after all P3 anchors, with stride 16.
     p4 = grid[8 * 8 * per]
     np.testing.assert_allclose((p4[:2] + p4[2:]) / 2, [8.0, 8.0])
+
+
+# torchvision 0.29.1: AnchorGenerator(((32, 40, 50),), ((0.5, 1.0, 2.0),)).cell_anchors[0]
+TORCHVISION_P3_CELL = [
+    [-23, -11, 23, 11], [-28, -14, 28, 14], [-35, -18, 35, 18],
+    [-16, -16, 16, 16], [-20, -20, 20, 20], [-25, -25, 25, 25],
+    [-11, -23, 11, 23], [-14, -28, 14, 28], [-18, -35, 18, 35],
+]  # fmt: skip
+
+
+def test_torchvision_anchor_style_is_torchvisions_generator():
+    """Integer sizes (int(32 * 2^(1/3)) = 40), rounded corners, ratio-major order; centres
+    at i * (image // grid): at 96 px P6 has 2 cells 48 px apart (not 64) and P7 one at 0.
+    (tests/test_convert.py compares whole grids with torchvision's when torch is installed.)"""
+    scales = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
+    cell = anchors.cell_anchors(32.0, scales, (0.5, 1.0, 2.0), "torchvision")
+    np.testing.assert_array_equal(cell, TORCHVISION_P3_CELL)
+    centred = anchors.cell_anchors(32.0, scales, (0.5, 1.0, 2.0))
+    assert 0.1 < np.abs(centred - cell).max() < 1.0  # jaxdet's own: exact sides, not rounded
+    grid = anchors.anchor_grid(96, [6, 7], 4.0, (1.0,), (1.0,), 0.0, "torchvision")
+    np.testing.assert_array_equal(grid[:, :2] + grid[:, 2:], np.array([[0, 0], [96, 0], [0, 96], [96, 96], [0, 0]]))
+    assert len(grid) == 5  # 2 x 2 cells on P6, 1 on P7
+    with pytest.raises(ValueError, match="offset 0"):
+        anchors.anchor_grid(96, [6], 4.0, (1.0,), (1.0,), 0.5, "torchvision")

@@ -203,3 +203,19 @@ def test_a_config_recorded_before_detector_sections_reads_with_its_values(tmp_pa
     m = upgraded.model
     assert (m.neck_channels, m.ssd.iou_threshold, m.ssd.min_scale, m.ssd.box_weights) == (16, 0.45, 0.1, [10, 10, 5, 5])
     assert m.sync_batch_norm is False and m.ssd.background_logit is True and "faster_rcnn" not in m
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model.retinanet.anchor_style": "torchvision"}, r"anchor_style='torchvision' .*offset 0; set .*anchor_offset=0"),
+        ({"model.retinanet.anchor_style": "detectron"}, r"anchor_style='detectron'; valid: \('centred', 'torchvision'\)"),
+    ],
+)
+def test_bad_anchor_style_fails_when_the_detector_is_built(overrides, message):
+    from jaxdet import detectors
+
+    config = default.get_config("tiny")
+    config.update_from_flattened_dict(overrides)
+    with pytest.raises(ValueError, match=message):
+        detectors.build_detector(config, 5)
