@@ -105,9 +105,8 @@ def _torchvision_detector(name: str, num_classes: int):
 
 def test_retinanet_features_and_head_outputs_match(tmp_path):
     tv = _torchvision_detector("retinanet_resnet50_fpn", 7)
-    config = retinanet_r50.get_config()
+    config = retinanet_r50.get_config("torchvision")
     config.data.image_size = SIZE
-    config.model.backbone_norm = "frozen_batch"
     det, variables = _detector(config, 7, tmp_path, _save(tv, tmp_path))
     image = _image(1)
     out, pyramid = _fpn_outputs(det, variables, image)
@@ -122,13 +121,9 @@ def test_retinanet_features_and_head_outputs_match(tmp_path):
 
 def test_faster_rcnn_features_rpn_and_box_head_match(tmp_path):
     tv = _torchvision_detector("fasterrcnn_resnet50_fpn", 6)
-    config = faster_rcnn.get_config()
+    config = faster_rcnn.get_config("torchvision")  # torchvision's architecture, at a small size
     config.data.image_size = SIZE
     m = config.model
-    m.backbone, m.backbone_norm, m.neck_channels = "resnet50", "frozen_batch", 256
-    m.faster_rcnn.fc_dim, m.faster_rcnn.roi_aligned = 1024, False
-    m.min_level, m.max_level, m.neck_extra = 2, 6, "pool"
-    m.faster_rcnn.num_scales, m.faster_rcnn.aspect_ratios = 1, (0.5, 1.0, 2.0)
     m.faster_rcnn.rpn_pre_nms_topk, m.faster_rcnn.rpn_post_nms_topk = 50, 20
     det, variables = _detector(config, 5, tmp_path, _save(tv, tmp_path))
     image = _image(2)
@@ -190,26 +185,29 @@ def test_bad_weight_files_are_named(tmp_path):
     assert os.path.exists(tmp_path / "pickle.pth")
 
 
-def _anchor_feature_maps(size: int, levels=range(3, 8)) -> list:
-    return [torch.zeros(1, 256, -(-size // 2**lvl), -(-size // 2**lvl)) for lvl in levels]
-
-
-@pytest.mark.parametrize("size", [96, 128, 200])
-def test_torchvision_config_has_torchvisions_retinanet_anchors(size):
-    """`retinanet_r50.py:torchvision` anchors = torchvision's AnchorGenerator, exactly, also
-    where 128 does not divide the image (torchvision's strides are then image // grid)."""
+@pytest.mark.parametrize(
+    "name, size",
+    [("retinanet_resnet50_fpn", 96), ("retinanet_resnet50_fpn", 128), ("retinanet_resnet50_fpn", 200),
+     ("fasterrcnn_resnet50_fpn", 96), ("fasterrcnn_resnet50_fpn", 800)],
+)  # fmt: skip
+def test_torchvision_configs_have_torchvisions_anchors(name, size):
+    """`retinanet_r50.py:torchvision` and `faster_rcnn.py:torchvision` anchors = torchvision's
+    AnchorGenerator, exactly, also where 2^max_level does not divide the image (torchvision's
+    strides are then image // grid); jaxdet's own recipes centre theirs on the cells."""
     from torchvision.models.detection.image_list import ImageList
 
-    config = retinanet_r50.get_config("torchvision")
-    config.data.image_size = size
-    det = detectors.build_detector(config, 7, None)
-    tv = _torchvision_detector("retinanet_resnet50_fpn", 7)
-    theirs = tv.anchor_generator(ImageList(torch.zeros(1, 3, size, size), [(size, size)]), _anchor_feature_maps(size))
-    np.testing.assert_array_equal(det.anchors, theirs[0].numpy())
-    # jaxdet's own recipe centres its anchors on the cells (and does not round them).
-    own = retinanet_r50.get_config()
-    own.data.image_size = size
-    assert np.abs(detectors.build_detector(own, 7, None).anchors - theirs[0].numpy()).max() > 1.0
+    recipe = retinanet_r50 if name.startswith("retinanet") else faster_rcnn
+    ours, own = recipe.get_config("torchvision"), recipe.get_config("torchvision")
+    own.model[ours.model.name].anchor_style, own.model[ours.model.name].anchor_offset = "centred", 0.5
+    levels = range(ours.model.min_level, ours.model.max_level + 1)
+    feature_maps = [torch.zeros(1, 256, -(-size // 2**lvl), -(-size // 2**lvl)) for lvl in levels]
+    tv = getattr(torchvision.models.detection, name)(weights=None, weights_backbone=None, num_classes=7)
+    generator = tv.anchor_generator if name.startswith("retinanet") else tv.rpn.anchor_generator
+    theirs = generator(ImageList(torch.zeros(1, 3, size, size), [(size, size)]), feature_maps)[0].numpy()
+    for config in (ours, own):
+        config.data.image_size = size
+    np.testing.assert_array_equal(detectors.build_detector(ours, 7, None).anchors, theirs)
+    assert np.abs(detectors.build_detector(own, 7, None).anchors - theirs).max() > 1.0
 
 
 def _loss_batch(size: int, cases: list[np.ndarray], max_boxes: int = 6) -> list[dict]:
