@@ -269,3 +269,54 @@ def test_torchvision_retinanet_loss_and_gradient_match(tmp_path):
             g = head[their_key].grad.numpy()
             scale = max(float(np.abs(g).max()), 1e-12)
             np.testing.assert_allclose(np.asarray(grads[ours_key]), g, rtol=0, atol=1e-4 * scale, err_msg=ours_key)
+
+
+def test_torchvision_rpn_loss_and_gradient_match():
+    """Faster R-CNN's RPN terms (objectness = confidence, box = its part of localization)
+    equal torchvision's `rpn.compute_loss` (1e-4) when sampling cannot differ (every anchor
+    that is positive or negative is sampled on both sides), with the gradient with respect
+    to the RPN outputs; several images in one batch (both normalise by the batch's sampled
+    count), one of them empty, with tiny and image-sized boxes."""
+    size = 96
+    tv = _torchvision_detector("fasterrcnn_resnet50_fpn", 6)
+    tv.rpn.fg_bg_sampler.batch_size_per_image = 4096  # > the 2307 anchors at 96 px
+    config = faster_rcnn.get_config("torchvision")
+    config.data.image_size = size
+    config.model.faster_rcnn.rpn_per_image = 4096
+    det = detectors.build_detector(config, 5, None)
+    rng = np.random.default_rng(7)
+    xy = rng.uniform(0, size * 0.6, (3, 2))
+    cases = [
+        np.concatenate([xy, xy + rng.uniform(8, size * 0.4, (3, 2))], 1).astype(np.float32),
+        np.zeros((0, 4), np.float32),
+        np.array([[10.0, 10.0, 12.0, 12.0], [0.0, 0.0, size, size]], np.float32),
+    ]
+    batches = _loss_batch(size, cases)
+    batch = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    from torchvision.models.detection.image_list import ImageList
+    from torchvision.models.detection.rpn import concat_box_prediction_layers
+
+    with torch.no_grad():
+        feats = list(tv.backbone(_nchw(_image(8)[:1].repeat(3, axis=0))).values())
+        objectness, deltas = tv.rpn.head(feats)
+    objectness = [o.clone().requires_grad_(True) for o in objectness]
+    deltas = [d.clone().requires_grad_(True) for d in deltas]
+    anchors = tv.rpn.anchor_generator(ImageList(torch.zeros(3, 3, size, size), [(size, size)] * 3), feats)
+    targets = [{"boxes": torch.from_numpy(b), "labels": torch.ones(len(b), dtype=torch.int64)} for b in cases]
+    labels, matched = tv.rpn.assign_targets_to_anchors(anchors, targets)
+    regression_targets = tv.rpn.box_coder.encode(matched, anchors)
+    flat_obj, flat_deltas = concat_box_prediction_layers(objectness, deltas)
+    obj_loss, box_loss = tv.rpn.compute_loss(flat_obj, flat_deltas, labels, regression_targets)
+    (obj_loss + box_loss).backward()
+
+    outputs = {"rpn_logits": jnp.asarray(flat_obj.detach().numpy().reshape(3, -1)),
+               "rpn_deltas": jnp.asarray(flat_deltas.detach().numpy().reshape(3, -1, 4))}  # fmt: skip
+    total = lambda o: sum(det._rpn_terms(o, batch, jax.random.key(0), None).values())  # noqa: E731
+    terms = det._rpn_terms(outputs, batch, jax.random.key(0), None)
+    np.testing.assert_allclose(float(terms["confidence"]), float(obj_loss), rtol=1e-4)
+    np.testing.assert_allclose(float(terms["localization"]), float(box_loss), rtol=1e-4)
+    grads = jax.grad(total)(outputs)
+    flatten = lambda xs, c: torch.cat([x.grad.permute(0, 2, 3, 1).reshape(3, -1, c) for x in xs], 1)  # noqa: E731
+    for ours, theirs in ((grads["rpn_logits"], flatten(objectness, 3)), (grads["rpn_deltas"], flatten(deltas, 12))):
+        theirs = theirs.numpy().reshape(np.shape(ours))
+        np.testing.assert_allclose(np.asarray(ours), theirs, rtol=0, atol=1e-4 * np.abs(theirs).max())
