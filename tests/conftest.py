@@ -26,3 +26,25 @@ def compilation_cache(tmp_path_factory) -> str:
     from jaxdet.training import runtime
 
     return runtime.enable_compilation_cache(str(tmp_path_factory.mktemp("xla_cache")), min_compile_seconds=0.3)
+
+
+# The numerics part of the suite: ops whose values a reference defines (box ops, losses,
+# assigners, NMS, RoIAlign, the layer forms against the plain ones, torchvision parity),
+# needing neither TensorFlow, Grain nor a dataset. `tools/numerics.sh` runs them on an
+# accelerator (`pytest -m numerics`), where float32 matrix products default to TF32.
+NUMERICS = {
+    "test_boxes.py",
+    "test_losses.py",
+    "test_assigners.py",
+    "test_box_coder_anchors.py",
+    "test_postprocess.py",
+    "test_roi_align.py",
+    "test_layers.py",
+    "test_convert.py",
+}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if item.path.name in NUMERICS:
+            item.add_marker(pytest.mark.numerics)

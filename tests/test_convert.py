@@ -27,6 +27,15 @@ from jaxdet.training import step as train  # noqa: E402
 SIZE = 96  # odd feature sizes at several levels (96 -> 48, 24, 12, 6, 3, 2, 1)
 
 
+@pytest.fixture(autouse=True)
+def _full_precision():
+    """The mapping of weights is checked as algebra, against torch on the CPU: jaxdet's
+    convolutions run at full float32 precision here, whatever the backend's default (TF32
+    on recent NVIDIA GPUs would move ResNet-50 features by ~1e-3)."""
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
 def _randomize_norms(model) -> None:
     """Non-trivial BatchNorm statistics and affine parameters, so that they are tested."""
     g = torch.Generator().manual_seed(0)
