@@ -94,16 +94,27 @@ def select_detections(
     score_threshold: float,
     iou_threshold: float,
     max_detections: int,
+    level_sizes: tuple[int, ...] | None = None,
 ) -> Detections:
     """One image: per-class scores [A, C] and boxes [A, 4] (or class-specific [A, C, 4])
     -> `Detections` of size max_detections.
 
-    Takes the top `pre_nms_topk` (anchor, class) pairs, drops those under the score
-    threshold, runs class-aware NMS and keeps the best `max_detections`.
+    Takes the top `pre_nms_topk` (anchor, class) pairs, over all anchors or, given
+    `level_sizes` (anchors per pyramid level, in order, summing to A), per level as
+    torchvision's RetinaNet does; drops those under the score threshold, runs class-aware
+    NMS over all of them and keeps the best `max_detections`.
     """
     num_anchors, num_classes = scores.shape
-    k = min(pre_nms_topk, num_anchors * num_classes)
-    top_scores, flat = jax.lax.top_k(scores.reshape(-1), k)
+    if level_sizes is not None and sum(level_sizes) != num_anchors:
+        raise ValueError(f"level_sizes {level_sizes} sum to {sum(level_sizes)}, not the {num_anchors} anchors")
+    top_scores, flat = [], []
+    start = 0
+    for n in level_sizes or (num_anchors,):
+        t, f = jax.lax.top_k(scores[start : start + n].reshape(-1), min(pre_nms_topk, n * num_classes))
+        top_scores.append(t)
+        flat.append(f + start * num_classes)
+        start += n
+    top_scores, flat = jnp.concatenate(top_scores), jnp.concatenate(flat)
     anchor_idx = flat // num_classes
     cls = (flat % num_classes).astype(jnp.int32)
     cand_boxes = boxes[anchor_idx, cls] if boxes.ndim == 3 else boxes[anchor_idx]

@@ -329,3 +329,40 @@ def test_torchvision_rpn_loss_and_gradient_match():
     for ours, theirs in ((grads["rpn_logits"], flatten(objectness, 3)), (grads["rpn_deltas"], flatten(deltas, 12))):
         theirs = theirs.numpy().reshape(np.shape(ours))
         np.testing.assert_allclose(np.asarray(ours), theirs, rtol=0, atol=1e-4 * np.abs(theirs).max())
+
+
+def test_torchvision_retinanet_detections_match():
+    """`retinanet_r50.py:torchvision` detections (boxes within 1e-3 px, scores, classes, the
+    kept set after NMS) equal torchvision's `postprocess_detections` on the same head
+    outputs and anchors, for two images with many candidates over the 0.05 threshold."""
+    size, num_classes = 128, 7
+    tv = _torchvision_detector("retinanet_resnet50_fpn", num_classes)
+    # Fewer candidates per level than pass the threshold, so that the per-level top-k matters.
+    tv.detections_per_img, tv.topk_candidates = 300, 60
+    config = retinanet_r50.get_config("torchvision")
+    config.data.image_size = size
+    config.model.pre_nms_topk = 60
+    det = detectors.build_detector(config, num_classes, None)
+    from torchvision.models.detection.image_list import ImageList
+
+    feature_maps = [torch.zeros(2, 256, -(-size // 2**lvl), -(-size // 2**lvl)) for lvl in range(3, 8)]
+    anchors = tv.anchor_generator(ImageList(torch.zeros(2, 3, size, size), [(size, size)] * 2), feature_maps)
+    n = len(det.anchors)
+    rng = np.random.default_rng(11)
+    cls_logits = rng.normal(-3.0, 1.5, (2, n, num_classes)).astype(np.float32)  # ~8% over 0.05
+    deltas = rng.normal(0.0, 0.5, (2, n, 4)).astype(np.float32)
+    deltas[0, :50, 2:] = 9.0  # huge boxes, clipped to the image
+    per_level = [(-(-size // 2**lvl)) ** 2 * 9 for lvl in range(3, 8)]
+    split = lambda x: list(torch.from_numpy(x).split(per_level, dim=1))  # noqa: E731
+    theirs = tv.postprocess_detections(
+        {"cls_logits": split(cls_logits), "bbox_regression": split(deltas)},
+        [list(a.split(per_level)) for a in anchors],
+        [(size, size)] * 2,
+    )
+    ours = jax.device_get(det.predict({"cls_logits": jnp.asarray(cls_logits), "box_deltas": jnp.asarray(deltas)}))
+    for i, t in enumerate(theirs):
+        k = int(ours.valid[i].sum())
+        assert k == len(t["scores"]) > 150, (k, len(t["scores"]))  # more than one level's 60
+        np.testing.assert_array_equal(ours.classes[i, :k], t["labels"].numpy())
+        np.testing.assert_allclose(ours.scores[i, :k], t["scores"].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(ours.boxes[i, :k], t["boxes"].numpy(), rtol=0, atol=1e-3)

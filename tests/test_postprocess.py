@@ -1,6 +1,7 @@
 """NMS on crafted cases and against a reference greedy implementation."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,3 +85,19 @@ def test_select_detections_static_shapes():
     np.testing.assert_array_equal(d.classes[:2], [1, 2])
     np.testing.assert_allclose(d.scores[:2], [0.9, 0.7])
     np.testing.assert_allclose(d.boxes[1], [30, 30, 40, 40])
+
+
+def test_select_detections_top_k_per_level():
+    """With level_sizes the top-k is taken in each level (torchvision's RetinaNet): a level
+    of lower scores keeps its candidates, which a top-k over all levels drops."""
+    scores = np.zeros((6, 1), np.float32)
+    scores[:3, 0] = [0.9, 0.8, 0.7]  # level 0: anchors 0-2
+    scores[3:, 0] = [0.3, 0.2, 0.1]  # level 1: anchors 3-5
+    boxes = np.array([[20 * i, 0, 20 * i + 10, 10] for i in range(6)], np.float32)  # disjoint: no suppression
+    kwargs = dict(pre_nms_topk=2, score_threshold=0.05, iou_threshold=0.5, max_detections=6)
+    overall = postprocess.select_detections(scores, boxes, **kwargs)
+    per_level = postprocess.select_detections(scores, boxes, level_sizes=(3, 3), **kwargs)
+    np.testing.assert_allclose(np.asarray(overall.scores)[np.asarray(overall.valid)], [0.9, 0.8])
+    np.testing.assert_allclose(np.asarray(per_level.scores)[np.asarray(per_level.valid)], [0.9, 0.8, 0.3, 0.2])
+    with pytest.raises(ValueError, match="sum to 5, not the 6 anchors"):
+        postprocess.select_detections(scores, boxes, level_sizes=(3, 2), **kwargs)

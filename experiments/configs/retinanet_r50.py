@@ -11,8 +11,9 @@ so `experiments.bench --compare=torchvision` compares like with like.
 `:torchvision` is torchvision's `retinanet_resnet50_fpn` (v1) exactly, for its converted
 weights (`--config.model.detector_weights=retinanet_resnet50_fpn.pth`): frozen BatchNorm
 in the backbone and torchvision's own anchors (integer sizes 32, 40, 50 on P3, corners
-rounded to integers, centres at offset 0), so that the same weights, images and targets
-give torchvision's loss terms and gradients (tests/test_convert.py). jaxdet's own recipe
+rounded to integers, centres at offset 0) and post-processing (the top 1000 candidates
+per level, boxes clipped to the image before NMS), so that the same weights, images and
+targets give torchvision's loss terms, gradients and detections (tests/test_convert.py). jaxdet's own recipe
 keeps centred, unrounded anchors (offset 0.5: each anchor centred on its feature cell).
 """
 
@@ -53,6 +54,7 @@ def get_config(arg: str | None = None):
         config.model.backbone_norm = "frozen_batch"  # torchvision's FrozenBatchNorm2d
         r.anchor_style = "torchvision"
         r.anchor_offset = 0.0
+        r.topk_per_level, r.clip_boxes = True, True  # its postprocess_detections
     if arg == "tiny":
         config.data.image_size = 64
         config.data.max_boxes = 16

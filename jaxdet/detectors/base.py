@@ -143,9 +143,13 @@ def detect_kwargs(model_config) -> dict[str, Any]:
     )
 
 
-def detect(kwargs: dict[str, Any], scores: Array, boxes: Array) -> postprocess.Detections:
-    """Batched `select_detections`: scores [B, A, C], boxes [B, A, 4] or [B, A, C, 4] -> Detections [B, D]."""
-    return jax.vmap(lambda s, b: postprocess.select_detections(s, b, **kwargs))(scores, boxes)
+def detect(
+    kwargs: dict[str, Any], scores: Array, boxes: Array, level_sizes: tuple[int, ...] | None = None
+) -> postprocess.Detections:
+    """Batched `select_detections`: scores [B, A, C], boxes [B, A, 4] or [B, A, C, 4] -> Detections [B, D]
+    (`level_sizes`: anchors per level, for a top-k per level)."""
+    fn = lambda s, b: postprocess.select_detections(s, b, level_sizes=level_sizes, **kwargs)  # noqa: E731
+    return jax.vmap(fn)(scores, boxes)
 
 
 def loss_implies(loss_config, quality_branch: bool = True) -> dict[str, bool]:

@@ -18,6 +18,7 @@ import numpy as np
 from jax import Array
 
 from jaxdet import assigners, box_coder, postprocess
+from jaxdet import boxes as box_ops
 from jaxdet.detectors import base
 from jaxdet.losses import dense
 
@@ -36,6 +37,8 @@ class AnchorDetector:
     detect_kwargs: dict[str, Any]
     cls_region: str = "assigned"  # dense.REGIONS
     neg_pos_ratio: int = 3  # for cls_region="hard_negatives"
+    level_sizes: tuple[int, ...] | None = None  # anchors per level: the pre-NMS top-k per level
+    clip_size: int | None = None  # clip decoded boxes to [0, clip_size]^2 before NMS
 
     @property
     def num_classes(self) -> int:
@@ -84,4 +87,7 @@ class AnchorDetector:
 
     def predict(self, outputs: dict[str, Array]) -> postprocess.Detections:
         """Head outputs -> `Detections` [B, D] in input pixels."""
-        return base.detect(self.detect_kwargs, self.scores(outputs), self.decode(outputs["box_deltas"]))
+        boxes = self.decode(outputs["box_deltas"])
+        if self.clip_size is not None:
+            boxes = box_ops.clip_boxes(boxes, self.clip_size, self.clip_size)
+        return base.detect(self.detect_kwargs, self.scores(outputs), boxes, self.level_sizes)

@@ -7,6 +7,7 @@ import functools
 
 import jax.numpy as jnp
 
+from jaxdet import anchors as anchor_ops
 from jaxdet.detectors import base
 from jaxdet.detectors.dense import AnchorDetector
 from jaxdet.losses import dense
@@ -26,6 +27,10 @@ def section() -> dict:
         fg_iou=0.5,
         bg_iou=0.4,
         box_weights=(1.0, 1.0, 1.0, 1.0),
+        # Post-processing as torchvision's and detectron2's RetinaNet: model.pre_nms_topk
+        # candidates per level (False: over all levels), boxes clipped to the image before NMS.
+        topk_per_level=False,
+        clip_boxes=False,
     )
 
 
@@ -39,10 +44,11 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
     losses = dense.build_loss_set(config.loss, ctx.num_classes)
     scales = anchor_scales(r)
     anchors = base.section_anchors(config, "retinanet", scales)
+    per_location = anchor_ops.anchors_per_location(scales, r.aspect_ratios)
     head = functools.partial(
         RetinaNetHead,
         losses.num_logits,
-        len(scales) * len(r.aspect_ratios),
+        per_location,
         r.head_convs,
         m.neck_channels,
         r.head_norm,
@@ -51,7 +57,19 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
         kernels=ctx.kernels,
     )
     module = base.dense_model(config, ctx, "fpn", lambda pyramid: head()(pyramid))
-    return AnchorDetector(module, anchors, losses, r.fg_iou, r.bg_iou, tuple(r.box_weights), base.detect_kwargs(m))
+    levels = range(m.min_level, m.max_level + 1)
+    level_sizes = tuple(h * w * per_location for h, w in anchor_ops.level_shapes(config.data.image_size, levels))
+    return AnchorDetector(
+        module,
+        anchors,
+        losses,
+        r.fg_iou,
+        r.bg_iou,
+        tuple(r.box_weights),
+        base.detect_kwargs(m),
+        level_sizes=level_sizes if r.topk_per_level else None,
+        clip_size=config.data.image_size if r.clip_boxes else None,
+    )
 
 
 DEFINITION = base.DetectorDef(
