@@ -366,3 +366,80 @@ def test_torchvision_retinanet_detections_match():
         np.testing.assert_array_equal(ours.classes[i, :k], t["labels"].numpy())
         np.testing.assert_allclose(ours.scores[i, :k], t["scores"].numpy(), rtol=1e-6)
         np.testing.assert_allclose(ours.boxes[i, :k], t["boxes"].numpy(), rtol=0, atol=1e-3)
+
+
+def test_torchvision_faster_rcnn_proposals_and_box_head_loss_match():
+    """`faster_rcnn.py:torchvision`: the RPN's proposals equal torchvision's `filter_proposals`
+    (top-k per level, clipping, small boxes, NMS per level; boxes to 1e-3 px, same order) on
+    the same RPN outputs, and on them the box head's terms equal `fastrcnn_loss` (1e-4) with
+    the gradient with respect to the box head's outputs, when RoI sampling cannot differ
+    (every proposal and ground-truth box sampled); two images, one without objects."""
+    from torchvision.models.detection.image_list import ImageList
+    from torchvision.models.detection.roi_heads import fastrcnn_loss
+
+    size, num_classes, pre, post = 96, 5, 50, 40
+    tv = _torchvision_detector("fasterrcnn_resnet50_fpn", num_classes + 1)
+    tv.rpn._pre_nms_top_n, tv.rpn._post_nms_top_n = dict(training=pre, testing=pre), dict(training=post, testing=post)
+    config = faster_rcnn.get_config("torchvision")
+    config.data.image_size = size
+    f = config.model.faster_rcnn
+    f.rpn_pre_nms_topk, f.rpn_post_nms_topk = pre, post
+    det = detectors.build_detector(config, num_classes, None)
+    feature_maps = [torch.zeros(2, 256, -(-size // 2**lvl), -(-size // 2**lvl)) for lvl in range(2, 7)]
+    anchors = tv.rpn.anchor_generator(ImageList(torch.zeros(2, 3, size, size), [(size, size)] * 2), feature_maps)
+    n = len(det.anchors)
+    rng = np.random.default_rng(13)
+    logits = rng.normal(0.0, 2.0, (2, n)).astype(np.float32)  # distinct values: no ties in the top-k
+    deltas = rng.normal(0.0, 0.3, (2, n, 4)).astype(np.float32)
+    proposals = tv.rpn.box_coder.decode(torch.from_numpy(deltas.reshape(-1, 4)), anchors).view(2, -1, 4)
+    per_level = [m.shape[2] * m.shape[3] * 3 for m in feature_maps]
+    theirs, _ = tv.rpn.filter_proposals(proposals, torch.from_numpy(logits.reshape(-1, 1)), [(size, size)] * 2, per_level)
+    ours, valid = det.module.apply({}, jnp.asarray(logits), jnp.asarray(deltas), method="_proposals")
+    for i in range(2):
+        k = int(valid[i].sum())
+        assert k == len(theirs[i]) > 20
+        np.testing.assert_allclose(np.asarray(ours[i, :k]), theirs[i].numpy(), rtol=0, atol=1e-3)
+
+    cases = [np.array([[10.0, 10.0, 40.0, 50.0], [50.0, 20.0, 90.0, 60.0], [0.0, 0.0, size, size]], np.float32),
+             np.zeros((0, 4), np.float32)]  # fmt: skip
+    batches = _loss_batch(size, cases)
+    batch = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    targets = [{"boxes": torch.from_numpy(b), "labels": torch.arange(len(b)) % num_classes + 1} for b in cases]
+    rois, _, labels, regression_targets = tv.roi_heads.select_training_samples([t.clone() for t in theirs], targets)
+    sampled = det.module.apply(
+        {}, ours, valid, {k: jnp.asarray(v) for k, v in batch.items()}, method="_sample_rois",
+        rngs={"sampling": jax.random.key(0)},
+    )  # fmt: skip
+    counts = [len(r) for r in rois]
+    assert [int(c) for c in sampled["roi_sampled"].sum(1)] == counts
+    assert int(sampled["roi_positive"][0].sum()) == int((labels[0] > 0).sum()) >= 3  # the ground truth at least
+    for i in range(2):
+        np.testing.assert_allclose(np.asarray(sampled["roi_boxes"][i, : counts[i]]), rois[i].numpy(), atol=1e-3)
+    # The same box-head outputs on both sides (torchvision: background first, then classes).
+    cls = torch.from_numpy(rng.normal(0, 2, (sum(counts), num_classes + 1)).astype(np.float32)).requires_grad_(True)
+    box = torch.from_numpy(rng.normal(0, 1, (sum(counts), (num_classes + 1) * 4)).astype(np.float32))
+    box.requires_grad_(True)
+    cls_loss, box_loss = fastrcnn_loss(cls, box, labels, regression_targets)
+    (cls_loss + box_loss).backward()
+    slots = sampled["roi_sampled"].shape[1]
+
+    def ours_layout(x, per_roi):
+        """[sum counts, ...] torchvision rows -> [2, R, ...] jaxdet slots (zeros after the sampled)."""
+        out = np.zeros((2, slots) + per_roi, np.float32)
+        out[0, : counts[0]], out[1, : counts[1]] = x[: counts[0]].reshape((-1,) + per_roi), x[counts[0] :].reshape(
+            (-1,) + per_roi
+        )
+        return out
+
+    order = np.r_[1 : num_classes + 1, 0]  # jaxdet: classes first, background last
+    outputs = {**sampled, "roi_cls_logits": jnp.asarray(ours_layout(cls.detach().numpy()[:, order], (num_classes + 1,))),
+               "roi_deltas": jnp.asarray(ours_layout(box.detach().numpy()[:, 4:], (num_classes, 4)))}  # fmt: skip
+    terms = det._head_terms(outputs, batch, None)
+    np.testing.assert_allclose(float(terms["classification"]), float(cls_loss), rtol=1e-4)
+    np.testing.assert_allclose(float(terms["localization"]), float(box_loss), rtol=1e-4)
+    total = lambda o: sum(det._head_terms({**outputs, **o}, batch, None).values())  # noqa: E731
+    grads = jax.grad(total)({k: outputs[k] for k in ("roi_cls_logits", "roi_deltas")})
+    want_cls = ours_layout(cls.grad.numpy()[:, order], (num_classes + 1,))
+    want_box = ours_layout(box.grad.numpy()[:, 4:], (num_classes, 4))
+    np.testing.assert_allclose(np.asarray(grads["roi_cls_logits"]), want_cls, atol=1e-4 * np.abs(want_cls).max())
+    np.testing.assert_allclose(np.asarray(grads["roi_deltas"]), want_box, atol=1e-4 * np.abs(want_box).max())
