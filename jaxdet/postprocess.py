@@ -95,14 +95,16 @@ def select_detections(
     iou_threshold: float,
     max_detections: int,
     level_sizes: tuple[int, ...] | None = None,
+    min_size: float = 0.0,
 ) -> Detections:
     """One image: per-class scores [A, C] and boxes [A, 4] (or class-specific [A, C, 4])
     -> `Detections` of size max_detections.
 
     Takes the top `pre_nms_topk` (anchor, class) pairs, over all anchors or, given
     `level_sizes` (anchors per pyramid level, in order, summing to A), per level as
-    torchvision's RetinaNet does; drops those under the score threshold, runs class-aware
-    NMS over all of them and keeps the best `max_detections`.
+    torchvision's RetinaNet does; drops those under the score threshold (and boxes with a
+    side under `min_size` pixels, as torchvision's Faster R-CNN), runs class-aware NMS over
+    all of them and keeps the best `max_detections`.
     """
     num_anchors, num_classes = scores.shape
     if level_sizes is not None and sum(level_sizes) != num_anchors:
@@ -119,6 +121,8 @@ def select_detections(
     cls = (flat % num_classes).astype(jnp.int32)
     cand_boxes = boxes[anchor_idx, cls] if boxes.ndim == 3 else boxes[anchor_idx]
     valid = top_scores > score_threshold
+    if min_size > 0:
+        valid &= jnp.all(cand_boxes[:, 2:] - cand_boxes[:, :2] >= min_size, axis=1)
     kept = batched_nms(cand_boxes, top_scores, cls, valid, iou_threshold, max_detections)
     ok = kept >= 0
     idx = jnp.maximum(kept, 0)

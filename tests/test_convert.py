@@ -443,3 +443,41 @@ def test_torchvision_faster_rcnn_proposals_and_box_head_loss_match():
     want_box = ours_layout(box.grad.numpy()[:, 4:], (num_classes, 4))
     np.testing.assert_allclose(np.asarray(grads["roi_cls_logits"]), want_cls, atol=1e-4 * np.abs(want_cls).max())
     np.testing.assert_allclose(np.asarray(grads["roi_deltas"]), want_box, atol=1e-4 * np.abs(want_box).max())
+
+
+def test_torchvision_faster_rcnn_detections_match():
+    """`faster_rcnn.py:torchvision` detections (classes, kept set, scores, boxes within 1e-3
+    px) equal torchvision's box-head `postprocess_detections` on the same proposals and box
+    head outputs: softmax without background, class-specific boxes clipped to the image,
+    the 0.05 threshold, boxes under 0.01 px dropped, class-aware NMS, the best 100.
+    (jaxdet caps the candidates at model.pre_nms_topk (proposal, class) pairs, static
+    shapes; here fewer pairs than that exist, so nothing is capped.)"""
+    size, num_classes, num_props = 96, 5, 40
+    tv = _torchvision_detector("fasterrcnn_resnet50_fpn", num_classes + 1)
+    config = faster_rcnn.get_config("torchvision")
+    config.data.image_size = size
+    det = detectors.build_detector(config, num_classes, None)
+    rng = np.random.default_rng(17)
+    xy = rng.uniform(0, size * 0.7, (2, num_props, 2))
+    props = np.concatenate([xy, xy + rng.uniform(2, size * 0.5, (2, num_props, 2))], -1).astype(np.float32)
+    props[0, :3, 2] = props[0, :3, 0] + 0.005  # too thin to keep
+    cls = rng.normal(0, 2, (2 * num_props, num_classes + 1)).astype(np.float32)
+    box = rng.normal(0, 0.5, (2 * num_props, (num_classes + 1) * 4)).astype(np.float32)
+    box[:6, :] = 0.0  # the thin proposals stay thin
+    theirs = tv.roi_heads.postprocess_detections(
+        torch.from_numpy(cls), torch.from_numpy(box), [torch.from_numpy(p) for p in props], [(size, size)] * 2
+    )
+    order = np.r_[1 : num_classes + 1, 0]  # jaxdet: classes first, background last
+    outputs = {
+        "proposals": jnp.asarray(props),
+        "proposal_valid": jnp.ones((2, num_props), bool),
+        "det_cls_logits": jnp.asarray(cls[:, order].reshape(2, num_props, -1)),
+        "det_deltas": jnp.asarray(box[:, 4:].reshape(2, num_props, num_classes, 4)),
+    }
+    ours = jax.device_get(det.predict(outputs))
+    for i, (boxes, scores, labels) in enumerate(zip(*theirs)):
+        k = int(ours.valid[i].sum())
+        assert k == len(scores) > 20, (k, len(scores))
+        np.testing.assert_array_equal(ours.classes[i, :k] + 1, labels.numpy())  # torchvision: 0 = background
+        np.testing.assert_allclose(ours.scores[i, :k], scores.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(ours.boxes[i, :k], boxes.numpy(), rtol=0, atol=1e-3)

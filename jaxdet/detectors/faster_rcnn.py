@@ -136,7 +136,8 @@ class FasterRCNN:
         boxes = box_ops.clip_boxes(boxes, self.image_size, self.image_size)  # [B, P, C, 4]
         scores = self.losses.class_probabilities(outputs["det_cls_logits"])
         scores = jnp.where(outputs["proposal_valid"][..., None], scores, 0.0)
-        return base.detect(self.detect_kwargs, scores, boxes)
+        # Boxes thinner than 0.01 px after clipping are dropped, as torchvision's box head does.
+        return base.detect({**self.detect_kwargs, "min_size": 1e-2}, scores, boxes)
 
 
 def build(config, ctx: base.BuildContext) -> FasterRCNN:
