@@ -41,6 +41,8 @@ NUMERICS = {
     "test_roi_align.py",
     "test_layers.py",
     "test_convert.py",
+    "test_torchvision_losses.py",
+    "test_torchvision_detections.py",
 }
 
 

@@ -66,7 +66,7 @@ TORCHVISION_P3_CELL = [
 def test_torchvision_anchor_style_is_torchvisions_generator():
     """Integer sizes (int(32 * 2^(1/3)) = 40), rounded corners, ratio-major order; centres
     at i * (image // grid): at 96 px P6 has 2 cells 48 px apart (not 64) and P7 one at 0.
-    (tests/test_convert.py compares whole grids with torchvision's when torch is installed.)"""
+    (tests/test_torchvision_losses.py compares whole grids with torchvision's when torch is installed.)"""
     scales = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
     cell = anchors.cell_anchors(32.0, scales, (0.5, 1.0, 2.0), "torchvision")
     np.testing.assert_array_equal(cell, TORCHVISION_P3_CELL)

@@ -208,8 +208,8 @@ def test_a_config_recorded_before_detector_sections_reads_with_its_values(tmp_pa
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"model.retinanet.anchor_style": "torchvision"}, r"anchor_style='torchvision' .*offset 0; set .*anchor_offset=0"),
-        ({"model.retinanet.anchor_style": "detectron"}, r"anchor_style='detectron'; valid: \('centred', 'torchvision'\)"),
+        ({"model.retinanet.anchor_style": "torchvision"}, r"'torchvision' .*offset 0; set .*anchor_offset=0"),
+        ({"model.retinanet.anchor_style": "detectron"}, r"'detectron'; valid: \('centred', 'torchvision'\)"),
     ],
 )
 def test_bad_anchor_style_fails_when_the_detector_is_built(overrides, message):

@@ -13,8 +13,9 @@ weights (`--config.model.detector_weights=retinanet_resnet50_fpn.pth`): frozen B
 in the backbone and torchvision's own anchors (integer sizes 32, 40, 50 on P3, corners
 rounded to integers, centres at offset 0) and post-processing (the top 1000 candidates
 per level, boxes clipped to the image before NMS), so that the same weights, images and
-targets give torchvision's loss terms, gradients and detections (tests/test_convert.py). jaxdet's own recipe
-keeps centred, unrounded anchors (offset 0.5: each anchor centred on its feature cell).
+targets give torchvision's loss terms, gradients and detections
+(tests/test_torchvision_*.py). jaxdet's own recipe keeps centred, unrounded anchors
+(offset 0.5: each anchor centred on its feature cell).
 """
 
 from experiments.configs import default
