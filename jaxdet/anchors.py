@@ -83,6 +83,11 @@ def anchor_grid(
     return np.concatenate(grids, axis=0)
 
 
+def anchors_per_level(image_size: int, levels: Sequence[int], per_location: int) -> tuple[int, ...]:
+    """How many anchors each level of `anchor_grid` holds, in order (H_l * W_l * A)."""
+    return tuple(h * w * per_location for h, w in level_shapes(image_size, levels))
+
+
 def anchors_per_location(scales: Sequence[float], aspect_ratios: Sequence[float]) -> int:
     """Number of anchor types A at each feature-map position."""
     return len(scales) * len(aspect_ratios)

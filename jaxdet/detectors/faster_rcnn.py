@@ -157,7 +157,7 @@ def build(config, ctx: base.BuildContext) -> FasterRCNN:
     per_loc = anchor_ops.anchors_per_location(scales, ratios)
     spec = TwoStageSpec(
         image_size=size,
-        level_sizes=tuple(h * w * per_loc for h, w in anchor_ops.level_shapes(size, levels)),
+        level_sizes=anchor_ops.anchors_per_level(size, levels, per_loc),
         pre_nms_topk=f.rpn_pre_nms_topk,
         post_nms_topk=f.rpn_post_nms_topk,
         nms_iou=f.rpn_nms_iou,

@@ -58,7 +58,7 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
     )
     module = base.dense_model(config, ctx, "fpn", lambda pyramid: head()(pyramid))
     levels = range(m.min_level, m.max_level + 1)
-    level_sizes = tuple(h * w * per_location for h, w in anchor_ops.level_shapes(config.data.image_size, levels))
+    level_sizes = anchor_ops.anchors_per_level(config.data.image_size, levels, per_location)
     return AnchorDetector(
         module,
         anchors,
