@@ -7,7 +7,7 @@ has 4). Exits 1 with the largest difference when the parameters disagree.
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

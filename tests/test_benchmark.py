@@ -59,7 +59,7 @@ def test_bench_main_writes_json(tmp_path):
         sys.executable, "-m", "experiments.bench", "--config=experiments/configs/default.py:tiny",
         "--steps=1", "--warmup=1", "--batch=4", "--image_size=64", f"--json_out={out}",
     ]  # fmt: skip
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (r,) = json.loads(out.read_text())

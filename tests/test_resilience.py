@@ -44,7 +44,8 @@ def _command(workdir: str, tfds_dir: str, cache: str, **extra) -> list[str]:
 
 
 def _start(cmd: list[str], log_path: str) -> subprocess.Popen:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "PYTHONPATH": ROOT}
+    flags = "--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0"  # (see conftest)
+    env = {**os.environ, "XLA_FLAGS": flags, "PYTHONPATH": ROOT}
     log = open(log_path, "w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
 

@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _env(devices: int) -> dict:
-    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONPATH": ROOT}
+    flags = f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"  # (see conftest)
+    return {**os.environ, "XLA_FLAGS": flags, "PYTHONPATH": ROOT}
 
 
 def _free_port() -> int:
