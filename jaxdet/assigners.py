@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxdet import boxes as box_ops
+from jaxdet.losses.functions import ciou_loss
 
 POSITIVE, NEGATIVE, IGNORE = 1, 0, -1
 
@@ -127,6 +128,104 @@ def simota_assign(
     return Assignment(matched=matched, label=label, iou=matched_iou)
 
 
+def _inside(points: Array, gt_boxes: Array, eps: float = 0.0) -> Array:
+    """bool [A, M]: point strictly inside the box (every side's distance > eps)."""
+    px, py = points[:, 0:1], points[:, 1:2]
+    ltrb = jnp.stack([px - gt_boxes[None, :, 0], py - gt_boxes[None, :, 1], gt_boxes[None, :, 2] - px,
+                      gt_boxes[None, :, 3] - py], axis=-1)  # fmt: skip
+    return jnp.min(ltrb, axis=-1) > eps
+
+
+def task_aligned_assign(
+    points: Array,
+    pred_boxes: Array,
+    pred_scores: Array,
+    gt_boxes: Array,
+    gt_labels: Array,
+    gt_mask: Array,
+    topk: int = 10,
+    alpha: float = 0.5,
+    beta: float = 6.0,
+) -> Assignment:
+    """Task-aligned assignment (TOOD, Feng et al. 2021; YOLOv8) with static shapes.
+
+    Args:
+      points: [A, 2] xy; pred_boxes [A, 4] xyxy and pred_scores [A, C] probabilities,
+        constants for matching (stop_gradient). gt_boxes [M, 4], gt_labels int [M], gt_mask [M].
+    Alignment t = s^alpha * u^beta (s: the score of the box's class, u: CIoU clamped at 0)
+    for points inside the box; each box takes its `topk` points by t (inside it); a point
+    claimed by several boxes keeps the one it overlaps most. Returns `iou` = the soft
+    classification target at positives: t / max_t(box) * max_u(box), as ultralytics.
+    """
+    pred_boxes = jax.lax.stop_gradient(pred_boxes)
+    pred_scores = jax.lax.stop_gradient(pred_scores)
+    num_points, num_gt = points.shape[0], gt_boxes.shape[0]
+    inside = _inside(points, gt_boxes, 1e-9) & gt_mask[None, :]  # [A, M]
+    pb, gb = jnp.broadcast_arrays(pred_boxes[:, None, :], gt_boxes[None, :, :])
+    overlap = jnp.where(inside, jnp.clip(1.0 - ciou_loss(gb, pb), 0.0, None), 0.0)  # [A, M]
+    score = jnp.take(pred_scores, gt_labels, axis=1)  # [A, M]
+    align = jnp.where(inside, score**alpha * overlap**beta, 0.0)
+    k = min(topk, num_points)
+    _, order = jax.lax.top_k(align.T, k)  # [M, k]
+    gt_index = jnp.broadcast_to(jnp.arange(num_gt)[:, None], order.shape)
+    in_topk = jnp.zeros((num_gt, num_points), bool).at[gt_index, order].set(True).T  # [A, M]
+    candidate = in_topk & inside
+    # One box per point: the one it overlaps most (the first such box on a tie).
+    best = jnp.max(jnp.where(candidate, overlap, -1.0), axis=1) if num_gt else jnp.full((num_points,), -1.0)
+    positive = jnp.any(candidate, axis=1)
+    chosen = candidate & (overlap == best[:, None])
+    matched = _first_index_of(jnp.where(chosen, 1.0, 0.0), jnp.ones(num_points)) if num_gt else jnp.zeros(
+        (num_points,), jnp.int32
+    )
+    won = chosen & (jnp.arange(num_gt)[None, :] == matched[:, None]) & positive[:, None]  # [A, M]
+    align = jnp.where(won, align, 0.0)
+    max_align = jnp.max(align, axis=0) if num_points else jnp.zeros((num_gt,))  # [M]
+    max_overlap = jnp.max(jnp.where(won, overlap, 0.0), axis=0) if num_points else jnp.zeros((num_gt,))
+    soft = jnp.max(align * max_overlap[None, :] / (max_align[None, :] + 1e-9), axis=1) if num_gt else 0.0
+    label = jnp.where(positive, POSITIVE, NEGATIVE).astype(jnp.int32)
+    return Assignment(matched=matched, label=label, iou=jnp.where(positive, soft, 0.0))
+
+
+def fcos_assign(
+    points: Array,
+    strides: Array,
+    gt_boxes: Array,
+    gt_mask: Array,
+    lower: Array,
+    upper: Array,
+    center_radius: float = 1.5,
+) -> Assignment:
+    """FCOS targets (Tian et al. 2019) as torchvision's `FCOS.compute_loss` with static shapes.
+
+    Args:
+      points [A, 2] xy, strides [A]; gt_boxes [M, 4], gt_mask [M]; lower, upper [A]: the
+        range of max(l, t, r, b) a point's level regresses (torchvision: 4 and 8 strides,
+        0 on the first level and inf on the last); center_radius: in strides.
+    A point is a candidate of a box when it lies inside it, within center_radius strides of
+    its centre (Chebyshev) and its largest side distance is inside its level's range; of
+    several candidate boxes it takes the smallest. `iou` is 1 at positives.
+    """
+    cx = 0.5 * (gt_boxes[:, 0] + gt_boxes[:, 2])
+    cy = 0.5 * (gt_boxes[:, 1] + gt_boxes[:, 3])
+    r = center_radius * strides[:, None]
+    near = jnp.maximum(jnp.abs(points[:, 0:1] - cx[None]), jnp.abs(points[:, 1:2] - cy[None])) < r
+    px, py = points[:, 0:1], points[:, 1:2]
+    far = jnp.maximum(
+        jnp.maximum(px - gt_boxes[None, :, 0], py - gt_boxes[None, :, 1]),
+        jnp.maximum(gt_boxes[None, :, 2] - px, gt_boxes[None, :, 3] - py),
+    )  # [A, M]
+    in_range = (far > lower[:, None]) & (far < upper[:, None])
+    candidate = near & _inside(points, gt_boxes) & in_range & gt_mask[None, :]
+    area = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
+    # torchvision: the largest of candidate * (1e8 - area), so the smallest box wins.
+    key = jnp.where(candidate, 1e8 - area[None, :], 0.0)
+    best = jnp.max(key, axis=1) if gt_boxes.shape[0] else jnp.zeros(points.shape[:1])
+    positive = best >= 1e-5
+    matched = _first_index_of(key, best) if gt_boxes.shape[0] else jnp.zeros(points.shape[:1], jnp.int32)
+    label = jnp.where(positive, POSITIVE, NEGATIVE).astype(jnp.int32)
+    return Assignment(matched=matched, label=label, iou=positive.astype(jnp.float32))
+
+
 def top_k_mask(scores: Array, mask: Array, k: Array) -> Array:
     """bool [A]: the (at most) `k` entries of `mask` with the highest `scores`, static shape.
 
@@ -158,4 +257,9 @@ def sample_balanced(
     return top_k_mask(priority, positives, num_pos), top_k_mask(priority, negatives & ~positives, num_neg)
 
 
-ASSIGNERS = {"max_iou": max_iou_assign, "simota": simota_assign}
+ASSIGNERS = {
+    "max_iou": max_iou_assign,
+    "simota": simota_assign,
+    "task_aligned": task_aligned_assign,
+    "fcos": fcos_assign,
+}

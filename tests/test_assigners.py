@@ -4,6 +4,7 @@ import jax
 import numpy as np
 
 from jaxdet import assigners
+from jaxdet.losses import ciou_loss
 
 ANCHORS = np.array(
     [
@@ -113,3 +114,77 @@ def test_ssd_default_boxes():
     assert boxes.shape == (4 * 4 * 3 + 2 * 2 * 2, 4)
     assert boxes.min() >= 0 and boxes.max() <= 64
     np.testing.assert_allclose(boxes[0], [8 - 6.4, 8 - 6.4, 8 + 6.4, 8 + 6.4], rtol=1e-5)
+
+
+def _grid(n=10, step=2.0):
+    """Points of an n x n grid (xy), `step` px apart, starting at step / 2."""
+    c = (np.arange(n) + 0.5) * step
+    return np.stack(np.meshgrid(c, c, indexing="xy"), -1).reshape(-1, 2).astype(np.float32)
+
+
+def _boxes_around(points, half):
+    return np.concatenate([points - half, points + half], -1).astype(np.float32)
+
+
+def test_task_aligned_takes_the_top_k_by_alignment_inside_the_box():
+    points = _grid()  # 100 points in [0, 20]^2
+    gt = np.array([[2.0, 2.0, 12.0, 12.0], [0.0, 0.0, 20.0, 20.0]], np.float32)
+    mask = np.array([True, False])  # the second box (covering everything) is padding
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.05, 1.0, (100, 3)).astype(np.float32)
+    pred = _boxes_around(points, 5.0) + rng.normal(0, 0.5, (100, 4)).astype(np.float32)
+    a = assigners.task_aligned_assign(points, pred, scores, gt, np.array([1, 0]), mask, topk=4)
+    inside = np.asarray(assigners._inside(points, gt[:1]))[:, 0]
+    u = np.clip(1 - np.asarray(ciou_loss(gt[:1], pred)), 0, None)
+    t = np.where(inside, scores[:, 1] ** 0.5 * u**6, 0.0)
+    expected = np.sort(np.argsort(-t)[:4])
+    np.testing.assert_array_equal(np.flatnonzero(np.asarray(a.label) == assigners.POSITIVE), expected)
+    assert inside[expected].all() and not (np.asarray(a.matched)[expected] != 0).any()
+    # Soft targets: t / max t * the largest overlap among the box's positives.
+    np.testing.assert_allclose(np.asarray(a.iou)[expected], t[expected] / t.max() * u[expected].max(), rtol=1e-4)
+    assert np.asarray(a.iou)[np.asarray(a.label) != assigners.POSITIVE].max() == 0
+
+
+def test_task_aligned_point_claimed_twice_keeps_the_box_it_overlaps_most():
+    points = np.array([[5.0, 5.0], [7.0, 5.0]], np.float32)
+    gt = np.array([[0.0, 0.0, 10.0, 10.0], [4.0, 0.0, 14.0, 10.0]], np.float32)
+    pred = np.array([[4.0, 0.0, 14.0, 10.0], [0.5, 0.0, 10.5, 10.0]], np.float32)  # each near the "other" box
+    scores = np.full((2, 2), 0.5, np.float32)
+    a = assigners.task_aligned_assign(points, pred, scores, gt, np.array([0, 1]), np.array([True, True]), topk=2)
+    np.testing.assert_array_equal(a.label, [1, 1])
+    np.testing.assert_array_equal(a.matched, [1, 0])  # by overlap, not by index or distance
+
+
+def test_task_aligned_empty_image_all_negative_and_finite():
+    points = _grid(4)
+    pred = _boxes_around(points, 1.0)
+    for gt, mask in [(np.zeros((3, 4), np.float32), np.zeros(3, bool)), (np.zeros((0, 4), np.float32), np.zeros(0, bool))]:
+        a = assigners.task_aligned_assign(points, pred, np.full((16, 2), 0.5, np.float32), gt, np.zeros(len(gt), int), mask)
+        assert (np.asarray(a.label) == assigners.NEGATIVE).all() and np.isfinite(np.asarray(a.iou)).all()
+
+
+def test_fcos_targets_centre_sampling_size_ranges_and_smallest_box():
+    # Two levels: strides 4 (regresses max side distance < 16) and 8 (> 16).
+    p4, p8 = _grid(8, 4.0), _grid(4, 8.0)
+    points = np.concatenate([p4, p8])
+    strides = np.r_[np.full(64, 4.0), np.full(16, 8.0)].astype(np.float32)
+    lower = np.r_[np.zeros(64), np.full(16, 16.0)].astype(np.float32)
+    upper = np.r_[np.full(64, 16.0), np.full(16, np.inf)].astype(np.float32)
+    small = [8.0, 8.0, 20.0, 20.0]  # centre (14, 14), sides 12: level 1
+    large = [0.0, 0.0, 32.0, 32.0]  # centre (16, 16), sides 32: level 2
+    gt = np.array([small, large, large], np.float32)
+    mask = np.array([True, True, False])
+    a = assigners.fcos_assign(points, strides, gt, mask, lower, upper, center_radius=1.5)
+    label, matched = np.asarray(a.label), np.asarray(a.matched)
+    for i, ((x, y), s) in enumerate(zip(points, strides)):
+        cands = []
+        for j, b in enumerate(gt[:2]):
+            d = [x - b[0], y - b[1], b[2] - x, b[3] - y]
+            cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+            if min(d) > 0 and max(abs(x - cx), abs(y - cy)) < 1.5 * s and lower[i] < max(d) < upper[i]:
+                cands.append(((b[2] - b[0]) * (b[3] - b[1]), j))
+        assert label[i] == (assigners.POSITIVE if cands else assigners.NEGATIVE), (i, x, y)
+        if cands:
+            assert matched[i] == min(cands)[1]
+    assert (label[:64] == 1).sum() > 0 and (label[64:] == 1).sum() > 0  # both levels take a box
+    assert not (matched[label == 1] == 2).any()  # padding never

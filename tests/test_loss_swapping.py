@@ -19,6 +19,8 @@ from jaxdet.training import step as train
 
 # Detectors whose structure needs a confidence (objectness) loss: the RPN of a two-stage one.
 NEEDS_CONFIDENCE = ("faster_rcnn",)
+# Detectors whose head predicts a distribution over each box side (for distribution_focal).
+DISTRIBUTION_HEADS = ("yolov8",)
 
 
 def _config(detector="retinanet", **loss):
@@ -101,6 +103,11 @@ def test_every_loss_trains_every_detector(detector, family, name):
         with pytest.raises(ConfigError, match="needs an objectness loss"):
             detectors.build_detector(config, 5)
         return
+    if family == "localization" and losses.get_loss(family, name).space == "distribution":
+        if detector not in DISTRIBUTION_HEADS:
+            with pytest.raises(ConfigError, match="needs a head that predicts a distribution"):
+                detectors.build_detector(config, 5)
+            return
     det = detectors.build_detector(config, 5)
     batch = {k: jnp.asarray(v) for k, v in _batch().items()}
     outputs = _initial_outputs(detector, config.loss.classification, config.loss.confidence)

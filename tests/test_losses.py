@@ -70,7 +70,7 @@ DEGENERATE = [
 ]
 
 
-@pytest.mark.parametrize("name", sorted(L.LOCALIZATION_LOSSES))
+@pytest.mark.parametrize("name", sorted(n for n, v in L.LOCALIZATION_LOSSES.items() if v.space != "distribution"))
 def test_localization_losses_finite_gradients(name):
     loss = L.LOCALIZATION_LOSSES[name]
     for p, t in DEGENERATE:
@@ -124,3 +124,67 @@ def test_confidence_losses_finite_at_extremes():
         for t in (jnp.zeros(5), jnp.ones(5), jnp.full(5, 0.5)):
             val, g = jax.value_and_grad(lambda x: jnp.sum(loss.fn(x, t)))(logits)
             assert np.isfinite(val) and np.all(np.isfinite(np.asarray(g))), name
+
+
+def _np_dfl(logits, t):
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    t = np.clip(t, 0, logits.shape[-1] - 1.01)
+    left = np.floor(t).astype(int)
+    rows = np.arange(len(t))
+    return -((left + 1 - t) * logp[rows, left] + (t - left) * logp[rows, left + 1])
+
+
+def test_distribution_focal_matches_hand_computed_reference():
+    logits = np.random.default_rng(0).normal(0, 2, (6, 8))
+    t = np.array([2.3, 0.0, 5.75, 6.99, 7.5, -1.0])  # interior, bin edges, over and under the range
+    np.testing.assert_allclose(L.distribution_focal_loss(logits, t), _np_dfl(logits, t), rtol=1e-5)
+    # By hand, 2.3 between bins 2 and 3: -(0.7 log p2 + 0.3 log p3).
+    logp = logits[0] - np.log(np.exp(logits[0]).sum())
+    np.testing.assert_allclose(L.distribution_focal_loss(logits[:1], t[:1]), [-(0.7 * logp[2] + 0.3 * logp[3])], rtol=1e-5)
+    # The table's entry: [N, 4, R] logits, [N, 4] distances -> the mean over the sides [N].
+    four = L.LOCALIZATION_LOSSES["distribution_focal"].fn(logits[:4].reshape(1, 4, 8), t[:4].reshape(1, 4))
+    np.testing.assert_allclose(four, [_np_dfl(logits[:4], t[:4]).mean()], rtol=1e-5)
+
+
+def test_distribution_focal_is_minimal_at_the_two_bin_target_and_finite_at_edges():
+    """Its gradient vanishes where the distribution is (1 - w, w) on the two bins around t
+    (expectation t), and is finite at integer targets and at the range's ends."""
+    t = jnp.array([2.25, 3.0, 0.0, 6.99])
+    target = np.zeros((4, 8))
+    for i, v in enumerate(np.clip(np.asarray(t), 0, 6.99)):
+        left = int(np.floor(v))
+        target[i, left], target[i, left + 1] = left + 1 - v, v - left
+    at_minimum = jnp.log(jnp.asarray(target) + 1e-12)
+    g = jax.grad(lambda x: jnp.sum(L.distribution_focal_loss(x, t)))(at_minimum)
+    np.testing.assert_allclose(np.asarray(g), 0.0, atol=1e-6)
+    for logits in (jnp.zeros((4, 8)), jnp.full((4, 8), 1e4).at[:, 0].set(-1e4)):
+        val, g = jax.value_and_grad(lambda x: jnp.sum(L.distribution_focal_loss(x, t)))(logits)
+        assert np.isfinite(float(val)) and np.all(np.isfinite(np.asarray(g)))
+    gt = jax.grad(lambda tt: jnp.sum(L.distribution_focal_loss(jnp.zeros((4, 8)), tt)))(t)
+    assert np.all(np.isfinite(np.asarray(gt)))
+
+
+def test_weighted_sum_of_localization_losses():
+    loss = L.get_loss("localization", "ciou+0.25*distribution_focal")
+    assert [(p.space, w) for p, w in loss.components] == [("boxes", 1.0), ("distribution", 0.25)]
+    assert loss.spaces == {"boxes", "distribution"}
+    assert L.get_loss("localization", "giou").components[0] == (L.LOCALIZATION_LOSSES["giou"], 1.0)
+    bound = L.build_loss("localization", "smooth_l1+2*l1", {"smooth_l1_beta": 0.0})
+    p, t = np.array([[1.0, -2.0, 0.5, 0.0]]), np.zeros((1, 4))
+    np.testing.assert_allclose([float(b.fn(p, t)[0]) * w for b, w in bound.components], [3.5, 7.0], rtol=1e-6)
+    for bad, message in [
+        ("ciou+x*l1", "is not 'name' or 'weight\\*name'"),
+        ("ciou+-1*l1", "weight >= 0"),
+        ("ciou+ciou", "names a loss twice"),
+        ("ciou+gouy", "unknown localization loss 'gouy'"),
+        ("ciou+", "is not 'name'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            L.get_loss("localization", bad)
+
+
+def test_centerness_target_by_hand():
+    centers = np.array([[5.0, 5.0], [2.0, 5.0], [12.0, 5.0]])
+    boxes = np.array([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]])
+    # Centre: 1; (2, 5): sqrt(2/8 * 5/5) = 0.5; outside the box: 0.
+    np.testing.assert_allclose(L.centerness_target(centers, boxes), [1.0, 0.5, 0.0], atol=1e-6)

@@ -16,7 +16,9 @@ from torchvision_helpers import (  # noqa: E402
     _full_precision,  # noqa: F401 (autouse fixture)
     assert_same_detections,
     detector,
+    rescale,
     save,
+    square_inputs,
     torchvision_detector,
 )
 
@@ -96,23 +98,6 @@ def test_torchvision_faster_rcnn_detections_match():
         np.testing.assert_allclose(ours.boxes[i, :k], boxes.numpy(), rtol=0, atol=1e-3)
 
 
-def _rescale(layer, outputs, std: float, bias: float = 0.0) -> None:
-    """Scales a final layer so that its outputs have `std` (and sets its bias): a trained
-    detector's logits and box deltas (~0.1-1, what the box coder's weights normalise to),
-    not a random network's (deltas up to ~9, which exp() turns float32 noise into
-    centi-pixels)."""
-    layer.weight.mul_(std / outputs.std())
-    layer.bias.fill_(bias)
-
-
-def _square_inputs(tv, size: int, seed: int):
-    """Pixels [2, size, size, 3] in 0..255 and torchvision's inputs for them; its transform
-    leaves a square `size` image unchanged, so both models see the same pixels."""
-    tv.transform.min_size, tv.transform.max_size = (size,), size
-    pixels = np.random.default_rng(seed).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
-    return pixels, [torch.from_numpy(p.transpose(2, 0, 1) / 255.0) for p in pixels]
-
-
 def test_torchvision_retinanet_eval_mode_detections_match(tmp_path):
     """End to end: converted weights and `retinanet_r50.py:torchvision` give torchvision's
     eval-mode detections on the same images: one-to-one, the same classes, scores to 1e-5
@@ -121,15 +106,15 @@ def test_torchvision_retinanet_eval_mode_detections_match(tmp_path):
     torch.manual_seed(0)  # torchvision's own initialisation draws from the global generator
     tv = torchvision_detector("retinanet_resnet50_fpn", num_classes)
     tv.detections_per_img = 1000  # more than pass, so that no near-tie decides what is cut
-    pixels, images = _square_inputs(tv, size, seed=19)
+    pixels, images = square_inputs(tv, size, seed=19)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         head = tv.head.classification_head.cls_logits
         head.weight.copy_(torch.randn(head.weight.shape, generator=g))
         outputs = tv.head(list(tv.backbone(tv.transform(images)[0].tensors).values()))
         # Logits ~ N(-5.4, 1): a few % of the (anchor, class) pairs over the 0.05 threshold.
-        _rescale(head, outputs["cls_logits"], 1.0, -5.4)
-        _rescale(tv.head.regression_head.bbox_reg, outputs["bbox_regression"], 0.3)
+        rescale(head, outputs["cls_logits"], 1.0, -5.4)
+        rescale(tv.head.regression_head.bbox_reg, outputs["bbox_regression"], 0.3)
     config = retinanet_r50.get_config("torchvision")
     config.data.image_size = size
     config.model.max_detections = 1000
@@ -154,20 +139,20 @@ def test_torchvision_faster_rcnn_eval_mode_detections_match(tmp_path):
     torch.manual_seed(0)
     tv = torchvision_detector("fasterrcnn_resnet50_fpn", num_classes + 1)
     tv.roi_heads.detections_per_img = 1000
-    pixels, images = _square_inputs(tv, size, seed=19)
+    pixels, images = square_inputs(tv, size, seed=19)
     with torch.no_grad():
         image_list = tv.transform(images)[0]
         features = tv.backbone(image_list.tensors)
         objectness, deltas = (torch.cat([o.flatten() for o in x]) for x in tv.rpn.head(list(features.values())))
         # Objectness ~ N(0, 2), not a random network's saturated sigmoids, whose ties at 1.0
         # would decide the proposals' order.
-        _rescale(tv.rpn.head.cls_logits, objectness, 2.0)
-        _rescale(tv.rpn.head.bbox_pred, deltas, 0.2)
+        rescale(tv.rpn.head.cls_logits, objectness, 2.0)
+        rescale(tv.rpn.head.bbox_pred, deltas, 0.2)
         proposals = tv.rpn(image_list, features)[0]
         pooled = tv.roi_heads.box_roi_pool(features, proposals, image_list.image_sizes)
         cls, box = tv.roi_heads.box_predictor(tv.roi_heads.box_head(pooled))
-        _rescale(tv.roi_heads.box_predictor.cls_score, cls, 1.5)
-        _rescale(tv.roi_heads.box_predictor.bbox_pred, box, 0.3)
+        rescale(tv.roi_heads.box_predictor.cls_score, cls, 1.5)
+        rescale(tv.roi_heads.box_predictor.bbox_pred, box, 0.3)
         theirs = tv(images)
     config = faster_rcnn.get_config("torchvision")
     config.data.image_size = size

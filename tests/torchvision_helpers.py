@@ -27,9 +27,12 @@ def _full_precision():
 
 
 def randomize_norms(model) -> None:
-    """Non-trivial BatchNorm statistics and affine parameters, so that they are tested."""
+    """Non-trivial BatchNorm statistics and (BatchNorm, GroupNorm) affine parameters, so that they are tested."""
     g = torch.Generator().manual_seed(0)
     for m in model.modules():
+        if isinstance(m, torch.nn.GroupNorm):
+            m.weight.data.copy_(torch.rand(m.num_channels, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_channels, generator=g) * 0.1)
         if isinstance(m, (torch.nn.BatchNorm2d, torchvision.ops.FrozenBatchNorm2d)):
             n = m.running_mean.shape[0]
             m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
@@ -110,3 +113,19 @@ def assert_same_detections(boxes, scores, classes, theirs, score_tol=1e-5, box_t
         assert twin.any(), f"no torchvision twin for class {c} score {s} box {b}"
         free[np.argmax(twin)] = False
 
+
+def rescale(layer, outputs, std: float, bias: float = 0.0) -> None:
+    """Scales a final layer so that its outputs have `std` (and sets its bias): a trained
+    detector's logits and box deltas (~0.1-1, what the box coder's weights normalise to),
+    not a random network's (deltas up to ~9, which exp() turns float32 noise into
+    centi-pixels)."""
+    layer.weight.mul_(std / outputs.std())
+    layer.bias.fill_(bias)
+
+
+def square_inputs(tv, size: int, seed: int):
+    """Pixels [2, size, size, 3] in 0..255 and torchvision's inputs for them; its transform
+    leaves a square `size` image unchanged, so both models see the same pixels."""
+    tv.transform.min_size, tv.transform.max_size = (size,), size
+    pixels = np.random.default_rng(seed).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+    return pixels, [torch.from_numpy(p.transpose(2, 0, 1) / 255.0) for p in pixels]

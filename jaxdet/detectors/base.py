@@ -152,6 +152,21 @@ def detect(
     return jax.vmap(fn)(scores, boxes)
 
 
+def centers(boxes: np.ndarray) -> np.ndarray:
+    """Anchor centres [A, 2] of boxes [A, 4] (where a "centerness" confidence is measured)."""
+    return 0.5 * (boxes[:, :2] + boxes[:, 2:])
+
+
+def refuse_distributions(losses, detector: str) -> None:
+    """A "distribution" localization loss needs a head that predicts distributions."""
+    if "distribution" in losses.localization.spaces:
+        raise ConfigError(
+            f"config.loss.localization: a distribution loss (distribution_focal) needs a head that predicts a "
+            f"distribution over each box side, and {detector}'s head predicts one value per side; use "
+            "config.model.name='yolov8' or another localization loss"
+        )
+
+
 def loss_implies(loss_config, quality_branch: bool = True) -> dict[str, bool]:
     """Architecture the loss choice implies: a softmax classification loss adds a background
     logit; a confidence loss adds a quality branch (for detectors where it is optional)."""

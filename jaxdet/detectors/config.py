@@ -31,7 +31,8 @@ SHARED: dict[str, Any] = dict(
     # A torchvision ResNet state_dict (.pth) loaded into the backbone at initialisation ("" = none);
     # see jaxdet/models/convert.py. With backbone_norm="frozen_batch" its norms stay fixed.
     backbone_weights="",
-    # A whole torchvision detector state_dict (retinanet_resnet50_fpn, fasterrcnn_resnet50_fpn), "" = none.
+    # A whole torchvision detector state_dict (retinanet_resnet50_fpn, fcos_resnet50_fpn,
+    # fasterrcnn_resnet50_fpn), "" = none.
     detector_weights="",
     # BatchNorm statistics over the global batch when the mesh has several devices (detectron2's
     # SyncBN), so a run's result does not depend on how many devices share its batch.

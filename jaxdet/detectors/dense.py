@@ -74,6 +74,7 @@ class AnchorDetector:
             axis_name=axis_name,
             cls_region=self.cls_region,
             neg_pos_ratio=self.neg_pos_ratio,
+            centers=jnp.asarray(base.centers(self.anchors)),
         )
         return self.losses.total(terms), terms
 

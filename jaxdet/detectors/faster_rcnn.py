@@ -93,6 +93,7 @@ class FasterRCNN:
             conf_logits=outputs["rpn_logits"],
             axis_name=axis_name,
             normalize_by="assigned",  # torchvision: / sampled anchors
+            centers=jnp.asarray(base.centers(self.anchors)),
         )
 
     def _head_terms(self, outputs, batch, axis_name) -> dict[str, Array]:
@@ -144,6 +145,7 @@ def build(config, ctx: base.BuildContext) -> FasterRCNN:
     """Faster R-CNN from `config.model` (+ `.faster_rcnn`), `config.loss` and `config.data`."""
     m, f = config.model, config.model.faster_rcnn
     losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    base.refuse_distributions(losses, "faster_rcnn")
     if not losses.has_confidence:
         raise ConfigError(
             "config.loss.confidence='none': Faster R-CNN's RPN needs an objectness loss; use "

@@ -42,6 +42,7 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
     """RetinaNet from `config.model` (+ `.retinanet`), `config.loss` and `config.data`."""
     m, r = config.model, config.model.retinanet
     losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    base.refuse_distributions(losses, "retinanet")
     scales = anchor_scales(r)
     anchors = base.section_anchors(config, "retinanet", scales)
     per_location = anchor_ops.anchors_per_location(scales, r.aspect_ratios)

@@ -34,6 +34,7 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
     """SSD from `config.model` (+ `.ssd`), `config.loss` and `config.data`."""
     m, s = config.model, config.model.ssd
     losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    base.refuse_distributions(losses, "ssd")
     levels = list(range(m.min_level, m.max_level + 1))
     ratios = [tuple(r) for r in s.aspect_ratios]
     if len(ratios) == 1:

@@ -112,6 +112,7 @@ class YOLO:
             # classification must also learn background at every point.
             cls_region="positives" if self.losses.has_confidence else "everywhere",
             conf_region="everywhere",
+            centers=jnp.asarray(self.points),
         )
         return self.losses.total(terms), terms
 
@@ -124,6 +125,7 @@ def build(config, ctx: base.BuildContext) -> YOLO:
     """YOLO from `config.model` (+ `.yolo`), `config.loss` and `config.data`."""
     m, y = config.model, config.model.yolo
     losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    base.refuse_distributions(losses, "yolo")
     levels = list(range(m.min_level, m.max_level + 1))
     points, strides = anchor_ops.point_grid(config.data.image_size, levels, y.point_offset)
     head = functools.partial(

@@ -2,8 +2,10 @@
 the dense detectors' shared path from assignments to the three named terms (`dense`)."""
 
 from jaxdet.losses.functions import (  # noqa: F401
+    centerness_target,
     ciou_loss,
     diou_loss,
+    distribution_focal_loss,
     giou_loss,
     iou_loss,
     l1_loss,

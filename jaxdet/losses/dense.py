@@ -20,6 +20,7 @@ from jax import Array
 
 from jaxdet import assigners
 from jaxdet import boxes as box_ops
+from jaxdet.losses import functions as loss_functions
 from jaxdet.losses.table import ClassificationLoss, ConfidenceLoss, LocalizationLoss, build_loss
 
 # Which anchors a term sums over: "positives"; "assigned" (positives and negatives, not the
@@ -76,6 +77,9 @@ class Targets(NamedTuple):
     positive: Array
     negative: Array
     valid: Array
+    # float [B, A] soft classification targets from the assigner (TAL's normalised
+    # alignment), or None: 1, or the IoU for IoU-aware losses.
+    quality: Array | None = None
 
 
 def image_mask(batch: dict[str, Array], batch_size: int) -> Array:
@@ -83,14 +87,18 @@ def image_mask(batch: dict[str, Array], batch_size: int) -> Array:
     return batch.get("image_mask", jnp.ones((batch_size,), bool))[:, None]
 
 
-def targets_from_assignment(asg: assigners.Assignment, batch: dict[str, Array], num_classes: int) -> Targets:
-    """An assignment [B, A] over the batch's padded ground truth -> Targets (padded images masked)."""
+def targets_from_assignment(
+    asg: assigners.Assignment, batch: dict[str, Array], num_classes: int, soft: bool = False
+) -> Targets:
+    """An assignment [B, A] over the batch's padded ground truth -> Targets (padded images
+    masked); `soft`: the assignment's `iou` field is a soft classification target (TAL)."""
     valid = jnp.broadcast_to(image_mask(batch, asg.label.shape[0]), asg.label.shape)
     pos = (asg.label == assigners.POSITIVE) & valid
     neg = (asg.label == assigners.NEGATIVE) & valid
     labels = jnp.take_along_axis(batch["labels"], asg.matched, axis=1)
     boxes = jnp.take_along_axis(batch["boxes"], asg.matched[..., None], axis=1)
-    return Targets(jnp.where(pos, labels, num_classes), boxes, pos, neg, valid)
+    quality = jnp.where(pos, asg.iou, 0.0) if soft else None
+    return Targets(jnp.where(pos, labels, num_classes), boxes, pos, neg, valid, quality)
 
 
 def normalizer(mask: Array, axis_name: str | None) -> Array:
@@ -134,39 +142,63 @@ def dense_terms(
     conf_region: str = "assigned",
     normalize_by: str = "positives",
     neg_pos_ratio: int = 3,
+    centers: Array | None = None,
+    distribution: Array | None = None,
 ) -> dict[str, Array]:
     """The three named terms, each summed over its region and divided by one normaliser.
 
     raw_boxes: the head's box output [B, A, 4]; decode: raw -> xyxy boxes [B, A, 4];
     encode: xyxy ground truth -> the encoding of `raw_boxes` (for losses in "encoded"
     space); cls_logits [B, A, K] and conf_logits [B, A] (None: that term is 0).
-    normalize_by: "positives" (one-stage) or "assigned" (sampled anchors / RoIs, as
-    torchvision's RPN and box head).
+    normalize_by: "positives" (one-stage), "assigned" (sampled anchors / RoIs, as
+    torchvision's RPN and box head) or "quality" (TAL, as ultralytics: the sum of the
+    positives' soft targets, which also weight each positive's box losses).
+    centers [A, 2]: the anchors' or points' centres (for a "centerness" confidence);
+    distribution [B, A, 4, R]: logits over each side's distance in strides (for a
+    "distribution" localization loss, whose target is `encode` of the ground truth).
     """
     pos = targets.positive
-    norm = normalizer(pos if normalize_by == "positives" else pos | targets.negative, axis_name)
+    if normalize_by == "quality":
+        norm = normalizer(jnp.where(pos, targets.quality, 0.0), axis_name)
+        box_weight = jnp.where(pos, targets.quality, 0.0)
+    else:
+        norm = normalizer(pos if normalize_by == "positives" else pos | targets.negative, axis_name)
+        box_weight = pos.astype(jnp.float32)
     pred_boxes = decode(raw_boxes)
     iou = jax.lax.stop_gradient(box_ops.elementwise_iou(pred_boxes, targets.boxes))
     zero = jnp.zeros((), jnp.float32)
 
     cls_loss = zero
     if cls_logits is not None:
-        quality = iou if losses.classification.iou_aware else jnp.ones_like(iou)
+        if targets.quality is not None:
+            quality = targets.quality
+        else:
+            quality = iou if losses.classification.iou_aware else jnp.ones_like(iou)
         per_anchor = losses.classification.fn(cls_logits, targets.labels, quality)
         region = _region(cls_region, targets, per_anchor, neg_pos_ratio)
         cls_loss = jnp.sum(jnp.where(region, per_anchor, 0.0)) / norm
 
-    loc = losses.localization
-    per_anchor = (
-        loc.fn(raw_boxes, encode(targets.boxes)) if loc.space == "encoded" else loc.fn(pred_boxes, targets.boxes)
-    )
-    loc_loss = jnp.sum(jnp.where(pos, per_anchor, 0.0)) / norm
+    loc_loss = zero
+    for loc, weight in losses.localization.components:
+        if loc.space == "encoded":
+            per_anchor = loc.fn(raw_boxes, encode(targets.boxes))
+        elif loc.space == "distribution":
+            per_anchor = loc.fn(distribution, jax.lax.stop_gradient(encode(targets.boxes)))
+        else:
+            per_anchor = loc.fn(pred_boxes, targets.boxes)
+        loc_loss = loc_loss + weight * jnp.sum(jnp.where(pos, per_anchor * box_weight, 0.0)) / norm
 
     conf_loss = zero
     if conf_logits is not None and losses.has_confidence:
-        # Objectness regresses 1 at positives, IoU-aware confidence the IoU; 0 elsewhere.
-        target = jnp.where(pos, iou if losses.confidence.target == "iou" else 1.0, 0.0)
-        region = _region(conf_region, targets, None, neg_pos_ratio)
+        kind = losses.confidence.target
+        if kind == "centerness":
+            # Centre-ness is defined inside a ground-truth box: trained at positives only (FCOS).
+            target = jnp.where(pos, loss_functions.centerness_target(centers, targets.boxes), 0.0)
+            region = pos
+        else:
+            # Objectness regresses 1 at positives, IoU-aware confidence the IoU; 0 elsewhere.
+            target = jnp.where(pos, iou if kind == "iou" else 1.0, 0.0)
+            region = _region(conf_region, targets, None, neg_pos_ratio)
         conf_loss = jnp.sum(jnp.where(region, losses.confidence.fn(conf_logits, target), 0.0)) / norm
 
     return {"classification": cls_loss, "localization": loc_loss, "confidence": conf_loss}

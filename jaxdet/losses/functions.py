@@ -140,3 +140,37 @@ def ciou_loss(boxes1: Array, boxes2: Array, eps: float = EPS) -> Array:
     v = (4 / jnp.pi**2) * (jnp.arctan(w2 / (h2 + eps)) - jnp.arctan(w1 / (h1 + eps))) ** 2
     alpha = jax.lax.stop_gradient(v / (1 - iou + v + eps))
     return diou + alpha * v
+
+
+def distribution_focal_loss(logits: Array, target: Array) -> Array:
+    """Distribution focal loss (Li et al. 2020, GFL), elementwise over box sides.
+
+    logits [..., R]: a distribution over the distances 0, 1, ..., R - 1 (in strides);
+    target [...]: the true distance, clipped to [0, R - 1.01] as ultralytics does, so that
+    its right neighbour bin exists. The loss is the cross-entropy with the two bins around
+    the target, weighted by proximity: -(r - t) log p_l - (t - l) log p_r, l = floor(t),
+    r = l + 1; its minimum puts all mass on those two bins with expectation t.
+    Returns [...]. Finite with finite gradients at bin edges (integer t: weight 0 on r).
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    r_max = logits.shape[-1] - 1
+    t = jnp.clip(jnp.asarray(target, jnp.float32), 0.0, r_max - 0.01)
+    left = jnp.floor(t)
+    w_left, w_right = left + 1 - t, t - left
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    li = left.astype(jnp.int32)[..., None]
+    lp_left = jnp.take_along_axis(logp, li, axis=-1)[..., 0]
+    lp_right = jnp.take_along_axis(logp, li + 1, axis=-1)[..., 0]
+    return -(w_left * lp_left + w_right * lp_right)
+
+
+def centerness_target(centers: Array, boxes: Array) -> Array:
+    """FCOS centre-ness of points [..., 2] in boxes [..., 4] xyxy -> [...] in [0, 1]:
+    sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)); 0 for points outside their box."""
+    centers = jnp.asarray(centers, jnp.float32)
+    boxes = jnp.asarray(boxes, jnp.float32)
+    ltrb = jnp.concatenate([centers - boxes[..., :2], boxes[..., 2:] - centers], axis=-1)
+    ltrb = jnp.maximum(ltrb, 0.0)
+    lr, tb = ltrb[..., 0::2], ltrb[..., 1::2]
+    ratio = lambda d: jnp.min(d, -1) / jnp.maximum(jnp.max(d, -1), EPS)  # noqa: E731
+    return jnp.sqrt(ratio(lr) * ratio(tb))

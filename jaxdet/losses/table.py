@@ -5,7 +5,11 @@
   softmax losses K = num_classes + 1 (background last); `ClassificationLoss.activation`
   tells the detector which head width and score function to use.
 - localization: `fn(pred [N, 4], target [N, 4]) -> [N]`, on encoded offsets
-  (`space == "encoded"`) or on decoded xyxy boxes (`space == "boxes"`).
+  (`space == "encoded"`), on decoded xyxy boxes (`space == "boxes"`), or on predicted
+  distributions over each side's distance (`space == "distribution"`: pred [N, 4, R]
+  logits, target [N, 4] distances in strides; only detectors whose head predicts
+  distributions take it). A sum of weighted losses is written `"ciou+0.25*distribution_focal"`
+  (YOLOv8's box loss): each part in its own space.
 - confidence: `fn(logits [N], targets [N]) -> [N]`.
 
 Callers apply masks and normalisers (`losses/dense.py` for the dense detectors).
@@ -39,18 +43,30 @@ class ClassificationLoss:
 
 @dataclasses.dataclass(frozen=True)
 class LocalizationLoss:
-    """`fn(pred [N, 4], target [N, 4]) -> [N]` in `space` "encoded" or "boxes"."""
+    """`fn(pred, target) -> [N]` in `space` "encoded", "boxes" or "distribution"; a sum of
+    losses has `parts` ((loss, weight), ...) instead (fn None, space "sum")."""
 
-    fn: Callable[..., Array]
+    fn: Callable[..., Array] | None
     space: str
     hyper: tuple[str, ...] = ()
+    parts: tuple[tuple[LocalizationLoss, float], ...] = ()
+
+    @property
+    def components(self) -> tuple[tuple[LocalizationLoss, float], ...]:
+        """((loss, weight), ...): the parts of a sum, or this loss with weight 1."""
+        return self.parts or ((self, 1.0),)
+
+    @property
+    def spaces(self) -> set[str]:
+        return {loss.space for loss, _ in self.components}
 
 
 @dataclasses.dataclass(frozen=True)
 class ConfidenceLoss:
     """`fn(logits [N], targets [N]) -> [N]`; `target` says what the detector regresses:
     "objectness" (1 at positives, 0 at negatives), "iou" (the IoU of the predicted box
-    with its ground truth under stop_gradient at positives, 0 at negatives) or "none"."""
+    with its ground truth under stop_gradient at positives, 0 at negatives), "centerness"
+    (FCOS: the centre-ness of the point in its ground truth, at positives only) or "none"."""
 
     fn: Callable[..., Array]
     target: str
@@ -101,6 +117,10 @@ def _l2(pred: Array, target: Array) -> Array:
     return jnp.sum(F.l2_loss(pred, target), axis=-1)
 
 
+def _dfl(pred: Array, target: Array) -> Array:
+    return jnp.mean(F.distribution_focal_loss(pred, target), axis=-1)
+
+
 CLASSIFICATION_LOSSES: dict[str, ClassificationLoss] = {
     "sigmoid_focal": ClassificationLoss(_focal, "sigmoid", hyper=("focal_alpha", "focal_gamma")),
     "sigmoid_binary_cross_entropy": ClassificationLoss(_bce, "sigmoid"),
@@ -119,6 +139,8 @@ LOCALIZATION_LOSSES: dict[str, LocalizationLoss] = {
     "giou": LocalizationLoss(F.giou_loss, "boxes"),
     "diou": LocalizationLoss(F.diou_loss, "boxes"),
     "ciou": LocalizationLoss(F.ciou_loss, "boxes"),
+    # Distributions over each side's distance (GFL / YOLOv8), the mean over the 4 sides.
+    "distribution_focal": LocalizationLoss(_dfl, "distribution"),
 }
 
 
@@ -137,6 +159,8 @@ CONFIDENCE_LOSSES: dict[str, ConfidenceLoss] = {
     "sigmoid_binary_cross_entropy": ConfidenceLoss(F.sigmoid_binary_cross_entropy, "objectness"),
     "iou_binary_cross_entropy": ConfidenceLoss(F.sigmoid_binary_cross_entropy, "iou"),
     "iou_varifocal": ConfidenceLoss(_confidence_varifocal, "iou", hyper=("varifocal_alpha", "focal_gamma")),
+    # FCOS: BCE towards the centre-ness of the point in its box, at positives only.
+    "centerness": ConfidenceLoss(F.sigmoid_binary_cross_entropy, "centerness"),
 }
 
 LOSSES = {
@@ -147,13 +171,37 @@ LOSSES = {
 
 
 def get_loss(family: str, name: str):
-    """Looks up `LOSSES[family][name]`, failing with the list of valid names."""
+    """Looks up `LOSSES[family][name]`, failing with the list of valid names; a
+    localization `name` may be a weighted sum, "ciou+0.25*distribution_focal"."""
     if family not in LOSSES:
         raise ConfigError(f"unknown loss family {family!r}; valid families: {sorted(LOSSES)}")
     table = LOSSES[family]
+    if family == "localization" and "+" in name:
+        return _sum_of_losses(name, lambda n: get_loss(family, n))
     if name not in table:
         raise ConfigError(f"unknown {family} loss {name!r} (config.loss.{family}); valid names: {sorted(table)}")
     return table[name]
+
+
+def _sum_of_losses(name: str, lookup: Callable[[str], LocalizationLoss]) -> LocalizationLoss:
+    """'a+w*b' -> LocalizationLoss with parts ((a, 1), (b, w))."""
+    parts = []
+    for term in name.split("+"):
+        weight, _, part = term.strip().rpartition("*")
+        try:
+            w = float(weight) if weight else 1.0
+        except ValueError:
+            w = -1.0
+        if w < 0 or not part or "+" in part:
+            raise ConfigError(
+                f"config.loss.localization={name!r}: {term!r} is not 'name' or 'weight*name' with a weight >= 0 "
+                "(e.g. 'ciou+0.25*distribution_focal')"
+            )
+        parts.append((lookup(part.strip()), w))
+    names = [p.strip().rpartition("*")[2] for p in name.split("+")]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config.loss.localization={name!r} names a loss twice")
+    return LocalizationLoss(None, "sum", parts=tuple(parts))
 
 
 def build_loss(family: str, name: str, loss_config=None):
@@ -162,6 +210,8 @@ def build_loss(family: str, name: str, loss_config=None):
     Fields absent from `loss_config` keep the function's defaults.
     """
     entry = get_loss(family, name)
+    if entry.__class__ is LocalizationLoss and entry.parts:
+        return _sum_of_losses(name, lambda n: build_loss(family, n, loss_config))
     kwargs = {h: loss_config[h] for h in entry.hyper if loss_config is not None and h in loss_config}
     if not kwargs:
         return entry

@@ -1,4 +1,4 @@
-"""torchvision weights -> jaxdet variables: ResNet backbones, RetinaNet and Faster R-CNN.
+"""torchvision weights -> jaxdet variables: ResNet backbones, RetinaNet, FCOS and Faster R-CNN.
 
 Files are read with `torch.load(path, weights_only=True)` (tensors only, never pickle
 code). The conversion is driven by the jaxdet variables of an initialised model: every
@@ -178,6 +178,18 @@ def _write_fpn(w: _Writer, path: tuple[str, ...], tv: str, levels: list[int], ex
         w.conv((*path, f"extra{lvl}"), f"{tv}extra_blocks.p{lvl}")
 
 
+def _resnet_fpn(sd: StateDict, variables: dict, backbone: str) -> _Writer:
+    """A writer with the detector's ResNet <- `backbone.body` and FPN <- `backbone.fpn`
+    (its P6/P7 convs where the jaxdet FPN has them) done."""
+    w = _Writer(sd, variables)
+    _write_resnet(w, ("ResNet_0",), get_backbone_spec(backbone), "backbone.body.")
+    fpn = w.vars["params"]["FPN_0"]
+    levels = sorted(int(k[7:]) for k in fpn if k.startswith("lateral"))
+    extra = sorted(int(k[5:]) for k in fpn if k.startswith("extra"))
+    _write_fpn(w, ("FPN_0",), "backbone.fpn.", levels, extra)
+    return w
+
+
 def resnet_from_torchvision(sd: StateDict, variables: dict, backbone: str, path=("ResNet_0",)) -> tuple[dict, Report]:
     """Loads a torchvision ResNet-18/34/50 (classifier or a detector's `backbone.body`) into
     the ResNet at `path` of `variables` ({"params", "batch_stats"}); returns (variables, report)."""
@@ -201,12 +213,7 @@ def retinanet_from_torchvision(sd: StateDict, variables: dict, backbone: str) ->
             "this is torchvision's retinanet_resnet50_fpn_v2 (GroupNorm head, P6 from C5); "
             "jaxdet converts v1 (retinanet_resnet50_fpn)"
         )
-    w = _Writer(sd, variables)
-    _write_resnet(w, ("ResNet_0",), get_backbone_spec(backbone), "backbone.body.")
-    fpn = w.vars["params"]["FPN_0"]
-    levels = sorted(int(k[7:]) for k in fpn if k.startswith("lateral"))
-    extra = sorted(int(k[5:]) for k in fpn if k.startswith("extra"))
-    _write_fpn(w, ("FPN_0",), "backbone.fpn.", levels, extra)
+    w = _resnet_fpn(sd, variables, backbone)
     head = w.vars["params"]["RetinaNetHead_0"]
     n_convs = len([k for k in head if k.startswith("cls_conv")])
     for i in range(n_convs):
@@ -218,6 +225,27 @@ def retinanet_from_torchvision(sd: StateDict, variables: dict, backbone: str) ->
     return w.vars, w.report.finish(sd)
 
 
+def fcos_from_torchvision(sd: StateDict, variables: dict, backbone: str) -> tuple[dict, Report]:
+    """A torchvision `fcos_resnet50_fpn` state_dict -> jaxdet FCOS variables.
+
+    Matching jaxdet settings: `experiments/configs/fcos.py:torchvision` (resnet50 with
+    frozen_batch norms, levels 3..7 with neck_extra "conv", 256 channels, 4-conv GroupNorm
+    towers, a centre-ness branch: confidence "centerness"), sigmoid classification with as
+    many classes as the checkpoint."""
+    w = _resnet_fpn(sd, variables, backbone)
+    head = w.vars["params"]["FCOSHead_0"]
+    for i in range(len([k for k in head if k.startswith("cls_conv")])):
+        for ours, theirs in (("cls", "classification_head"), ("box", "regression_head")):
+            w.conv(("FCOSHead_0", f"{ours}_conv{i}"), f"head.{theirs}.conv.{3 * i}")  # conv, GroupNorm, ReLU
+            norm = f"head.{theirs}.conv.{3 * i + 1}"
+            w.put(("params", "FCOSHead_0", f"{ours}_norm{i}", "GroupNorm_0", "scale"), w.take(norm + ".weight"))
+            w.put(("params", "FCOSHead_0", f"{ours}_norm{i}", "GroupNorm_0", "bias"), w.take(norm + ".bias"))
+    w.conv(("FCOSHead_0", "cls_logits"), "head.classification_head.cls_logits")
+    w.conv(("FCOSHead_0", "box_ltrb"), "head.regression_head.bbox_reg")
+    w.conv(("FCOSHead_0", "ctr_logits"), "head.regression_head.bbox_ctrness")
+    return w.vars, w.report.finish(sd)
+
+
 def faster_rcnn_from_torchvision(sd: StateDict, variables: dict, backbone: str) -> tuple[dict, Report]:
     """A torchvision `fasterrcnn_resnet50_fpn` (v1) state_dict -> jaxdet Faster R-CNN variables.
 
@@ -225,11 +253,8 @@ def faster_rcnn_from_torchvision(sd: StateDict, variables: dict, backbone: str) 
     (or 2..6 with fpn_extra "pool"), fpn_channels 256, 3 anchors per position (num_scales
     1, aspect_ratios (0.5, 1, 2)), fc_dim 1024, roi_aligned False, softmax classification
     with one class fewer than the checkpoint's (its column 0 is the background)."""
-    w = _Writer(sd, variables)
-    _write_resnet(w, ("ResNet_0",), get_backbone_spec(backbone), "backbone.body.")
-    fpn = w.vars["params"]["FPN_0"]
-    levels = sorted(int(k[7:]) for k in fpn if k.startswith("lateral"))
-    _write_fpn(w, ("FPN_0",), "backbone.fpn.", levels, [])
+    w = _resnet_fpn(sd, variables, backbone)
+    levels = sorted(int(k[7:]) for k in w.vars["params"]["FPN_0"] if k.startswith("lateral"))
     w.conv(("rpn", "conv"), w.first("rpn.head.conv.0.0.weight", "rpn.head.conv.weight")[:-7])
     w.conv(("rpn", "objectness"), "rpn.head.cls_logits")
     w.conv(("rpn", "deltas"), "rpn.head.bbox_pred")
@@ -250,7 +275,11 @@ def faster_rcnn_from_torchvision(sd: StateDict, variables: dict, backbone: str) 
     return w.vars, w.report.finish(sd)
 
 
-DETECTOR_CONVERTERS = {"retinanet": retinanet_from_torchvision, "faster_rcnn": faster_rcnn_from_torchvision}
+DETECTOR_CONVERTERS = {
+    "retinanet": retinanet_from_torchvision,
+    "fcos": fcos_from_torchvision,
+    "faster_rcnn": faster_rcnn_from_torchvision,
+}
 
 
 def load_pretrained(model_config, variables: dict, log=print) -> dict:

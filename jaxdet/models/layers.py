@@ -62,7 +62,8 @@ class _GroupNormAuto(nn.Module):
         g = self.groups
         while channels % g:
             g //= 2
-        return nn.GroupNorm(num_groups=max(g, 1), dtype=self.dtype)(x)
+        # epsilon 1e-5: torch's (flax's default is 1e-6), so converted weights compute alike.
+        return nn.GroupNorm(num_groups=max(g, 1), epsilon=1e-5, dtype=self.dtype)(x)
 
 
 class FrozenBatchNorm(nn.Module):

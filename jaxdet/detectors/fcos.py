@@ -1,0 +1,174 @@
+"""FCOS (Tian et al. 2019) as torchvision's `fcos_resnet50_fpn`: one point per feature
+cell of P3-P7, each regressing its distances to the box sides (in strides); targets from
+centre sampling and a size range per level (`assigners.fcos_assign`); focal loss on
+every point, GIoU and centre-ness (the confidence term) on the positives; scores
+sqrt(class probability x centre-ness).
+
+Any loss of the table swaps in: an encoded-space localization loss (L1, smooth L1)
+regresses the distances in strides; a confidence loss other than "centerness" trains the
+same branch as objectness or IoU; "none" removes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from jaxdet import anchors as anchor_ops
+from jaxdet import assigners, box_coder, postprocess
+from jaxdet import boxes as box_ops
+from jaxdet.detectors import base
+from jaxdet.errors import ConfigError
+from jaxdet.losses import dense
+from jaxdet.models.heads.fcos import FCOSHead
+
+
+def section() -> dict:
+    """config.model.fcos's fields and defaults."""
+    return dict(
+        head_convs=4,
+        head_norm="group",
+        point_offset=0.5,  # points at (i + offset) * stride; torchvision's are at offset 0
+        # "centred", or "torchvision": its anchors' centres, i * (image_size // H) (the same
+        # where 2^level divides the image size; at 800 px P6/P7 sit 61 and 114 px apart).
+        point_style="centred",
+        center_radius=1.5,  # centre sampling, in strides (Chebyshev distance)
+        # A level regresses max(l, t, r, b) in (lo, hi) x its stride, the first level from 0,
+        # the last to infinity: FCOS's 0-64-128-256-512-inf for P3-P7.
+        regress_range=(4.0, 8.0),
+        # Post-processing as torchvision's FCOS: model.pre_nms_topk candidates per level,
+        # boxes clipped to the image before NMS.
+        topk_per_level=True,
+        clip_boxes=True,
+    )
+
+
+def point_grid(image_size: int, levels: list[int], offset: float, style: str) -> tuple[np.ndarray, np.ndarray]:
+    """Points [P, 2] and their strides [P] (2^level: the unit of distances, sampling radius
+    and size ranges), laid out as the `style` of anchors (jaxdet.anchors) of side one stride."""
+    if style not in anchor_ops.ANCHOR_STYLES:
+        raise ConfigError(f"config.model.fcos.point_style={style!r}; valid: {anchor_ops.ANCHOR_STYLES}")
+    if style == "torchvision" and offset != 0:
+        raise ConfigError(
+            f"config.model.fcos.point_style='torchvision' places points at offset 0; set "
+            f"config.model.fcos.point_offset=0 (it is {offset})"
+        )
+    cells = anchor_ops.anchor_grid(image_size, levels, 1.0, (1.0,), (1.0,), offset, style)
+    return base.centers(cells).astype(np.float32), (cells[:, 2] - cells[:, 0]).astype(np.float32)
+
+
+def regress_bounds(levels: list[int], strides: np.ndarray, regress_range) -> tuple[np.ndarray, np.ndarray]:
+    """Per point (lower, upper) bounds [P] of the largest side distance its level regresses."""
+    lo, hi = regress_range
+    lower, upper = lo * strides, hi * strides
+    lower[strides == 2 ** levels[0]] = 0.0
+    upper[strides == 2 ** levels[-1]] = np.inf
+    return lower.astype(np.float32), upper.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class FCOS:
+    """Head outputs "cls_logits" [B, P, K], "box_ltrb" [B, P, 4] (distances in strides) and,
+    with a confidence loss, "ctr_logits" [B, P], over `points` [P, 2] with `strides` [P]."""
+
+    module: nn.Module
+    points: np.ndarray
+    strides: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    losses: dense.LossSet
+    center_radius: float
+    detect_kwargs: dict[str, Any]
+    level_sizes: tuple[int, ...] | None = None
+    clip_size: int | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.losses.num_classes
+
+    def decode(self, ltrb: Array) -> Array:
+        """[B, P, 4] distances in strides -> xyxy boxes in input pixels."""
+        return box_coder.decode_ltrb(jnp.asarray(self.points), ltrb, jnp.asarray(self.strides))
+
+    def encode(self, boxes: Array) -> Array:
+        return box_coder.encode_ltrb(jnp.asarray(self.points), boxes, jnp.asarray(self.strides))
+
+    def assign(self, batch: dict[str, Array]) -> dense.Targets:
+        points, strides = jnp.asarray(self.points), jnp.asarray(self.strides)
+        lower, upper = jnp.asarray(self.lower), jnp.asarray(self.upper)
+        fn = lambda b, m: assigners.fcos_assign(points, strides, b, m, lower, upper, self.center_radius)  # noqa: E731
+        return dense.targets_from_assignment(jax.vmap(fn)(batch["boxes"], batch["box_mask"]), batch, self.num_classes)
+
+    def loss_fn(
+        self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
+    ) -> tuple[Array, dict[str, Array]]:
+        """Weighted total and the three named terms, each divided by the batch's positives."""
+        del rng
+        terms = dense.dense_terms(
+            self.losses,
+            self.assign(batch),
+            outputs["box_ltrb"],
+            self.decode,
+            self.encode,
+            cls_logits=outputs["cls_logits"],
+            conf_logits=outputs.get("ctr_logits"),
+            axis_name=axis_name,
+            cls_region="everywhere",  # torchvision: every point, no ignore band
+            conf_region="everywhere",
+            centers=jnp.asarray(self.points),
+        )
+        return self.losses.total(terms), terms
+
+    def scores(self, outputs: dict[str, Array]) -> Array:
+        """[B, P, C]: sqrt(class probability x sigmoid(confidence)), or the probability alone."""
+        probs = self.losses.class_probabilities(outputs["cls_logits"])
+        if "ctr_logits" in outputs:
+            probs = jnp.sqrt(probs * jax.nn.sigmoid(outputs["ctr_logits"])[..., None])
+        return probs
+
+    def predict(self, outputs: dict[str, Array]) -> postprocess.Detections:
+        boxes = self.decode(outputs["box_ltrb"])
+        if self.clip_size is not None:
+            boxes = box_ops.clip_boxes(boxes, self.clip_size, self.clip_size)
+        return base.detect(self.detect_kwargs, self.scores(outputs), boxes, self.level_sizes)
+
+
+def build(config, ctx: base.BuildContext) -> FCOS:
+    """FCOS from `config.model` (+ `.fcos`), `config.loss` and `config.data`."""
+    m, f = config.model, config.model.fcos
+    losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    base.refuse_distributions(losses, "fcos")
+    if len(f.regress_range) != 2 or not 0 <= f.regress_range[0] < f.regress_range[1]:
+        raise ConfigError(f"config.model.fcos.regress_range={tuple(f.regress_range)}; need (lo, hi) with 0 <= lo < hi")
+    levels = list(range(m.min_level, m.max_level + 1))
+    points, strides = point_grid(config.data.image_size, levels, f.point_offset, f.point_style)
+    lower, upper = regress_bounds(levels, strides, f.regress_range)
+    head = functools.partial(
+        FCOSHead,
+        losses.num_logits,
+        m.neck_channels,
+        f.head_convs,
+        f.head_norm,
+        quality_branch=losses.has_confidence,
+        dtype=jnp.dtype(config.train.compute_dtype),
+        kernels=ctx.kernels,
+    )
+    module = base.dense_model(config, ctx, "fpn", lambda pyramid: head()(pyramid))
+    level_sizes = anchor_ops.anchors_per_level(config.data.image_size, levels, 1)
+    return FCOS(
+        module, points, strides, lower, upper, losses, f.center_radius, base.detect_kwargs(m),
+        level_sizes=level_sizes if f.topk_per_level else None,
+        clip_size=config.data.image_size if f.clip_boxes else None,
+    )  # fmt: skip
+
+
+DEFINITION = base.DetectorDef(
+    "fcos", section, "fpn", build, base.loss_implies, "FCOS: anchor-free points, centre sampling, centre-ness"
+)
