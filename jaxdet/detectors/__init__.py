@@ -5,13 +5,12 @@ builder, loss-implied architecture). A new detector is one file here plus one li
 from __future__ import annotations
 
 from jaxdet import kernels as kernel_policy
-from jaxdet.detectors import faster_rcnn, fcos, retinanet, ssd, yolo
+from jaxdet.detectors import faster_rcnn, fcos, retinanet, ssd, yolo, yolov8
 from jaxdet.detectors.base import BuildContext, DetectorDef
 from jaxdet.errors import ConfigError
 
 DETECTORS: dict[str, DetectorDef] = {
-    d.name: d
-    for d in (retinanet.DEFINITION, yolo.DEFINITION, ssd.DEFINITION, faster_rcnn.DEFINITION, fcos.DEFINITION)
+    module.DEFINITION.name: module.DEFINITION for module in (retinanet, yolo, ssd, faster_rcnn, fcos, yolov8)
 }
 
 

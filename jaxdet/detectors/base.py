@@ -72,17 +72,18 @@ class DenseModel(nn.Module):
     backbone: str
     backbone_norm: str
     neck: NeckSpec
-    head: Callable[[dict[int, Array]], dict[str, Array]]  # called in this scope
+    head: Callable[..., dict[str, Array]]  # called in this scope: head(pyramid) or head(pyramid, train)
     dtype: Any = jnp.float32
     axis_name: str | None = None
     kernels: str = "plain"
+    head_takes_train: bool = False  # a head with BatchNorm needs to know
 
     @nn.compact
     def __call__(self, images: Array, train: bool = False, targets: dict | None = None) -> dict[str, Array]:
         del targets  # one-stage: targets only enter the loss
         backbone = make_backbone(self.backbone, self.backbone_norm, self.dtype, self.axis_name, self.kernels)
         pyramid = apply_neck(self.neck, backbone(images, train), train)
-        return self.head(pyramid)
+        return self.head(pyramid, train) if self.head_takes_train else self.head(pyramid)
 
 
 def neck_spec(config, ctx: BuildContext, default: str) -> NeckSpec:
@@ -101,16 +102,21 @@ def neck_spec(config, ctx: BuildContext, default: str) -> NeckSpec:
     )
 
 
-def dense_model(config, ctx: BuildContext, default_neck: str, head: Callable) -> DenseModel:
+def dense_model(
+    config, ctx: BuildContext, default_neck: str, head: Callable, neck: NeckSpec | None = None,
+    head_takes_train: bool = False,
+) -> DenseModel:  # fmt: skip
+    """Backbone -> neck (`neck`, or the one config.model describes) -> `head`."""
     m = config.model
     return DenseModel(
         backbone=m.backbone,
         backbone_norm=m.backbone_norm,
-        neck=neck_spec(config, ctx, default_neck),
+        neck=neck or neck_spec(config, ctx, default_neck),
         head=head,
         dtype=jnp.dtype(config.train.compute_dtype),
         axis_name=ctx.axis_name,
         kernels=ctx.kernels,
+        head_takes_train=head_takes_train,
     )
 
 

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdet.errors import ConfigError
+from jaxdet.models.csp import CSP_SIZES, CSPDarknet, CSPSpec
 from jaxdet.models.layers import BatchNorm, Conv, conv1x1, conv3x3, make_norm, max_pool_3x3_s2
 
 
@@ -26,12 +27,13 @@ class ResNetSpec:
     stem_width: int = 64
 
 
-BACKBONES: dict[str, ResNetSpec] = {
+BACKBONES: dict[str, ResNetSpec | CSPSpec] = {
     "resnet_tiny": ResNetSpec((1, 1, 1, 1), False, (16, 32, 64, 128), 16),
     "resnet_small": ResNetSpec((1, 1, 1, 1), False, (32, 64, 128, 256), 32),
     "resnet18": ResNetSpec((2, 2, 2, 2), False),
     "resnet34": ResNetSpec((3, 4, 6, 3), False),
     "resnet50": ResNetSpec((3, 4, 6, 3), True),
+    **{f"cspdarknet_{size}": spec for size, spec in CSP_SIZES.items()},
 }
 
 
@@ -108,7 +110,7 @@ class ResNet(nn.Module):
         return features
 
 
-def get_backbone_spec(name: str) -> ResNetSpec:
+def get_backbone_spec(name: str) -> ResNetSpec | CSPSpec:
     """`BACKBONES[name]`, failing with the list of valid names."""
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone {name!r} (config.model.backbone); valid names: {sorted(BACKBONES)}")
@@ -118,4 +120,7 @@ def get_backbone_spec(name: str) -> ResNetSpec:
 def make_backbone(name: str, norm: str, dtype, axis_name: str | None, kernels: str) -> nn.Module:
     """The backbone `config.model.backbone` names (unbound; built inside the detector's module,
     so its parameters sit under its class name, e.g. "ResNet_0")."""
-    return ResNet(get_backbone_spec(name), norm, dtype, axis_name, kernels)
+    spec = get_backbone_spec(name)
+    if isinstance(spec, CSPSpec):
+        return CSPDarknet(spec, norm, dtype, axis_name, kernels)
+    return ResNet(spec, norm, dtype, axis_name, kernels)

@@ -178,11 +178,18 @@ def _write_fpn(w: _Writer, path: tuple[str, ...], tv: str, levels: list[int], ex
         w.conv((*path, f"extra{lvl}"), f"{tv}extra_blocks.p{lvl}")
 
 
+def _resnet_spec(backbone: str) -> ResNetSpec:
+    spec = get_backbone_spec(backbone)
+    if not isinstance(spec, ResNetSpec):
+        raise ConfigError(f"torchvision weights are ResNets; config.model.backbone={backbone!r} is not one")
+    return spec
+
+
 def _resnet_fpn(sd: StateDict, variables: dict, backbone: str) -> _Writer:
     """A writer with the detector's ResNet <- `backbone.body` and FPN <- `backbone.fpn`
     (its P6/P7 convs where the jaxdet FPN has them) done."""
     w = _Writer(sd, variables)
-    _write_resnet(w, ("ResNet_0",), get_backbone_spec(backbone), "backbone.body.")
+    _write_resnet(w, ("ResNet_0",), _resnet_spec(backbone), "backbone.body.")
     fpn = w.vars["params"]["FPN_0"]
     levels = sorted(int(k[7:]) for k in fpn if k.startswith("lateral"))
     extra = sorted(int(k[5:]) for k in fpn if k.startswith("extra"))
@@ -197,7 +204,7 @@ def resnet_from_torchvision(sd: StateDict, variables: dict, backbone: str, path=
     if tv is None:
         raise ConfigError("not a torchvision ResNet state_dict: no 'conv1.weight' or 'backbone.body.conv1.weight'")
     w = _Writer(sd, variables)
-    _write_resnet(w, tuple(path), get_backbone_spec(backbone), tv)
+    _write_resnet(w, tuple(path), _resnet_spec(backbone), tv)
     return w.vars, w.report.finish(sd, tv)
 
 

@@ -2,8 +2,9 @@
 
 `NECKS` maps `config.model.neck` to a function called inside the detector module's
 compact scope: "fpn" (Lin et al. 2017, with RetinaNet's P6/P7 convs or Faster R-CNN's
-pooled P6), "pan" (FPN plus a bottom-up path, YOLOv4/YOLOX) and "ssd_extras" (the
-backbone's own maps plus SSD's stride-2 extra layers, no top-down path).
+pooled P6), "pan" (FPN plus a bottom-up path, YOLOv4/YOLOX), "c2f_pan" (YOLOv8's, with
+C2f blocks: jaxdet/models/csp.py) and "ssd_extras" (the backbone's own maps plus SSD's
+stride-2 extra layers, no top-down path).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 
 from jaxdet.errors import ConfigError
 from jaxdet.models.layers import Conv, make_norm
+from jaxdet.models.csp import C2fPAN
 
 
 class _Pyramid(nn.Module):
@@ -106,6 +108,7 @@ class NeckSpec:
     dtype: Any = jnp.float32
     axis_name: str | None = None
     kernels: str = "plain"
+    depth: int = 1  # c2f_pan's bottlenecks per block (the detector's size sets it)
 
 
 def _pyramid(cls: type[_Pyramid]) -> Callable[[NeckSpec, dict[int, jax.Array], bool], dict[int, jax.Array]]:
@@ -136,10 +139,23 @@ def _ssd_extras(spec: NeckSpec, features: dict[int, jax.Array], train: bool) -> 
     return {lvl: feats[lvl] for lvl in range(spec.min_level, spec.max_level + 1)}
 
 
+def _c2f_pan(spec: NeckSpec, features: dict[int, jax.Array], train: bool) -> dict[int, jax.Array]:
+    """YOLOv8's neck (jaxdet/models/csp.py) with the backbone's norm; each level keeps the
+    backbone's width (config.model.neck_channels is not read)."""
+    if (spec.min_level, spec.max_level) != (3, 5) or not {3, 4, 5} <= set(features):
+        raise ConfigError(
+            f"the c2f_pan neck joins levels 3-5 (config.model.min_level=3, max_level=5); got levels "
+            f"{spec.min_level}-{spec.max_level} over backbone levels {sorted(features)}"
+        )
+    norm = make_norm(spec.norm, train, spec.dtype, spec.axis_name, kernels=spec.kernels)
+    return C2fPAN(spec.depth, norm, spec.dtype, spec.kernels)({lvl: features[lvl] for lvl in (3, 4, 5)})
+
+
 NECKS: dict[str, Callable[[NeckSpec, dict[int, jax.Array], bool], dict[int, jax.Array]]] = {
     "fpn": _pyramid(FPN),
     "pan": _pyramid(PAN),
     "ssd_extras": _ssd_extras,
+    "c2f_pan": _c2f_pan,
 }
 
 
