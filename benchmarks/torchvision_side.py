@@ -7,9 +7,10 @@ same synthetic batch as the jaxdet side (`jaxdet.data.synthetic`), random initia
 the same image size, batch and class count. On a GPU: bfloat16 autocast (AMP) and
 channels_last when `compute_dtype` is bfloat16.
 
-torchvision equivalents: retinanet -> retinanet_resnet50_fpn, yolo -> fcos_resnet50_fpn
-(the anchor-free one-stage detector it has), faster_rcnn -> fasterrcnn_resnet50_fpn,
-ssd -> ssd300_vgg16 (fixed 300x300 input).
+torchvision equivalents: retinanet -> retinanet_resnet50_fpn, fcos -> fcos_resnet50_fpn
+(the same architecture with `fcos.py:torchvision`), yolo -> fcos_resnet50_fpn (the
+anchor-free one-stage detector it has), faster_rcnn -> fasterrcnn_resnet50_fpn, ssd ->
+ssd300_vgg16 (fixed 300x300 input). torchvision has no YOLOv8.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from jaxdet.data.synthetic import synthetic_batch
 MODELS = {
     "retinanet": "retinanet_resnet50_fpn",
     "yolo": "fcos_resnet50_fpn",
+    "fcos": "fcos_resnet50_fpn",
     "faster_rcnn": "fasterrcnn_resnet50_fpn",
     "ssd": "ssd300_vgg16",
 }

@@ -158,8 +158,10 @@ def test_task_aligned_point_claimed_twice_keeps_the_box_it_overlaps_most():
 def test_task_aligned_empty_image_all_negative_and_finite():
     points = _grid(4)
     pred = _boxes_around(points, 1.0)
-    for gt, mask in [(np.zeros((3, 4), np.float32), np.zeros(3, bool)), (np.zeros((0, 4), np.float32), np.zeros(0, bool))]:
-        a = assigners.task_aligned_assign(points, pred, np.full((16, 2), 0.5, np.float32), gt, np.zeros(len(gt), int), mask)
+    scores = np.full((16, 2), 0.5, np.float32)
+    for m in (3, 0):  # all padding; no ground-truth slots at all
+        gt, mask = np.zeros((m, 4), np.float32), np.zeros(m, bool)
+        a = assigners.task_aligned_assign(points, pred, scores, gt, np.zeros(m, int), mask)
         assert (np.asarray(a.label) == assigners.NEGATIVE).all() and np.isfinite(np.asarray(a.iou)).all()
 
 

@@ -1,21 +1,17 @@
 """The detector structure: the shared dense loss path, swappable necks, and parameter
 trees that stay those of checkpoints written before detectors shared their parts."""
 
-import importlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.configs import recipe
 from jaxdet import detectors, losses
 from jaxdet.losses import dense
 
-RECIPES = {"retinanet": "default", "yolo": "yolo", "ssd": "ssd", "faster_rcnn": "faster_rcnn"}
-
-
 def _config(name, **model):
-    config = importlib.import_module(f"experiments.configs.{RECIPES[name]}").get_config("tiny")
+    config = recipe(name, "tiny")
     config.data.image_size = 32
     for k, v in model.items():
         config.model[k] = v
@@ -92,6 +88,8 @@ TREES = {
     "ssd": {"ResNet_0", "Conv_0", "Conv_1", "BatchNorm_0", "BatchNorm_1",
             "cls_p3", "box_p3", "cls_p4", "box_p4", "cls_p5", "box_p5", "cls_p6", "box_p6"},
     "faster_rcnn": {"ResNet_0", "FPN_0", "rpn", "BoxHead_0"},
+    "fcos": {"ResNet_0", "FPN_0", "FCOSHead_0"},
+    "yolov8": {"CSPDarknet_0", "C2fPAN_0", "YOLOv8Head_0"},
 }  # fmt: skip
 
 
@@ -103,7 +101,7 @@ def test_parameter_trees_are_those_of_earlier_checkpoints(name):
     assert set(shapes["params"]) == TREES[name]
 
 
-@pytest.mark.parametrize("name, neck", [("retinanet", "pan"), ("yolo", "fpn"), ("ssd", "fpn")])
+@pytest.mark.parametrize("name, neck", [("retinanet", "pan"), ("yolo", "fpn"), ("ssd", "fpn"), ("fcos", "pan")])
 def test_necks_swap_under_any_dense_detector(name, neck):
     """`model.neck` replaces the detector's own neck: one output per anchor / point, finite loss."""
     det = detectors.build_detector(_config(name, neck=neck), 5)

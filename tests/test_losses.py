@@ -140,7 +140,8 @@ def test_distribution_focal_matches_hand_computed_reference():
     np.testing.assert_allclose(L.distribution_focal_loss(logits, t), _np_dfl(logits, t), rtol=1e-5)
     # By hand, 2.3 between bins 2 and 3: -(0.7 log p2 + 0.3 log p3).
     logp = logits[0] - np.log(np.exp(logits[0]).sum())
-    np.testing.assert_allclose(L.distribution_focal_loss(logits[:1], t[:1]), [-(0.7 * logp[2] + 0.3 * logp[3])], rtol=1e-5)
+    by_hand = -(0.7 * logp[2] + 0.3 * logp[3])
+    np.testing.assert_allclose(L.distribution_focal_loss(logits[:1], t[:1]), [by_hand], rtol=1e-5)
     # The table's entry: [N, 4, R] logits, [N, 4] distances -> the mean over the sides [N].
     four = L.LOCALIZATION_LOSSES["distribution_focal"].fn(logits[:4].reshape(1, 4, 8), t[:4].reshape(1, 4))
     np.testing.assert_allclose(four, [_np_dfl(logits[:4], t[:4]).mean()], rtol=1e-5)
@@ -169,6 +170,7 @@ def test_weighted_sum_of_localization_losses():
     assert [(p.space, w) for p, w in loss.components] == [("boxes", 1.0), ("distribution", 0.25)]
     assert loss.spaces == {"boxes", "distribution"}
     assert L.get_loss("localization", "giou").components[0] == (L.LOCALIZATION_LOSSES["giou"], 1.0)
+    assert L.get_loss("localization", "0.25*l1").components == ((L.LOCALIZATION_LOSSES["l1"], 0.25),)
     bound = L.build_loss("localization", "smooth_l1+2*l1", {"smooth_l1_beta": 0.0})
     p, t = np.array([[1.0, -2.0, 0.5, 0.0]]), np.zeros((1, 4))
     np.testing.assert_allclose([float(b.fn(p, t)[0]) * w for b, w in bound.components], [3.5, 7.0], rtol=1e-6)

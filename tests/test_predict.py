@@ -5,18 +5,15 @@ import jax
 import numpy as np
 import pytest
 
+from experiments.configs import recipe
 from jaxdet import detectors
 from jaxdet.training import optim
 from jaxdet.training import step as train
 
-RECIPES = {"retinanet": "default", "yolo": "yolo", "ssd": "ssd", "faster_rcnn": "faster_rcnn"}
-
 
 def _tiny_config(name: str):
     """The detector's own recipe, `:tiny` (experiments/configs/<recipe>.py)."""
-    import importlib
-
-    return importlib.import_module(f"experiments.configs.{RECIPES[name]}").get_config("tiny")
+    return recipe(name, "tiny")
 
 
 def test_predict_maps_boxes_back_to_any_image_size(tmp_path):

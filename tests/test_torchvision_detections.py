@@ -133,8 +133,9 @@ def test_torchvision_faster_rcnn_eval_mode_detections_match(tmp_path):
     """End to end: converted weights and `faster_rcnn.py:torchvision` give torchvision's
     eval-mode detections (RPN proposals per level, NMS, multi-scale RoIAlign, the box head,
     its post-processing) on the same images: one-to-one, the same classes, scores to 1e-5,
-    boxes within 1e-3 px (measured 1.7e-4 px over ~630 detections per image). Every (proposal, class) pair over the threshold
-    is compared: both keep up to 1000 detections and jaxdet's candidate cap exceeds the pairs."""
+    boxes within 1e-3 px (measured 1.7e-4 px over ~630 detections per image). Every
+    (proposal, class) pair over the threshold is compared: both keep up to 1000 detections
+    and jaxdet's candidate cap exceeds the pairs."""
     size, num_classes = 128, 5
     torch.manual_seed(0)
     tv = torchvision_detector("fasterrcnn_resnet50_fpn", num_classes + 1)

@@ -114,7 +114,8 @@ def test_torchvision_fcos_targets_losses_and_gradients_match():
     (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(_ours(head))
     pairs = (("classification", "classification"), ("localization", "bbox_regression"), ("confidence", "bbox_ctrness"))
     for ours_key, their_key in pairs:
-        np.testing.assert_allclose(float(terms[ours_key]), float(theirs[their_key].detach()), rtol=1e-4, err_msg=ours_key)
+        theirs_value = float(theirs[their_key].detach())
+        np.testing.assert_allclose(float(terms[ours_key]), theirs_value, rtol=1e-4, err_msg=ours_key)
     for ours_key, their_key in (("cls_logits", "cls_logits"), ("box_ltrb", "bbox_regression"),
                                 ("ctr_logits", "bbox_ctrness")):  # fmt: skip
         g = head[their_key].grad.numpy().reshape(np.shape(grads[ours_key]))

@@ -20,6 +20,7 @@ import numpy as np
 from jax import Array
 
 from jaxdet import anchors as anchor_ops
+from jaxdet import boxes as box_ops
 from jaxdet import postprocess
 from jaxdet.errors import ConfigError
 from jaxdet.losses import get_loss
@@ -150,12 +151,28 @@ def detect_kwargs(model_config) -> dict[str, Any]:
 
 
 def detect(
-    kwargs: dict[str, Any], scores: Array, boxes: Array, level_sizes: tuple[int, ...] | None = None
+    kwargs: dict[str, Any],
+    scores: Array,
+    boxes: Array,
+    level_sizes: tuple[int, ...] | None = None,
+    clip_size: int | None = None,
 ) -> postprocess.Detections:
     """Batched `select_detections`: scores [B, A, C], boxes [B, A, 4] or [B, A, C, 4] -> Detections [B, D]
-    (`level_sizes`: anchors per level, for a top-k per level)."""
+    (`level_sizes`: anchors per level, for a top-k per level; `clip_size`: boxes clipped to
+    the [0, clip_size]^2 image before NMS)."""
+    if clip_size is not None:
+        boxes = box_ops.clip_boxes(boxes, clip_size, clip_size)
     fn = lambda s, b: postprocess.select_detections(s, b, level_sizes=level_sizes, **kwargs)  # noqa: E731
     return jax.vmap(fn)(scores, boxes)
+
+
+def class_scores(losses, cls_logits: Array, quality_logits: Array | None = None) -> Array:
+    """Scores [B, A, C]: class probabilities, or with a quality / confidence logit [B, A]
+    their geometric mean with its sigmoid (IoU-aware RetinaNet, FCOS's centre-ness)."""
+    probs = losses.class_probabilities(cls_logits)
+    if quality_logits is not None:
+        probs = jnp.sqrt(probs * jax.nn.sigmoid(quality_logits)[..., None])
+    return probs
 
 
 def centers(boxes: np.ndarray) -> np.ndarray:

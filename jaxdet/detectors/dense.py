@@ -18,7 +18,6 @@ import numpy as np
 from jax import Array
 
 from jaxdet import assigners, box_coder, postprocess
-from jaxdet import boxes as box_ops
 from jaxdet.detectors import base
 from jaxdet.losses import dense
 
@@ -39,16 +38,30 @@ class AnchorDetector:
     neg_pos_ratio: int = 3  # for cls_region="hard_negatives"
     level_sizes: tuple[int, ...] | None = None  # anchors per level: the pre-NMS top-k per level
     clip_size: int | None = None  # clip decoded boxes to [0, clip_size]^2 before NMS
+    # (topk, alpha, beta): task-aligned assignment (TOOD) on the anchors' centres and the
+    # current predictions, with soft classification targets, instead of max-IoU.
+    tal: tuple[int, float, float] | None = None
 
     @property
     def num_classes(self) -> int:
         return self.losses.num_classes
 
-    def assign(self, batch: dict[str, Array]) -> dense.Targets:
-        """Max-IoU targets (every ground-truth box keeps its best anchor) for the batch, [B, A]."""
+    def assign(self, batch: dict[str, Array], outputs: dict[str, Array] | None = None) -> dense.Targets:
+        """Targets [B, A]: max-IoU (every ground-truth box keeps its best anchor), or with
+        `tal` task-aligned on `outputs` (constants: no gradient flows through matching)."""
         anchors = jnp.asarray(self.anchors)
-        fn = lambda b, m: assigners.max_iou_assign(anchors, b, m, self.fg_iou, self.bg_iou, True)  # noqa: E731
-        return dense.targets_from_assignment(jax.vmap(fn)(batch["boxes"], batch["box_mask"]), batch, self.num_classes)
+        if self.tal is None:
+            fn = lambda b, m: assigners.max_iou_assign(anchors, b, m, self.fg_iou, self.bg_iou, True)  # noqa: E731
+            asg = jax.vmap(fn)(batch["boxes"], batch["box_mask"])
+            return dense.targets_from_assignment(asg, batch, self.num_classes)
+        centers = jnp.asarray(base.centers(self.anchors))
+        boxes = jax.lax.stop_gradient(self.decode(outputs["box_deltas"]))
+        scores = jax.lax.stop_gradient(self.losses.class_probabilities(outputs["cls_logits"]))
+        def one(pb, sc, gb, gl, gm):
+            return assigners.task_aligned_assign(centers, pb, sc, gb, gl, gm, *self.tal)
+
+        asg = jax.vmap(one)(boxes, scores, batch["boxes"], batch["labels"], batch["box_mask"])
+        return dense.targets_from_assignment(asg, batch, self.num_classes, soft=True)
 
     def decode(self, deltas: Array) -> Array:
         """[B, A, 4] deltas -> xyxy boxes in input pixels."""
@@ -65,7 +78,7 @@ class AnchorDetector:
         del rng  # the targets are deterministic
         terms = dense.dense_terms(
             self.losses,
-            self.assign(batch),
+            self.assign(batch, outputs),
             outputs["box_deltas"],
             self.decode,
             self.encode,
@@ -81,14 +94,9 @@ class AnchorDetector:
     def scores(self, outputs: dict[str, Array]) -> Array:
         """Per-class scores [B, A, C]; with a quality branch the geometric mean of class
         probability and predicted quality (IoU-aware RetinaNet, Wu et al. 2020)."""
-        probs = self.losses.class_probabilities(outputs["cls_logits"])
-        if "quality_logits" in outputs:
-            probs = jnp.sqrt(probs * jax.nn.sigmoid(outputs["quality_logits"])[..., None])
-        return probs
+        return base.class_scores(self.losses, outputs["cls_logits"], outputs.get("quality_logits"))
 
     def predict(self, outputs: dict[str, Array]) -> postprocess.Detections:
         """Head outputs -> `Detections` [B, D] in input pixels."""
         boxes = self.decode(outputs["box_deltas"])
-        if self.clip_size is not None:
-            boxes = box_ops.clip_boxes(boxes, self.clip_size, self.clip_size)
-        return base.detect(self.detect_kwargs, self.scores(outputs), boxes, self.level_sizes)
+        return base.detect(self.detect_kwargs, self.scores(outputs), boxes, self.level_sizes, self.clip_size)

@@ -23,7 +23,6 @@ from jax import Array
 
 from jaxdet import anchors as anchor_ops
 from jaxdet import assigners, box_coder, postprocess
-from jaxdet import boxes as box_ops
 from jaxdet.detectors import base
 from jaxdet.errors import ConfigError
 from jaxdet.losses import dense
@@ -128,16 +127,11 @@ class FCOS:
 
     def scores(self, outputs: dict[str, Array]) -> Array:
         """[B, P, C]: sqrt(class probability x sigmoid(confidence)), or the probability alone."""
-        probs = self.losses.class_probabilities(outputs["cls_logits"])
-        if "ctr_logits" in outputs:
-            probs = jnp.sqrt(probs * jax.nn.sigmoid(outputs["ctr_logits"])[..., None])
-        return probs
+        return base.class_scores(self.losses, outputs["cls_logits"], outputs.get("ctr_logits"))
 
     def predict(self, outputs: dict[str, Array]) -> postprocess.Detections:
         boxes = self.decode(outputs["box_ltrb"])
-        if self.clip_size is not None:
-            boxes = box_ops.clip_boxes(boxes, self.clip_size, self.clip_size)
-        return base.detect(self.detect_kwargs, self.scores(outputs), boxes, self.level_sizes)
+        return base.detect(self.detect_kwargs, self.scores(outputs), boxes, self.level_sizes, self.clip_size)
 
 
 def build(config, ctx: base.BuildContext) -> FCOS:

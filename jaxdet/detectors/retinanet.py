@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxdet import anchors as anchor_ops
 from jaxdet.detectors import base
 from jaxdet.detectors.dense import AnchorDetector
+from jaxdet.errors import ConfigError
 from jaxdet.losses import dense
 from jaxdet.models.heads.retinanet import RetinaNetHead
 
@@ -24,8 +25,14 @@ def section() -> dict:
         aspect_ratios=(1.0,),
         anchor_offset=0.5,  # anchor centres at (i + offset) * stride
         anchor_style="centred",  # or "torchvision": its rounded anchors at offset 0 (jaxdet.anchors)
+        # "max_iou" (fg_iou / bg_iou below) or "task_aligned" (TOOD: the tal_topk anchors of
+        # highest score^tal_alpha x CIoU^tal_beta whose centres lie in the box, soft targets).
+        assigner="max_iou",
         fg_iou=0.5,
         bg_iou=0.4,
+        tal_topk=13,
+        tal_alpha=1.0,
+        tal_beta=6.0,
         box_weights=(1.0, 1.0, 1.0, 1.0),
         # Post-processing as torchvision's and detectron2's RetinaNet: model.pre_nms_topk
         # candidates per level (False: over all levels), boxes clipped to the image before NMS.
@@ -43,6 +50,8 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
     m, r = config.model, config.model.retinanet
     losses = dense.build_loss_set(config.loss, ctx.num_classes)
     base.refuse_distributions(losses, "retinanet")
+    if r.assigner not in ("max_iou", "task_aligned"):
+        raise ConfigError(f"config.model.retinanet.assigner={r.assigner!r}; valid: 'max_iou', 'task_aligned'")
     scales = anchor_scales(r)
     anchors = base.section_anchors(config, "retinanet", scales)
     per_location = anchor_ops.anchors_per_location(scales, r.aspect_ratios)
@@ -70,6 +79,7 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
         base.detect_kwargs(m),
         level_sizes=level_sizes if r.topk_per_level else None,
         clip_size=config.data.image_size if r.clip_boxes else None,
+        tal=(r.tal_topk, r.tal_alpha, r.tal_beta) if r.assigner == "task_aligned" else None,
     )
 
 

@@ -15,7 +15,6 @@ objectness / IoU / centre-ness branch whose prediction multiplies into the score
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -78,10 +77,7 @@ class YOLOv8:
 
     def scores(self, outputs: dict[str, Array]) -> Array:
         """[B, P, C]: class probability (with a confidence branch, the geometric mean with it)."""
-        probs = self.losses.class_probabilities(outputs["cls_logits"])
-        if "obj_logits" in outputs:
-            probs = jnp.sqrt(probs * jax.nn.sigmoid(outputs["obj_logits"])[..., None])
-        return probs
+        return base.class_scores(self.losses, outputs["cls_logits"], outputs.get("obj_logits"))
 
     def assign(self, outputs: dict[str, Array], batch: dict[str, Array]) -> dense.Targets:
         """TAL on the current predictions (constants: no gradient flows through matching)."""

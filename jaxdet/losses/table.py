@@ -172,11 +172,12 @@ LOSSES = {
 
 def get_loss(family: str, name: str):
     """Looks up `LOSSES[family][name]`, failing with the list of valid names; a
-    localization `name` may be a weighted sum, "ciou+0.25*distribution_focal"."""
+    localization `name` may be a weighted sum, "ciou+0.25*distribution_focal", or one
+    weighted loss, "0.25*l1"."""
     if family not in LOSSES:
         raise ConfigError(f"unknown loss family {family!r}; valid families: {sorted(LOSSES)}")
     table = LOSSES[family]
-    if family == "localization" and "+" in name:
+    if family == "localization" and ("+" in name or "*" in name):
         return _sum_of_losses(name, lambda n: get_loss(family, n))
     if name not in table:
         raise ConfigError(f"unknown {family} loss {name!r} (config.loss.{family}); valid names: {sorted(table)}")
@@ -184,7 +185,7 @@ def get_loss(family: str, name: str):
 
 
 def _sum_of_losses(name: str, lookup: Callable[[str], LocalizationLoss]) -> LocalizationLoss:
-    """'a+w*b' -> LocalizationLoss with parts ((a, 1), (b, w))."""
+    """'a+w*b' -> LocalizationLoss with parts ((a, 1), (b, w)); 'w*a' -> ((a, w),)."""
     parts = []
     for term in name.split("+"):
         weight, _, part = term.strip().rpartition("*")

@@ -32,7 +32,9 @@ class FCOSHead(nn.Module):
     @nn.compact
     def __call__(self, features: dict[int, Array]) -> dict[str, Array]:
         init = nn.initializers.normal(0.01)
-        Conv = functools.partial(Conv_, kernel_size=(3, 3), kernel_init=init, dtype=self.dtype, kernels=self.kernels)  # noqa: N806
+        Conv = functools.partial(  # noqa: N806
+            Conv_, kernel_size=(3, 3), kernel_init=init, dtype=self.dtype, kernels=self.kernels
+        )
         prior = nn.initializers.constant(-math.log((1 - self.prior_prob) / self.prior_prob))
         cls_out = Conv(self.num_logits, bias_init=prior, name="cls_logits")
         box_out = Conv(4, name="box_ltrb")
