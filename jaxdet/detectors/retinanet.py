@@ -52,6 +52,8 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
     base.refuse_distributions(losses, "retinanet")
     if r.assigner not in ("max_iou", "task_aligned"):
         raise ConfigError(f"config.model.retinanet.assigner={r.assigner!r}; valid: 'max_iou', 'task_aligned'")
+    if r.assigner == "task_aligned" and r.tal_topk < 1:
+        raise ConfigError(f"config.model.retinanet.tal_topk={r.tal_topk}; need at least 1 anchor per box")
     scales = anchor_scales(r)
     anchors = base.section_anchors(config, "retinanet", scales)
     per_location = anchor_ops.anchors_per_location(scales, r.aspect_ratios)

@@ -125,6 +125,8 @@ def build(config, ctx: base.BuildContext) -> YOLOv8:
     losses = dense.build_loss_set(config.loss, ctx.num_classes)
     if y.reg_max < 2:
         raise ConfigError(f"config.model.yolov8.reg_max={y.reg_max}; need at least 2 bins")
+    if y.tal_topk < 1:
+        raise ConfigError(f"config.model.yolov8.tal_topk={y.tal_topk}; need at least 1 point per box")
     levels = list(range(m.min_level, m.max_level + 1))
     points, strides = anchor_ops.point_grid(config.data.image_size, levels, y.point_offset)
     dtype = jnp.dtype(config.train.compute_dtype)
