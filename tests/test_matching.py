@@ -1,7 +1,6 @@
 """The JAX linear sum assignment against scipy.optimize.linear_sum_assignment."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment as scipy_lsa
