@@ -1,4 +1,5 @@
-"""The JAX linear sum assignment against scipy.optimize.linear_sum_assignment."""
+"""The JAX linear sum assignment against scipy.optimize.linear_sum_assignment, and its
+"cpu" form (scipy on the host through pure_callback) against the plain JAX form."""
 
 import jax
 import numpy as np
@@ -53,6 +54,22 @@ def test_fully_padded_and_empty_ground_truth_match_nothing():
     assert empty.query_of_gt.shape == (0,) and not np.asarray(empty.matched).any()
     with pytest.raises(ValueError, match="need M <= Q"):
         linear_sum_assignment(np.zeros((3, 4), np.float32))
+
+
+def test_cpu_form_equals_the_plain_form_under_jit_and_vmap():
+    """The "cpu" form (scipy through pure_callback) on whatever backend runs the suite
+    gives the plain JAX form's matching: continuous costs have one optimum."""
+    rng = np.random.default_rng(6)
+    cost = rng.normal(size=(5, 30, 8)).astype(np.float32)
+    mask = rng.uniform(size=(5, 8)) < 0.7
+    solve = {f: jax.jit(jax.vmap(lambda c, m, f=f: linear_sum_assignment(c, m, f))) for f in ("cpu", "plain")}
+    forms = {f: fn(cost, mask) for f, fn in solve.items()}
+    for field in ("query_of_gt", "gt_of_query", "matched"):
+        np.testing.assert_array_equal(getattr(forms["cpu"], field), getattr(forms["plain"], field))
+    for i in range(5):
+        _check(cost[i], mask[i], jax.tree_util.tree_map(lambda x: x[i], forms["cpu"]))
+    with pytest.raises(ValueError, match="resolve the policy first"):
+        linear_sum_assignment(cost[0], mask[0], "auto")
 
 
 def test_vmaps_over_a_batch_and_compiles_once_for_any_mask():

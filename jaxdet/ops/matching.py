@@ -8,6 +8,10 @@ of length Q + 1, so it compiles once for any cost matrix, vmaps over a batch, an
 on CPU, GPU and TPU alike. Padded rows get a constant cost, which cannot change the
 real rows' optimum (whichever columns a constant row takes, it adds the same), and
 their matches are dropped.
+
+The "cpu" kernel form (jaxdet.kernels) calls scipy.optimize.linear_sum_assignment on the
+host through `jax.pure_callback` instead: on XLA:CPU it is faster than the loops
+(BENCHMARKS.md); any backend can run it, so tests compare the two forms anywhere.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
+
+from jaxdet import kernels
 
 
 class Matching(NamedTuple):
@@ -73,12 +80,30 @@ def _solve(cost: Array) -> Array:
     return cols[1:] - 1
 
 
-def linear_sum_assignment(cost: Array, gt_mask: Array | None = None) -> Matching:
+def _solve_on_host(cost: Array) -> Array:
+    """`_solve` by scipy on the host (the "cpu" form): cost [N, K] -> int32 [N]."""
+
+    def solve(c):
+        from scipy.optimize import linear_sum_assignment as scipy_lsa
+
+        c = np.asarray(c)
+        out = np.empty(c.shape[:-1], np.int32)
+        for index in np.ndindex(c.shape[:-2]):  # (a batch dimension when vmapped)
+            rows, cols = scipy_lsa(c[index])
+            out[index][rows] = cols
+        return out
+
+    shape = jax.ShapeDtypeStruct(cost.shape[:-1], jnp.int32)
+    return jax.pure_callback(solve, shape, cost, vmap_method="expand_dims")
+
+
+def linear_sum_assignment(cost: Array, gt_mask: Array | None = None, form: str = "plain") -> Matching:
     """Minimum-cost one-to-one matching of ground truth to queries.
 
     Args:
       cost: [Q, M] cost of query q for ground-truth box m (M <= Q), finite.
       gt_mask: bool [M], False for padding (never matched); None: all real.
+      form: the resolved kernel form: "plain" (the JAX loops) or "cpu" (scipy on the host).
     Returns: `Matching`. Equal in total cost to scipy.optimize.linear_sum_assignment on the
     real columns (the same pairs where the optimum is unique).
     """
@@ -92,7 +117,8 @@ def linear_sum_assignment(cost: Array, gt_mask: Array | None = None) -> Matching
     rows = jnp.where(gt_mask[:, None], cost.T, 0.0)  # [M, Q]: padded rows cost the same everywhere
     # Centring the real costs keeps the potentials small (float32): a constant shift changes no optimum.
     rows = rows - jnp.where(gt_mask[:, None], jnp.min(rows, axis=1, keepdims=True), 0.0)
-    query_of_gt = jnp.where(gt_mask, _solve(rows), -1)
+    solve = _solve_on_host if kernels.check_form(form) == "cpu" else _solve
+    query_of_gt = jnp.where(gt_mask, solve(rows), -1)
     gt_of_query = jnp.full((q,), -1, jnp.int32).at[jnp.where(gt_mask, query_of_gt, q)].set(
         jnp.arange(m, dtype=jnp.int32), mode="drop"
     )
