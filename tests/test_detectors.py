@@ -90,6 +90,7 @@ TREES = {
     "faster_rcnn": {"ResNet_0", "FPN_0", "rpn", "BoxHead_0"},
     "fcos": {"ResNet_0", "FPN_0", "FCOSHead_0"},
     "yolov8": {"CSPDarknet_0", "C2fPAN_0", "YOLOv8Head_0"},
+    "detr": {"ResNet_0", "FPN_0", "DETRHead_0"},
 }  # fmt: skip
 
 

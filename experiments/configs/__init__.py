@@ -10,6 +10,7 @@ RECIPES = {
     "fcos": "fcos",
     "ssd": "ssd",
     "faster_rcnn": "faster_rcnn",
+    "detr": "detr",
 }
 
 

@@ -5,12 +5,12 @@ builder, loss-implied architecture). A new detector is one file here plus one li
 from __future__ import annotations
 
 from jaxdet import kernels as kernel_policy
-from jaxdet.detectors import faster_rcnn, fcos, retinanet, ssd, yolo, yolov8
+from jaxdet.detectors import detr, faster_rcnn, fcos, retinanet, ssd, yolo, yolov8
 from jaxdet.detectors.base import BuildContext, DetectorDef
 from jaxdet.errors import ConfigError
 
 DETECTORS: dict[str, DetectorDef] = {
-    module.DEFINITION.name: module.DEFINITION for module in (retinanet, yolo, ssd, faster_rcnn, fcos, yolov8)
+    module.DEFINITION.name: module.DEFINITION for module in (retinanet, yolo, ssd, faster_rcnn, fcos, yolov8, detr)
 }
 
 

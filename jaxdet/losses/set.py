@@ -56,19 +56,20 @@ def match(
     encode: Callable[[Array], Array],
     decode: Callable[[Array], Array],
     class_weight: float = 2.0,
+    form: str = "plain",
 ) -> Targets:
     """Hungarian targets [B, Q] for predictions cls_logits [B, Q, K], raw_boxes [B, Q, 4]
     (`encode` / `decode` map xyxy boxes to and from raw_boxes' encoding, per image [Q or M, 4]).
 
     cost = class_weight x class_cost + box_cost, on predictions under stop_gradient.
     Matched queries are positives; all others negatives (no ignore band); padded ground
-    truth is never matched.
+    truth is never matched. `form`: the matcher's kernel form (jaxdet.ops.matching).
     """
     cls_logits, raw_boxes = jax.lax.stop_gradient(cls_logits), jax.lax.stop_gradient(raw_boxes)
 
     def one(logits, raw, gt_boxes, gt_labels, gt_mask):
         cost = class_weight * class_cost(losses, logits, gt_labels) + box_cost(losses, raw, gt_boxes, encode, decode)
-        m = linear_sum_assignment(jnp.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8), gt_mask)
+        m = linear_sum_assignment(jnp.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8), gt_mask, form)
         label = jnp.where(m.matched, assigners.POSITIVE, assigners.NEGATIVE).astype(jnp.int32)
         return assigners.Assignment(jnp.maximum(m.gt_of_query, 0), label, m.matched.astype(jnp.float32))
 

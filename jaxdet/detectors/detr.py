@@ -1,0 +1,151 @@
+"""DETR family (Carion et al. 2020; Deformable DETR, RT-DETR): a fixed set of
+`num_queries` predictions per image, matched one-to-one to the ground truth (Hungarian,
+`losses/set.py`), losses only through the matched pairs (every other query learns "no
+object"), no anchors and no NMS.
+
+Each decoder layer's outputs and the encoder's selected proposals are matched and
+trained on their own (auxiliary losses); the three named terms sum over those parts,
+and each part's own terms are also reported (`aux{i}/...`, `enc/...`). A confidence loss
+adds a per-query quality logit on the last layer (objectness, IoU, or the centre-ness of
+the predicted box's centre in its matched box), multiplied into the scores.
+Box outputs are normalised (cx, cy, w, h); "encoded"-space losses (L1) compare them with
+the normalised ground truth, as DETR does, and the IoU family the pixel boxes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from jaxdet import postprocess
+from jaxdet.detectors import base
+from jaxdet.errors import ConfigError
+from jaxdet.losses import dense
+from jaxdet.losses import set as set_loss
+from jaxdet.models.heads.detr import DETRHead
+
+
+def section() -> dict:
+    """config.model.detr's fields and defaults."""
+    return dict(
+        num_queries=100,
+        decoder_layers=3,
+        encoder_layers=1,  # on the top level's tokens
+        heads=4,
+        ffn_dim=256,
+        match_class_weight=2.0,  # matching cost = this x class cost + the localization loss
+        aux_loss=True,  # match and train every decoder layer and the encoder proposals
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DETR:
+    """Head outputs: "cls_logits" [B, Q, K], "boxes" [B, Q, 4] normalised (cx, cy, w, h),
+    and the auxiliary parts (models/heads/detr.py)."""
+
+    module: nn.Module
+    losses: dense.LossSet
+    image_size: int
+    match_class_weight: float
+    aux_loss: bool
+    max_detections: int
+    score_threshold: float
+    kernels: str = "plain"
+
+    @property
+    def num_classes(self) -> int:
+        return self.losses.num_classes
+
+    def encode(self, boxes: Array) -> Array:
+        """xyxy pixels [..., 4] -> normalised (cx, cy, w, h)."""
+        s = float(self.image_size)
+        return jnp.concatenate([(boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]], -1) / s
+
+    def decode(self, raw: Array) -> Array:
+        """Normalised (cx, cy, w, h) [..., 4] -> xyxy pixels."""
+        raw = raw * float(self.image_size)
+        return jnp.concatenate([raw[..., :2] - raw[..., 2:] / 2, raw[..., :2] + raw[..., 2:] / 2], -1)
+
+    def _part(self, cls_logits, boxes, batch, axis_name, quality_logits=None) -> dict[str, Array]:
+        targets = set_loss.match(
+            self.losses, cls_logits, boxes, batch, self.encode, self.decode, self.match_class_weight, self.kernels
+        )
+        # (A "centerness" confidence measures the predicted box's centre in its matched box.)
+        centers = jax.lax.stop_gradient(self.decode(boxes)[..., :2] + self.decode(boxes)[..., 2:]) / 2
+        return dense.dense_terms(
+            self.losses, targets, boxes, self.decode, self.encode, cls_logits=cls_logits, conf_logits=quality_logits,
+            axis_name=axis_name, cls_region="everywhere", conf_region="everywhere", centers=centers,
+        )  # fmt: skip
+
+    def loss_fn(
+        self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
+    ) -> tuple[Array, dict[str, Array]]:
+        """The three named terms summed over the parts (last layer, earlier layers, encoder
+        proposals), each part divided by the batch's boxes; each part's terms reported too."""
+        del rng
+        last = self._part(outputs["cls_logits"], outputs["boxes"], batch, axis_name, outputs.get("quality_logits"))
+        parts = {"": last}
+        if self.aux_loss:
+            for i in range(outputs["aux_boxes"].shape[1] if "aux_boxes" in outputs else 0):
+                parts[f"aux{i}/"] = self._part(outputs["aux_cls_logits"][:, i], outputs["aux_boxes"][:, i], batch,
+                                               axis_name)  # fmt: skip
+            parts["enc/"] = self._part(outputs["enc_cls_logits"], outputs["enc_boxes"], batch, axis_name)
+        terms = {k: sum(p[k] for p in parts.values()) for k in ("classification", "localization", "confidence")}
+        total = self.losses.total(terms)
+        for name, p in parts.items():
+            if name:
+                terms.update({f"{name}{k}": v for k, v in p.items() if k != "confidence"})
+        return total, terms
+
+    def predict(self, outputs: dict[str, Array]) -> postprocess.Detections:
+        """The `max_detections` best (query, class) pairs of the last layer, no NMS."""
+        scores = base.class_scores(self.losses, outputs["cls_logits"], outputs.get("quality_logits"))  # [B, Q, C]
+        b, q, c = scores.shape
+        top, flat = jax.lax.top_k(scores.reshape(b, q * c), min(self.max_detections, q * c))
+        boxes = jnp.take_along_axis(self.decode(outputs["boxes"]), (flat // c)[..., None], axis=1)
+        boxes = jnp.clip(boxes, 0.0, float(self.image_size))
+        valid = top > self.score_threshold
+        return postprocess.Detections(
+            boxes=jnp.where(valid[..., None], boxes, 0.0),
+            scores=jnp.where(valid, top, 0.0),
+            classes=jnp.where(valid, flat % c, 0).astype(jnp.int32),
+            valid=valid,
+        )
+
+
+def build(config, ctx: base.BuildContext) -> DETR:
+    m, d = config.model, config.model.detr
+    losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    base.refuse_distributions(losses, "detr")
+    if d.num_queries < 1 or d.decoder_layers < 1:
+        raise ConfigError(f"config.model.detr: num_queries={d.num_queries}, decoder_layers={d.decoder_layers}; need >= 1")
+    if m.max_detections > d.num_queries * ctx.num_classes:
+        raise ConfigError(
+            f"config.model.max_detections={m.max_detections} exceeds num_queries x classes = "
+            f"{d.num_queries * ctx.num_classes}"
+        )
+    dtype = jnp.dtype(config.train.compute_dtype)
+    head = functools.partial(
+        DETRHead, losses.num_logits, d.num_queries, d.decoder_layers, d.heads, d.ffn_dim, d.encoder_layers,
+        quality_branch=losses.has_confidence, dtype=dtype,
+    )  # fmt: skip
+    module = base.dense_model(config, ctx, "fpn", lambda pyramid: head()(pyramid))
+    return DETR(
+        module, losses, config.data.image_size, d.match_class_weight, d.aux_loss, m.max_detections,
+        m.score_threshold, ctx.kernels,
+    )  # fmt: skip
+
+
+DEFINITION = base.DetectorDef(
+    "detr",
+    section,
+    "fpn",
+    build,
+    base.loss_implies,
+    "DETR family: set prediction, Hungarian matching, no NMS",
+)
