@@ -123,7 +123,9 @@ def build(config, ctx: base.BuildContext) -> DETR:
     losses = dense.build_loss_set(config.loss, ctx.num_classes)
     base.refuse_distributions(losses, "detr")
     if d.num_queries < 1 or d.decoder_layers < 1:
-        raise ConfigError(f"config.model.detr: num_queries={d.num_queries}, decoder_layers={d.decoder_layers}; need >= 1")
+        raise ConfigError(
+            f"config.model.detr: num_queries={d.num_queries}, decoder_layers={d.decoder_layers}; each needs >= 1"
+        )
     if m.max_detections > d.num_queries * ctx.num_classes:
         raise ConfigError(
             f"config.model.max_detections={m.max_detections} exceeds num_queries x classes = "
