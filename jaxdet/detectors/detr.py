@@ -76,7 +76,7 @@ class DETR:
             self.losses, cls_logits, boxes, batch, self.encode, self.decode, self.match_class_weight, self.kernels
         )
         # (A "centerness" confidence measures the predicted box's centre in its matched box.)
-        centers = jax.lax.stop_gradient(self.decode(boxes)[..., :2] + self.decode(boxes)[..., 2:]) / 2
+        centers = jax.lax.stop_gradient(boxes[..., :2]) * float(self.image_size)
         return dense.dense_terms(
             self.losses, targets, boxes, self.decode, self.encode, cls_logits=cls_logits, conf_logits=quality_logits,
             axis_name=axis_name, cls_region="everywhere", conf_region="everywhere", centers=centers,
