@@ -37,7 +37,13 @@ def test_predict_maps_boxes_back_to_any_image_size(tmp_path):
         assert np.all(x[round(h * scale) + 1 :] == 0) and np.all(x[:, round(w * scale) + 1 :] == 0)  # padding
 
 
-@pytest.mark.parametrize("name", sorted(detectors.DETECTORS))
+# The newer detectors restore through the same code (slow: kept out of the 15-minute suite).
+_SLOW = ("fcos", "yolov8", "detr")
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW else n for n in sorted(detectors.DETECTORS)]
+)
 def test_predict_restores_every_detector_from_its_workdir(name, tmp_path):
     """`experiments.predict`'s Predictor on a workdir of each detector (config.json,
     classes.json, a checkpoint): restores and detects on an image of another size."""
