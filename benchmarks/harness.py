@@ -1,4 +1,5 @@
-"""Training-step benchmark of a jaxdet detector on synthetic batches (no dataset needed).
+"""Training-step and inference benchmarks of a jaxdet detector on synthetic batches (no
+dataset needed).
 
 What is timed is exactly the jitted data-parallel train step the trainer runs
 (`train.shard_train_step`): forward, target assignment, loss, backward, pmean and the
@@ -15,12 +16,16 @@ optimizer update, on a batch already on the devices. Figures:
   step that the CPU lowering of the same program counts in TFLOPs;
 - mfu: flops_per_step / step_s / the chip's peak for the compute dtype (known chips only);
 - peak_host_mb (this process's max RSS) and peak_device_mb (`memory_stats`, GPU/TPU).
+
+Inference (`bench_jaxdet_inference`) times `train.make_predict_step` the same way: the
+eval-mode forward and the detector's post-processing, a step per batch.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -80,14 +85,8 @@ def _peak_flops(dtype: str) -> float | None:
     return None
 
 
-def bench_jaxdet(
-    config: ml_collections.ConfigDict, num_classes: int, steps: int, warmup: int, seed: int = 0
-) -> dict[str, Any]:
-    """Times `config`'s train step on synthetic batches over every local device.
-
-    `config.train.batch_size` is the global batch; `config.data.image_size` the square
-    input side. Returns the figures listed in the module docstring.
-    """
+def _setup(config: ml_collections.ConfigDict, num_classes: int, steps: int, warmup: int, seed: int):
+    """The detector, optimizer, initial state and a synthetic global batch over every local device."""
     if steps < 1 or warmup < 1:
         raise ValueError(f"steps and warmup must be >= 1, got steps={steps}, warmup={warmup}")
     mesh = train.make_mesh()
@@ -95,39 +94,36 @@ def bench_jaxdet(
     configs.validate(config, mesh.size)
     detector = detectors.build_detector(config, num_classes, train.AXIS, kernels.platform(mesh.devices.flat), mesh.size)
     tx, lr = optim.make_optimizer(config.optim, max(config.train.steps, steps + warmup))
-    step = train.shard_train_step(train.make_train_step(detector, tx, lr), mesh)
     state = train.init_state(detector, tx, train.init_key(seed), config.data.image_size, mesh)
     local = synthetic_batch(config.train.batch_size, config.data.image_size, config.data.max_boxes, num_classes, seed)
-    batch = train.global_batch(mesh, local)
-    rng = jax.random.key(seed)
+    return config, mesh, detector, tx, lr, state, train.global_batch(mesh, local)
 
-    t0 = time.perf_counter()
-    compiled = step.lower(state, batch, rng).compile()
-    compile_s = time.perf_counter() - t0
 
-    losses, times = [], []
+def _time(run: Callable[[], Any], steps: int, warmup: int) -> list[float]:
+    """Seconds of each of `steps` calls of `run` (which must block on its results) after `warmup`."""
+    times = []
     for i in range(warmup + steps):
         t = time.perf_counter()
-        state, metrics = compiled(state, batch, rng)
-        loss = float(metrics["loss"])  # blocks on the step's outputs
-        jax.block_until_ready(state)
+        run()
         if i >= warmup:
             times.append(time.perf_counter() - t)
-        losses.append(loss)
+    return times
+
+
+def _result(config, mesh, state, mode: str, compile_s: float, times: list[float], flops: float | None) -> dict:
     step_s = statistics.median(times)
-    flops = step_flops(detector, tx, lr, state, batch, rng, mesh.size)
     peak = _peak_flops(config.train.compute_dtype)
     device_bytes = _peak_device_bytes()
-    n_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
     return {
         "framework": "jaxdet",
+        "mode": mode,
         "detector": config.model.name,
         "backbone": config.model.backbone,
         "device": f"{mesh.size} x {jax.local_devices()[0].device_kind}",
         "image_size": config.data.image_size,
         "batch": config.train.batch_size,
         "compute_dtype": config.train.compute_dtype,
-        "params_m": n_params / 1e6,
+        "params_m": sum(x.size for x in jax.tree_util.tree_leaves(state.params)) / 1e6,
         "compile_s": compile_s,
         "step_s": step_s,
         "step_s_min": min(times),
@@ -136,8 +132,63 @@ def bench_jaxdet(
         "mfu": flops / step_s / peak / mesh.size if flops and peak else None,
         "peak_host_mb": peak_host_mb(),
         "peak_device_mb": device_bytes / 2**20 if device_bytes is not None else None,
-        "losses": losses,
     }
+
+
+def bench_jaxdet(
+    config: ml_collections.ConfigDict, num_classes: int, steps: int, warmup: int, seed: int = 0
+) -> dict[str, Any]:
+    """Times `config`'s train step on synthetic batches over every local device.
+
+    `config.train.batch_size` is the global batch; `config.data.image_size` the square
+    input side. Returns the figures listed in the module docstring.
+    """
+    config, mesh, detector, tx, lr, state, batch = _setup(config, num_classes, steps, warmup, seed)
+    step = train.shard_train_step(train.make_train_step(detector, tx, lr), mesh)
+    rng = jax.random.key(seed)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch, rng).compile()
+    compile_s = time.perf_counter() - t0
+
+    losses, box = [], [state]
+
+    def run():
+        box[0], metrics = compiled(box[0], batch, rng)
+        losses.append(float(metrics["loss"]))  # blocks on the step's outputs
+        jax.block_until_ready(box[0])
+
+    times = _time(run, steps, warmup)
+    flops = step_flops(detector, tx, lr, box[0], batch, rng, mesh.size)
+    return {**_result(config, mesh, box[0], "train", compile_s, times, flops), "losses": losses}
+
+
+def bench_jaxdet_inference(
+    config: ml_collections.ConfigDict, num_classes: int, steps: int, warmup: int, seed: int = 0
+) -> dict[str, Any]:
+    """Times inference: `train.make_predict_step` (eval-mode forward + post-processing) on
+    a synthetic batch of `config.train.batch_size` images, randomly initialised weights.
+    Post-processing has static shapes, so its work does not depend on the scores."""
+    config, mesh, detector, _, _, state, batch = _setup(config, num_classes, steps, warmup, seed)
+    step = train.make_predict_step(detector, mesh)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    t0 = time.perf_counter()
+    compiled = step.lower(variables, batch["image"]).compile()
+    compile_s = time.perf_counter() - t0
+    detections = []
+
+    def run():
+        out = compiled(variables, batch["image"])
+        jax.block_until_ready(out)
+        detections.append(int(jax.device_get(out["valid"]).sum()))
+
+    times = _time(run, steps, warmup)
+    cpu = train.make_predict_step(detector, train.make_mesh(jax.devices("cpu")[:1]))
+    abstract = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
+    images = batch["image"]
+    per_device = jax.ShapeDtypeStruct((images.shape[0] // mesh.size, *images.shape[1:]), images.dtype)
+    flops = _flops(cpu.lower(jax.tree_util.tree_map(abstract, variables), per_device))
+    flops = flops * mesh.size if flops is not None else None
+    return {**_result(config, mesh, state, "inference", compile_s, times, flops), "detections": detections[-1]}
 
 
 def format_result(r: dict[str, Any]) -> str:
@@ -145,6 +196,7 @@ def format_result(r: dict[str, Any]) -> str:
     parts = [
         f"{r['framework']:<11} {r['detector']}/{r['backbone']} {r['image_size']}px batch {r['batch']} "
         f"{r['compute_dtype']} on {r['device']}:",
+        f"{r.get('mode', 'train')}:",
         f"{r['images_per_s']:.2f} img/s",
         f"step {r['step_s'] * 1e3:.1f} ms (median; min {r['step_s_min'] * 1e3:.1f})",
     ]

@@ -2,8 +2,9 @@
 
 Runs in its own process (see `experiments/bench.py`), so its host memory peak and its
 threads are its own. It times torchvision's reference training step for the detector
-family: `model(images, targets)` -> sum of the loss dict -> backward -> SGD step, on the
-same synthetic batch as the jaxdet side (`jaxdet.data.synthetic`), random initialisation,
+family: `model(images, targets)` -> sum of the loss dict -> backward -> SGD step (or, for
+inference, `model(images)` in eval mode, post-processing included), on the same synthetic
+batch as the jaxdet side (`jaxdet.data.synthetic`), random initialisation,
 the same image size, batch and class count. On a GPU: bfloat16 autocast (AMP) and
 channels_last when `compute_dtype` is bfloat16.
 
@@ -46,7 +47,7 @@ def build_model(detector: str, num_classes: int, image_size: int, model_kwargs: 
     if detector == "ssd":
         if image_size != 300:
             raise ValueError(f"torchvision's ssd300_vgg16 takes 300x300 inputs; got --image_size={image_size}")
-        return builder(weights=None, weights_backbone=None, num_classes=num_classes + 1)
+        return builder(weights=None, weights_backbone=None, num_classes=num_classes + 1, **(model_kwargs or {}))
     extra = 1 if detector in _BACKGROUND_CLASS else 0
     # min_size = max_size = the input side: torchvision's transform then leaves the size as is.
     return builder(
@@ -70,8 +71,11 @@ def bench_torchvision(
     compute_dtype: str = "float32",
     seed: int = 0,
     model_kwargs: dict | None = None,
+    mode: str = "train",
 ) -> dict[str, Any]:
-    """Times torchvision's training step; returns the same fields as `benchmark.bench_jaxdet`."""
+    """Times torchvision's training step (mode "train") or its eval-mode forward with its
+    post-processing (mode "inference": `model(images)` under `torch.inference_mode`);
+    returns the same fields as `benchmark.bench_jaxdet`."""
     import torch
 
     torch.manual_seed(seed)
@@ -81,7 +85,9 @@ def bench_torchvision(
     amp = cuda and compute_dtype == "bfloat16"
     if amp:
         model = model.to(memory_format=torch.channels_last)
-    model.train()
+    if mode not in ("train", "inference"):
+        raise ValueError(f"mode={mode!r}; valid: 'train', 'inference'")
+    model.train(mode == "train")
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
 
     data = synthetic_batch(batch, image_size, max_boxes, num_classes, seed)
@@ -95,7 +101,15 @@ def bench_torchvision(
         for b, lab, m in zip(data["boxes"], data["labels"], data["box_mask"], strict=True)
     ]
 
-    def step() -> float:
+    def infer() -> float:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            detections = model(images)
+        count = float(sum(len(d["scores"]) for d in detections))  # synchronises with the device
+        if cuda:
+            torch.cuda.synchronize()
+        return count
+
+    def train_step() -> float:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = sum(model(images, targets).values())
@@ -106,6 +120,7 @@ def bench_torchvision(
             torch.cuda.synchronize()
         return value
 
+    step = train_step if mode == "train" else infer
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     losses, times = [], []
@@ -121,6 +136,7 @@ def bench_torchvision(
     name = torch.cuda.get_device_name(0) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     return {
         "framework": "torchvision",
+        "mode": mode,
         "detector": MODELS[detector],
         "backbone": "vgg16" if detector == "ssd" else "resnet50",
         "device": f"1 x {name}",
@@ -137,5 +153,6 @@ def bench_torchvision(
         "mfu": None,
         "peak_host_mb": peak_host_mb(),
         "peak_device_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
-        "losses": losses,
+        # (inference: the detections kept after post-processing, per step)
+        "losses" if mode == "train" else "detections": losses if mode == "train" else losses[-1],
     }

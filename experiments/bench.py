@@ -1,10 +1,20 @@
-"""Training-speed benchmark, optionally side by side with torchvision.
+"""Training-speed and inference-speed benchmarks, optionally side by side with torchvision.
 
     python -m experiments.bench --config=experiments/configs/retinanet_r50.py --image_size=512 --batch=2 --steps=10
     python -m experiments.bench --config=experiments/configs/retinanet_r50.py --image_size=512 --batch=2 \
         --steps=10 --compare=torchvision
     python -m experiments.bench --config=experiments/configs/retinanet_r50.py --image_size=640 --batch=16 \
         --config.train.compute_dtype=bfloat16 --compare=torchvision      # on a GPU
+    python -m experiments.bench --mode=inference --config=experiments/configs/retinanet_r50.py \
+        --image_size=512 --batch=2 --compare=torchvision
+
+--mode=inference times the eval-mode forward with the detector's post-processing (score
+threshold, per-level top-k, NMS; static shapes) on both sides, with torchvision's
+post-processing set to the config's (model.score_threshold, pre_nms_topk,
+nms_iou_threshold, max_detections; Faster R-CNN's RPN counts). Random weights give
+scores under the usual 0.05 threshold, which would leave torchvision's NMS nothing to
+do, so inference defaults to --score_threshold=0 on both sides: every candidate goes
+through NMS, the post-processing's full load (jaxdet's static shapes do that work anyway).
 
 Synthetic batches (no dataset). Prints one line per framework and, with --compare, a
 last line `ratio jaxdet/torchvision images/s: X`. The torchvision side runs in a child
@@ -28,6 +38,10 @@ _BATCH = flags.DEFINE_integer("batch", None, "Global batch (default: the config'
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (the median is reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 80, "Object classes (both frameworks).")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "inference"], "What to time: the train step or inference.")
+_SCORE_THRESHOLD = flags.DEFINE_float(
+    "score_threshold", 0.0, "Inference: the score threshold of both sides (overrides model.score_threshold)."
+)
 _COMPARE = flags.DEFINE_enum("compare", "", ["", "torchvision"], "Also time this framework's equivalent model.")
 _JSON_OUT = flags.DEFINE_string("json_out", "", "Write the results (a JSON list) to this file.")
 _CACHE = flags.DEFINE_string(
@@ -45,16 +59,27 @@ def _torch_side(args: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _torchvision_kwargs(config) -> dict:
+def _torchvision_kwargs(config, mode: str = "train") -> dict:
     """Builder arguments that give torchvision's model the work jaxdet's config does."""
-    if config.model.name == "faster_rcnn":
-        f = config.model.faster_rcnn
-        return {
+    m = config.model
+    if m.name == "faster_rcnn":
+        f = m.faster_rcnn
+        kwargs = {
             "rpn_pre_nms_top_n_train": f.rpn_pre_nms_topk,
             "rpn_post_nms_top_n_train": f.rpn_post_nms_topk,
             "rpn_batch_size_per_image": f.rpn_per_image,
             "box_batch_size_per_image": f.roi_per_image,
         }
+        if mode == "inference":
+            kwargs.update(
+                rpn_pre_nms_top_n_test=f.rpn_pre_nms_topk, rpn_post_nms_top_n_test=f.rpn_post_nms_topk,
+                rpn_nms_thresh=f.rpn_nms_iou, box_score_thresh=m.score_threshold, box_nms_thresh=m.nms_iou_threshold,
+                box_detections_per_img=m.max_detections,
+            )  # fmt: skip
+        return kwargs
+    if mode == "inference":  # RetinaNet, FCOS (YOLO's twin), SSD: the same argument names
+        return {"score_thresh": m.score_threshold, "nms_thresh": m.nms_iou_threshold,
+                "detections_per_img": m.max_detections, "topk_candidates": m.pre_nms_topk}  # fmt: skip
     return {}
 
 
@@ -77,8 +102,12 @@ def main(argv):
         config.data.image_size = _IMAGE_SIZE.value
     if _BATCH.value:
         config.train.batch_size = _BATCH.value
+    inference = _MODE.value == "inference"
+    if inference:
+        config.model.score_threshold = _SCORE_THRESHOLD.value
     try:
-        results = [benchmark.bench_jaxdet(config, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value)]
+        bench = benchmark.bench_jaxdet_inference if inference else benchmark.bench_jaxdet
+        results = [bench(config, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value)]
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
     print(benchmark.format_result(results[0]), flush=True)
@@ -92,7 +121,8 @@ def main(argv):
             "steps": _STEPS.value,
             "warmup": _WARMUP.value,
             "compute_dtype": config.train.compute_dtype,
-            "model_kwargs": _torchvision_kwargs(config),
+            "model_kwargs": _torchvision_kwargs(config, _MODE.value),
+            "mode": _MODE.value,
         }
         results.append(_torch_side(args))
         print(benchmark.format_result(results[1]))

@@ -78,3 +78,39 @@ def test_torchvision_side_matches_inputs():
 
     r = bench_torchvision("retinanet", 64, 2, 8, 5, steps=1, warmup=1)
     assert r["framework"] == "torchvision" and np.all(np.isfinite(r["losses"]))
+
+
+def test_inference_bench_times_the_predict_step_which_gives_evaluations_detections():
+    import jax
+
+    from jaxdet import detectors
+    from jaxdet.training import optim
+    from jaxdet.training import step as train
+
+    config = default.get_config("tiny")
+    config.train.batch_size, config.data.image_size, config.model.score_threshold = 4, 64, 0.0  # (4 test devices)
+    r = benchmark.bench_jaxdet_inference(config, 5, steps=1, warmup=1)
+    assert r["mode"] == "inference" and r["step_s"] > 0 and r["flops_per_step"] > 1e6
+    # Score threshold 0: every image keeps some detections (at most max_detections) after NMS.
+    assert 0 < r["detections"] <= 4 * config.model.max_detections
+
+    detector = detectors.build_detector(config, 5, train.AXIS)
+    tx, _ = optim.make_optimizer(config.optim, 10)
+    mesh = train.make_mesh(jax.devices()[:1])
+    state = train.init_state(detector, tx, train.init_key(0), 64, mesh)
+    batch = train.global_batch(mesh, synthetic_batch(2, 64, 8, 5))
+    predicted = train.make_predict_step(detector, mesh)({"params": state.params, "batch_stats": state.batch_stats},
+                                                        batch["image"])  # fmt: skip
+    evaluated, _ = train.make_eval_step(detector, mesh)(state, batch)
+    for k in ("boxes", "scores", "classes", "valid"):
+        np.testing.assert_allclose(np.asarray(predicted[k]), np.asarray(evaluated[k]), atol=1e-5, err_msg=k)
+
+
+def test_torchvision_inference_side_runs_post_processing_with_the_given_settings():
+    pytest.importorskip("torchvision")
+    from benchmarks.torchvision_side import bench_torchvision
+
+    kwargs = {"score_thresh": 0.0, "nms_thresh": 0.5, "detections_per_img": 7, "topk_candidates": 50}
+    r = bench_torchvision("retinanet", 64, 2, 8, 5, steps=1, warmup=1, mode="inference", model_kwargs=kwargs)
+    assert r["mode"] == "inference" and r["step_s"] > 0
+    assert r["detections"] == 2 * 7  # threshold 0: each image fills its 7 detections

@@ -38,6 +38,17 @@ def test_bce_and_softmax_ce():
     np.testing.assert_allclose(smooth, [-(0.7 * logp[0, 2] + 0.1 * logp[0].sum())], rtol=1e-6)
 
 
+def test_softmax_no_object_weight_scales_only_the_background_rows():
+    import ml_collections
+
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3)), jnp.float32)  # 2 classes + background
+    labels = jnp.asarray([0, 2, 1, 2])
+    cfg = ml_collections.ConfigDict({"label_smoothing": 0.0, "no_object_weight": 0.1})
+    weighted = L.build_loss("classification", "softmax_cross_entropy", cfg).fn(logits, labels, jnp.ones(4))
+    plain = L.softmax_cross_entropy(logits, labels)
+    np.testing.assert_allclose(weighted, np.asarray(plain) * np.array([1, 0.1, 1, 0.1]), rtol=1e-6)
+
+
 def test_smooth_l1_semantics():
     d = np.array([0.0, 0.05, 0.5, 2.0])
     np.testing.assert_allclose(L.smooth_l1_loss(d, 0.0, beta=1.0), [0.0, 0.00125, 0.125, 1.5], rtol=1e-6)

@@ -59,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.varifocal_alpha = 0.75
     config.loss.smooth_l1_beta = 1 / 9  # detectron2's value for encoded deltas
     config.loss.label_smoothing = 0.0
+    config.loss.no_object_weight = 1.0  # softmax CE's background rows (DETR's eos_coef: 0.1)
 
     config.optim = ml_collections.ConfigDict()
     config.optim.name = "adamw"

@@ -73,17 +73,21 @@ class DenseModel(nn.Module):
     backbone: str
     backbone_norm: str
     neck: NeckSpec
-    head: Callable[..., dict[str, Array]]  # called in this scope: head(pyramid) or head(pyramid, train)
+    # Called in this scope: head(pyramid), head(pyramid, train), or head(pyramid, train, targets).
+    head: Callable[..., dict[str, Array]]
     dtype: Any = jnp.float32
     axis_name: str | None = None
     kernels: str = "plain"
     head_takes_train: bool = False  # a head with BatchNorm needs to know
+    head_takes_targets: bool = False  # a head that trains on ground truth (DETR's denoising queries)
 
     @nn.compact
     def __call__(self, images: Array, train: bool = False, targets: dict | None = None) -> dict[str, Array]:
-        del targets  # one-stage: targets only enter the loss
         backbone = make_backbone(self.backbone, self.backbone_norm, self.dtype, self.axis_name, self.kernels)
         pyramid = apply_neck(self.neck, backbone(images, train), train)
+        if self.head_takes_targets:
+            return self.head(pyramid, train, targets)
+        # (one-stage: the targets only enter the loss)
         return self.head(pyramid, train) if self.head_takes_train else self.head(pyramid)
 
 
@@ -105,7 +109,7 @@ def neck_spec(config, ctx: BuildContext, default: str) -> NeckSpec:
 
 def dense_model(
     config, ctx: BuildContext, default_neck: str, head: Callable, neck: NeckSpec | None = None,
-    head_takes_train: bool = False,
+    head_takes_train: bool = False, head_takes_targets: bool = False,
 ) -> DenseModel:  # fmt: skip
     """Backbone -> neck (`neck`, or the one config.model describes) -> `head`."""
     m = config.model
@@ -118,6 +122,7 @@ def dense_model(
         axis_name=ctx.axis_name,
         kernels=ctx.kernels,
         head_takes_train=head_takes_train,
+        head_takes_targets=head_takes_targets,
     )
 
 
@@ -126,9 +131,7 @@ def section_anchors(config, name: str, scales: tuple[float, ...]) -> np.ndarray:
     anchor_offset, anchor_style) over the pyramid levels of `config.model`."""
     m, d = config.model, config.model[name]
     if d.anchor_style not in anchor_ops.ANCHOR_STYLES:
-        raise ConfigError(
-            f"config.model.{name}.anchor_style={d.anchor_style!r}; valid: {anchor_ops.ANCHOR_STYLES}"
-        )
+        raise ConfigError(f"config.model.{name}.anchor_style={d.anchor_style!r}; valid: {anchor_ops.ANCHOR_STYLES}")
     if d.anchor_style == "torchvision" and d.anchor_offset != 0:
         raise ConfigError(
             f"config.model.{name}.anchor_style='torchvision' places anchors as torchvision does, at offset 0; "

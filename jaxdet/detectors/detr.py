@@ -5,7 +5,9 @@ object"), no anchors and no NMS.
 
 Each decoder layer's outputs and the encoder's selected proposals are matched and
 trained on their own (auxiliary losses); the three named terms sum over those parts,
-and each part's own terms are also reported (`aux{i}/...`, `enc/...`). A confidence loss
+and each part's own terms are also reported (`aux{i}/...`, `enc/...`). With
+`denoising` groups, the denoising queries' terms (known targets, no matching; summed over
+the decoder layers) are one more part, `dn/...`. A confidence loss
 adds a per-query quality logit on the last layer (objectness, IoU, or the centre-ness of
 the predicted box's centre in its matched box), multiplied into the scores.
 Box outputs are normalised (cx, cy, w, h); "encoded"-space losses (L1) compare them with
@@ -22,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxdet import postprocess
+from jaxdet import assigners, postprocess
 from jaxdet.detectors import base
 from jaxdet.errors import ConfigError
 from jaxdet.losses import dense
@@ -40,7 +42,16 @@ def section() -> dict:
         ffn_dim=256,
         match_class_weight=2.0,  # matching cost = this x class cost + the localization loss
         aux_loss=True,  # match and train every decoder layer and the encoder proposals
+        denoising=0,  # groups of denoising queries in training (RT-DETR: 100 // max boxes); 0: none
+        denoising_label_noise=0.5,  # a denoising query's label is flipped with half this probability
+        denoising_box_noise=1.0,  # corner noise in half box sizes (negatives: 1-2x)
     )
+
+
+def normalised_cxcywh(boxes: Array, image_size: int) -> Array:
+    """xyxy pixels [..., 4] -> (cx, cy, w, h) in units of the image size."""
+    s = float(image_size)
+    return jnp.concatenate([(boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]], -1) / s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,30 +74,46 @@ class DETR:
 
     def encode(self, boxes: Array) -> Array:
         """xyxy pixels [..., 4] -> normalised (cx, cy, w, h)."""
-        s = float(self.image_size)
-        return jnp.concatenate([(boxes[..., :2] + boxes[..., 2:]) / 2, boxes[..., 2:] - boxes[..., :2]], -1) / s
+        return normalised_cxcywh(boxes, self.image_size)
 
     def decode(self, raw: Array) -> Array:
         """Normalised (cx, cy, w, h) [..., 4] -> xyxy pixels."""
         raw = raw * float(self.image_size)
         return jnp.concatenate([raw[..., :2] - raw[..., 2:] / 2, raw[..., :2] + raw[..., 2:] / 2], -1)
 
-    def _part(self, cls_logits, boxes, batch, axis_name, quality_logits=None) -> dict[str, Array]:
-        targets = set_loss.match(
-            self.losses, cls_logits, boxes, batch, self.encode, self.decode, self.match_class_weight, self.kernels
-        )
+    def _part(self, cls_logits, boxes, batch, axis_name, quality_logits=None, targets=None) -> dict[str, Array]:
+        """One set of predictions' three terms: Hungarian targets, or the given ones (denoising)."""
+        if targets is None:
+            targets = set_loss.match(
+                self.losses, cls_logits, boxes, batch, self.encode, self.decode, self.match_class_weight, self.kernels
+            )
+        # "assigned": matched queries and no-object ones (every query of a real image, when
+        # matched; denoising queries of padded slots are neither).
         # (A "centerness" confidence measures the predicted box's centre in its matched box.)
         centers = jax.lax.stop_gradient(boxes[..., :2]) * float(self.image_size)
         return dense.dense_terms(
             self.losses, targets, boxes, self.decode, self.encode, cls_logits=cls_logits, conf_logits=quality_logits,
-            axis_name=axis_name, cls_region="everywhere", conf_region="everywhere", centers=centers,
+            axis_name=axis_name, cls_region="assigned", conf_region="assigned", centers=centers,
         )  # fmt: skip
+
+    def _denoising(self, outputs, batch, axis_name) -> dict[str, Array]:
+        """The denoising queries' terms, summed over the decoder layers: a positive query
+        learns its slot's box and true class, a negative one "no object"; padded slots none."""
+        real, positive = outputs["dn_real"], outputs["dn_positive"]
+        label = jnp.where(real, jnp.where(positive, assigners.POSITIVE, assigners.NEGATIVE), assigners.IGNORE)
+        asg = assigners.Assignment(outputs["dn_slot"], label.astype(jnp.int32), jnp.ones(label.shape))
+        targets = dense.targets_from_assignment(asg, batch, self.num_classes)
+        layers = range(outputs["dn_boxes"].shape[1]) if self.aux_loss else [outputs["dn_boxes"].shape[1] - 1]
+        parts = [self._part(outputs["dn_cls_logits"][:, i], outputs["dn_boxes"][:, i], batch, axis_name,
+                            targets=targets) for i in layers]  # fmt: skip
+        return {k: sum(p[k] for p in parts) for k in parts[0]}
 
     def loss_fn(
         self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
     ) -> tuple[Array, dict[str, Array]]:
         """The three named terms summed over the parts (last layer, earlier layers, encoder
-        proposals), each part divided by the batch's boxes; each part's terms reported too."""
+        proposals, denoising queries), each part divided by its positives (the batch's boxes;
+        x groups for denoising); each part's terms reported too."""
         del rng
         last = self._part(outputs["cls_logits"], outputs["boxes"], batch, axis_name, outputs.get("quality_logits"))
         parts = {"": last}
@@ -95,6 +122,8 @@ class DETR:
                 parts[f"aux{i}/"] = self._part(outputs["aux_cls_logits"][:, i], outputs["aux_boxes"][:, i], batch,
                                                axis_name)  # fmt: skip
             parts["enc/"] = self._part(outputs["enc_cls_logits"], outputs["enc_boxes"], batch, axis_name)
+        if "dn_boxes" in outputs:
+            parts["dn/"] = self._denoising(outputs, batch, axis_name)
         terms = {k: sum(p[k] for p in parts.values()) for k in ("classification", "localization", "confidence")}
         total = self.losses.total(terms)
         for name, p in parts.items():
@@ -126,17 +155,37 @@ def build(config, ctx: base.BuildContext) -> DETR:
         raise ConfigError(
             f"config.model.detr: num_queries={d.num_queries}, decoder_layers={d.decoder_layers}; each needs >= 1"
         )
+    if d.num_queries < config.data.max_boxes:
+        raise ConfigError(
+            f"config.model.detr.num_queries={d.num_queries} is below config.data.max_boxes="
+            f"{config.data.max_boxes}: every ground-truth box needs a query of its own; raise num_queries "
+            f"to >= {config.data.max_boxes} (or lower max_boxes)"
+        )
     if m.max_detections > d.num_queries * ctx.num_classes:
         raise ConfigError(
             f"config.model.max_detections={m.max_detections} exceeds num_queries x classes = "
             f"{d.num_queries * ctx.num_classes}"
         )
+    if d.denoising < 0 or not 0.0 <= d.denoising_label_noise <= 1.0 or d.denoising_box_noise < 0:
+        raise ConfigError(
+            f"config.model.detr: denoising={d.denoising} (groups, >= 0), denoising_label_noise="
+            f"{d.denoising_label_noise} (in [0, 1]), denoising_box_noise={d.denoising_box_noise} (>= 0)"
+        )
     dtype = jnp.dtype(config.train.compute_dtype)
     head = functools.partial(
         DETRHead, losses.num_logits, d.num_queries, d.decoder_layers, d.heads, d.ffn_dim, d.encoder_layers,
-        quality_branch=losses.has_confidence, dtype=dtype,
+        quality_branch=losses.has_confidence, dtype=dtype, num_classes=ctx.num_classes, denoising=d.denoising,
+        label_noise=d.denoising_label_noise, box_noise=d.denoising_box_noise,
     )  # fmt: skip
-    module = base.dense_model(config, ctx, "fpn", lambda pyramid: head()(pyramid))
+    size = config.data.image_size
+
+    def run_head(pyramid, train, targets):
+        truth = None
+        if train and targets is not None:  # denoising queries are built from the training ground truth
+            truth = (normalised_cxcywh(targets["boxes"], size), targets["labels"], targets["box_mask"])
+        return head()(pyramid, truth)
+
+    module = base.dense_model(config, ctx, "fpn", run_head, head_takes_targets=True)
     return DETR(
         module, losses, config.data.image_size, d.match_class_weight, d.aux_loss, m.max_detections,
         m.score_threshold, ctx.kernels,

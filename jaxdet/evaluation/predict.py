@@ -55,12 +55,7 @@ class Predictor:
         ckpts.close()
         self.step = step
         self.variables = {"params": state.params, "batch_stats": state.batch_stats}
-
-        def run(variables, images):
-            outputs, _ = train.forward(self.detector, variables, {"image": images}, jax.random.key(0), train=False)
-            return self.detector.predict(outputs)._asdict()
-
-        self._run = jax.jit(run)
+        self._run = train.make_predict_step(self.detector, mesh)
 
     def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """uint8 [H, W, 3] -> {boxes [D, 4] original xyxy pixels, scores [D], classes [D]} (valid only)."""

@@ -100,9 +100,14 @@ def _qfl(logits: Array, labels: Array, quality: Array, focal_gamma: float = 2.0)
     return jnp.sum(F.quality_focal_loss(logits, t, focal_gamma), axis=-1)
 
 
-def _softmax_ce(logits: Array, labels: Array, quality: Array, label_smoothing: float = 0.0) -> Array:
+def _softmax_ce(
+    logits: Array, labels: Array, quality: Array, label_smoothing: float = 0.0, no_object_weight: float = 1.0
+) -> Array:
+    """no_object_weight scales the background rows (label = the last logit): DETR's
+    `eos_coef` (0.1), so that the many unmatched queries do not drown the matched ones."""
     del quality  # Hard labels only.
-    return F.softmax_cross_entropy(logits, labels, label_smoothing)
+    loss = F.softmax_cross_entropy(logits, labels, label_smoothing)
+    return jnp.where(labels == logits.shape[-1] - 1, no_object_weight * loss, loss)
 
 
 def _smooth_l1(pred: Array, target: Array, smooth_l1_beta: float = 1 / 9) -> Array:
@@ -124,7 +129,7 @@ def _dfl(pred: Array, target: Array) -> Array:
 CLASSIFICATION_LOSSES: dict[str, ClassificationLoss] = {
     "sigmoid_focal": ClassificationLoss(_focal, "sigmoid", hyper=("focal_alpha", "focal_gamma")),
     "sigmoid_binary_cross_entropy": ClassificationLoss(_bce, "sigmoid"),
-    "softmax_cross_entropy": ClassificationLoss(_softmax_ce, "softmax", hyper=("label_smoothing",)),
+    "softmax_cross_entropy": ClassificationLoss(_softmax_ce, "softmax", hyper=("label_smoothing", "no_object_weight")),
     "varifocal": ClassificationLoss(_varifocal, "sigmoid", iou_aware=True, hyper=("varifocal_alpha", "focal_gamma")),
     "quality_focal": ClassificationLoss(_qfl, "sigmoid", iou_aware=True, hyper=("focal_gamma",)),
 }

@@ -1,7 +1,8 @@
 """torchvision weights -> jaxdet variables: ResNet backbones, RetinaNet, FCOS and Faster R-CNN.
 
 Files are read with `torch.load(path, weights_only=True)` (tensors only, never pickle
-code). The conversion is driven by the jaxdet variables of an initialised model: every
+code; `torch_weights.py` reads them and writes them into the variables). The conversion
+is driven by the jaxdet variables of an initialised model: every
 one of them must receive a torchvision tensor of the matching shape, or the load fails
 naming both; torchvision tensors with no jaxdet counterpart (a classifier's `fc`) are
 listed in the report, never dropped silently.
@@ -18,124 +19,19 @@ same ResNet depth, FPN levels and width, anchors per position, head convs and cl
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import numpy as np
 
 from jaxdet.errors import ConfigError
 from jaxdet.models.backbones import ResNetSpec, get_backbone_spec
+from jaxdet.models.torch_weights import Report, StateDict, Writer, by_index, load_state_dict
 
-StateDict = dict[str, np.ndarray]
-
-
-def load_state_dict(path: str) -> StateDict:
-    """A `.pth` state_dict as numpy arrays (float32), read with weights_only=True."""
-    try:
-        import torch
-    except ImportError as e:
-        raise ConfigError(f"loading {path} needs PyTorch: pip install 'jaxdet[bench]' (or torch alone)") from e
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"weights file {path!r} does not exist") from None
-    except Exception as e:  # weights_only refuses anything but tensors and plain containers
-        raise ConfigError(f"could not read {path!r} as a tensors-only state_dict: {e}") from e
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]  # a training checkpoint {"model": state_dict, "optimizer": ...}
-    if not isinstance(obj, dict) or not all(hasattr(v, "numpy") for v in obj.values()):
-        raise ConfigError(f"{path!r} is not a state_dict (a dict of tensors); got {type(obj).__name__}")
-    return {k: v.detach().float().numpy() for k, v in obj.items() if v.is_floating_point()}
+__all__ = [  # (the reader and report re-exported: callers import them from here)
+    "DETECTOR_CONVERTERS", "Report", "StateDict", "faster_rcnn_from_torchvision", "fcos_from_torchvision",
+    "load_pretrained", "load_state_dict", "resnet_from_torchvision", "retinanet_from_torchvision",
+]  # fmt: skip
 
 
-@dataclasses.dataclass
-class Report:
-    """Which torchvision tensors were used; `unused` ones are reported, not silently ignored."""
-
-    used: set[str] = dataclasses.field(default_factory=set)
-    unused: list[str] = dataclasses.field(default_factory=list)
-
-    def finish(self, sd: StateDict, prefix: str = "") -> Report:
-        self.unused = sorted(k for k in sd if k.startswith(prefix) and k not in self.used)
-        return self
-
-
-class _Writer:
-    """Copies state_dict tensors into a (deep-copied) variables tree, checking shapes."""
-
-    def __init__(self, sd: StateDict, variables: dict):
-        self.sd, self.vars, self.report = sd, _to_dict(variables), Report()
-
-    def take(self, key: str) -> np.ndarray:
-        if key not in self.sd:
-            raise ConfigError(f"the torchvision state_dict has no {key!r} (is it the right model / depth?)")
-        self.report.used.add(key)
-        return self.sd[key]
-
-    def first(self, *keys: str) -> str:
-        """The first of `keys` present (torchvision renamed some modules across versions)."""
-        for k in keys:
-            if k in self.sd:
-                return k
-        raise ConfigError(f"the torchvision state_dict has none of {keys}")
-
-    def put(self, path: tuple[str, ...], value: np.ndarray) -> None:
-        node = self.vars
-        for p in path[:-1]:
-            if p not in node:
-                raise ConfigError(f"jaxdet model has no {'/'.join(path)} (check the config's architecture)")
-            node = node[p]
-        old = node.get(path[-1])
-        if old is None:
-            raise ConfigError(f"jaxdet model has no {'/'.join(path)} (check the config's architecture)")
-        if tuple(old.shape) != tuple(value.shape):
-            raise ConfigError(
-                f"shape mismatch for {'/'.join(path)}: jaxdet {tuple(old.shape)}, torchvision {tuple(value.shape)} "
-                "(number of classes, anchors per position, FPN width or backbone depth differ?)"
-            )
-        node[path[-1]] = np.asarray(value, np.asarray(old).dtype)
-
-    def conv(self, path: tuple[str, ...], key: str, bias: bool = True) -> None:
-        self.put(("params", *path, "kernel"), self.take(key + ".weight").transpose(2, 3, 1, 0))
-        if bias:
-            self.put(("params", *path, "bias"), self.take(key + ".bias"))
-
-    def dense(self, path: tuple[str, ...], key: str) -> None:
-        self.put(("params", *path, "kernel"), self.take(key + ".weight").T)
-        self.put(("params", *path, "bias"), self.take(key + ".bias"))
-
-    def norm(self, path: tuple[str, ...], name: str, key: str) -> None:
-        w, b = self.take(key + ".weight"), self.take(key + ".bias")
-        mean, var = self.take(key + ".running_mean"), self.take(key + ".running_var")
-        if name.startswith("FrozenBatchNorm"):
-            for field, value in (("scale", w), ("bias", b), ("mean", mean), ("var", var)):
-                self.put(("batch_stats", *path, name, field), value)
-        elif name.startswith("BatchNorm"):
-            self.put(("params", *path, name, "scale"), w)
-            self.put(("params", *path, name, "bias"), b)
-            self.put(("batch_stats", *path, name, "mean"), mean)
-            self.put(("batch_stats", *path, name, "var"), var)
-        else:
-            raise ConfigError(
-                f"torchvision ResNets have BatchNorm; this jaxdet backbone has {name.rsplit('_', 1)[0]}: "
-                "set config.model.backbone_norm to 'frozen_batch' (as torchvision's detectors) or 'batch'"
-            )
-
-
-def _to_dict(tree: Any) -> Any:
-    # New dicts all the way down: `put` replaces leaves in them, the caller's tree is untouched.
-    if hasattr(tree, "items"):
-        return {k: _to_dict(v) for k, v in tree.items()}
-    return np.asarray(tree)
-
-
-def _by_index(names, prefix: str = "") -> list[str]:
-    """Module names starting with `prefix`, in flax's auto-numbering order (Conv_0, Conv_1, ...;
-    flax numbers each module type apart, so names of several types interleave by index)."""
-    return sorted((n for n in names if n.startswith(prefix)), key=lambda n: (int(n.rsplit("_", 1)[1]), n))
-
-
-def _write_resnet(w: _Writer, path: tuple[str, ...], spec: ResNetSpec, tv: str) -> None:
+def _write_resnet(w: Writer, path: tuple[str, ...], spec: ResNetSpec, tv: str) -> None:
     """jaxdet ResNet at `path` <- torchvision ResNet keys under `tv` ("" or "backbone.body.")."""
     modules = w.vars["params"]
     for p in path:
@@ -150,7 +46,7 @@ def _write_resnet(w: _Writer, path: tuple[str, ...], spec: ResNetSpec, tv: str) 
         raise ConfigError("this jaxdet backbone has no norm layers (backbone_norm='none'); use 'frozen_batch'")
     w.norm(path, stem_norm[0], tv + "bn1")
     block_kind = "Bottleneck" if spec.bottleneck else "BasicBlock"
-    blocks = _by_index(names, block_kind + "_")
+    blocks = by_index(names, block_kind + "_")
     if len(blocks) != sum(spec.stage_sizes):
         raise ConfigError(f"jaxdet backbone has {len(blocks)} blocks, expected {sum(spec.stage_sizes)}")
     convs_per_block = 3 if spec.bottleneck else 2
@@ -159,7 +55,7 @@ def _write_resnet(w: _Writer, path: tuple[str, ...], spec: ResNetSpec, tv: str) 
         for j in range(depth):
             bpath, key = (*path, blocks[i]), f"{tv}layer{stage + 1}.{j}."
             sub = set(modules[blocks[i]]) | set(stats.get(blocks[i], {}))
-            convs, norms = _by_index(sub, "Conv_"), [n for n in _by_index(sub) if not n.startswith("Conv_")]
+            convs, norms = by_index(sub, "Conv_"), [n for n in by_index(sub) if not n.startswith("Conv_")]
             for c in range(convs_per_block):
                 w.conv((*bpath, convs[c]), f"{key}conv{c + 1}", bias=False)
                 w.norm(bpath, norms[c], f"{key}bn{c + 1}")
@@ -169,7 +65,7 @@ def _write_resnet(w: _Writer, path: tuple[str, ...], spec: ResNetSpec, tv: str) 
             i += 1
 
 
-def _write_fpn(w: _Writer, path: tuple[str, ...], tv: str, levels: list[int], extra: list[int]) -> None:
+def _write_fpn(w: Writer, path: tuple[str, ...], tv: str, levels: list[int], extra: list[int]) -> None:
     """jaxdet FPN <- torchvision `backbone.fpn`: inner/layer blocks by level, then P6/P7 convs."""
     for i, lvl in enumerate(levels):
         w.conv((*path, f"lateral{lvl}"), w.first(f"{tv}inner_blocks.{i}.0.weight", f"{tv}inner_blocks.{i}.weight")[:-7])
@@ -185,10 +81,10 @@ def _resnet_spec(backbone: str) -> ResNetSpec:
     return spec
 
 
-def _resnet_fpn(sd: StateDict, variables: dict, backbone: str) -> _Writer:
+def _resnet_fpn(sd: StateDict, variables: dict, backbone: str) -> Writer:
     """A writer with the detector's ResNet <- `backbone.body` and FPN <- `backbone.fpn`
     (its P6/P7 convs where the jaxdet FPN has them) done."""
-    w = _Writer(sd, variables)
+    w = Writer(sd, variables)
     _write_resnet(w, ("ResNet_0",), _resnet_spec(backbone), "backbone.body.")
     fpn = w.vars["params"]["FPN_0"]
     levels = sorted(int(k[7:]) for k in fpn if k.startswith("lateral"))
@@ -203,7 +99,7 @@ def resnet_from_torchvision(sd: StateDict, variables: dict, backbone: str, path=
     tv = "" if "conv1.weight" in sd else "backbone.body." if "backbone.body.conv1.weight" in sd else None
     if tv is None:
         raise ConfigError("not a torchvision ResNet state_dict: no 'conv1.weight' or 'backbone.body.conv1.weight'")
-    w = _Writer(sd, variables)
+    w = Writer(sd, variables)
     _write_resnet(w, tuple(path), _resnet_spec(backbone), tv)
     return w.vars, w.report.finish(sd, tv)
 

@@ -207,6 +207,20 @@ def make_eval_step(detector, mesh: Mesh) -> Callable:
     return jax.jit(mapped)
 
 
+def make_predict_step(detector, mesh: Mesh) -> Callable:
+    """jit(shard_map) of `(variables, images [B, S, S, 3] uint8-range floats) -> detections`:
+    what inference runs, the eval-mode forward and the detector's post-processing (score
+    threshold, top-k, NMS or the set predictor's top-k; static shapes), no targets, no loss.
+    Detections (`postprocess.Detections` as a dict, [B, D, ...]) are split along "data"."""
+
+    def predict_fn(variables: dict, images: jax.Array):
+        outputs, _ = forward(detector, variables, {"image": images}, jax.random.key(0), train=False)
+        return detector.predict(outputs)._asdict()
+
+    mapped = jax.shard_map(predict_fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS), check_vma=False)
+    return jax.jit(mapped)
+
+
 def global_batch(mesh: Mesh, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     """Per-process numpy batch -> global arrays split along "data" (multi-host safe)."""
     sharding = NamedSharding(mesh, P(AXIS))

@@ -7,10 +7,12 @@ dense attention, which the small feature maps here afford):
    the content, their boxes the reference boxes (RT-DETR's query selection);
 3. `num_layers` decoder layers (self-attention, cross-attention to all memory tokens,
    FFN; post-norm), each refining the boxes in logit space (iterative refinement, the
-   reference detached between layers) and predicting classes: auxiliary outputs.
+   reference detached between layers) and predicting classes: auxiliary outputs;
+4. in training, optionally, groups of denoising queries (noised ground truth) decoded
+   beside the matching queries, behind an attention mask (models/heads/denoising.py).
 
-Boxes are normalised (cx, cy, w, h) in [0, 1]. No dropout: a step is a pure function of
-its inputs and the training key is not needed here.
+Boxes are normalised (cx, cy, w, h) in [0, 1]. No dropout: the step's "sampling" key
+only draws the denoising queries' noise (a pure function of seed, step and device).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import Array
+
+from jaxdet.models.heads import denoising
 
 
 def inverse_sigmoid(x: Array, eps: float = 1e-5) -> Array:
@@ -59,8 +63,9 @@ class _Attention(nn.Module):
     dtype: Any
 
     @nn.compact
-    def __call__(self, q, k, v):
-        return nn.MultiHeadDotProductAttention(num_heads=self.heads, dtype=self.dtype, deterministic=True)(q, k, v)
+    def __call__(self, q, k, v, mask=None):
+        attend = nn.MultiHeadDotProductAttention(num_heads=self.heads, dtype=self.dtype, deterministic=True)
+        return attend(q, k, v, mask=mask)
 
 
 class EncoderLayer(nn.Module):
@@ -82,10 +87,11 @@ class DecoderLayer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, tgt, query_pos, memory, memory_pos):
+    def __call__(self, tgt, query_pos, memory, memory_pos, self_mask=None):
         c = tgt.shape[-1]
         q = tgt + query_pos
-        tgt = nn.LayerNorm(dtype=self.dtype)(tgt + _Attention(self.heads, self.dtype, name="self_attn")(q, q, tgt))
+        attn = _Attention(self.heads, self.dtype, name="self_attn")(q, q, tgt, self_mask)
+        tgt = nn.LayerNorm(dtype=self.dtype)(tgt + attn)
         cross = _Attention(self.heads, self.dtype, name="cross_attn")(tgt + query_pos, memory + memory_pos, memory)
         tgt = nn.LayerNorm(dtype=self.dtype)(tgt + cross)
         y = nn.Dense(c, dtype=self.dtype)(nn.gelu(nn.Dense(self.ffn, dtype=self.dtype)(tgt)))
@@ -96,7 +102,10 @@ class DETRHead(nn.Module):
     """{level: [B, H, W, C]} -> "cls_logits" [B, Q, K], "boxes" [B, Q, 4] (the last layer),
     "aux_cls_logits" [B, L - 1, Q, K], "aux_boxes" [B, L - 1, Q, 4] (the earlier layers),
     "enc_cls_logits" [B, Q, K], "enc_boxes" [B, Q, 4] (the selected proposals); with
-    `quality_branch`, "quality_logits" [B, Q] (the last layer's)."""
+    `quality_branch`, "quality_logits" [B, Q] (the last layer's). With `denoising` groups
+    and ground truth (training), also "dn_cls_logits" [B, L, Qd, K], "dn_boxes"
+    [B, L, Qd, 4] (every layer's) and the queries' targets "dn_slot" int32 [B, Qd],
+    "dn_positive" and "dn_real" bool [B, Qd] (models/heads/denoising.py)."""
 
     num_logits: int
     num_queries: int = 100
@@ -107,9 +116,16 @@ class DETRHead(nn.Module):
     quality_branch: bool = False  # a per-query confidence logit off the last layer
     prior_prob: float = 0.01
     dtype: Any = jnp.float32
+    num_classes: int = 0  # (for the denoising queries' label embedding)
+    denoising: int = 0  # groups of denoising queries in training; 0: none
+    label_noise: float = 0.5
+    box_noise: float = 1.0
 
     @nn.compact
-    def __call__(self, features: dict[int, Array]) -> dict[str, Array]:
+    def __call__(self, features: dict[int, Array], ground_truth: tuple[Array, Array, Array] | None = None
+                 ) -> dict[str, Array]:  # fmt: skip
+        """ground_truth: (boxes [B, M, 4] normalised (cx, cy, w, h), labels [B, M], mask
+        [B, M]) in training, for the denoising queries; None: matching queries only."""
         levels = sorted(features)
         c = features[levels[0]].shape[-1]
         bsz = features[levels[0]].shape[0]
@@ -145,11 +161,25 @@ class DETRHead(nn.Module):
         out = {"enc_cls_logits": take(enc_cls).astype(jnp.float32),
                "enc_boxes": jax.nn.sigmoid(take(enc_box).astype(jnp.float32))}  # fmt: skip
 
+        qd, self_mask = 0, None
+        if self.denoising:
+            label_embed = nn.Embed(self.num_classes + 1, c, dtype=self.dtype, name="denoising_embed")
+            if self.is_initializing():  # (its parameters exist whether or not this call has ground truth)
+                label_embed(jnp.zeros((1,), jnp.int32))
+        if self.denoising and ground_truth is not None:
+            dn = denoising.make_queries(self.make_rng("sampling"), *ground_truth, self.denoising, self.num_classes,
+                                        self.label_noise, self.box_noise)  # fmt: skip
+            qd = dn.labels.shape[1]
+            tgt = jnp.concatenate([label_embed(dn.labels), tgt.astype(self.dtype)], 1)
+            ref = jnp.concatenate([dn.boxes, ref], 1)
+            self_mask = denoising.attention_mask(dn.real, self.denoising, k)
+            out.update(dn_slot=dn.slot, dn_positive=dn.positive, dn_real=dn.real)
+
         query_pos_head = MLP(2 * c, c, 2, self.dtype, name="query_pos")
         cls_all, box_all = [], []
         for i in range(self.num_layers):
             tgt = DecoderLayer(self.heads, self.ffn, self.dtype, name=f"decoder{i}")(
-                tgt, query_pos_head(ref.astype(self.dtype)), memory, memory_pos
+                tgt, query_pos_head(ref.astype(self.dtype)), memory, memory_pos, self_mask
             )
             delta = MLP(c, 4, 3, self.dtype, name=f"box{i}")(tgt).astype(jnp.float32)
             boxes = jax.nn.sigmoid(inverse_sigmoid(ref) + delta)
@@ -157,6 +187,10 @@ class DETRHead(nn.Module):
             cls_all.append(logits.astype(jnp.float32))
             box_all.append(boxes)
             ref = jax.lax.stop_gradient(boxes)  # each layer refines the previous layer's boxes
+        if qd:
+            out["dn_cls_logits"] = jnp.stack([x[:, :qd] for x in cls_all], 1)
+            out["dn_boxes"] = jnp.stack([x[:, :qd] for x in box_all], 1)
+            cls_all, box_all, tgt = [x[:, qd:] for x in cls_all], [x[:, qd:] for x in box_all], tgt[:, qd:]
         out["cls_logits"], out["boxes"] = cls_all[-1], box_all[-1]
         if self.quality_branch:
             out["quality_logits"] = nn.Dense(1, dtype=self.dtype, name="quality")(tgt)[..., 0].astype(jnp.float32)
