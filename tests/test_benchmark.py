@@ -106,6 +106,7 @@ def test_inference_bench_times_the_predict_step_which_gives_evaluations_detectio
         np.testing.assert_allclose(np.asarray(predicted[k]), np.asarray(evaluated[k]), atol=1e-5, err_msg=k)
 
 
+@pytest.mark.slow  # (~36 s on 2 cores: a ResNet-50 RetinaNet's eval forward; the train side's test stays default)
 def test_torchvision_inference_side_runs_post_processing_with_the_given_settings():
     pytest.importorskip("torchvision")
     from benchmarks.torchvision_side import bench_torchvision
