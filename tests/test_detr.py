@@ -131,21 +131,23 @@ def test_denoising_loss_trains_positives_on_their_box_and_negatives_on_no_object
     det = detectors.build_detector(config, K)
     batch = {k: jnp.asarray(v) for k, v in _batch(objects=2).items()}
     key = jax.random.key(0)
-    variables = det.module.init({"params": key, "sampling": key}, batch["image"], train=False)
-    outputs, _ = train.forward(det, variables, batch, jax.random.key(1), train=True)
+    # (jitted: run op by op, the model and the matcher's loops take ~3x longer here)
+    variables = jax.jit(lambda k: det.module.init({"params": k, "sampling": k}, batch["image"], train=False))(key)
+    outputs = jax.jit(lambda v: train.forward(det, v, batch, jax.random.key(1), train=True)[0])(variables)
     real_positive = np.asarray(outputs["dn_real"] & outputs["dn_positive"])
     assert real_positive.sum() == 2 * 2 * 2  # images x groups x real boxes
 
     def dn_localization(dn_boxes):
         return det.loss_fn({**outputs, "dn_boxes": dn_boxes}, batch, key)[1]["dn/localization"]
 
-    grads = np.asarray(jax.grad(dn_localization)(outputs["dn_boxes"]))  # [B, L, Qd, 4]
+    grads = np.asarray(jax.jit(jax.grad(dn_localization))(outputs["dn_boxes"]))  # [B, L, Qd, 4]
     moved = np.abs(grads).sum(axis=(1, 3)) > 0
     np.testing.assert_array_equal(moved, real_positive)  # box losses only through real positives
-    total, terms = det.loss_fn(outputs, batch, key)
+    loss_fn = jax.jit(lambda out: det.loss_fn(out, batch, key))
+    total, terms = loss_fn(outputs)
     assert float(terms["dn/classification"]) > 0 and np.isfinite(float(total))
     no_dn = {k: v for k, v in outputs.items() if not k.startswith("dn_")}
-    plain_total, plain_terms = det.loss_fn(no_dn, batch, key)
+    _, plain_terms = loss_fn(no_dn)  # (traced again: the outputs without the dn_ entries)
     np.testing.assert_allclose(float(terms["localization"]), float(plain_terms["localization"]
                                + terms["dn/localization"]), rtol=1e-5)  # fmt: skip
 
