@@ -98,6 +98,7 @@ def main(argv):
 
     runtime.enable_compilation_cache(_CACHE.value)
     config = _CONFIG.value
+    runtime.set_cpu_devices(config.train.get("cpu_devices", 0))
     if _IMAGE_SIZE.value:
         config.data.image_size = _IMAGE_SIZE.value
     if _BATCH.value:

@@ -11,7 +11,7 @@ from ml_collections import config_flags
 
 from experiments import cli
 from jaxdet import sweep
-from jaxdet.training import loop
+from jaxdet.training import loop, runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory; each arm gets a sub-directory.")
@@ -24,6 +24,7 @@ def main(argv):
     cli.start(argv)
     # (After a preemption, re-running the sweep resumes the arm in flight and skips finished arms.)
     with cli.user_errors():
+        runtime.set_cpu_devices(_CONFIG.value.train.cpu_devices)  # (one count for every arm: the base config's)
         grid = sweep.parse_sweep(_CONFIG.value, _SWEEP.value) if _SWEEP.value else [{}]
         seeds = [int(s) for s in _SEEDS.value]
         records = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, grid, seeds, loop.train_and_evaluate)

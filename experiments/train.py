@@ -27,6 +27,7 @@ _INIT_TIMEOUT = flags.DEFINE_integer("jax_initialization_timeout", 300, "Seconds
 def main(argv):
     cli.start(argv)
     with cli.user_errors():  # (the loop printed where a preemption checkpoint is)
+        runtime.set_cpu_devices(_CONFIG.value.train.cpu_devices)
         runtime.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _INIT_TIMEOUT.value)
         runtime.enable_compilation_cache(_CONFIG.value.train.compilation_cache_dir)
         loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -58,6 +58,11 @@ def parse_sweep(config: ml_collections.ConfigDict, specs: Sequence[str]) -> list
         key = key.strip()
         if key == "seed":
             raise ConfigError("sweep over seeds with --seeds, not --sweep seed=...")
+        if key == "train.cpu_devices":  # (JAX's CPU device count is set once per process)
+            raise ConfigError(
+                "--sweep train.cpu_devices=...: the CPU device count is one per process; set it for the whole "
+                "sweep with --config.train.cpu_devices=N, or run one sweep per count"
+            )
         # Split on commas outside brackets, so tuple values like (0.5,1.0) survive.
         items = [v.strip() for v in re.split(r",(?![^()\[\]]*[)\]])", values) if v.strip()]
         if not items:

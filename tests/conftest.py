@@ -1,5 +1,6 @@
 """Test set-up: 4 fake CPU devices (for the data-parallel tests) and a shared TFDS dir."""
 
+import fcntl
 import os
 
 # Must happen before JAX initialises its backend. The suite's programs are tiny and compiled
@@ -13,13 +14,27 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def tfds_dir(tmp_path_factory) -> str:
-    """A TFDS data dir holding `jaxdet_shapes` (ArrayRecord), generated once per test session (~20 s)."""
+def tfds_dir(tmp_path_factory, xdist_worker) -> str:
+    """A TFDS data dir holding `jaxdet_shapes` (ArrayRecord), generated once per test session
+    (~20 s): under pytest-xdist, by the first worker to need it, the others waiting on a lock."""
     from jaxdet.data import sources
 
-    path = str(tmp_path_factory.mktemp("tfds"))
-    sources.tfds_source("jaxdet_shapes", "train", path)  # prepares it, as a run does
-    return path
+    if xdist_worker == "master":  # (no xdist workers: -n 0 or -p no:xdist)
+        path = tmp_path_factory.mktemp("tfds")
+    else:  # the base temp's parent is the whole session's, shared by its workers
+        path = tmp_path_factory.getbasetemp().parent / "tfds"
+        path.mkdir(exist_ok=True)
+    with open(path / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sources.tfds_source("jaxdet_shapes", "train", str(path))  # prepares it, as a run does
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def xdist_worker(request) -> str:
+    """pytest-xdist's worker name ("gw0", ...), or "master" without workers (also where
+    the plugin is not installed or is off)."""
+    return getattr(request.config, "workerinput", {}).get("workerid", "master")
 
 
 @pytest.fixture(scope="session", autouse=True)

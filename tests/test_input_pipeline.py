@@ -140,7 +140,8 @@ def test_training_runs_where_tensorflow_cannot_be_imported(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(_WITHOUT_TENSORFLOW)
-    env = {**os.environ, "PYTHONPATH": str(site), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    flags = "--xla_backend_optimization_level=0"  # (see conftest)
+    env = {**os.environ, "PYTHONPATH": str(site), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags}
     check = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, capture_output=True, text=True)
     assert check.returncode != 0 and "No module named 'tensorflow'" in check.stderr
     workdir = tmp_path / "run"

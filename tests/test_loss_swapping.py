@@ -227,6 +227,8 @@ def test_sweep_parsing_and_errors():
         sweep.parse_sweep(config, ["loss.localisation=l1"])
     with pytest.raises(ValueError, match="--seeds"):
         sweep.parse_sweep(config, ["seed=1,2"])
+    with pytest.raises(ValueError, match="one per process"):
+        sweep.parse_sweep(config, ["train.cpu_devices=1,2"])
 
 
 @pytest.mark.slow  # ~60 s (two tiny training runs): `pytest -m slow`; parsing and errors are tested above

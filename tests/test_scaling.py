@@ -143,3 +143,20 @@ def test_incomplete_multi_process_flags(tmp_path, flags, message):
            f"--workdir={tmp_path}", *flags]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(1), cwd=ROOT, timeout=120)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+
+
+def test_cpu_devices_splits_the_cpu_before_jax_starts_and_refuses_after():
+    from jaxdet.errors import ConfigError
+    from jaxdet.training import runtime
+
+    # A fresh process: 2 devices, whatever XLA_FLAGS says (here 1).
+    code = "from jaxdet.training import runtime; import jax; print(runtime.set_cpu_devices(2), jax.device_count())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(1), cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.split() == ["2", "2"], proc.stderr[-2000:]
+    # This process's backend is up (conftest's 4 devices): the same count or 0 is fine, another is refused.
+    have = len(jax.devices("cpu"))
+    assert runtime.set_cpu_devices(0) == runtime.set_cpu_devices(have) == have
+    with pytest.raises(ConfigError, match=f"already runs with {have} device"):
+        runtime.set_cpu_devices(have + 1)
+    with pytest.raises(ConfigError, match="must be an int >= 0"):
+        runtime.set_cpu_devices(-1)

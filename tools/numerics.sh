@@ -15,4 +15,5 @@ if [ -n "${1:-}" ]; then
 fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 python3 -c "import jax; print('jax', jax.__version__, 'backend:', jax.default_backend(), jax.devices())"
-exec python3 -m pytest -q -p no:cacheprovider -m numerics "${@:2}"
+# (-o addopts=: one process, not pyproject's two xdist workers, which would share the device.)
+exec python3 -m pytest -q -p no:cacheprovider -o addopts= -m numerics "${@:2}"

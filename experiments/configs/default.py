@@ -90,6 +90,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # other sections (train.steps, optim, loss) may change, and the changes are logged.
     config.train.allow_config_change = False
     config.train.compute_dtype = "float32"
+    # > 0: this many JAX devices on the CPU (data parallel over its cores; GPU/TPU runs ignore it).
+    config.train.cpu_devices = 0
     # Persistent XLA compilation cache: a re-launch loads the compiled step ("" = off).
     config.train.compilation_cache_dir = "~/.cache/jaxdet/xla"
     config.train.num_prediction_images = 8
