@@ -43,7 +43,7 @@ def set_cpu_devices(count: int) -> int:
     On a CPU-only machine the train step is then data parallel over those devices, as over
     GPUs: the same computation (sync BN, gradients and normalisers averaged over "data"),
     each device's part on its own thread. XLA:CPU runs one device's program largely on
-    one thread, so on 2 cores two devices train ~1.16x faster (BENCHMARKS.md). GPU and
+    one thread, so on 2 cores two devices train 1.2-1.3x faster (BENCHMARKS.md). GPU and
     TPU runs are unaffected (their devices are not CPU devices). Call before any JAX
     computation: a count different from the running backend's is a ConfigError.
     """
