@@ -5,9 +5,9 @@ auxiliary losses, no NMS) on `jaxdet_shapes`, for 2 CPU cores.
 
 ResNet-small + FPN P3-P5 (64 channels), one encoder layer on P5, 3 decoder layers, 50
 queries (the images hold at most 8 objects), no denoising queries. Losses: focal
-classification (weight 2), 5 x L1 + 2 x GIoU on the matched
-boxes; the same costs match. 3000 steps of 16 images on two CPU devices (data parallel
-over the 2 cores, `train.cpu_devices`). `:tiny` is for tests.
+classification (weight 2), 5 x L1 + 2 x GIoU on the matched boxes; the same costs
+match. 3000 steps of 16 images on two CPU devices (data parallel over the 2 cores,
+`train.cpu_devices`). `:tiny` is for tests.
 """
 
 from experiments.configs import default
