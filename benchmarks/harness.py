@@ -135,13 +135,22 @@ def _result(config, mesh, state, mode: str, compile_s: float, times: list[float]
     }
 
 
+def _maybe_profile(run: Callable[[], Any], compiled, profile_dir: str) -> None:
+    """With a directory: 3 more steps under the profiler, their summary printed and saved."""
+    if profile_dir:
+        from benchmarks import profile
+
+        print(profile.profile(run, compiled.as_text(), profile_dir), flush=True)
+
+
 def bench_jaxdet(
-    config: ml_collections.ConfigDict, num_classes: int, steps: int, warmup: int, seed: int = 0
+    config: ml_collections.ConfigDict, num_classes: int, steps: int, warmup: int, seed: int = 0, profile_dir: str = ""
 ) -> dict[str, Any]:
     """Times `config`'s train step on synthetic batches over every local device.
 
     `config.train.batch_size` is the global batch; `config.data.image_size` the square
-    input side. Returns the figures listed in the module docstring.
+    input side. Returns the figures listed in the module docstring. `profile_dir`: then
+    profile the step too (`benchmarks.profile`).
     """
     config, mesh, detector, tx, lr, state, batch = _setup(config, num_classes, steps, warmup, seed)
     step = train.shard_train_step(train.make_train_step(detector, tx, lr), mesh)
@@ -158,12 +167,14 @@ def bench_jaxdet(
         jax.block_until_ready(box[0])
 
     times = _time(run, steps, warmup)
+    timed_losses = losses[:]  # the warm-up and timed steps', not the profiled ones
+    _maybe_profile(run, compiled, profile_dir)
     flops = step_flops(detector, tx, lr, box[0], batch, rng, mesh.size)
-    return {**_result(config, mesh, box[0], "train", compile_s, times, flops), "losses": losses}
+    return {**_result(config, mesh, box[0], "train", compile_s, times, flops), "losses": timed_losses}
 
 
 def bench_jaxdet_inference(
-    config: ml_collections.ConfigDict, num_classes: int, steps: int, warmup: int, seed: int = 0
+    config: ml_collections.ConfigDict, num_classes: int, steps: int, warmup: int, seed: int = 0, profile_dir: str = ""
 ) -> dict[str, Any]:
     """Times inference: `train.make_predict_step` (eval-mode forward + post-processing) on
     a synthetic batch of `config.train.batch_size` images, randomly initialised weights.
@@ -182,6 +193,7 @@ def bench_jaxdet_inference(
         detections.append(int(jax.device_get(out["valid"]).sum()))
 
     times = _time(run, steps, warmup)
+    _maybe_profile(run, compiled, profile_dir)
     cpu = train.make_predict_step(detector, train.make_mesh(jax.devices("cpu")[:1]))
     abstract = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
     images = batch["image"]

@@ -19,7 +19,8 @@ through NMS, the post-processing's full load (jaxdet's static shapes do that wor
 Synthetic batches (no dataset). Prints one line per framework and, with --compare, a
 last line `ratio jaxdet/torchvision images/s: X`. The torchvision side runs in a child
 process (the `bench` extra: torch, torchvision), after the jaxdet side has finished.
---json_out writes every figure.
+--json_out writes every figure; --profile_dir=DIR also traces 3 steps and prints the time
+per XLA op and per source scope (`benchmarks/profile.py`).
 """
 
 import json
@@ -46,6 +47,9 @@ _COMPARE = flags.DEFINE_enum("compare", "", ["", "torchvision"], "Also time this
 _JSON_OUT = flags.DEFINE_string("json_out", "", "Write the results (a JSON list) to this file.")
 _CACHE = flags.DEFINE_string(
     "compilation_cache_dir", "", "Persistent XLA compilation cache; a second run then reports the cache load time."
+)
+_PROFILE_DIR = flags.DEFINE_string(
+    "profile_dir", "", "Also trace 3 steps with jax.profiler into this directory; prints where the time goes."
 )
 _TORCH_WORKER = flags.DEFINE_string("torch_worker", "", "Internal: run the torchvision side with these JSON args.")
 
@@ -108,7 +112,7 @@ def main(argv):
         config.model.score_threshold = _SCORE_THRESHOLD.value
     try:
         bench = benchmark.bench_jaxdet_inference if inference else benchmark.bench_jaxdet
-        results = [bench(config, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value)]
+        results = [bench(config, _NUM_CLASSES.value, _STEPS.value, _WARMUP.value, profile_dir=_PROFILE_DIR.value)]
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
     print(benchmark.format_result(results[0]), flush=True)

@@ -102,6 +102,22 @@ def test_hard_negative_mask_selects_exactly_the_hardest():
     assert np.asarray(assigners.hard_negative_mask(losses, negatives, 0)).sum() == 0
 
 
+def test_top_k_mask_with_a_static_bound_is_the_sorted_selection():
+    """k_max (a top-k instead of a full sort) selects what the sort does: ties by lower
+    index, fewer candidates than k, k = 0, and a k traced under jit."""
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 20, 500).astype(np.float32)  # many ties
+    mask = rng.uniform(size=500) < 0.3
+    both = jax.jit(lambda k: (assigners.top_k_mask(scores, mask, k), assigners.top_k_mask(scores, mask, k, 64)))
+    for k in (0, 1, 17, 64):
+        full, bounded = both(k)
+        np.testing.assert_array_equal(bounded, full)
+        assert int(full.sum()) == k and not np.any(np.asarray(full) & ~mask)
+    few = np.zeros(500, bool)
+    few[[3, 99, 400]] = True
+    np.testing.assert_array_equal(assigners.top_k_mask(scores, few, 64, 64), few)
+
+
 def test_ssd_default_boxes():
     from jaxdet import anchors
 

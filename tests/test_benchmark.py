@@ -58,6 +58,7 @@ def test_bench_main_writes_json(tmp_path):
     cmd = [
         sys.executable, "-m", "experiments.bench", "--config=experiments/configs/default.py:tiny",
         "--steps=1", "--warmup=1", "--batch=4", "--image_size=64", f"--json_out={out}",
+        f"--profile_dir={tmp_path / 'prof'}",
     ]  # fmt: skip
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -70,6 +71,11 @@ def test_bench_main_writes_json(tmp_path):
     assert len(r["losses"]) == 2 and np.all(np.isfinite(r["losses"]))
     assert r["mfu"] is None  # CPU: no known peak, so no utilisation claimed
     assert "img/s" in proc.stdout and "compile" in proc.stdout
+    # --profile_dir: the traced steps' time per instruction, joined to the model's source scopes.
+    summary = (tmp_path / "prof" / "summary.txt").read_text()
+    assert summary in proc.stdout and "busy time per step" in summary
+    scopes = summary.split("per scope:")[1]
+    assert "[bwd] DenseModel" in scopes and "\n" in scopes.strip(), summary
 
 
 def test_torchvision_side_matches_inputs():

@@ -31,3 +31,16 @@ def synthetic_batch(batch: int, image_size: int, max_boxes: int, num_classes: in
         "image_id": np.arange(batch, dtype=np.int64),
         "scale": np.ones((batch,), np.float32),
     }
+
+
+def clustered_boxes(
+    rng: np.random.Generator, shape: tuple[int, ...], image_size: float, clusters: int = 6
+) -> np.ndarray:
+    """Boxes [*shape, 4] xyxy (float32, inside the image) jittered around a few objects, as
+    RPN proposals or dense detections are before NMS: long chains of overlaps."""
+    centres = rng.uniform(0, image_size, (clusters, 2))
+    sides = rng.uniform(0.05, 0.3, (clusters, 2)) * image_size
+    k = rng.integers(0, clusters, shape)
+    ctr = centres[k] + rng.normal(0, 0.02 * image_size, (*shape, 2))
+    wh = sides[k] * rng.uniform(0.7, 1.3, (*shape, 2))
+    return np.clip(np.concatenate([ctr - wh / 2, ctr + wh / 2], axis=-1), 0, image_size).astype(np.float32)

@@ -143,9 +143,10 @@ def section_anchors(config, name: str, scales: tuple[float, ...]) -> np.ndarray:
     )
 
 
-def detect_kwargs(model_config) -> dict[str, Any]:
-    """The shared post-processing fields of `config.model`."""
+def detect_kwargs(model_config, kernels: str) -> dict[str, Any]:
+    """The shared post-processing fields of `config.model`, and the NMS's kernel form."""
     return dict(
+        nms_form=kernels,
         pre_nms_topk=model_config.pre_nms_topk,
         score_threshold=model_config.score_threshold,
         iou_threshold=model_config.nms_iou_threshold,

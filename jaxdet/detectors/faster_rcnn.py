@@ -185,7 +185,7 @@ def build(config, ctx: base.BuildContext) -> FasterRCNN:
     )
     return FasterRCNN(
         module, anchors, losses, f.rpn_fg_iou, f.rpn_bg_iou, f.rpn_per_image, f.rpn_positive_fraction, size,
-        base.detect_kwargs(m),
+        base.detect_kwargs(m, ctx.kernels),
     )  # fmt: skip
 
 

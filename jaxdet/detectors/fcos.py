@@ -157,7 +157,7 @@ def build(config, ctx: base.BuildContext) -> FCOS:
     module = base.dense_model(config, ctx, "fpn", lambda pyramid: head()(pyramid))
     level_sizes = anchor_ops.anchors_per_level(config.data.image_size, levels, 1)
     return FCOS(
-        module, points, strides, lower, upper, losses, f.center_radius, base.detect_kwargs(m),
+        module, points, strides, lower, upper, losses, f.center_radius, base.detect_kwargs(m, ctx.kernels),
         level_sizes=level_sizes if f.topk_per_level else None,
         clip_size=config.data.image_size if f.clip_boxes else None,
     )  # fmt: skip

@@ -2,9 +2,10 @@
 sampling and the box head, as one Flax module (proposals and sampling need the RPN's
 outputs inside the same forward pass).
 
-Proposals: per-level top-k, decode, clip, drop tiny boxes, NMS per level, a fixed count
-kept with a mask; their coordinates carry no gradient. Training: ground truth appended to
-the proposals, `roi_per_image` RoIs sampled per image (a fraction positive at most).
+Proposals: per-level top-k, decode, clip, drop tiny boxes, NMS per level (`grouped_nms`),
+the best fixed count kept with a mask; their coordinates carry no gradient. Training:
+ground truth appended to the proposals, `roi_per_image` RoIs sampled per image (a
+fraction positive at most).
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
-from jaxdet import assigners, box_coder, postprocess
+from jaxdet import assigners, box_coder
 from jaxdet import boxes as box_ops
 from jaxdet.models.backbones import make_backbone
 from jaxdet.models.heads.rcnn import BoxHead, RPNHead
 from jaxdet.models.necks import NeckSpec, apply_neck
+from jaxdet.ops import nms as nms_ops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,23 +67,24 @@ class FasterRCNNModule(nn.Module):
         logits, deltas = jax.lax.stop_gradient(logits), jax.lax.stop_gradient(deltas)
         anchors = jnp.asarray(self.anchors)
 
+        k = max(min(s.pre_nms_topk, n) for n in s.level_sizes)  # every level padded to k
+
         def one_image(logit, delta):
-            boxes, scores, levels, start = [], [], [], 0
-            for lvl, n in enumerate(s.level_sizes):
-                k = min(s.pre_nms_topk, n)
-                top, idx = jax.lax.top_k(logit[start : start + n], k)
+            boxes, scores, starts = [], [], np.cumsum((0,) + s.level_sizes[:-1])
+            for start, n in zip(starts, s.level_sizes):
+                top, idx = jax.lax.top_k(logit[start : start + n], min(s.pre_nms_topk, n))
                 idx = idx + start
-                boxes.append(box_coder.decode_deltas(anchors[idx], delta[idx]))
-                scores.append(top)
-                levels.append(jnp.full((k,), lvl, jnp.int32))
-                start += n
-            boxes = box_ops.clip_boxes(jnp.concatenate(boxes), s.image_size, s.image_size)
-            scores, levels = jnp.concatenate(scores), jnp.concatenate(levels)
-            wh = boxes[:, 2:] - boxes[:, :2]
-            valid = (wh[:, 0] >= s.min_box_size) & (wh[:, 1] >= s.min_box_size) & jnp.isfinite(scores)
-            kept = postprocess.batched_nms(boxes, scores, levels, valid, s.nms_iou, s.post_nms_topk)
+                pad = k - idx.shape[0]  # a level with fewer anchors than k: invalid padding
+                boxes.append(jnp.pad(box_coder.decode_deltas(anchors[idx], delta[idx]), ((0, pad), (0, 0))))
+                scores.append(jnp.pad(top, (0, pad), constant_values=-jnp.inf))
+            boxes = box_ops.clip_boxes(jnp.stack(boxes), s.image_size, s.image_size)  # [L, k, 4]
+            scores = jnp.stack(scores)  # [L, k]
+            wh = boxes[..., 2:] - boxes[..., :2]
+            valid = (wh[..., 0] >= s.min_box_size) & (wh[..., 1] >= s.min_box_size) & jnp.isfinite(scores)
+            # NMS per level (levels never suppress each other), then the best post_nms_topk.
+            kept = nms_ops.grouped_nms(boxes, scores, valid, s.nms_iou, s.post_nms_topk, self.kernels)
             ok = kept >= 0
-            return jnp.where(ok[:, None], boxes[jnp.maximum(kept, 0)], 0.0), ok
+            return jnp.where(ok[:, None], boxes.reshape(-1, 4)[jnp.maximum(kept, 0)], 0.0), ok
 
         return jax.vmap(one_image)(logits, deltas)
 

@@ -78,7 +78,7 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
         r.fg_iou,
         r.bg_iou,
         tuple(r.box_weights),
-        base.detect_kwargs(m),
+        base.detect_kwargs(m, ctx.kernels),
         level_sizes=level_sizes if r.topk_per_level else None,
         clip_size=config.data.image_size if r.clip_boxes else None,
         tal=(r.tal_topk, r.tal_alpha, r.tal_beta) if r.assigner == "task_aligned" else None,

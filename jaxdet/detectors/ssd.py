@@ -56,7 +56,7 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
         s.iou_threshold,
         s.iou_threshold,
         tuple(s.box_weights),
-        base.detect_kwargs(m),
+        base.detect_kwargs(m, ctx.kernels),
         cls_region="hard_negatives",
         neg_pos_ratio=s.neg_pos_ratio,
     )

@@ -138,7 +138,7 @@ def build(config, ctx: base.BuildContext) -> YOLO:
         kernels=ctx.kernels,
     )
     module = base.dense_model(config, ctx, "pan", lambda pyramid: head()(pyramid))
-    return YOLO(module, points, strides, losses, y.center_radius, y.simota_k, base.detect_kwargs(m))
+    return YOLO(module, points, strides, losses, y.center_radius, y.simota_k, base.detect_kwargs(m, ctx.kernels))
 
 
 DEFINITION = base.DetectorDef(

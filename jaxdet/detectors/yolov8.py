@@ -143,7 +143,7 @@ def build(config, ctx: base.BuildContext) -> YOLOv8:
 
     module = base.dense_model(config, ctx, "c2f_pan", head, neck=neck, head_takes_train=True)
     tal = (y.tal_topk, y.tal_alpha, y.tal_beta)
-    return YOLOv8(module, points, strides, losses, y.reg_max, tal, base.detect_kwargs(m))
+    return YOLOv8(module, points, strides, losses, y.reg_max, tal, base.detect_kwargs(m, ctx.kernels))
 
 
 DEFINITION = base.DetectorDef(
