@@ -12,9 +12,10 @@ forms (chosen by the kernel policy, `jaxdet.kernels`):
   point. That system is triangular (box j depends on boxes i < j only), so after t sweeps
   the first t boxes of the block are final and its one fixed point is the greedy answer:
   the result is the sequential form's, in N / BLOCK loop steps of a few sweeps each
-  instead of N steps. A loop step on a GPU is a kernel launch and a host round trip
-  (microseconds each, thousands of them for 5000 RPN proposals), which is what this form
-  removes; TF's `non_max_suppression_padded` is built the same way.
+  instead of N steps. On a GPU a loop step costs kernel launches and, for XLA's while
+  loops, a read of the loop condition by the host (microseconds each; thousands of them
+  for 5000 RPN proposals), which is what this form removes (not yet timed on a GPU);
+  TF's `non_max_suppression_padded` is built the same way.
 
 `grouped_nms` runs NMS independently per group (pyramid level for RPN proposals, which
 torchvision's `batched_nms` over levels also treats as separate problems): G problems of
