@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from benchmarks import profile
 from benchmarks.memory import peak_host_mb
 from jaxdet import configs, detectors, kernels
 from jaxdet.data.synthetic import synthetic_batch
@@ -138,8 +139,6 @@ def _result(config, mesh, state, mode: str, compile_s: float, times: list[float]
 def _maybe_profile(run: Callable[[], Any], compiled, profile_dir: str) -> None:
     """With a directory: 3 more steps under the profiler, their summary printed and saved."""
     if profile_dir:
-        from benchmarks import profile
-
         print(profile.profile(run, compiled.as_text(), profile_dir), flush=True)
 
 

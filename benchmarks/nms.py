@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import jax
 import numpy as np
 
+from benchmarks.harness import _time
 from jaxdet.data.synthetic import clustered_boxes
 from jaxdet.ops import nms as nms_ops
 
@@ -26,13 +26,8 @@ FORMS = ("cpu", "plain")
 
 
 def _median_ms(fn, args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile + warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+    """Median ms of `repeats` calls after one that compiles and warms up."""
+    return statistics.median(_time(lambda: jax.block_until_ready(fn(*args)), repeats, warmup=1)) * 1e3
 
 
 def main() -> None:

@@ -80,8 +80,9 @@ class FasterRCNNModule(nn.Module):
             boxes = box_ops.clip_boxes(jnp.stack(boxes), s.image_size, s.image_size)  # [L, k, 4]
             scores = jnp.stack(scores)  # [L, k]
             wh = boxes[..., 2:] - boxes[..., :2]
-            valid = (wh[..., 0] >= s.min_box_size) & (wh[..., 1] >= s.min_box_size) & jnp.isfinite(scores)
-            # NMS per level (levels never suppress each other), then the best post_nms_topk.
+            valid = (wh[..., 0] >= s.min_box_size) & (wh[..., 1] >= s.min_box_size)  # (padding: -inf scores)
+            # NMS per level (levels never suppress each other; non-finite scores are invalid),
+            # then the best post_nms_topk.
             kept = nms_ops.grouped_nms(boxes, scores, valid, s.nms_iou, s.post_nms_topk, self.kernels)
             ok = kept >= 0
             return jnp.where(ok[:, None], boxes.reshape(-1, 4)[jnp.maximum(kept, 0)], 0.0), ok
