@@ -8,6 +8,7 @@ saved) exits 128 + the signal, so a scheduler or `train && eval` sees the run di
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 
@@ -26,6 +27,14 @@ def run(main: Callable[[list[str]], None]) -> None:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
+    for arg in argv[1:]:
+        if arg.startswith("--config="):
+            path = arg.removeprefix("--config=").split(":", 1)[0]
+            if not os.path.isfile(path):
+                sys.exit(
+                    f"error: --config={path!r}: no such file; pass a config file, e.g. "
+                    "--config=experiments/configs/default.py (a variant after a colon: default.py:tiny)"
+                )
     try:
         return app.parse_flags_with_usage(argv)
     except (AttributeError, KeyError, TypeError):  # config_flags: an override path not in the config

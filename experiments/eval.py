@@ -6,7 +6,10 @@
 Without --config, the config the run recorded (workdir/config.json) is used; the class
 names always come from workdir/classes.json, and the training split is not read.
 
-Writes workdir/eval/{per_class.md, pr_curves.png, errors.txt} and prints the table.
+Writes metrics.jsonl, config.json, per_class.md, pr_curves.png, errors.txt and detections.json
+(COCO results with the dataset's own ids) to --out, by default workdir/eval/step<N> (or
+step<N>-config-<hash> with another config), and prints the table. The run's own
+metrics.jsonl is never touched: it holds the training's evaluations only.
 """
 
 from absl import flags
@@ -18,13 +21,14 @@ from jaxdet.evaluation import evaluator
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file (default: the run's own).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best (by train.best_metric) or a step number.")
+_OUT = flags.DEFINE_string("out", None, "Output directory (default: workdir/eval/step<N>[-config-<hash>]).")
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     cli.start(argv)
     with cli.user_errors():
-        evaluator.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value)
+        evaluator.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value, out=_OUT.value)
 
 
 if __name__ == "__main__":

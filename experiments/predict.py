@@ -3,8 +3,10 @@
     python -m experiments.predict --workdir=runs/default --images='photos/*.jpg' --out=/tmp/pred \
         [--score_threshold=0.3] [--checkpoint=latest|best|STEP]
 
-Writes OUT/<name>.png (boxes, class names and scores drawn on the original image) and
-OUT/detections.json (COCO results format in each file's own pixels, with `file_name`).
+Writes OUT/<path>.png for each input (its path under the inputs' common folder, so no two
+collide; boxes, class names and scores drawn on the original image) and OUT/detections.json
+(COCO results format in each file's own pixels, the dataset's category ids, with
+`file_name`). Never writes over an input: such an --out is refused before anything is written.
 JPEG and PNG of any size: resized and padded as in evaluation, boxes mapped back.
 """
 
@@ -30,6 +32,7 @@ def main(argv):
     if not paths:
         raise SystemExit(f"error: --images={_IMAGES.value!r} matches no files")
     with cli.user_errors():
+        predict.check_outputs(paths, _OUT.value)  # before the restore: a bad --out fails at once
         predictor = predict.Predictor(_WORKDIR.value, _CHECKPOINT.value)
         results = predict.predict_files(predictor, paths, _OUT.value, _THRESHOLD.value)
     print(f"{len(results)} detections (score >= {_THRESHOLD.value}) on {len(paths)} images, "

@@ -15,6 +15,7 @@ import ml_collections
 
 from jaxdet import kernels, losses
 from jaxdet.data import sources
+from jaxdet.data.classes import Classes
 from jaxdet.detectors import config as model_config
 from jaxdet.errors import ConfigError
 from jaxdet.evaluation.coco import COCO_KEYS
@@ -26,7 +27,8 @@ from jaxdet.training import optim
 # Sections whose change makes a checkpoint meaningless (resume refuses them).
 MODEL_SECTIONS = ("model", "data")
 # Fields of those sections that do not change what is trained (a resume may change them freely).
-RESULT_NEUTRAL = ("data.workers", *model_config.RESULT_NEUTRAL)
+# data.skip_bad: the error for an unreadable image suggests turning it on, so a resume must accept it.
+RESULT_NEUTRAL = ("data.workers", "data.skip_bad", "data.allow_no_boxes", *model_config.RESULT_NEUTRAL)
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -78,7 +80,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
             f"config.train.compute_dtype={config.train.compute_dtype!r}; valid: float32, bfloat16, float16"
         )
     b = config.train.batch_size
-    if b <= 0 or b % num_devices:
+    if not isinstance(b, int) or b <= 0:
+        raise ConfigError(
+            f"config.train.batch_size={b!r}: the global batch must be a positive number of images, e.g. "
+            f"{8 * num_devices} (a multiple of the {num_devices} device(s))"
+        )
+    if b % num_devices:
         raise ConfigError(
             f"config.train.batch_size={b} (global) is not divisible by the {num_devices} devices; "
             f"use a multiple of {num_devices}, e.g. {max(1, round(b / num_devices)) * num_devices}"
@@ -165,7 +172,14 @@ def diff(old: dict, new: dict, sections: tuple[str, ...] | None = None) -> list[
 
 
 def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: bool) -> list[str]:
-    """Writes workdir/config.json; when resuming, compares with the recorded config.
+    """`check_resume`, then `record`: returns the lines to log about what changed."""
+    notes = check_resume(config, workdir, resuming)
+    record(config, workdir)
+    return notes
+
+
+def check_resume(config: ml_collections.ConfigDict, workdir: str, resuming: bool) -> list[str]:
+    """When resuming, compares `config` with workdir/config.json (nothing is written).
 
     A changed model or data section is refused (ConfigError with a diff) unless
     `config.train.allow_config_change`; returns the lines to log about what changed.
@@ -206,25 +220,29 @@ def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: 
         old_steps, new_steps = old.get("train", {}).get("steps"), config.train.steps
         if old_steps is not None and old_steps != new_steps:
             notes.append(f"train.steps {old_steps} -> {new_steps}: the learning-rate schedule follows the new length")
+    return notes
+
+
+def record(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Writes workdir/config.json (process 0; via a temporary file and a rename)."""
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() != 0:  # one writer: every process checked, process 0 records
-        return notes
+        return
+    path = os.path.join(workdir, "config.json")
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(to_json(config))
     os.replace(tmp, path)
-    return notes
 
 
-def load_recorded(workdir: str) -> tuple[ml_collections.ConfigDict, list[str]]:
-    """The config (resolved) and class names a run recorded in its workdir: what evaluation
+def load_recorded(workdir: str) -> tuple[ml_collections.ConfigDict, Classes]:
+    """The config (resolved) and classes a run recorded in its workdir: what evaluation
     and prediction need besides the checkpoints, so neither reads the training split."""
-    paths = [os.path.join(workdir, n) for n in ("config.json", "classes.json")]
-    for path in paths:
-        if not os.path.exists(path):
-            raise ConfigError(f"{path} does not exist: is {workdir!r} the workdir of a jaxdet run?")
-    with open(paths[0]) as f:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise ConfigError(f"{path} does not exist: is {workdir!r} the workdir of a jaxdet run?")
+    classes = Classes.read(workdir)
+    with open(path) as f:
         # (configs recorded before per-detector model sections are read in today's layout)
         config = resolve(ml_collections.ConfigDict(model_config.upgrade(json.load(f))))
-    with open(paths[1]) as f:
-        return config, list(json.load(f))
+    return config, classes

@@ -121,6 +121,42 @@ def test_bad_annotations_are_named(tmp_path, kwargs, message):
 
 
 @pytest.mark.parametrize(
+    "images, annotations, message",
+    [
+        ([{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.jpg"}], [],
+         r"image id 1 appears twice: images\[0\] = .*a\.png.* and images\[1\] = .*b\.jpg"),
+        ([{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "./a.png"}], [],
+         r"image file_name 'a\.png' appears twice: images\[0\] = .* and images\[1\] = .*\./a\.png"),
+        ([{"id": 1, "file_name": "a.png"}],
+         [{"id": 7, "image_id": 1, "category_id": 3, "bbox": [0, 0, 4, 4]},
+          {"id": 7, "image_id": 1, "category_id": 7, "bbox": [1, 1, 4, 4]}],
+         r"annotation id 7 appears twice: annotations\[0\] = .* and annotations\[1\] = "),
+    ],
+)  # fmt: skip
+def test_duplicate_ids_and_files_are_errors_naming_both_records(tmp_path, images, annotations, message):
+    """Accepted, duplicates gave each file the other's boxes (a perfect detector scored 0.866 AP)."""
+    ann, img = _write_dataset(tmp_path, images=images, annotations=annotations)
+    with pytest.raises(ConfigError, match=message):
+        load_coco_json(ann, img)
+
+
+def test_size_mismatch_names_an_exif_rotation(tmp_path):
+    """jaxdet reads the stored pixels (as COCO's tools); a file whose EXIF says "rotate" and
+    whose record has the rotated size gets an error that says so."""
+    from jaxdet.data import pipeline, readers
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees clockwise when shown
+    os.makedirs(tmp_path / "img")
+    Image.new("RGB", (40, 30)).save(tmp_path / "img" / "r.jpg", exif=exif)
+    images = [{"id": 1, "file_name": "r.jpg", "width": 30, "height": 40}]  # the size as shown
+    ann, img = _write_dataset(tmp_path, images=images, annotations=[])
+    source = readers.FileSource(load_coco_json(ann, img)[0], img)
+    with pytest.raises(ConfigError, match=r"r\.jpg is 40x30 pixels but its annotation says 30x40.*EXIF orientation tag \(6"):
+        next(pipeline.Pipeline(source, 32, 4).eval(1))
+
+
+@pytest.mark.parametrize(
     "content, message",
     [
         ("", "not valid JSON"),

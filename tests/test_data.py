@@ -168,7 +168,8 @@ def test_coco_ground_truth():
     assert len(gt["images"]) == 2 and len(gt["annotations"]) == 2
     x1, y1, x2, y2 = src.table.boxes(1)[0]
     assert gt["annotations"][1]["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1])
-    assert gt["annotations"][1]["category_id"] == src.table.labels(1)[0] + 1
+    # The dataset's own id of the label (an in-memory source numbers its classes 0..C-1).
+    assert gt["annotations"][1]["category_id"] == src.table.category_ids[src.table.labels(1)[0]]
     assert len(pipeline.coco_ground_truth(src.annotations(), leave_out={1})["images"]) == 1
 
 

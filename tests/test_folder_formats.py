@@ -138,6 +138,10 @@ def test_sources_load_folder_formats_from_config(tmp_path, fmt):
     configs.validate(config, num_devices=1)
     lines = []
     train_src = sources.load(config.data, "train", log=lines.append)
+    # Its validation split has no boxes: no metric could come of it, so it is refused unless allowed.
+    with pytest.raises(ConfigError, match="val split .* has no boxes to evaluate against: none are annotated"):
+        sources.load(config.data, "eval", log=lines.append)
+    config.data.allow_no_boxes = True
     val_src = sources.load(config.data, "eval", log=lines.append)
     assert len(train_src) == 2 and len(val_src) == 1 and "2 images (1 without objects" in lines[0]
     batch = next(pipeline.Pipeline(train_src, 32, 4).eval(2))
@@ -154,3 +158,25 @@ def test_model_class_count_follows_the_data_unless_set():
     assert model_class_names(["cat", "dog"], 3) == ["cat", "dog", "class_2"]
     with pytest.raises(ConfigError, match=r"num_classes=1 is fewer than the 2 classes in the data \(cat, dog\)"):
         model_class_names(["cat", "dog"], 1)
+
+
+def test_a_split_left_without_boxes_stops_the_run_and_heavy_drops_warn(tmp_path):
+    """YOLO labels written in pixels instead of normalised units: every box lies outside its
+    image and is dropped. Training on nothing would produce no metric: refused at start-up
+    with the counts; a split that loses over 20% of its boxes is reported loudly."""
+    from experiments.configs import default
+    from jaxdet.data import sources
+
+    pixels = "0 20 10 8 6\n1 30 12 10 4\n"  # (40 x 20 images: these are pixel units)
+    root = _yolo(tmp_path, {"train": {"x": pixels, "y": pixels}, "val": {"z": "0 0.5 0.5 0.5 0.5\n"}})
+    config = default.get_config("tiny")
+    config.data.format, config.data.root = "yolo_txt", root
+    with pytest.raises(ConfigError, match=r"train split .* no boxes to train on: all 4 of its boxes were dropped \(4 "):
+        sources.load(config.data, "train", log=lambda line: None)
+    config.data.allow_no_boxes = True
+    assert len(sources.load(config.data, "train", log=lambda line: None)) == 2
+    (tmp_path / "labels" / "train" / "y.txt").write_text("0 0.5 0.5 0.5 0.5\n")  # 1 of 3 dropped: 33%
+    config.data.allow_no_boxes = False
+    lines = []
+    sources.load(config.data, "train", log=lines.append)
+    assert any(line.startswith("WARNING: 2 of 3 boxes (67%) of the train split") for line in lines), lines

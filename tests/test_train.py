@@ -213,7 +213,7 @@ def test_best_checkpoint_early_stopping_and_eval_cli(tfds_dir, tmp_path, capsys)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "checkpoint step 2" in proc.stdout
     results = json.load(open(pred / "detections.json"))
-    assert {r["file_name"] for r in results} <= {"a.jpg", "b.png"} and (pred / "a.png").exists()
+    assert {r["file_name"] for r in results} <= {"a.jpg", "b.png"} and (pred / "a.jpg.png").exists()
     for r in results:
         size = (70, 50) if r["file_name"] == "a.jpg" else (40, 90)
         x, y, w, h = r["bbox"]

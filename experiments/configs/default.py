@@ -28,6 +28,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.val_images = ""
     config.data.root = ""  # data.format="voc_xml" or "yolo_txt": the dataset folder
     config.data.skip_bad = False  # True: unreadable images are replaced (training) or left out (eval), counted
+    # A split left with no boxes (all dropped, or none annotated) stops the run at start-up: no
+    # metric could come out of it. True allows it (e.g. training on negatives on purpose).
+    config.data.allow_no_boxes = False
     # Input worker processes (decode + augment); -1 = automatic (half the cores, at most 16), 0 = in process.
     config.data.workers = -1
     config.data.image_size = 128

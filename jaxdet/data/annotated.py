@@ -16,6 +16,9 @@ from jaxdet.data.decode import header_size
 from jaxdet.data.table import AnnotationTable, TableBuilder
 from jaxdet.errors import ConfigError
 
+# Above this fraction of a split's boxes dropped, the load report warns loudly.
+WARN_DROPPED = 0.2
+
 
 @dataclasses.dataclass
 class LoadReport:
@@ -32,6 +35,28 @@ class LoadReport:
 
     def drop(self, why: str) -> None:
         self.dropped_boxes[why] = self.dropped_boxes.get(why, 0) + 1
+
+    def check(self, split: str, allow_no_boxes: bool) -> list[str]:
+        """Refuses a split left with no boxes (no metric could come of it) unless
+        `allow_no_boxes`; returns warning lines when more than `WARN_DROPPED` of its boxes
+        were dropped (the usual sign of a format mistake: pixel YOLO labels, swapped sides)."""
+        dropped = sum(self.dropped_boxes.values())
+        total = self.boxes + self.crowd_boxes + dropped
+        why = "; ".join(f"{n} {reason}" for reason, n in sorted(self.dropped_boxes.items()))
+        if not self.boxes and not allow_no_boxes:
+            raise ConfigError(
+                f"the {split} split ({self.source}) has no boxes to "
+                + ("train on" if split == "train" else "evaluate against")
+                + (f": all {dropped} of its boxes were dropped ({why})" if dropped else ": none are annotated")
+                + "; fix the annotations (coordinates in the format's units?), or pass "
+                "--config.data.allow_no_boxes=True if this is what you mean"
+            )
+        if total and dropped > WARN_DROPPED * total:
+            return [
+                f"WARNING: {dropped} of {total} boxes ({100 * dropped / total:.0f}%) of the {split} split "
+                f"({self.source}) were dropped ({why}): check the annotations' format and units"
+            ]
+        return []
 
     def lines(self) -> list[str]:
         out = [
@@ -54,7 +79,7 @@ class Annotated:
 
     def __init__(self, class_names: list[str], category_ids: list[int]):
         self.class_names, self.category_ids = list(class_names), list(category_ids)
-        self.builder = TableBuilder(self.class_names)
+        self.builder = TableBuilder(self.class_names, self.category_ids)
 
     def add(self, name: str, image_id: int, size: tuple[int, int], objects, crowd, report) -> None:
         """Appends one image (file `name` relative to the split's image folder, size (height,

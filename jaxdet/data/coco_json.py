@@ -15,6 +15,8 @@ file and the record, or (where a fix is unambiguous) are repaired and counted in
 - crowd annotations (`iscrowd=1`): not trained on, kept for evaluation (COCO's rule);
 - an annotation of a missing image, a category id not in `categories`, a malformed or
   empty file: an error naming what and where;
+- two image records with one id, two annotations with one id, or two image records for
+  one file: an error naming both records (each file would get the other's boxes);
 - images without annotations: kept, as negatives.
 """
 
@@ -58,6 +60,38 @@ def _field(record: dict, key: str, where: str):
     return record[key]
 
 
+def _refuse_duplicates(path: str, data: dict) -> None:
+    """Two image records with one id or one file, or two annotations with one id, are errors
+    naming both records (position in the list and content)."""
+
+    def first_repeat(records: list, key, what: str) -> None:
+        seen: dict = {}
+        for k, record in enumerate(records):
+            value = key(k, record)
+            if value is None:
+                continue
+            if value in seen:
+                j = seen[value]
+                raise ConfigError(
+                    f"{path}: {what} {value!r} appears twice: {what.split()[0]}s[{j}] = {_short(records[j])} and "
+                    f"{what.split()[0]}s[{k}] = {_short(record)}; each record needs its own (remove or renumber one)"
+                )
+            seen[value] = k
+
+    first_repeat(data["images"], lambda k, im: int(_field(im, "id", f"{path}: images[{k}]")), "image id")
+    first_repeat(
+        data["images"],
+        lambda k, im: os.path.normpath(str(im["file_name"])) if im.get("file_name") else None,
+        "image file_name",
+    )
+    first_repeat(data["annotations"], lambda k, ann: ann.get("id"), "annotation id")
+
+
+def _short(record: dict) -> str:
+    text = json.dumps(record, sort_keys=True)
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
 def load_coco_json(annotations: str, images_dir: str, skip_bad: bool = False) -> tuple[AnnotationTable, LoadReport]:
     """Reads a COCO detection JSON and its images (see the module docstring for the rules).
 
@@ -76,6 +110,7 @@ def load_coco_json(annotations: str, images_dir: str, skip_bad: bool = False) ->
     label_of = {cid: i for i, cid in enumerate(category_ids)}
     class_names = [str(c.get("name", c["id"])) for c in cats]
 
+    _refuse_duplicates(annotations, data)
     per_image: dict[int, list[dict]] = {}
     known_images = {int(_field(im, "id", f"{annotations}: an image")) for im in data["images"]}
     for k, ann in enumerate(data["annotations"]):

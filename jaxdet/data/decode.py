@@ -48,3 +48,36 @@ def header_size(file: str | bytes) -> tuple[int, int] | None:
             return im.height, im.width
     except Exception:  # PIL raises many types for bad headers
         return None
+
+
+_ORIENTATIONS = {
+    2: "mirrored",
+    3: "rotated 180 degrees",
+    4: "flipped vertically",
+    5: "transposed",
+    6: "rotated 90 degrees clockwise",
+    7: "transversed",
+    8: "rotated 90 degrees counter-clockwise",
+}
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1..8) of an encoded image, 1 (upright) when it has none."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # PIL raises many types for bad headers; no tag then
+        return 1
+
+
+def orientation_note(data: bytes) -> str:
+    """For a size-mismatch message: what the file's EXIF orientation tag says, or ''."""
+    tag = exif_orientation(data)
+    if tag in (1, 0) or tag not in _ORIENTATIONS:
+        return ""
+    return (
+        f"; the file carries an EXIF orientation tag ({tag}: to be shown {_ORIENTATIONS[tag]}), and jaxdet reads "
+        "the stored pixels without applying it, as COCO's tools do: if the annotation was made on the rotated "
+        "picture, write the pixels upright (e.g. PIL.ImageOps.exif_transpose, or `exiftran -ai`) or annotate the "
+        "stored orientation"
+    )

@@ -150,9 +150,21 @@ class Pipeline:
         return Batches(ds, self.workers, describe)
 
 
-def coco_ground_truth(table: AnnotationTable, leave_out: set[int] = frozenset()) -> dict:
-    """COCO-format ground truth of a split (original pixels; category ids are label + 1),
-    without the images whose ids are in `leave_out` (unreadable ones under data.skip_bad)."""
+def coco_ground_truth(table: AnnotationTable, leave_out: set[int] = frozenset(), categories=None) -> dict:
+    """COCO-format ground truth of a split (original pixels, the dataset's own category ids),
+    without the images whose ids are in `leave_out` (unreadable ones under data.skip_bad).
+
+    `categories` (COCO [{"id", "name"}], e.g. a run's `Classes.categories()`) are the classes
+    scored; default the table's. An annotated category outside them is an error."""
+    if categories is None:
+        categories = [{"id": int(i), "name": n} for i, n in zip(table.category_ids, table.class_names)]
+    known = {c["id"] for c in categories}
+    unknown = sorted({int(i) for i in table.category_ids} - known)
+    if unknown:
+        raise ConfigError(
+            f"the evaluation data's category ids {unknown} are not classes of the model (ids {sorted(known)}); "
+            "evaluate on data with the categories the run was trained on"
+        )
     ids, heights, widths = table.column("image_ids"), table.column("heights"), table.column("widths")
     images, annotations = [], []
     for i, (image_id, h, w) in enumerate(zip(ids, heights, widths)):
@@ -167,11 +179,10 @@ def coco_ground_truth(table: AnnotationTable, leave_out: set[int] = frozenset())
                     {
                         "id": len(annotations) + 1,
                         "image_id": int(image_id),
-                        "category_id": int(label) + 1,
+                        "category_id": int(table.category_ids[int(label)]),
                         "bbox": [float(box[0]), float(box[1]), bw, bh],
                         "area": bw * bh,
                         "iscrowd": crowd,  # crowd regions: matches to them are neither TP nor FP
                     }
                 )
-    categories = [{"id": i + 1, "name": n} for i, n in enumerate(table.class_names)]
-    return {"images": images, "annotations": annotations, "categories": categories}
+    return {"images": images, "annotations": annotations, "categories": list(categories)}

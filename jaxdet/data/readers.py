@@ -1,7 +1,7 @@
 """Random-access detection sources: example i's pixels are read and decoded when asked for.
 
-Every source has `len()`, `class_names`, `read(i) -> Example` (raises `BadImage`), `raw(i)`
-(the encoded bytes),
+Every source has `len()`, `class_names`, `category_ids` (the dataset's own id of each
+class), `read(i) -> Example` (raises `BadImage`), `raw(i)` (the encoded bytes),
 `where(i)` (the file or record, for error messages), `image_id(i)`, `take(lo, hi)` (a view) and
 `annotations()` (the split's `AnnotationTable`, for ground truth and statistics).
 
@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from jaxdet.data.decode import BadImage, decode_rgb, header_size
+from jaxdet.data.decode import BadImage, decode_rgb, header_size, orientation_note
 from jaxdet.data.table import AnnotationTable, TableBuilder
 from jaxdet.errors import ConfigError
 
@@ -48,16 +48,23 @@ class _TableSource:
     def class_names(self) -> list[str]:
         return self.table.class_names
 
+    @property
+    def category_ids(self) -> list[int]:
+        """The dataset's own id of each class (COCO category ids; VOC/YOLO class indices)."""
+        return self.table.category_ids
+
     def raw(self, i: int) -> bytes:
         raise NotImplementedError
 
     def read(self, i: int) -> Example:
         """Image i decoded, with its annotations; an image of another size than its record is bad."""
-        image = decode_rgb(self.raw(i))
+        data = self.raw(i)
+        image = decode_rgb(data)
         h, w = int(self.table.column("heights")[i]), int(self.table.column("widths")[i])
         if image.shape[:2] != (h, w):
             raise BadImage(
                 f"is {image.shape[1]}x{image.shape[0]} pixels but its annotation says {w}x{h} (width x height)"
+                + orientation_note(data)
             )
         return Example(image, self.table.boxes(i), self.table.labels(i), self.image_id(i))
 
@@ -178,6 +185,11 @@ class TfdsSource:
     def class_names(self) -> list[str]:
         return self._class_names
 
+    @property
+    def category_ids(self) -> list[int]:
+        """TFDS label ids: the ClassLabel index of each class."""
+        return list(range(len(self._class_names)))
+
     def where(self, i: int) -> str:
         return f"example {self.lo + i} of TFDS {self.name} split {self.split!r}"
 
@@ -216,7 +228,7 @@ class TfdsSource:
     def annotations(self) -> AnnotationTable:
         """Reads every record once (image headers only, no pixel decode); kept after the first call."""
         if self._table is None:
-            builder = TableBuilder(self._class_names)
+            builder = TableBuilder(self._class_names, self.category_ids)
             for i in range(len(self)):
                 data, image_id, yxyx, labels, ignore = self._record(i)
                 size = header_size(data)

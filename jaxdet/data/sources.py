@@ -116,5 +116,7 @@ def load(data: ml_collections.ConfigDict, which: str, process_index: int = 0, pr
         raise ConfigError(f"unknown dataset format {data.format!r} (config.data.format); valid: {FORMATS}")
     for line in report.lines():
         log(line)
+    for line in report.check(prefix, data.get("allow_no_boxes", False)):
+        log(line)
     source = readers.FileSource(table.shared(), images)
     return source if whole else _shard(source, process_index, process_count)

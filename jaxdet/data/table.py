@@ -45,10 +45,17 @@ class AnnotationTable:
     lo: int = 0
     hi: int | None = None
     directory: str | None = None  # set when the arrays are memory-mapped from files
+    # The dataset's own id of each label (COCO category id, VOC/YOLO/TFDS class index):
+    # what goes back out wherever a category leaves jaxdet. Default: the label itself.
+    category_ids: list[int] | None = None
 
     def __post_init__(self):
         if self.hi is None:
             self.hi = len(self.arrays["image_ids"])
+        if self.category_ids is None:
+            self.category_ids = list(range(len(self.class_names)))
+        if len(self.category_ids) != len(self.class_names) or len(set(self.category_ids)) != len(self.category_ids):
+            raise ValueError(f"category ids {self.category_ids} do not name the classes {self.class_names} one each")
 
     def __len__(self) -> int:
         return self.hi - self.lo
@@ -152,8 +159,9 @@ def _shared_tmp() -> str | None:
 class TableBuilder:
     """Collects a split image by image, then `build()`s its `AnnotationTable`."""
 
-    def __init__(self, class_names: list[str]):
+    def __init__(self, class_names: list[str], category_ids: list[int] | None = None):
         self.class_names = list(class_names)
+        self.category_ids = None if category_ids is None else [int(c) for c in category_ids]
         self._ids, self._heights, self._widths, self._names = [], [], [], []
         self._boxes, self._labels, self._crowd_boxes, self._crowd_labels = [], [], [], []
 
@@ -191,4 +199,4 @@ class TableBuilder:
             "name_start": starts(self._names),
             "names": np.frombuffer(b"".join(self._names), np.uint8).copy(),
         }
-        return AnnotationTable(self.class_names, arrays)
+        return AnnotationTable(self.class_names, arrays, category_ids=self.category_ids)

@@ -5,6 +5,7 @@ which restores a checkpoint from a workdir without reading the training split.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 
@@ -14,6 +15,8 @@ import numpy as np
 
 from jaxdet import configs
 from jaxdet.data import pipeline
+from jaxdet.data.classes import Classes
+from jaxdet.errors import ConfigError
 from jaxdet.evaluation import analysis, visualize
 from jaxdet.evaluation import coco as evaluation
 from jaxdet.training import checkpoint, progress
@@ -22,8 +25,9 @@ from jaxdet.training.progress import log as _log
 from jaxdet.training.run import Run
 
 
-def _coco_results(dets: dict, batch: dict, image_ok: np.ndarray) -> list[dict]:
-    """Detections in model pixels -> COCO results in original pixels (valid images only)."""
+def _coco_results(dets: dict, batch: dict, image_ok: np.ndarray, classes: Classes) -> list[dict]:
+    """Detections in model pixels -> COCO results in original pixels, with the dataset's own
+    image and category ids (valid images only)."""
     out = []
     for i in np.nonzero(image_ok)[0]:
         scale = float(batch["scale"][i])
@@ -34,7 +38,7 @@ def _coco_results(dets: dict, batch: dict, image_ok: np.ndarray) -> list[dict]:
             out.append(
                 {
                     "image_id": int(batch["image_id"][i]),
-                    "category_id": int(cls) + 1,
+                    "category_id": classes.category_id(cls),
                     "bbox": [x1, y1, x2 - x1, y2 - y1],
                     "score": float(score),
                 }
@@ -59,7 +63,7 @@ def evaluate(run, state: train.TrainState, step: int, interrupt=lambda: False) -
             dets = train.to_host(dets)
             keys = ("scale", "image_id", "image_mask", "bad_image")
             host_batch = train.to_host(train.global_batch(run.mesh, {k: local[k] for k in keys}))
-            results += _coco_results(dets, host_batch, host_batch["image_mask"])
+            results += _coco_results(dets, host_batch, host_batch["image_mask"], run.classes)
             unreadable |= {int(i) for i in host_batch["image_id"][host_batch["bad_image"] >= 0]}
             for k, v in jax.device_get(terms).items():
                 term_sums[k] = term_sums.get(k, 0.0) + float(v)
@@ -73,18 +77,25 @@ def evaluate(run, state: train.TrainState, step: int, interrupt=lambda: False) -
             f"(data.skip_bad), image ids {sorted(unreadable)[:10]}"
         )
     if jax.process_index() == 0:
-        gt = pipeline.coco_ground_truth(run.full_eval_table(), leave_out=unreadable)
+        gt = pipeline.coco_ground_truth(run.full_eval_table(), unreadable, run.classes.categories())
         metrics, precision = evaluation.evaluate_coco_detailed(gt, results)
         metrics.update(write_analysis(run, gt, results, precision))
+        _write_json(os.path.join(run.analysis_dir, "detections.json"), results)
         metrics["unreadable_images"] = len(unreadable)
     metrics.update({f"loss_{k}": v / max(batches, 1) for k, v in term_sums.items()})
     run.writer.write(step, "eval", metrics)
     return metrics
 
 
+def _write_json(path: str, value) -> None:
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f)
+    os.replace(path + ".tmp", path)
+
+
 def write_analysis(run, gt: dict, results: list[dict], precision: np.ndarray) -> dict[str, float]:
-    """workdir/eval/{per_class.md, pr_curves.png, errors.txt}; returns {"AP/<class>": AP}."""
-    out = os.path.join(run.workdir, "eval")
+    """{per_class.md, pr_curves.png, errors.txt} in run.analysis_dir; returns {"AP/<class>": AP}."""
+    out = run.analysis_dir
     os.makedirs(out, exist_ok=True)
     names = {c["id"]: c["name"] for c in gt["categories"]}
     ids = [c["id"] for c in gt["categories"]]
@@ -105,7 +116,7 @@ def log_analysis(run) -> None:
     if getattr(run, "per_class_table", None):
         _log(run.per_class_table.rstrip())
         _log("\n".join(run.error_lines))
-        _log(f"(also in {os.path.join(run.workdir, 'eval')}: per_class.md, pr_curves.png, errors.txt)")
+        _log(f"(also in {run.analysis_dir}: per_class.md, pr_curves.png, errors.txt, detections.json)")
 
 
 def draw_predictions(run, state: train.TrainState, step: int) -> list[str]:
@@ -157,23 +168,55 @@ def evaluate_checkpoint(
     workdir: str,
     which: str = "latest",
     devices: Sequence[jax.Device] | None = None,
+    out: str | None = None,
 ) -> dict[str, float]:
     """Evaluates a run's checkpoint: `which` is "latest", "best" or a step number, on
     `devices` (None: all).
 
-    The class names (and, when `config` is None, the config) are the ones the run recorded
-    in its workdir; only the evaluation split is read.
+    The classes (and, when `config` is None, the config) are the ones the run recorded in
+    its workdir; only the evaluation split is read. Everything it writes goes to `out`
+    (default workdir/eval/step<N>, or step<N>-config-<hash> for another config): never to
+    the run's own metrics.jsonl, which holds the training's evaluations only (sweeps and
+    best-checkpoint tracking read it).
     """
-    recorded, class_names = configs.load_recorded(workdir)
-    run = Run(recorded if config is None else config, workdir, devices, class_names=class_names)
+    recorded, classes = configs.load_recorded(workdir)
+    resolved = recorded if config is None else configs.resolve(config)
     ckpts, step = checkpoint.find(workdir, which)
-    state = ckpts.restore(step, run.initial_state())
-    ckpts.close()
+    try:
+        if out is None:
+            tag = "" if config is None else f"-config-{configs.fingerprint(resolved)[:8]}"
+            out = os.path.join(workdir, "eval", f"step{step}{tag}")
+        _writable(out)
+        run = Run(resolved, workdir, devices, classes=classes, output_dir=out)
+        state, step = ckpts.restore_newest(run.initial_state(), checkpoint.candidates(ckpts, which, step), log=_log)
+    finally:
+        ckpts.close()
+    if state is None:
+        raise ConfigError(f"no checkpoint in {ckpts.directory} restores (see the lines above)")
+    if jax.process_index() == 0:
+        with open(os.path.join(out, "config.json"), "w") as f:
+            f.write(configs.to_json(resolved))
     metrics = evaluate(run, state, step)
     if "AP" in metrics:
         keys = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
         _log(f"{which} checkpoint, step {step}: " + "  ".join(f"{k} {metrics[k]:.4f}" for k in keys))
         _log("validation loss: " + "  ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items() if k.startswith("loss_")))
     log_analysis(run)
+    _log(f"results in {out} (metrics.jsonl, config.json, per_class.md, pr_curves.png, errors.txt, detections.json)")
     run.writer.close()
     return metrics
+
+
+def _writable(directory: str) -> None:
+    """Creates `directory`; a ConfigError naming it when it cannot be written."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = os.path.join(directory, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot write the evaluation's results to {directory!r} ({e.strerror or e}); pass --out=DIR, a "
+            "directory you can write"
+        ) from None

@@ -2,7 +2,11 @@
 boxes mapped back to each file's own pixels.
 
 The run's workdir holds what is needed: config.json (the config it trained with),
-classes.json (class names, written at the start of training) and its checkpoints.
+classes.json (class names and the dataset's category ids) and its checkpoints.
+
+Nothing is ever written over an input: each picture goes to OUT/<the input's path relative
+to the inputs' common folder>.png (so a/x.jpg, b/x.jpg and x.png give three files), and
+a run whose outputs would land on an input file is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -44,15 +48,21 @@ class Predictor:
     """A restored detector that runs on one image at a time (any size, JPEG or PNG)."""
 
     def __init__(self, workdir: str, which: str = "latest"):
-        self.config, self.class_names = configs.load_recorded(workdir)
+        self.config, self.classes = configs.load_recorded(workdir)
+        self.class_names = list(self.classes.names)
         cfg = self.config
         devices = jax.local_devices()[:1]
         self.detector = detectors.build_detector(cfg, len(self.class_names), None, devices[0].platform)
         tx, _ = optim.make_optimizer(cfg.optim, cfg.train.steps)
         mesh = train.make_mesh(devices)
         ckpts, step = checkpoint.find(workdir, which)
-        state = ckpts.restore(step, train.init_state(self.detector, tx, train.init_key(0), cfg.data.image_size, mesh))
-        ckpts.close()
+        try:
+            target = train.init_state(self.detector, tx, train.init_key(0), cfg.data.image_size, mesh)
+            state, step = ckpts.restore_newest(target, checkpoint.candidates(ckpts, which, step))
+        finally:
+            ckpts.close()
+        if state is None:
+            raise ConfigError(f"no checkpoint in {ckpts.directory} restores (see the lines above)")
         self.step = step
         self.variables = {"params": state.params, "batch_stats": state.batch_stats}
         self._run = train.make_predict_step(self.detector, mesh)
@@ -70,12 +80,45 @@ class Predictor:
         }
 
 
+def output_names(paths: list[str]) -> list[str]:
+    """Each input's picture name: its path relative to the inputs' common folder, plus .png
+    (distinct inputs give distinct names, whatever their folders and extensions)."""
+    full = [os.path.abspath(p) for p in paths]
+    if len(set(full)) != len(full):
+        raise ConfigError("the same image is given twice (--images)")
+    root = os.path.commonpath([os.path.dirname(p) for p in full])
+    return [os.path.relpath(p, root) + ".png" for p in full]
+
+
+def check_outputs(paths: list[str], out_dir: str) -> list[str]:
+    """The picture paths for `paths` in `out_dir`; ConfigError if `out_dir` is a file, cannot
+    be written, or any output (pictures, detections.json) would replace an input."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"--out={out_dir!r} is a file; pass a directory (created if missing)")
+    outputs = [os.path.join(out_dir, n) for n in output_names(paths)]
+    inputs = {os.path.realpath(p): p for p in paths}
+    for out in [*outputs, os.path.join(out_dir, "detections.json")]:
+        if os.path.realpath(out) in inputs:
+            raise ConfigError(
+                f"--out={out_dir!r} would write {out} over the input image {inputs[os.path.realpath(out)]!r}; "
+                "nothing was written: choose another --out"
+            )
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out={out_dir!r} cannot be created ({e.strerror or e}); pass a writable directory") from None
+    if not os.access(out_dir, os.W_OK):
+        raise ConfigError(f"--out={out_dir!r} cannot be written; pass a writable directory")
+    return outputs
+
+
 def predict_files(predictor: Predictor, paths: list[str], out_dir: str, score_threshold: float) -> list[dict]:
-    """Draws each image's detections (score >= threshold) to out_dir and returns COCO results
-    (category_id = class + 1, bbox [x, y, w, h] in the file's pixels, plus file_name)."""
-    os.makedirs(out_dir, exist_ok=True)
+    """Draws each image's detections (score >= threshold) to out_dir (see `output_names`) and
+    returns COCO results (image_id = position in `paths` from 1, the dataset's category_id,
+    bbox [x, y, w, h] in the file's pixels, file_name = the path under the common folder)."""
+    outputs = check_outputs(paths, out_dir)
     results = []
-    for image_id, path in enumerate(paths, start=1):
+    for image_id, (path, out) in enumerate(zip(paths, outputs), start=1):
         try:
             with open(path, "rb") as f:
                 image = decode.decode_rgb(f.read())  # the decoder training and evaluation use
@@ -83,15 +126,16 @@ def predict_files(predictor: Predictor, paths: list[str], out_dir: str, score_th
             raise ConfigError(f"cannot read image {path!r}: {e}") from None
         dets = predictor(image)
         keep = dets["scores"] >= score_threshold
+        name = os.path.relpath(out, out_dir)[: -len(".png")]
         for box, score, cls in zip(dets["boxes"][keep], dets["scores"][keep], dets["classes"][keep]):
             x1, y1, x2, y2 = (float(v) for v in box)
-            results.append({"image_id": image_id, "file_name": os.path.basename(path), "category_id": int(cls) + 1,
+            results.append({"image_id": image_id, "file_name": name, "category_id": predictor.classes.category_id(cls),
                             "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})  # fmt: skip
         pic = visualize.draw_boxes(
             image, dets["boxes"][keep], dets["classes"][keep], dets["scores"][keep], predictor.class_names
         )
-        stem = os.path.splitext(os.path.basename(path))[0]
-        Image.fromarray(pic).save(os.path.join(out_dir, f"{stem}.png"))
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        Image.fromarray(pic).save(out, format="PNG")
     with open(os.path.join(out_dir, "detections.json"), "w") as f:
         json.dump(results, f)
     return results

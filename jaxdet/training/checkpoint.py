@@ -8,7 +8,10 @@ run killed mid-save leaves only complete checkpoints behind. Every process calls
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
+import sys
 from typing import Any
 
 import jax
@@ -17,15 +20,91 @@ import orbax.checkpoint as ocp
 from jaxdet.errors import ConfigError
 
 
-class Checkpoints:
-    """A thin wrapper over `ocp.CheckpointManager` for one pytree (the TrainState)."""
+class CorruptCheckpoint(Exception):
+    """A checkpoint whose files cannot be read back (truncated, missing, undecodable)."""
 
-    def __init__(self, directory: str, keep: int, save_every: int):
+    def __init__(self, step: int, reason: str):
+        super().__init__(f"checkpoint {step}: {reason}")
+        self.step, self.reason = step, reason
+
+
+class DiskFull(ConfigError):
+    """No space left on the checkpoint's file system (printed as one `error:` line)."""
+
+
+# Words in orbax / TensorStore / JSON errors that say a checkpoint's bytes are bad, not the model.
+_CORRUPT = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND", "decod", "truncat", "checksum", "Expecting", "Unterminated",
+            "JSONDecodeError", "error while reading", "No such file", "corrupt")  # fmt: skip
+
+
+def _chain(e: BaseException) -> str:
+    """The messages of an exception and its causes, for classifying it."""
+    parts, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        parts.append(f"{type(e).__name__}: {e}")
+        e = e.__cause__ or e.__context__
+    return " | ".join(parts)
+
+
+def _root(e: BaseException) -> str:
+    """The innermost cause's message: what actually failed (a TensorStore read, a JSON parse)."""
+    seen = set()
+    while (e.__cause__ or e.__context__) is not None and id(e) not in seen:
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return f"{type(e).__name__}: {e}"
+
+
+def _short(text: str, n: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _key(k) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _layout(tree: Any) -> dict[str, tuple[int, ...]]:
+    """{"params/conv/kernel": shape} for every leaf: what must agree for a restore to fit."""
+    return {
+        "/".join(_key(k) for k in path): tuple(getattr(leaf, "shape", ()))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    }
+
+
+def _size_on_disk(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+class Checkpoints:
+    """A thin wrapper over `ocp.CheckpointManager` for one pytree (the TrainState).
+
+    With `clean_partial` (the training run, which owns the workdir), partial checkpoints
+    left by an interrupted save (kill -9, disk full) are removed at start-up.
+    """
+
+    def __init__(self, directory: str, keep: int, save_every: int, clean_partial: bool = False, log=print):
         self.directory = os.path.abspath(directory)
-        self.save_every = save_every
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self.save_every, self.keep, self.log = save_every, keep, log
+        if clean_partial and jax.process_index() == 0 and os.path.isdir(self.directory):
+            for name in sorted(os.listdir(self.directory)):
+                if _PARTIAL in name:
+                    shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+                    log(f"removed {os.path.join(self.directory, name)}: a partial checkpoint an interrupted save left")
+        self._open()
         self._last_saved: int | None = None
+        self._bytes = 0  # the state's size, for the disk-full message
+
+    def _open(self) -> None:
+        options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True)
+        # The handler is named so that any step's metadata can be read before restoring it.
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
+        )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -34,37 +113,159 @@ class Checkpoints:
         return list(self._manager.all_steps())
 
     def save(self, step: int, state: Any, force: bool = False) -> bool:
-        """Saves `state` at `step` if it is a multiple of `save_every` (or `force`); async, see `wait`."""
+        """Saves `state` at `step` if it is a multiple of `save_every` (or `force`); async, see `wait`.
+
+        Raises DiskFull (one message: the path, the free space and what a checkpoint needs)
+        when the file system is full; the checkpoints already written stay complete."""
         # Our own interval test: orbax would also save the first step it is shown.
         if not force and step % self.save_every:
             return False
         if step == self._last_saved or step in self._manager.all_steps():
             return False  # saved already (orbax would raise StepAlreadyExistsError)
+        pending = self._last_saved
         self._last_saved = step
-        return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        self._bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(state) if hasattr(x, "nbytes"))
+        try:
+            return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        except Exception as e:  # orbax raises the failure of the previous (async) save here too
+            raise self._disk_full(e, pending if pending is not None else step) or e
 
     def restore(self, step: int, target: Any) -> Any:
         """Restores `step` into the structure, shapes and shardings of `target`.
 
-        Raises ValueError naming the checkpoint when its structure does not match (for
-        example a different model), instead of orbax's deep error.
+        Raises ConfigError naming the checkpoint when it holds another model (its recorded
+        tree differs from `target`'s), and CorruptCheckpoint when its files cannot be read.
         """
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
         try:
-            return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        except (ValueError, KeyError, TypeError) as e:
+            metadata = self._manager.item_metadata(step)
+            layout = _layout(getattr(metadata, "tree", metadata))
+        except Exception as e:  # any failure to read the recorded tree: the files are bad
+            raise CorruptCheckpoint(step, f"its metadata cannot be read: {_short(_root(e))}") from e
+        want = _layout(abstract)
+        if layout != want:
+            differ = [k for k in sorted(set(layout) | set(want)) if layout.get(k) != want.get(k)]
+            shown = "; ".join(f"{k}: checkpoint {layout.get(k, 'absent')}, model {want.get(k, 'absent')}"
+                              for k in differ[:3])  # fmt: skip
             raise ConfigError(
-                f"the checkpoint at step {step} in {self.directory} does not match this model "
-                f"(different detector, backbone or number of classes?). Use a new --workdir, or the "
-                f"config that wrote it. Orbax said: {str(e)[:500]}"
-            ) from e
+                f"the checkpoint at step {step} in {self.directory} does not match this model (different detector, "
+                f"backbone or number of classes?): {len(differ)} entries differ, e.g. {shown}. Use a new --workdir, "
+                "or the config that wrote it."
+            )
+        try:
+            return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as e:
+            text = _chain(e)
+            if any(word in text for word in _CORRUPT) and "RESOURCE_EXHAUSTED" not in text:
+                raise CorruptCheckpoint(step, _short(_root(e))) from e
+            raise
+
+    def restore_newest(self, target: Any, steps: list[int], log=print, move_aside: bool = False):
+        """Restores the newest of `steps` that reads back; returns (state, step), or (None,
+        None) when none does. Unreadable ones are logged with the reason and, with
+        `move_aside` (the training run), renamed to <step>.corrupt: never deleted."""
+        moved = False
+        for step in sorted(steps, reverse=True):
+            try:
+                return self.restore(step, target), step
+            except CorruptCheckpoint as e:
+                where = os.path.join(self.directory, str(step))
+                note = ""
+                if move_aside:
+                    aside = _free_name(where + ".corrupt")
+                    if jax.process_index() == 0:
+                        os.rename(where, aside)
+                    moved, note = True, f"; moved aside to {aside}"
+                log(f"checkpoint {step} in {self.directory} is unreadable ({e.reason}){note}; trying the one before")
+            finally:
+                if moved:
+                    _sync("jaxdet-checkpoint-moved")
+                    self._manager.close()
+                    self._open()
+                    moved = False
+        return None, None
 
     def wait(self) -> None:
-        """Blocks until pending asynchronous saves are on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until pending asynchronous saves are on disk (DiskFull as `save`)."""
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            raise self._disk_full(e, self._last_saved) or e
+
+    def _disk_full(self, e: BaseException, step: int | None) -> DiskFull | None:
+        text = _chain(e)
+        if "No space left on device" not in text and "os_error_code='28'" not in text:
+            return None
+        free = shutil.disk_usage(self.directory).free
+        complete = self.all_steps()
+        need = max([self._bytes] + [_size_on_disk(os.path.join(self.directory, str(s))) for s in complete[-1:]])
+        return DiskFull(
+            f"no space left on device while writing checkpoint {step} to {self.directory}: {_mb(free)} free on "
+            f"that file system, a checkpoint needs about {_mb(need)}. The checkpoints already written "
+            f"({complete or 'none'}) are intact; free some space (or use a --workdir on a larger disk) and run the "
+            "same command again to resume (the partial checkpoint is removed then)"
+        )
 
     def close(self) -> None:
-        self._manager.close()
+        try:
+            self._manager.close()
+        except Exception:  # a failed save is reported by `wait` / `save`; closing must not mask it
+            pass
+
+
+_PARTIAL = ".orbax-checkpoint-tmp"
+
+
+def _quiet_abandoned_io(unraisable) -> None:
+    """sys.unraisablehook: when a save or restore fails, orbax abandons its other reads and
+    writes, whose coroutines and TensorStore callbacks then fail one by one (hundreds of
+    tracebacks, "Event loop is closed") after the failure was already reported once. Those
+    are dropped; every other unraisable exception goes to the default hook."""
+    value, obj = unraisable.exc_value, repr(unraisable.object)
+    tb = unraisable.exc_traceback
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    abandoned = (isinstance(value, RuntimeError) and "Event loop is closed" in str(value)) or (
+        obj.startswith("<coroutine") and "orbax" in where
+    )
+    if not abandoned:
+        sys.__unraisablehook__(unraisable)
+
+
+sys.unraisablehook = _quiet_abandoned_io
+
+
+class _ReportedOnce(logging.Filter):
+    """Drops orbax's error logs that carry an exception (from its save threads, with a
+    traceback each): the same exception reaches the main thread, where `save` / `wait`
+    turn it into one message (DiskFull) or re-raise it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        carried = record.exc_info is not None or "raised an exception" in record.getMessage()
+        return not (record.levelno >= logging.ERROR and "orbax" in record.pathname and carried)
+
+
+logging.getLogger("absl").addFilter(_ReportedOnce())
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _free_name(path: str) -> str:
+    candidate, k = path, 1
+    while os.path.exists(candidate):
+        k += 1
+        candidate = f"{path}-{k}"
+    return candidate
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def find(workdir: str, which: str = "latest") -> tuple[Checkpoints, int]:
@@ -90,6 +291,12 @@ def find(workdir: str, which: str = "latest") -> tuple[Checkpoints, int]:
     return ckpts, step
 
 
+def candidates(ckpts: Checkpoints, which: str, step: int) -> list[int]:
+    """The steps `restore_newest` may try for `which`: for "latest" every step up to the
+    latest (an unreadable newest one falls back to the one before); otherwise `step` only."""
+    return [s for s in ckpts.all_steps() if s <= step] if which == "latest" else [step]
+
+
 def higher_is_better(metric: str) -> bool:
     """AP/AR-like metrics improve upwards; validation losses (loss_*) downwards."""
     return not metric.startswith("loss")
@@ -99,7 +306,8 @@ class BestCheckpoint:
     """Keeps the checkpoint with the best `metric` in workdir/checkpoints_best (one step),
     besides the latest ones, and counts evaluations since the best (early stopping).
 
-    The record (workdir/best.json: metric, value, step, evals_since_best) survives a resume.
+    The record (workdir/best.json: metric, value, step, evals_since_best, and evaluated_step,
+    the last step whose evaluation completed) survives a resume.
     Every process calls `update` with the same value (see `loop`), since all take part in saves.
     """
 
@@ -107,7 +315,7 @@ class BestCheckpoint:
         self.metric, self.higher = metric, higher_is_better(metric)
         self.path = os.path.join(workdir, "best.json")
         self.checkpoints = Checkpoints(os.path.join(workdir, "checkpoints_best"), keep=1, save_every=1)
-        self.record = {"metric": metric, "value": None, "step": None, "evals_since_best": 0}
+        self.record = {"metric": metric, "value": None, "step": None, "evals_since_best": 0, "evaluated_step": None}
         if os.path.exists(self.path):
             with open(self.path) as f:
                 saved = json.load(f)
@@ -123,12 +331,19 @@ class BestCheckpoint:
             self.record.update(value=float(value), step=int(step), evals_since_best=0)
         else:
             self.record["evals_since_best"] += 1
+        self.record["evaluated_step"] = int(step)
         if jax.process_index() == 0:
             tmp = self.path + ".tmp"
             with open(tmp, "w") as f:
                 json.dump(self.record, f)
             os.replace(tmp, self.path)
         return improved
+
+    def owes(self, step: int, eval_every: int, steps: int) -> bool:
+        """True when `step` (a resumed run's first) is an evaluation step whose evaluation never
+        completed (stopped during it): the run does it before training on."""
+        due = step > 0 and (step % eval_every == 0 or step >= steps)
+        return due and self.record.get("evaluated_step") != step
 
     @property
     def evals_since_best(self) -> int:

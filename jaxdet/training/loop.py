@@ -8,7 +8,6 @@ workdir resumes from the latest checkpoint (the data stream resumes at the same 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
@@ -19,9 +18,10 @@ import ml_collections
 import numpy as np
 
 from jaxdet import configs
-from jaxdet.errors import ConfigError, NonFiniteError
+from jaxdet.errors import ConfigError
 from jaxdet.evaluation import evaluator
 from jaxdet.training import checkpoint, preemption, progress
+from jaxdet.training import workdir as workdir_lib
 from jaxdet.training.progress import log as _log
 from jaxdet.training.run import Run
 
@@ -31,26 +31,58 @@ def train_and_evaluate(
 ) -> dict[str, float]:
     """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final eval metrics.
 
-    Raises `preemption.Preempted` after SIGTERM/SIGINT (a checkpoint at that step is on disk)
-    and `NonFiniteError` after `train.max_nonfinite_steps` non-finite steps in a row.
+    The run owns the workdir while it trains (a second run on it is refused, see
+    `training.workdir`). Raises `preemption.Preempted` after SIGTERM/SIGINT (a checkpoint at
+    that step is on disk) and `NonFiniteError` after `train.max_nonfinite_steps` non-finite
+    steps in a row. Whatever ends it, saves in flight are waited for: the checkpoints stay.
     """
     t_start = time.time()
-    run = Run(config, workdir, devices)
-    cfg = run.config  # resolved: the chosen detector's section only
-    ckpts = checkpoint.Checkpoints(
-        os.path.join(workdir, "checkpoints"), cfg.train.keep_checkpoints, cfg.train.checkpoint_every
-    )
-    latest = ckpts.latest_step()
-    for line in configs.check_and_record(cfg, workdir, resuming=latest is not None):
+    workdir_lib.prepare(workdir)
+    with workdir_lib.Owner(workdir, _log):
+        run = Run(config, workdir, devices)
+        cfg = run.config  # resolved: the chosen detector's section only
+        ckpts = checkpoint.Checkpoints(
+            os.path.join(workdir, "checkpoints"),
+            cfg.train.keep_checkpoints,
+            cfg.train.checkpoint_every,
+            clean_partial=True,
+            log=_log,
+        )
+        best = checkpoint.BestCheckpoint(workdir, cfg.train.best_metric)
+        try:
+            metrics = _train(run, ckpts, best, t_start)
+        except BaseException:
+            _finish(run, ckpts, best, quiet=True)  # the error that ended the run is the one reported
+            raise
+        _finish(run, ckpts, best)
+        return metrics
+
+
+def _resume(run: Run, ckpts: checkpoint.Checkpoints):
+    """The state to start from: the newest checkpoint that restores (unreadable ones are
+    moved aside and logged), else a fresh one. config.json is written only after that."""
+    cfg, workdir = run.config, run.workdir
+    steps = ckpts.all_steps()
+    for line in configs.check_resume(cfg, workdir, resuming=bool(steps)):
         _log(line)
-    best = checkpoint.BestCheckpoint(workdir, cfg.train.best_metric)
-    if jax.process_index() == 0:  # what `experiments.predict` needs besides config.json
-        with open(os.path.join(workdir, "classes.json"), "w") as f:
-            json.dump(run.class_names, f)
-    state = run.initial_state(pretrained=latest is None)
-    if latest is not None:
-        state = ckpts.restore(latest, state)
-        _log(f"resumed from {workdir}/checkpoints at step {latest}")
+    state = None
+    if steps:
+        state, step = ckpts.restore_newest(run.initial_state(), steps, log=_log, move_aside=True)
+        if state is None:
+            _log(f"no checkpoint in {ckpts.directory} restores (see above): starting from step 0")
+        else:
+            _log(f"resumed from {workdir}/checkpoints at step {step}")
+    if state is None:
+        state = run.initial_state(pretrained=True)
+    configs.record(cfg, workdir)
+    if jax.process_index() == 0:  # what `experiments.predict` and `eval` need besides config.json
+        run.classes.write(workdir)
+    return state
+
+
+def _train(run: Run, ckpts: checkpoint.Checkpoints, best: checkpoint.BestCheckpoint, t_start: float):
+    cfg = run.config
+    state = _resume(run, ckpts)
     start = int(jax.device_get(state.step))
     stream = _train_stream(run, start)
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
@@ -63,8 +95,16 @@ def train_and_evaluate(
     paths: list[str] = []
     guard = progress.NonFiniteGuard(cfg.train.max_nonfinite_steps)
     reporter = progress.Progress(run)
+    owed = best.owes(start, cfg.train.eval_every, cfg.train.steps)
     # The stream's worker processes end with the loop, however it ends.
     with preemption.StopRequests(_log) as stop, contextlib.closing(stream):
+        if owed:  # stopped during this step's evaluation last time: it still counts (best, early stop)
+            _log(f"step {start}: its evaluation was interrupted; evaluating before training on")
+            evaluated, paths, early_stop = _evaluate(run, state, start, best, stop)
+            metrics = evaluated or metrics
+            if early_stop:
+                start = cfg.train.steps  # (no more steps)
+            _maybe_stop(stop, start, run, ckpts, best, guard)
         for step in range(start, cfg.train.steps):
             batch = reporter.batch(next(stream))
             every = cfg.train.term_grad_norms_every
@@ -73,11 +113,7 @@ def train_and_evaluate(
                 run.writer.write(step, "diagnostics", jax.device_get(run.term_grad_step(state, batch, run.base_rng)))
             state, step_metrics = run.train_step(state, batch, run.base_rng)
             done = step + 1
-            try:
-                guard.push(done, step_metrics)
-            except NonFiniteError:
-                ckpts.wait()  # the checkpoints already written stay complete and restorable
-                raise
+            guard.push(done, step_metrics)
             if step == start:
                 jax.block_until_ready(state)
                 _log(f"step {done}: first step (compilation included) took {time.time() - t_start:.1f}s since start")
@@ -88,33 +124,18 @@ def train_and_evaluate(
             early_stop = False
             if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
                 t_eval = time.time()
-                evaluated = evaluator.evaluate(run, state, done, interrupt=stop.interrupts_evaluation)
+                evaluated, new_paths, early_stop = _evaluate(run, state, done, best, stop)
                 if evaluated is not None:
-                    metrics = evaluated
-                    evaluator.log_eval(done, metrics, time.time() - t_eval)
-                    paths = evaluator.draw_predictions(
-                        run, state, done
-                    )  # PNGs and TensorBoard images at every evaluation
-                    early_stop = _track_best(best, done, metrics, state, cfg)
+                    metrics, paths = evaluated, new_paths
                 reporter.exclude(time.time() - t_eval)  # evaluation time is not training time
-            stopping = stop.should_stop(done)  # every process calls it at every step (agreement)
-            if early_stop or stopping:
-                ckpts.save(done, state, force=True)  # a no-op when this step is saved already
             if early_stop:
+                ckpts.save(done, state, force=True)  # a no-op when this step is saved already
                 break
-            if stopping:
-                guard.flush()
-                _finish(run, ckpts, best)
-                message = (
-                    f"stopped at step {done}/{cfg.train.steps} on {stop.reason()}: checkpoint {done} is saved in "
-                    f"{ckpts.directory}; run the same command again to resume"
-                )
-                _log(message)
-                raise preemption.Preempted(message, done, stop.signum or signal.SIGTERM)
+            _maybe_stop(stop, done, run, ckpts, best, guard, state)
     guard.flush()
     ckpts.wait()
     best.wait()
-    if start >= cfg.train.steps:
+    if start >= cfg.train.steps and not owed:
         _log(f"training already complete at step {start} (config.train.steps={cfg.train.steps}); evaluating")
         t_eval = time.time()
         metrics = evaluator.evaluate(run, state, start)
@@ -124,17 +145,51 @@ def train_and_evaluate(
     if paths:
         _log(f"wrote {len(paths)} prediction images to {os.path.dirname(paths[0])}")
     _log(f"done in {time.time() - t_start:.1f}s")
-    _finish(run, ckpts, best)
     return metrics
 
 
-def _finish(run: Run, ckpts: checkpoint.Checkpoints, best: checkpoint.BestCheckpoint) -> None:
-    """Waits for pending checkpoint writes and closes the writers."""
+def _evaluate(run: Run, state, step: int, best: checkpoint.BestCheckpoint, stop) -> tuple[dict | None, list, bool]:
+    """Evaluates at `step`: (metrics, or None when a stop request abandoned it; prediction
+    picture paths; whether early stopping says stop)."""
+    t_eval = time.time()
+    _log(f"evaluating at step {step}")
+    metrics = evaluator.evaluate(run, state, step, interrupt=stop.interrupts_evaluation)
+    if metrics is None:
+        return None, [], False
+    evaluator.log_eval(step, metrics, time.time() - t_eval)
+    paths = evaluator.draw_predictions(run, state, step)  # PNGs and TensorBoard images at every evaluation
+    return metrics, paths, _track_best(best, step, metrics, state, run.config)
+
+
+def _maybe_stop(stop, done: int, run: Run, ckpts, best, guard, state=None) -> None:
+    """After step `done`: on a stop request (every process calls this at every step), saves
+    that step and raises Preempted once it is on disk."""
+    if not stop.should_stop(done):
+        return
+    if state is not None:
+        ckpts.save(done, state, force=True)  # a no-op when this step is saved already
+    guard.flush()
     ckpts.wait()
     best.wait()
-    ckpts.close()
-    best.close()
-    run.writer.close()
+    cfg = run.config
+    message = (
+        f"stopped at step {done}/{cfg.train.steps} on {stop.reason()}: checkpoint {done} is saved in "
+        f"{ckpts.directory}; run the same command again to resume"
+    )
+    _log(message)
+    raise preemption.Preempted(message, done, stop.signum or signal.SIGTERM)
+
+
+def _finish(run: Run, ckpts: checkpoint.Checkpoints, best: checkpoint.BestCheckpoint, quiet: bool = False) -> None:
+    """Waits for pending checkpoint writes and closes the writers. With `quiet` (an error
+    is ending the run), a failure here is logged, not raised, so that error is the one shown."""
+    for close in (ckpts.wait, best.wait, ckpts.close, best.close, run.writer.close):
+        try:
+            close()
+        except Exception as e:
+            if not quiet:
+                raise
+            _log(f"while stopping: {type(e).__name__}: {str(e)[:300]}")
 
 
 def _train_stream(run: Run, start: int):

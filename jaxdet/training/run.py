@@ -3,6 +3,7 @@ sources, the detector, the optimizer and the compiled steps."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import jax
@@ -10,22 +11,15 @@ import ml_collections
 
 from jaxdet import configs, detectors, kernels
 from jaxdet.data import pipeline, sources
-from jaxdet.errors import ConfigError
+from jaxdet.data.classes import Classes
 from jaxdet.training import optim, runtime, summary
 from jaxdet.training import step as train
 from jaxdet.training.progress import log as _log
 
 
 def model_class_names(data_names: list[str], num_classes: int) -> list[str]:
-    """The model's classes: the data's, or `num_classes` (> 0) of them, extra ones named class_k."""
-    if not num_classes:
-        return list(data_names)
-    if num_classes < len(data_names):
-        raise ConfigError(
-            f"config.model.num_classes={num_classes} is fewer than the {len(data_names)} classes in the data "
-            f"({', '.join(data_names[:10])}{' ...' if len(data_names) > 10 else ''}); use 0 to follow the data"
-        )
-    return list(data_names) + [f"class_{k}" for k in range(len(data_names), num_classes)]
+    """The model's class names: the data's, or `num_classes` (> 0) of them, extra ones named class_k."""
+    return list(Classes.of_model(data_names, range(len(data_names)), num_classes).names)
 
 
 class Run:
@@ -36,9 +30,11 @@ class Run:
         config: ml_collections.ConfigDict,
         workdir: str,
         devices: Sequence[jax.Device] | None = None,
-        class_names: list[str] | None = None,
+        classes: Classes | None = None,
+        output_dir: str | None = None,
     ):
-        """With `class_names` (a recorded run's), only the evaluation split is loaded."""
+        """With `classes` (a recorded run's), only the evaluation split is loaded. Metrics and
+        TensorBoard go to `output_dir` (default: the workdir)."""
         self.config = config = configs.resolve(config)
         self.workdir = workdir
         self.mesh = train.make_mesh(devices)
@@ -48,13 +44,17 @@ class Run:
         pi, pc = jax.process_index(), jax.process_count()
         # The whole training split's annotations on every process; each reads the images of its
         # slice of every global batch, so a run's batches do not depend on the number of processes.
-        self.train_source = None if class_names else sources.load(config.data, "train", log=_log)
+        self.train_source = None if classes else sources.load(config.data, "train", log=_log)
         eval_source = sources.load(config.data, "eval", pi, pc, log=_log)
         if config.data.eval_max_images:
             eval_source = eval_source.take(0, config.data.eval_max_images // pc)
         self.eval_source = eval_source
         self._whole_eval = None  # multi-process: the unsharded split's annotations, for COCO ground truth
-        self.class_names = class_names or model_class_names(self.train_source.class_names, config.model.num_classes)
+        if classes is None:
+            src = self.train_source
+            classes = Classes.of_model(src.class_names, src.category_ids, config.model.num_classes)
+        self.classes = classes
+        self.class_names = list(classes.names)
         self.detector = detectors.build_detector(
             config, len(self.class_names), train.AXIS, kernels.platform(self.mesh.devices.flat), self.mesh.size
         )
@@ -63,7 +63,10 @@ class Run:
         self.eval_step = train.make_eval_step(self.detector, self.mesh)
         self.term_grad_step = train.make_term_grad_step(self.detector, self.mesh)
         self.base_rng = jax.random.key(config.seed)
-        self.writer = summary.MetricWriter(workdir)
+        # A training run's own evaluation writes workdir/metrics.jsonl and workdir/eval/; an
+        # evaluation on its own (experiments.eval) writes everything to its output_dir.
+        self.analysis_dir = os.path.join(workdir, "eval") if output_dir is None else output_dir
+        self.writer = summary.MetricWriter(output_dir or workdir)
 
     def initial_state(self, pretrained: bool = False) -> train.TrainState:
         """Freshly initialised state; with `pretrained`, torchvision weights loaded as configured
