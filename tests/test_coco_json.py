@@ -152,7 +152,8 @@ def test_size_mismatch_names_an_exif_rotation(tmp_path):
     images = [{"id": 1, "file_name": "r.jpg", "width": 30, "height": 40}]  # the size as shown
     ann, img = _write_dataset(tmp_path, images=images, annotations=[])
     source = readers.FileSource(load_coco_json(ann, img)[0], img)
-    with pytest.raises(ConfigError, match=r"r\.jpg is 40x30 pixels but its annotation says 30x40.*EXIF orientation tag \(6"):
+    message = r"r\.jpg is 40x30 pixels but its annotation says 30x40.*EXIF orientation tag \(6"
+    with pytest.raises(ConfigError, match=message):
         next(pipeline.Pipeline(source, 32, 4).eval(1))
 
 

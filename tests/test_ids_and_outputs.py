@@ -125,4 +125,3 @@ def test_predict_never_writes_over_inputs_and_names_cannot_collide(tmp_path):
     with pytest.raises(ConfigError, match=r"would write .*x\.png\.png over the input image"):
         predict.predict_files(predictor, [str(photos / "x.png"), str(photos / "x.png.png")], str(photos), 0.0)
     assert open(photos / "x.png.png", "rb").read() == victim and not (photos / "x.png.png.png").exists()
-

@@ -53,6 +53,7 @@ def test_a_second_run_on_a_workdir_is_refused_and_a_dead_owner_is_taken_over(dat
     third = run(train_command(workdir, data, compilation_cache, **{"train.steps": 2, "train.eval_every": 1000}))
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     assert f"taking over {workdir} from a run that ended without releasing it (pid {first.pid}" in third.stdout
+    assert "leaked shared_memory" not in third.stderr
     assert open(os.path.join(workdir, "owner.lock")).read() == ""  # released at the end
 
 
@@ -72,6 +73,7 @@ def test_an_unreadable_image_stops_the_run_but_keeps_its_checkpoint(data, tmp_pa
     (error,) = _error_lines(proc)
     assert "val_3.png is not a readable image" in error and "skip_bad" in error
     assert "cannot schedule new futures" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "leaked shared_memory" not in proc.stderr  # the input workers' batches are freed, not left to exit
     assert _steps(workdir) == [1, 2] and not [n for n in os.listdir(f"{workdir}/checkpoints") if "tmp" in n]
     again = run(train_command(workdir, paths, compilation_cache, **settings, **{"data.skip_bad": True}))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -106,7 +108,9 @@ def _truncate_a_data_file(checkpoint_dir: str) -> str:
 
 
 @pytest.mark.parametrize("damage", ["data", "metadata"])
-def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_one_before_restored(damage, data, tmp_path, compilation_cache):
+def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_one_before_restored(
+    damage, data, tmp_path, compilation_cache
+):
     workdir = str(tmp_path / "run")
     settings = {"train.steps": 4, "train.eval_every": 1000, "train.checkpoint_every": 2}
     assert run(train_command(workdir, data, compilation_cache, **settings)).returncode == 0
@@ -182,12 +186,24 @@ def test_user_mistakes_get_one_error_line(data, tmp_path, compilation_cache):
     Image.new("RGB", (8, 8)).save(tmp_path / "im.png")
     cases = {
         "is a file, not a directory": train_command(str(afile), data, compilation_cache),
-        "no such file; pass a config file": [sys.executable, "-m", "experiments.train", "--config=nope.py", "--workdir=w"],
+        "no such file; pass a config file": [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            "--config=nope.py",
+            "--workdir=w",
+        ],
         "the global batch must be a positive number": train_command(
             str(tmp_path / "w"), data, compilation_cache, **{"train.batch_size": -8}
         ),
-        "--out=": [sys.executable, "-m", "experiments.predict", f"--workdir={tmp_path}", f"--images={tmp_path}/im.png",
-                   f"--out={afile}"],  # fmt: skip
+        "--out=": [
+            sys.executable,
+            "-m",
+            "experiments.predict",
+            f"--workdir={tmp_path}",
+            f"--images={tmp_path}/im.png",
+            f"--out={afile}",
+        ],  # fmt: skip
     }
     for expected, cmd in cases.items():
         proc = run(cmd)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 import grain
@@ -59,6 +60,8 @@ class Batches(Iterator):
     def __init__(self, dataset: grain.MapDataset, workers: int, describe):
         self._describe = describe  # batch number -> the images it holds (for error messages)
         self._count = 0
+        # The arrays handed out that live in shared memory (input workers' batches): see close().
+        self._shared: dict[int, weakref.ref] = {}
         ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
         if workers > 0:
             if not flags.FLAGS.is_parsed():  # Grain reads its absl flags; outside an absl main (tests,
@@ -78,12 +81,31 @@ class Batches(Iterator):
                 f"({self._describe(self._count)}); if it was killed for memory, lower --config.data.workers"
             ) from e
         self._count += 1
+        for v in batch.values():
+            if getattr(v, "_unlink_on_del", False):  # (a dead array's entry removes itself)
+                self._shared[id(v)] = weakref.ref(v, lambda _, key=id(v), live=self._shared: live.pop(key, None))
         return batch
 
     def close(self) -> None:
+        """Stops the workers and frees the shared memory of the batches handed out.
+
+        A batch's shared memory is freed when its arrays are garbage-collected; the ones
+        still referenced when a run ends (the batch of the step that failed, say) would
+        be left to the resource tracker at exit, which warns about "leaked shared_memory
+        objects". Their names are unlinked here instead; the arrays stay readable (the
+        mapping lives until they are collected)."""
         close = getattr(self._it, "close", None)
         if close:
             close()
+        for ref in list(self._shared.values()):
+            array = ref()
+            if array is not None and array._unlink_on_del:
+                array._unlink_on_del = False
+                try:
+                    array.shm.unlink()
+                except FileNotFoundError:
+                    pass
+        self._shared.clear()
 
 
 class Pipeline:

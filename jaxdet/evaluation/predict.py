@@ -106,7 +106,8 @@ def check_outputs(paths: list[str], out_dir: str) -> list[str]:
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"--out={out_dir!r} cannot be created ({e.strerror or e}); pass a writable directory") from None
+        why = e.strerror or e
+        raise ConfigError(f"--out={out_dir!r} cannot be created ({why}); pass a writable directory") from None
     if not os.access(out_dir, os.W_OK):
         raise ConfigError(f"--out={out_dir!r} cannot be written; pass a writable directory")
     return outputs

@@ -8,76 +8,15 @@ run killed mid-save leaves only complete checkpoints behind. Every process calls
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
-import sys
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
 from jaxdet.errors import ConfigError
-
-
-class CorruptCheckpoint(Exception):
-    """A checkpoint whose files cannot be read back (truncated, missing, undecodable)."""
-
-    def __init__(self, step: int, reason: str):
-        super().__init__(f"checkpoint {step}: {reason}")
-        self.step, self.reason = step, reason
-
-
-class DiskFull(ConfigError):
-    """No space left on the checkpoint's file system (printed as one `error:` line)."""
-
-
-# Words in orbax / TensorStore / JSON errors that say a checkpoint's bytes are bad, not the model.
-_CORRUPT = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND", "decod", "truncat", "checksum", "Expecting", "Unterminated",
-            "JSONDecodeError", "error while reading", "No such file", "corrupt")  # fmt: skip
-
-
-def _chain(e: BaseException) -> str:
-    """The messages of an exception and its causes, for classifying it."""
-    parts, seen = [], set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        parts.append(f"{type(e).__name__}: {e}")
-        e = e.__cause__ or e.__context__
-    return " | ".join(parts)
-
-
-def _root(e: BaseException) -> str:
-    """The innermost cause's message: what actually failed (a TensorStore read, a JSON parse)."""
-    seen = set()
-    while (e.__cause__ or e.__context__) is not None and id(e) not in seen:
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return f"{type(e).__name__}: {e}"
-
-
-def _short(text: str, n: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 3] + "..."
-
-
-def _key(k) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
-def _layout(tree: Any) -> dict[str, tuple[int, ...]]:
-    """{"params/conv/kernel": shape} for every leaf: what must agree for a restore to fit."""
-    return {
-        "/".join(_key(k) for k in path): tuple(getattr(leaf, "shape", ()))
-        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
-    }
-
-
-def _size_on_disk(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+from jaxdet.training import checkpoint_faults as faults
 
 
 class Checkpoints:
@@ -134,15 +73,15 @@ class Checkpoints:
         """Restores `step` into the structure, shapes and shardings of `target`.
 
         Raises ConfigError naming the checkpoint when it holds another model (its recorded
-        tree differs from `target`'s), and CorruptCheckpoint when its files cannot be read.
+        tree differs from `target`'s), and faults.CorruptCheckpoint when its files cannot be read.
         """
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
         try:
             metadata = self._manager.item_metadata(step)
-            layout = _layout(getattr(metadata, "tree", metadata))
+            layout = faults.layout(getattr(metadata, "tree", metadata))
         except Exception as e:  # any failure to read the recorded tree: the files are bad
-            raise CorruptCheckpoint(step, f"its metadata cannot be read: {_short(_root(e))}") from e
-        want = _layout(abstract)
+            raise faults.CorruptCheckpoint(step, f"its metadata cannot be read: {faults.short(faults.root(e))}") from e
+        want = faults.layout(abstract)
         if layout != want:
             differ = [k for k in sorted(set(layout) | set(want)) if layout.get(k) != want.get(k)]
             shown = "; ".join(f"{k}: checkpoint {layout.get(k, 'absent')}, model {want.get(k, 'absent')}"
@@ -155,9 +94,9 @@ class Checkpoints:
         try:
             return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as e:
-            text = _chain(e)
-            if any(word in text for word in _CORRUPT) and "RESOURCE_EXHAUSTED" not in text:
-                raise CorruptCheckpoint(step, _short(_root(e))) from e
+            text = faults.chain(e)
+            if any(word in text for word in faults.CORRUPT) and "RESOURCE_EXHAUSTED" not in text:
+                raise faults.CorruptCheckpoint(step, faults.short(faults.root(e))) from e
             raise
 
     def restore_newest(self, target: Any, steps: list[int], log=print, move_aside: bool = False):
@@ -168,7 +107,7 @@ class Checkpoints:
         for step in sorted(steps, reverse=True):
             try:
                 return self.restore(step, target), step
-            except CorruptCheckpoint as e:
+            except faults.CorruptCheckpoint as e:
                 where = os.path.join(self.directory, str(step))
                 note = ""
                 if move_aside:
@@ -192,19 +131,8 @@ class Checkpoints:
         except Exception as e:
             raise self._disk_full(e, self._last_saved) or e
 
-    def _disk_full(self, e: BaseException, step: int | None) -> DiskFull | None:
-        text = _chain(e)
-        if "No space left on device" not in text and "os_error_code='28'" not in text:
-            return None
-        free = shutil.disk_usage(self.directory).free
-        complete = self.all_steps()
-        need = max([self._bytes] + [_size_on_disk(os.path.join(self.directory, str(s))) for s in complete[-1:]])
-        return DiskFull(
-            f"no space left on device while writing checkpoint {step} to {self.directory}: {_mb(free)} free on "
-            f"that file system, a checkpoint needs about {_mb(need)}. The checkpoints already written "
-            f"({complete or 'none'}) are intact; free some space (or use a --workdir on a larger disk) and run the "
-            "same command again to resume (the partial checkpoint is removed then)"
-        )
+    def _disk_full(self, e: BaseException, step: int | None) -> faults.DiskFull | None:
+        return faults.disk_full(e, self.directory, step, self.all_steps(), self._bytes)
 
     def close(self) -> None:
         try:
@@ -214,43 +142,6 @@ class Checkpoints:
 
 
 _PARTIAL = ".orbax-checkpoint-tmp"
-
-
-def _quiet_abandoned_io(unraisable) -> None:
-    """sys.unraisablehook: when a save or restore fails, orbax abandons its other reads and
-    writes, whose coroutines and TensorStore callbacks then fail one by one (hundreds of
-    tracebacks, "Event loop is closed") after the failure was already reported once. Those
-    are dropped; every other unraisable exception goes to the default hook."""
-    value, obj = unraisable.exc_value, repr(unraisable.object)
-    tb = unraisable.exc_traceback
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = tb.tb_frame.f_code.co_filename if tb is not None else ""
-    abandoned = (isinstance(value, RuntimeError) and "Event loop is closed" in str(value)) or (
-        obj.startswith("<coroutine") and "orbax" in where
-    )
-    if not abandoned:
-        sys.__unraisablehook__(unraisable)
-
-
-sys.unraisablehook = _quiet_abandoned_io
-
-
-class _ReportedOnce(logging.Filter):
-    """Drops orbax's error logs that carry an exception (from its save threads, with a
-    traceback each): the same exception reaches the main thread, where `save` / `wait`
-    turn it into one message (DiskFull) or re-raise it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        carried = record.exc_info is not None or "raised an exception" in record.getMessage()
-        return not (record.levelno >= logging.ERROR and "orbax" in record.pathname and carried)
-
-
-logging.getLogger("absl").addFilter(_ReportedOnce())
-
-
-def _mb(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
 
 
 def _free_name(path: str) -> str:

@@ -181,15 +181,19 @@ def _maybe_stop(stop, done: int, run: Run, ckpts, best, guard, state=None) -> No
 
 
 def _finish(run: Run, ckpts: checkpoint.Checkpoints, best: checkpoint.BestCheckpoint, quiet: bool = False) -> None:
-    """Waits for pending checkpoint writes and closes the writers. With `quiet` (an error
-    is ending the run), a failure here is logged, not raised, so that error is the one shown."""
+    """Waits for pending checkpoint writes and closes the writers, all of them whatever fails.
+    The first failure is raised after; with `quiet` (an error is ending the run already) it
+    is logged instead, so that error is the one reported."""
+    failure = None
     for close in (ckpts.wait, best.wait, ckpts.close, best.close, run.writer.close):
         try:
             close()
         except Exception as e:
-            if not quiet:
-                raise
-            _log(f"while stopping: {type(e).__name__}: {str(e)[:300]}")
+            failure = failure or e
+            if quiet:
+                _log(f"while stopping: {type(e).__name__}: {str(e)[:300]}")
+    if failure is not None and not quiet:
+        raise failure
 
 
 def _train_stream(run: Run, start: int):
