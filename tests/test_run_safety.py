@@ -165,7 +165,9 @@ def test_a_full_disk_stops_with_one_error_line_and_keeps_the_checkpoints(data, t
         (error,) = _error_lines(proc)
         assert "no space left on device while writing checkpoint" in error and f"{workdir}/checkpoints" in error
         assert "MiB free on that file system, a checkpoint needs about" in error
-        assert len(output.splitlines()) < 40 and "Traceback" not in output, output[-5000:]
+        # Besides the load report and progress lines, that error line is all the run printed.
+        others = [line for line in output.splitlines() if not line.startswith(("/", "retinanet/", "step ", "error:"))]
+        assert not others, output[-5000:]
         kept = _steps(workdir)
         assert kept and any("orbax-checkpoint-tmp" in n for n in os.listdir(f"{workdir}/checkpoints"))
         # More room: the same command resumes from the last complete checkpoint, clearing the partial one.

@@ -132,7 +132,8 @@ class Checkpoints:
             raise self._disk_full(e, self._last_saved) or e
 
     def _disk_full(self, e: BaseException, step: int | None) -> faults.DiskFull | None:
-        return faults.disk_full(e, self.directory, step, self.all_steps(), self._bytes)
+        on_disk = sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())  # (orbax's list may be ahead)
+        return faults.disk_full(e, self.directory, step, on_disk, self._bytes)
 
     def close(self) -> None:
         try:

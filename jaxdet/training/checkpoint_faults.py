@@ -5,8 +5,8 @@
 - A full disk (`disk_full`) is one message: the path, the free space, what a checkpoint needs.
 - When a save or restore fails, orbax logs the failure from its threads and abandons
   its other reads and writes, which then fail one by one at exit: hundreds of tracebacks
-  for one error that reaches the main thread anyway. Those echoes are dropped here
-  (an absl log filter and `sys.unraisablehook`), installed on import.
+  for one error that reaches the main thread anyway. Those echoes are dropped here (log
+  filters, `sys.unraisablehook`, a warnings filter), installed on import.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import sys
+import warnings
 from typing import Any
 
 import jax
@@ -121,14 +122,32 @@ def _quiet_abandoned_io(unraisable) -> None:
 sys.unraisablehook = _quiet_abandoned_io
 
 
+def _through_orbax(exc_info) -> bool:
+    """True when an exception's traceback passes through orbax's code."""
+    tb = exc_info[2] if exc_info else None
+    while tb is not None:
+        if "orbax" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 class _ReportedOnce(logging.Filter):
-    """Drops orbax's error logs that carry an exception (from its save threads, with a
-    traceback each): the same exception reaches the main thread, where `save` / `wait`
+    """Drops the error logs that echo an orbax failure: orbax's own (from its save threads,
+    with a traceback each) and asyncio's "Task exception was never retrieved" for the
+    writes it abandoned. The same exception reaches the main thread, where `save` / `wait`
     turn it into one message (DiskFull) or re-raise it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
         carried = record.exc_info is not None or "raised an exception" in record.getMessage()
-        return not (record.levelno >= logging.ERROR and "orbax" in record.pathname and carried)
+        return not (("orbax" in record.pathname and carried) or _through_orbax(record.exc_info))
 
 
-logging.getLogger("absl").addFilter(_ReportedOnce())
+for _name in ("absl", "asyncio"):
+    logging.getLogger(_name).addFilter(_ReportedOnce())
+# The same echo as a warning at exit: orbax's abandoned write/read coroutines, never awaited.
+warnings.filterwarnings(
+    "ignore", r"coroutine '(async_serialize_from_host|_read_array_index_and_device_put)", RuntimeWarning
+)
