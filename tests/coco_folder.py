@@ -92,15 +92,23 @@ def start(cmd: list[str], log_path: str):
     return subprocess.Popen(cmd, cwd=ROOT, env=environment(), stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for_line(proc, log_path: str, text: str, timeout: float = 240) -> None:
-    """Waits until `text` appears in the log (AssertionError if the process exits first or time runs out)."""
+def wait_until(proc, condition, what: str, timeout: float = 240) -> None:
+    """Polls `condition()` until True; AssertionError if `proc` exits first or time runs out."""
     import time
 
     t0 = time.time()
-    while text not in open(log_path).read():
+    while not condition():
         if proc.poll() is not None:
-            raise AssertionError(f"exited ({proc.returncode}) before {text!r}:\n{open(log_path).read()[-3000:]}")
+            raise AssertionError(f"the run exited ({proc.returncode}) before {what}")
         if time.time() - t0 > timeout:
             proc.kill()
-            raise AssertionError(f"timed out waiting for {text!r}")
-        time.sleep(0.02)
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def wait_for_line(proc, log_path: str, text: str, timeout: float = 240) -> None:
+    """Waits until `text` appears in the log at `log_path` (its tail in the failure's message)."""
+    try:
+        wait_until(proc, lambda: text in open(log_path).read(), repr(text), timeout)
+    except AssertionError as e:
+        raise AssertionError(f"{e}:\n{open(log_path).read()[-3000:]}") from None

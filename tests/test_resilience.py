@@ -19,6 +19,8 @@ import orbax.checkpoint as ocp
 import psutil
 import pytest
 
+from tests.coco_folder import wait_until
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 12
 
@@ -61,17 +63,6 @@ def _saving(workdir: str) -> bool:
     return os.path.isdir(d) and any("tmp" in n for n in os.listdir(d))
 
 
-def _wait_for(proc: subprocess.Popen, condition, what: str, timeout: float = 240) -> None:
-    t0 = time.time()
-    while not condition():
-        if proc.poll() is not None:
-            raise AssertionError(f"the run exited ({proc.returncode}) before {what}")
-        if time.time() - t0 > timeout:
-            proc.kill()
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
-
-
 def _params(workdir: str, step: int) -> list[np.ndarray]:
     tree = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "default"))
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
@@ -98,7 +89,7 @@ def test_killed_and_preempted_run_ends_with_the_uninterrupted_parameters(tfds_di
     # 1. kill -9 at a random moment after a random step's checkpoint.
     k = rng.randint(2, STEPS // 2)
     p = launch()
-    _wait_for(p, lambda: _complete_steps(run_dir) and _complete_steps(run_dir)[-1] >= k, f"checkpoint {k}")
+    wait_until(p, lambda: _complete_steps(run_dir) and _complete_steps(run_dir)[-1] >= k, f"checkpoint {k}")
     time.sleep(rng.uniform(0.0, 0.2))
     children = psutil.Process(p.pid).children(recursive=True)  # the input workers (data.workers=-1)
     assert children, tail()
@@ -111,9 +102,9 @@ def test_killed_and_preempted_run_ends_with_the_uninterrupted_parameters(tfds_di
     # 2. Re-run, and kill -9 while a checkpoint is being written (again if the save won the race).
     for attempt in range(3):
         p = launch()
-        _wait_for(p, lambda: "resumed from" in open(logs[-1]).read(), "the resume")
+        wait_until(p, lambda: "resumed from" in open(logs[-1]).read(), "the resume")
         assert f"resumed from {run_dir}/checkpoints at step {survived}" in open(logs[-1]).read(), tail()
-        _wait_for(p, lambda: _saving(run_dir) and _complete_steps(run_dir)[-1] > survived, "a save in progress")
+        wait_until(p, lambda: _saving(run_dir) and _complete_steps(run_dir)[-1] > survived, "a save in progress")
         p.send_signal(signal.SIGKILL)
         p.wait()
         survived = _complete_steps(run_dir)[-1]
@@ -124,7 +115,7 @@ def test_killed_and_preempted_run_ends_with_the_uninterrupted_parameters(tfds_di
 
     # 3. Re-run (restores the newest complete checkpoint, ignoring the partial one), then SIGTERM.
     p = launch()
-    _wait_for(p, lambda: "first step (compilation included)" in open(logs[-1]).read(), "the first step")
+    wait_until(p, lambda: "first step (compilation included)" in open(logs[-1]).read(), "the first step")
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=120) == 128 + signal.SIGTERM, tail()
     log = open(logs[-1]).read()

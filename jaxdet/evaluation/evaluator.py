@@ -13,7 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxdet import configs
+from jaxdet import configs, files
 from jaxdet.data import pipeline
 from jaxdet.data.classes import Classes
 from jaxdet.errors import ConfigError
@@ -210,11 +210,7 @@ def evaluate_checkpoint(
 def _writable(directory: str) -> None:
     """Creates `directory`; a ConfigError naming it when it cannot be written."""
     try:
-        os.makedirs(directory, exist_ok=True)
-        probe = os.path.join(directory, ".write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
+        files.make_writable(directory)
     except OSError as e:
         raise ConfigError(
             f"cannot write the evaluation's results to {directory!r} ({e.strerror or e}); pass --out=DIR, a "

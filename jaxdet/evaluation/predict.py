@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxdet import configs, detectors
+from jaxdet import configs, detectors, files
 from jaxdet.data import augment, decode
 from jaxdet.errors import ConfigError
 from jaxdet.evaluation import visualize
@@ -104,12 +104,10 @@ def check_outputs(paths: list[str], out_dir: str) -> list[str]:
                 "nothing was written: choose another --out"
             )
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        files.make_writable(out_dir)
     except OSError as e:
         why = e.strerror or e
-        raise ConfigError(f"--out={out_dir!r} cannot be created ({why}); pass a writable directory") from None
-    if not os.access(out_dir, os.W_OK):
-        raise ConfigError(f"--out={out_dir!r} cannot be written; pass a writable directory")
+        raise ConfigError(f"--out={out_dir!r} cannot be written ({why}); pass a writable directory") from None
     return outputs
 
 

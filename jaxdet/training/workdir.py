@@ -22,6 +22,7 @@ import sys
 
 import jax
 
+from jaxdet import files
 from jaxdet.errors import ConfigError
 
 LOCK_NAME = "owner.lock"
@@ -32,11 +33,7 @@ def prepare(workdir: str) -> None:
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ConfigError(f"--workdir={workdir!r} is a file, not a directory; pass a directory (created if missing)")
     try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write-test-{os.getpid()}")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
+        files.make_writable(workdir)
     except OSError as e:
         raise ConfigError(
             f"--workdir={workdir!r} cannot be written ({e.strerror or e}); a run writes its checkpoints, metrics "
