@@ -107,18 +107,11 @@ def _truncate_a_data_file(checkpoint_dir: str) -> str:
     return path
 
 
-@pytest.mark.parametrize("damage", ["data", "metadata"])
-def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_one_before_restored(
-    damage, data, tmp_path, compilation_cache
-):
+def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_one_before_restored(data, tmp_path, compilation_cache):
     workdir = str(tmp_path / "run")
     settings = {"train.steps": 4, "train.eval_every": 1000, "train.checkpoint_every": 2}
     assert run(train_command(workdir, data, compilation_cache, **settings)).returncode == 0
-    if damage == "data":
-        _truncate_a_data_file(f"{workdir}/checkpoints/4")
-    else:
-        with open(f"{workdir}/checkpoints/4/default/_METADATA", "r+b") as f:
-            f.truncate(100)
+    _truncate_a_data_file(f"{workdir}/checkpoints/4")
     # eval --checkpoint=latest falls back too (and moves nothing: it does not own the workdir).
     ev = run([sys.executable, "-m", "experiments.eval", f"--workdir={workdir}"])
     assert ev.returncode == 0, ev.stdout[-3000:] + ev.stderr[-3000:]
@@ -134,16 +127,51 @@ def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_one_before_restored(
     assert "Traceback" not in proc.stderr and json.loads(config_before)["train"]["steps"] == 4
 
 
-def test_a_model_mismatch_is_refused_before_config_json_is_rewritten(data, tmp_path, compilation_cache):
+def test_truncated_metadata_is_corruption_and_another_tree_a_mismatch(tmp_path):
+    """Told apart before restoring: unreadable metadata is a corrupt checkpoint (set aside),
+    a readable one of another shape is another model (refused); neither is the other."""
+    import jax.numpy as jnp
+
+    from jaxdet.errors import ConfigError
+    from jaxdet.training import checkpoint, checkpoint_faults
+
+    state = {"params": {"w": jnp.ones((3, 2))}, "step": jnp.int32(5)}
+    ckpts = checkpoint.Checkpoints(str(tmp_path / "checkpoints"), keep=3, save_every=1)
+    for step in (1, 2):
+        ckpts.save(step, state, force=True)
+    ckpts.wait()
+    with pytest.raises(
+        ConfigError, match=r"does not match this model .* params/w: checkpoint \(3, 2\), model \(4, 2\)"
+    ):
+        ckpts.restore(2, {"params": {"w": jnp.ones((4, 2))}, "step": jnp.int32(0)})
+    with open(tmp_path / "checkpoints" / "2" / "default" / "_METADATA", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(checkpoint_faults.CorruptCheckpoint, match="metadata cannot be read"):
+        ckpts.restore(2, state)
+    lines = []
+    restored, step = ckpts.restore_newest(state, ckpts.all_steps(), log=lines.append, move_aside=True)
+    assert step == 1 and float(restored["step"]) == 5 and "moved aside to" in lines[0]
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2.corrupt"]
+    ckpts.close()
+
+
+def test_a_model_mismatch_is_refused_before_config_json_is_rewritten(data, tmp_path):
+    import jax
+
+    from experiments.configs import default
+    from jaxdet.errors import ConfigError
+    from jaxdet.training import loop
+
+    config = default.get_config("tiny")
+    for key, value in data.items():
+        config.data[key] = value
+    config.train.steps, config.train.num_prediction_images, config.data.workers = 1, 0, 0
     workdir = str(tmp_path / "run")
-    settings = {"train.steps": 2, "train.eval_every": 1000}
-    assert run(train_command(workdir, data, compilation_cache, **settings)).returncode == 0
+    loop.train_and_evaluate(config, workdir, jax.devices()[:1])
     recorded = open(f"{workdir}/config.json").read()
-    other = {**settings, "train.allow_config_change": True, "model.num_classes": 5}
-    proc = run(train_command(workdir, data, compilation_cache, **other))
-    assert proc.returncode == 1
-    (error,) = _error_lines(proc)
-    assert "does not match this model" in error and "entries differ" in error
+    config.train.allow_config_change, config.model.num_classes = True, 5
+    with pytest.raises(ConfigError, match="does not match this model .* entries differ"):
+        loop.train_and_evaluate(config, workdir, jax.devices()[:1])
     assert open(f"{workdir}/config.json").read() == recorded
 
 
