@@ -112,3 +112,28 @@ def wait_for_line(proc, log_path: str, text: str, timeout: float = 240) -> None:
         wait_until(proc, lambda: text in open(log_path).read(), repr(text), timeout)
     except AssertionError as e:
         raise AssertionError(f"{e}:\n{open(log_path).read()[-3000:]}") from None
+
+
+def untrained_workdir(workdir: str) -> str:
+    """A workdir as training leaves it (config.json of the tiny config with score threshold 0,
+    classes.json with ids 3 and 9, checkpoint 1), made in a second without training."""
+    import jax
+
+    from experiments.configs import default
+    from jaxdet import configs, detectors
+    from jaxdet.data.classes import Classes
+    from jaxdet.training import checkpoint, optim
+    from jaxdet.training import step as train
+
+    config = configs.resolve(default.get_config("tiny"))
+    config.model.score_threshold = 0.0
+    configs.check_and_record(config, workdir, resuming=False)
+    Classes(("a", "b"), (3, 9)).write(workdir)
+    detector = detectors.build_detector(config, 2, None, jax.devices()[0].platform)
+    tx, _ = optim.make_optimizer(config.optim, config.train.steps)
+    state = train.init_state(detector, tx, jax.random.key(0), 64, train.make_mesh(jax.devices()[:1]))
+    ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), 1, 1)
+    ckpts.save(1, state, force=True)
+    ckpts.wait()
+    ckpts.close()
+    return workdir

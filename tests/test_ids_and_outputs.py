@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.coco_folder import run, train_command, write_coco
+from tests.coco_folder import run, train_command, untrained_workdir, write_coco
 
 
 @pytest.fixture(scope="module")
@@ -75,31 +75,6 @@ def test_evaluating_other_data_leaves_the_runs_own_results_alone(trained, tmp_pa
     assert final == json.loads(before.strip().splitlines()[-1])  # still the training's own evaluation
 
 
-def _predict_workdir(tmp_path) -> str:
-    """A workdir as training leaves it (config, classes with ids, a checkpoint), without training."""
-    import jax
-
-    from experiments.configs import default
-    from jaxdet import configs, detectors
-    from jaxdet.data.classes import Classes
-    from jaxdet.training import checkpoint, optim
-    from jaxdet.training import step as train
-
-    config = configs.resolve(default.get_config("tiny"))
-    config.model.score_threshold = 0.0
-    workdir = str(tmp_path / "run")
-    configs.check_and_record(config, workdir, resuming=False)
-    Classes(("a", "b"), (3, 9)).write(workdir)
-    detector = detectors.build_detector(config, 2, None, "cpu")
-    tx, _ = optim.make_optimizer(config.optim, config.train.steps)
-    state = train.init_state(detector, tx, jax.random.key(0), 64, train.make_mesh(jax.devices()[:1]))
-    ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), 1, 1)
-    ckpts.save(1, state, force=True)
-    ckpts.wait()
-    ckpts.close()
-    return workdir
-
-
 def test_predict_never_writes_over_inputs_and_names_cannot_collide(tmp_path):
     from jaxdet.errors import ConfigError
     from jaxdet.evaluation import predict
@@ -110,7 +85,7 @@ def test_predict_never_writes_over_inputs_and_names_cannot_collide(tmp_path):
         Image.fromarray(np.full((40, 60, 3), len(rel) * 20, np.uint8)).save(photos / rel)
     paths = sorted(str(p) for p in photos.rglob("*.*g"))
     originals = {p: open(p, "rb").read() for p in paths}
-    predictor = predict.Predictor(_predict_workdir(tmp_path))
+    predictor = predict.Predictor(untrained_workdir(str(tmp_path / "run")))
     # --out is the input folder itself: the pictures go beside the inputs under new names.
     results = predict.predict_files(predictor, paths, str(photos), 0.0)
     assert all(open(p, "rb").read() == data for p, data in originals.items())
