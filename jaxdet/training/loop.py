@@ -102,9 +102,9 @@ def _train(run: Run, ckpts: checkpoint.Checkpoints, best: checkpoint.BestCheckpo
             _log(f"step {start}: its evaluation was interrupted; evaluating before training on")
             evaluated, paths, early_stop = _evaluate(run, state, start, best, stop)
             metrics = evaluated or metrics
+            _maybe_stop(stop, start, run, ckpts, best, guard)
             if early_stop:
                 start = cfg.train.steps  # (no more steps)
-            _maybe_stop(stop, start, run, ckpts, best, guard)
         for step in range(start, cfg.train.steps):
             batch = reporter.batch(next(stream))
             every = cfg.train.term_grad_norms_every
