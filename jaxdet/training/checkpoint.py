@@ -28,7 +28,7 @@ class Checkpoints:
 
     def __init__(self, directory: str, keep: int, save_every: int, clean_partial: bool = False, log=print):
         self.directory = os.path.abspath(directory)
-        self.save_every, self.keep, self.log = save_every, keep, log
+        self.save_every, self.keep = save_every, keep
         if clean_partial and jax.process_index() == 0 and os.path.isdir(self.directory):
             for name in sorted(os.listdir(self.directory)):
                 if _PARTIAL in name:
