@@ -13,7 +13,7 @@ import os
 import jax
 import ml_collections
 
-from jaxdet import kernels, losses
+from jaxdet import files, kernels, losses
 from jaxdet.data import sources
 from jaxdet.data.classes import Classes
 from jaxdet.detectors import config as model_config
@@ -228,11 +228,7 @@ def record(config: ml_collections.ConfigDict, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() != 0:  # one writer: every process checked, process 0 records
         return
-    path = os.path.join(workdir, "config.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(to_json(config))
-    os.replace(tmp, path)
+    files.write_atomic(os.path.join(workdir, "config.json"), to_json(config))
 
 
 def load_recorded(workdir: str) -> tuple[ml_collections.ConfigDict, Classes]:

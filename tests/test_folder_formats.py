@@ -152,7 +152,10 @@ def test_sources_load_folder_formats_from_config(tmp_path, fmt):
 
 
 def test_model_class_count_follows_the_data_unless_set():
-    from jaxdet.training.run import model_class_names
+    from jaxdet.data.classes import Classes
+
+    def model_class_names(names, num_classes):
+        return list(Classes.of_model(names, range(len(names)), num_classes).names)
 
     assert model_class_names(["cat", "dog"], 0) == ["cat", "dog"]
     assert model_class_names(["cat", "dog"], 3) == ["cat", "dog", "class_2"]

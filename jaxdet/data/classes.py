@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 
+from jaxdet import files
 from jaxdet.errors import ConfigError
 
 
@@ -58,10 +59,7 @@ class Classes:
 
     def write(self, workdir: str) -> None:
         """workdir/classes.json (written to a temporary file, then renamed)."""
-        path = os.path.join(workdir, "classes.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(self.categories(), f)
-        os.replace(path + ".tmp", path)
+        files.write_atomic(os.path.join(workdir, "classes.json"), json.dumps(self.categories()))
 
     @classmethod
     def read(cls, workdir: str) -> Classes:

@@ -73,7 +73,7 @@ def exif_orientation(data: bytes) -> int:
 def orientation_note(data: bytes) -> str:
     """For a size-mismatch message: what the file's EXIF orientation tag says, or ''."""
     tag = exif_orientation(data)
-    if tag in (1, 0) or tag not in _ORIENTATIONS:
+    if tag not in _ORIENTATIONS:  # (1: upright)
         return ""
     return (
         f"; the file carries an EXIF orientation tag ({tag}: to be shown {_ORIENTATIONS[tag]}), and jaxdet reads "

@@ -179,7 +179,7 @@ def coco_ground_truth(table: AnnotationTable, leave_out: set[int] = frozenset(),
     `categories` (COCO [{"id", "name"}], e.g. a run's `Classes.categories()`) are the classes
     scored; default the table's. An annotated category outside them is an error."""
     if categories is None:
-        categories = [{"id": int(i), "name": n} for i, n in zip(table.category_ids, table.class_names)]
+        categories = table.classes.categories()
     known = {c["id"] for c in categories}
     unknown = sorted({int(i) for i in table.category_ids} - known)
     if unknown:

@@ -21,6 +21,8 @@ import tempfile
 
 import numpy as np
 
+from jaxdet.data.classes import Classes
+
 _ARRAYS = (
     "image_ids",  # [n] int64, the dataset's own image ids
     "heights",  # [n] int32, pixels of the stored image
@@ -54,8 +56,12 @@ class AnnotationTable:
             self.hi = len(self.arrays["image_ids"])
         if self.category_ids is None:
             self.category_ids = list(range(len(self.class_names)))
-        if len(self.category_ids) != len(self.class_names) or len(set(self.category_ids)) != len(self.category_ids):
-            raise ValueError(f"category ids {self.category_ids} do not name the classes {self.class_names} one each")
+        self.classes  # (builds the Classes once to check them: one distinct id per class)
+
+    @property
+    def classes(self) -> Classes:
+        """The split's class names with the dataset's id of each."""
+        return Classes(tuple(self.class_names), tuple(self.category_ids))
 
     def __len__(self) -> int:
         return self.hi - self.lo

@@ -80,17 +80,11 @@ def evaluate(run, state: train.TrainState, step: int, interrupt=lambda: False) -
         gt = pipeline.coco_ground_truth(run.full_eval_table(), unreadable, run.classes.categories())
         metrics, precision = evaluation.evaluate_coco_detailed(gt, results)
         metrics.update(write_analysis(run, gt, results, precision))
-        _write_json(os.path.join(run.analysis_dir, "detections.json"), results)
+        files.write_atomic(os.path.join(run.analysis_dir, "detections.json"), json.dumps(results))
         metrics["unreadable_images"] = len(unreadable)
     metrics.update({f"loss_{k}": v / max(batches, 1) for k, v in term_sums.items()})
     run.writer.write(step, "eval", metrics)
     return metrics
-
-
-def _write_json(path: str, value) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f)
-    os.replace(path + ".tmp", path)
 
 
 def write_analysis(run, gt: dict, results: list[dict], precision: np.ndarray) -> dict[str, float]:
@@ -193,9 +187,7 @@ def evaluate_checkpoint(
         ckpts.close()
     if state is None:
         raise ConfigError(f"no checkpoint in {ckpts.directory} restores (see the lines above)")
-    if jax.process_index() == 0:
-        with open(os.path.join(out, "config.json"), "w") as f:
-            f.write(configs.to_json(resolved))
+    configs.record(resolved, out)  # the config evaluated, beside its results
     metrics = evaluate(run, state, step)
     if "AP" in metrics:
         keys = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from jaxdet import files
 from jaxdet.errors import ConfigError
 from jaxdet.training import checkpoint_faults as faults
 
@@ -103,25 +104,20 @@ class Checkpoints:
         """Restores the newest of `steps` that reads back; returns (state, step), or (None,
         None) when none does. Unreadable ones are logged with the reason and, with
         `move_aside` (the training run), renamed to <step>.corrupt: never deleted."""
-        moved = False
         for step in sorted(steps, reverse=True):
             try:
                 return self.restore(step, target), step
             except faults.CorruptCheckpoint as e:
-                where = os.path.join(self.directory, str(step))
-                note = ""
+                where, note = os.path.join(self.directory, str(step)), ""
                 if move_aside:
                     aside = _free_name(where + ".corrupt")
                     if jax.process_index() == 0:
                         os.rename(where, aside)
-                    moved, note = True, f"; moved aside to {aside}"
-                log(f"checkpoint {step} in {self.directory} is unreadable ({e.reason}){note}; trying the one before")
-            finally:
-                if moved:
                     _sync("jaxdet-checkpoint-moved")
-                    self._manager.close()
+                    self._manager.close()  # (it still lists the step)
                     self._open()
-                    moved = False
+                    note = f"; moved aside to {aside}"
+                log(f"checkpoint {step} in {self.directory} is unreadable ({e.reason}){note}; trying the one before")
         return None, None
 
     def wait(self) -> None:
@@ -225,10 +221,7 @@ class BestCheckpoint:
             self.record["evals_since_best"] += 1
         self.record["evaluated_step"] = int(step)
         if jax.process_index() == 0:
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(self.record, f)
-            os.replace(tmp, self.path)
+            files.write_atomic(self.path, json.dumps(self.record))
         return improved
 
     def owes(self, step: int, eval_every: int, steps: int) -> bool:

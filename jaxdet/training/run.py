@@ -17,11 +17,6 @@ from jaxdet.training import step as train
 from jaxdet.training.progress import log as _log
 
 
-def model_class_names(data_names: list[str], num_classes: int) -> list[str]:
-    """The model's class names: the data's, or `num_classes` (> 0) of them, extra ones named class_k."""
-    return list(Classes.of_model(data_names, range(len(data_names)), num_classes).names)
-
-
 class Run:
     """Holds everything one run builds once: mesh, data, detector, optimizer, compiled steps."""
 
