@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxdet.errors import ConfigError
+
 
 def level_shapes(image_size: int, levels: Sequence[int]) -> list[tuple[int, int]]:
     """Feature-map (height, width) per pyramid level for a square image, rounding up as convs do."""
@@ -93,15 +95,39 @@ def anchors_per_location(scales: Sequence[float], aspect_ratios: Sequence[float]
     return len(scales) * len(aspect_ratios)
 
 
-def point_grid(image_size: int, levels: Sequence[int], offset: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Anchor-free grid points: (points [P, 2] xy pixels, strides [P]) in head-output order."""
-    points, strides = [], []
-    for lvl, (h, w) in zip(levels, level_shapes(image_size, levels)):
-        stride = 2**lvl
-        cy, cx = np.meshgrid((np.arange(h) + offset) * stride, (np.arange(w) + offset) * stride, indexing="ij")
-        points.append(np.stack([cx, cy], axis=-1).reshape(-1, 2))
-        strides.append(np.full(h * w, stride, np.float32))
-    return np.concatenate(points).astype(np.float32), np.concatenate(strides)
+def point_grid(
+    image_size: int, levels: Sequence[int], offset: float = 0.5, style: str = "centred"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor-free grid points in head-output order: (points [P, 2] xy pixels, strides [P]).
+
+    The centres of the `style` anchors of side one stride (`anchor_grid`), so that points
+    and anchors share one layout: "centred" at (i + offset) * stride, "torchvision" where
+    torchvision's FCOS puts them. A point's stride (2^level) is the unit of its distances.
+    """
+    cells = anchor_grid(image_size, levels, 1.0, (1.0,), (1.0,), offset, style)
+    return centers(cells), (cells[:, 2] - cells[:, 0]).astype(np.float32)
+
+
+def centers(boxes: np.ndarray) -> np.ndarray:
+    """Centres [A, 2] of boxes [A, 4] xyxy (where a point-based target is measured)."""
+    return (0.5 * (boxes[:, :2] + boxes[:, 2:])).astype(np.float32)
+
+
+def octave_scales(num_scales: int) -> tuple[float, ...]:
+    """Anchor scales 2^(i / num_scales), i < num_scales: RetinaNet's three octave steps."""
+    return tuple(2.0 ** (i / num_scales) for i in range(num_scales))
+
+
+def check_style(style: str, offset: float, style_field: str, offset_field: str) -> None:
+    """ConfigError (naming the config fields) unless `style` is a layout this module draws and
+    a torchvision layout sits at offset 0."""
+    if style not in ANCHOR_STYLES:
+        raise ConfigError(f"{style_field}={style!r}; valid: {ANCHOR_STYLES}")
+    if style == "torchvision" and offset != 0:
+        raise ConfigError(
+            f"{style_field}='torchvision' places them as torchvision does, at offset 0; set {offset_field}=0 "
+            f"(it is {offset})"
+        )
 
 
 def ssd_box_shapes(

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxdet import boxes as box_ops
-from jaxdet.losses.functions import ciou_loss
 
 POSITIVE, NEGATIVE, IGNORE = 1, 0, -1
 
@@ -162,7 +161,7 @@ def task_aligned_assign(
     num_points, num_gt = points.shape[0], gt_boxes.shape[0]
     inside = _inside(points, gt_boxes, 1e-9) & gt_mask[None, :]  # [A, M]
     pb, gb = jnp.broadcast_arrays(pred_boxes[:, None, :], gt_boxes[None, :, :])
-    overlap = jnp.where(inside, jnp.clip(1.0 - ciou_loss(gb, pb), 0.0, None), 0.0)  # [A, M]
+    overlap = jnp.where(inside, jnp.clip(box_ops.elementwise_ciou(gb, pb, box_ops.EPS), 0.0, None), 0.0)  # [A, M]
     score = jnp.take(pred_scores, gt_labels, axis=1)  # [A, M]
     align = jnp.where(inside, score**alpha * overlap**beta, 0.0)
     k = min(topk, num_points)
@@ -265,11 +264,3 @@ def sample_balanced(
         top_k_mask(priority, positives, num_pos, num_samples),
         top_k_mask(priority, negatives & ~positives, num_neg, num_samples),
     )
-
-
-ASSIGNERS = {
-    "max_iou": max_iou_assign,
-    "simota": simota_assign,
-    "task_aligned": task_aligned_assign,
-    "fcos": fcos_assign,
-}

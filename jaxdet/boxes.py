@@ -45,77 +45,86 @@ def clip_boxes(boxes: ArrayLike, height: float, width: float) -> Array:
     return jnp.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], axis=-1)
 
 
-def _inter_union(a: Array, b: Array) -> tuple[Array, Array]:
-    """Intersection and union of broadcastable box arrays [..., 4]."""
-    lt = jnp.maximum(a[..., :2], b[..., :2])
-    rb = jnp.minimum(a[..., 2:], b[..., 2:])
-    wh = jnp.clip(rb - lt, 0.0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = box_area(a) + box_area(b) - inter
-    return inter, union
-
-
 def _safe_div(num: Array, den: Array) -> Array:
     """num / den with 0/0 -> 0 and a gradient that stays finite where den == 0."""
     ok = den > 0
     return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
-def elementwise_iou(a: ArrayLike, b: ArrayLike) -> Array:
-    """IoU of paired boxes [..., 4], [..., 4] -> [...]; 0 where the union is empty."""
-    a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
-    inter, union = _inter_union(a, b)
-    return _safe_div(inter, union)
+def _div(num: Array, den: Array, eps: float | None) -> Array:
+    """torchvision's two divisions: its box ops' num / den (guarded: 0 where den == 0) when
+    `eps` is None, its IoU losses' num / (den + eps) otherwise."""
+    return _safe_div(num, den) if eps is None else num / (den + eps)
 
 
-def elementwise_giou(a: ArrayLike, b: ArrayLike) -> Array:
-    """Generalized IoU of paired boxes [..., 4] -> [...] (torchvision's formula)."""
-    a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
-    inter, union = _inter_union(a, b)
-    iou = _safe_div(inter, union)
-    lt = jnp.minimum(a[..., :2], b[..., :2])
-    rb = jnp.maximum(a[..., 2:], b[..., 2:])
-    wh = jnp.clip(rb - lt, 0.0)
+def _iou_union(a: Array, b: Array, eps: float | None) -> tuple[Array, Array]:
+    """IoU and union of broadcastable box arrays [..., 4] (float32)."""
+    wh = jnp.minimum(a[..., 2:], b[..., 2:]) - jnp.maximum(a[..., :2], b[..., :2])
+    # An intersection only where both sides are positive (torchvision's losses mask it so;
+    # its box ops clamp each side at 0: the same value).
+    inter = jnp.where((wh[..., 0] > 0) & (wh[..., 1] > 0), wh[..., 0] * wh[..., 1], 0.0)
+    union = box_area(a) + box_area(b) - inter
+    return _div(inter, union, eps), union
+
+
+def _enclosing_sides(a: Array, b: Array, eps: float | None) -> Array:
+    """Width and height [..., 2] of the smallest box enclosing both; torchvision's box ops
+    clamp them at 0 (they differ from its losses' only for inverted boxes)."""
+    wh = jnp.maximum(a[..., 2:], b[..., 2:]) - jnp.minimum(a[..., :2], b[..., :2])
+    return jnp.clip(wh, 0.0) if eps is None else wh
+
+
+def _float(a: ArrayLike, b: ArrayLike) -> tuple[Array, Array]:
+    return jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+
+
+# The elementwise IoU family: paired boxes [..., 4], [..., 4] -> [...]. With eps=None the
+# values of torchvision.ops' pairwise functions (box_iou, generalized_box_iou, ...); with
+# eps (1e-7: EPS) those inside its IoU losses (generalized_box_iou_loss = 1 - elementwise_giou
+# with eps, ...), which losses/functions.py and the task-aligned assigner use.
+
+
+def elementwise_iou(a: ArrayLike, b: ArrayLike, eps: float | None = None) -> Array:
+    """IoU of paired boxes; 0 where the union is empty (eps None)."""
+    return _iou_union(*_float(a, b), eps)[0]
+
+
+def elementwise_giou(a: ArrayLike, b: ArrayLike, eps: float | None = None) -> Array:
+    """Generalized IoU of paired boxes (torchvision's formula)."""
+    a, b = _float(a, b)
+    iou, union = _iou_union(a, b, eps)
+    wh = _enclosing_sides(a, b, eps)
     hull = wh[..., 0] * wh[..., 1]
-    return iou - _safe_div(hull - union, hull)
+    return iou - _div(hull - union, hull, eps)
 
 
-def _center_distance_terms(a: Array, b: Array) -> tuple[Array, Array]:
-    """Squared center distance and squared diagonal of the enclosing box (+EPS), [...]."""
-    lt = jnp.minimum(a[..., :2], b[..., :2])
-    rb = jnp.maximum(a[..., 2:], b[..., 2:])
-    diag2 = jnp.sum(jnp.clip(rb - lt, 0.0) ** 2, axis=-1) + EPS
-    ca = 0.5 * (a[..., :2] + a[..., 2:])
-    cb = 0.5 * (b[..., :2] + b[..., 2:])
-    dist2 = jnp.sum((ca - cb) ** 2, axis=-1)
-    return dist2, diag2
+def _diou_iou(a: Array, b: Array, eps: float | None) -> tuple[Array, Array]:
+    """(DIoU, IoU) of paired float32 boxes: IoU - squared centre distance / squared diagonal
+    of the enclosing box (+eps; EPS for the box ops, as torchvision)."""
+    iou, _ = _iou_union(a, b, eps)
+    diag2 = jnp.sum(_enclosing_sides(a, b, eps) ** 2, axis=-1) + (EPS if eps is None else eps)
+    dist2 = jnp.sum((0.5 * (a[..., :2] + a[..., 2:]) - 0.5 * (b[..., :2] + b[..., 2:])) ** 2, axis=-1)
+    return iou - dist2 / diag2, iou
 
 
-def elementwise_diou(a: ArrayLike, b: ArrayLike) -> Array:
-    """Distance IoU of paired boxes [..., 4] -> [...] (torchvision's formula, eps=1e-7)."""
-    a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
-    iou = elementwise_iou(a, b)
-    dist2, diag2 = _center_distance_terms(a, b)
-    return iou - dist2 / diag2
+def elementwise_diou(a: ArrayLike, b: ArrayLike, eps: float | None = None) -> Array:
+    """Distance IoU of paired boxes (torchvision's formula)."""
+    return _diou_iou(*_float(a, b), eps)[0]
 
 
-def _aspect_term(a: Array, b: Array) -> Array:
-    """CIoU's v = 4/pi^2 (atan(w_b/h_b) - atan(w_a/h_a))^2."""
+def elementwise_ciou(a: ArrayLike, b: ArrayLike, eps: float | None = None) -> Array:
+    """Complete IoU of paired boxes (torchvision's formula): DIoU - alpha v, with v =
+    4/pi^2 (atan(w_b/h_b) - atan(w_a/h_a))^2 and alpha = v / (1 - IoU + v + eps)."""
+    a, b = _float(a, b)
+    e = EPS if eps is None else eps
+    diou, iou = _diou_iou(a, b, eps)
     wa, ha = a[..., 2] - a[..., 0], a[..., 3] - a[..., 1]
     wb, hb = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
-    # torchvision's atan(w / h), with eps so zero-height boxes keep finite values and gradients.
-    return (4.0 / jnp.pi**2) * (jnp.arctan(wb / (hb + EPS)) - jnp.arctan(wa / (ha + EPS))) ** 2
-
-
-def elementwise_ciou(a: ArrayLike, b: ArrayLike) -> Array:
-    """Complete IoU of paired boxes [..., 4] -> [...] (torchvision's formula, eps=1e-7)."""
-    a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
-    iou = elementwise_iou(a, b)
-    dist2, diag2 = _center_distance_terms(a, b)
-    v = _aspect_term(a, b)
+    # atan(w / (h + eps)): torchvision's loss form; the eps keeps zero-height boxes finite.
+    v = (4.0 / jnp.pi**2) * (jnp.arctan(wb / (hb + e)) - jnp.arctan(wa / (ha + e))) ** 2
     # torchvision computes alpha without gradient (it is a weight, not a target).
-    alpha = jax.lax.stop_gradient(v / (1.0 - iou + v + EPS))
-    return iou - dist2 / diag2 - alpha * v
+    alpha = jax.lax.stop_gradient(v / (1.0 - iou + v + e))
+    return diou - alpha * v
 
 
 def _pairwise(fn, boxes1: ArrayLike, boxes2: ArrayLike) -> Array:

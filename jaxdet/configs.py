@@ -13,7 +13,7 @@ import os
 import jax
 import ml_collections
 
-from jaxdet import files, kernels, losses
+from jaxdet import files, kernels
 from jaxdet.data import sources
 from jaxdet.data.classes import Classes
 from jaxdet.detectors import config as model_config
@@ -33,16 +33,13 @@ RESULT_NEUTRAL = ("data.workers", "data.skip_bad", "data.allow_no_boxes", *model
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The config a run uses and records: the model section resolved (the chosen detector's
-    section only, loss-implied fields recorded; see detectors/config.py)."""
-    for family in ("classification", "localization", "confidence"):
-        losses.get_loss(family, config.loss[family])
+    section only, loss-implied fields recorded) and config.loss with the chosen detector's
+    loss terms, every loss name checked (see detectors/config.py)."""
     return model_config.resolve(config)
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
     """Raises ConfigError naming the first bad field of `config` (a resolved config)."""
-    for family in ("classification", "localization", "confidence"):
-        losses.get_loss(family, config.loss[family])
     section = config.model[config.model.name]
     if config.model.backbone not in BACKBONES:
         raise ConfigError(
@@ -102,7 +99,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     if not (metric in COCO_KEYS or metric.startswith(("loss_", "AP/"))):
         raise ConfigError(
             f"config.train.best_metric={metric!r}: use one of {COCO_KEYS}, a validation loss "
-            "(loss_classification, loss_localization, loss_confidence) or AP/<class name>"
+            "(loss_<term>, e.g. loss_localization, or loss_roi_box for Faster R-CNN) or AP/<class name>"
         )
     if config.train.early_stop_patience < 0:
         raise ConfigError(f"config.train.early_stop_patience must be >= 0, got {config.train.early_stop_patience}")

@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 import ml_collections
 import numpy as np
 
+from jaxdet.detectors import get_definition
 from jaxdet.errors import ConfigError
 
 TABLE_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-TERM_KEYS = ("classification", "localization", "confidence")
 
 
 def _convert(config: ml_collections.ConfigDict, key: str, text: str):
@@ -138,6 +138,8 @@ def run_sweep(
                     "final": final,
                     "train": train_rows,
                     "diagnostics": diagnostics,
+                    # the arm's detector's named loss terms (a sweep may change the detector)
+                    "terms": list(get_definition(cfg.model.name).terms),
                     "seconds": seconds,
                 }
             )
@@ -151,11 +153,17 @@ def _mean_std(values: list[float]) -> str:
     return f"{v.mean():.3f} ± {v.std():.3f}" if v.size > 1 else f"{v.mean():.3f}"
 
 
+def _terms(records: list[dict]) -> list[str]:
+    """Every arm's loss terms, in order of first appearance."""
+    return list(dict.fromkeys(t for r in records for t in r["terms"]))
+
+
 def write_results(records: list[dict], workdir: str) -> tuple[str, str]:
     """results.md (metrics mean ± std over seeds per arm) and results.png; returns their paths."""
     arms = list(dict.fromkeys(r["arm"] for r in records))
     seeds = sorted({r["seed"] for r in records})
-    header = ["arm", *TABLE_KEYS, *[f"final {t}" for t in TERM_KEYS], "train time (s)"]
+    terms = _terms(records)
+    header = ["arm", *TABLE_KEYS, *[f"final {t}" for t in terms], "train time (s)"]
     lines = [
         f"Seeds: {', '.join(map(str, seeds))} (mean ± std over seeds)",
         "",
@@ -166,7 +174,7 @@ def write_results(records: list[dict], workdir: str) -> tuple[str, str]:
         rs = [r for r in records if r["arm"] == arm]
         cells = [arm]
         cells += [_mean_std([r["final"].get(k) for r in rs]) for k in TABLE_KEYS]
-        cells += [_mean_std([r["train"][-1][t] if r["train"] else None for r in rs]) for t in TERM_KEYS]
+        cells += [_mean_std([r["train"][-1].get(t) if r["train"] else None for r in rs]) for t in terms]
         cells += [f"{np.nanmean([r['seconds'] for r in rs]):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     md = os.path.join(workdir, "results.md")
@@ -217,7 +225,7 @@ def _plot(records: list[dict], arms: list[str], path: str) -> None:
 
 def _plot_term_gradients(ax, records: list[dict], arms: list[str]) -> None:
     """Per-term gradient norms over steps (first seed of each arm): which term drives training."""
-    styles = {"classification": "-", "localization": "--", "confidence": ":"}
+    styles = dict(zip(_terms(records), itertools.cycle(["-", "--", ":", "-."])))
     for i, arm in enumerate(arms):
         rows = next((r["diagnostics"] for r in records if r["arm"] == arm and r.get("diagnostics")), [])
         if not rows:

@@ -9,6 +9,8 @@ import pytest
 from experiments.configs import recipe
 from jaxdet import detectors, losses
 from jaxdet.losses import dense
+from jaxdet.losses import terms as loss_terms
+
 
 def _config(name, **model):
     config = recipe(name, "tiny")
@@ -36,7 +38,7 @@ def _targets():
      ("positives", [0], "assigned", 3.0)],
 )  # fmt: skip
 def test_dense_terms_sum_each_term_over_its_region_and_divide_by_one_normaliser(region, anchors, normalize_by, norm):
-    ls = dense.LossSet(
+    ls = loss_terms.LossSet(
         losses.get_loss("classification", "sigmoid_binary_cross_entropy"),
         losses.get_loss("localization", "l1"),
         losses.get_loss("confidence", "sigmoid_binary_cross_entropy"),

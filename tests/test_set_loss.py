@@ -12,6 +12,7 @@ import pytest
 
 from jaxdet.losses import dense
 from jaxdet.losses import set as set_loss
+from jaxdet.losses import terms as loss_terms
 
 SIZE, Q, M, K = 64.0, 8, 4, 3
 
@@ -21,7 +22,7 @@ def _losses(classification="sigmoid_focal", localization="5*l1+2*giou"):
         classification=classification, localization=localization, confidence="none", classification_weight=1.0,
         localization_weight=1.0, confidence_weight=1.0, focal_alpha=0.25, focal_gamma=2.0,
     ))  # fmt: skip
-    return dense.build_loss_set(cfg, K)
+    return loss_terms.build_loss_set(cfg, K)
 
 
 def encode(boxes):  # xyxy pixels -> normalised (cx, cy, w, h), DETR's box output

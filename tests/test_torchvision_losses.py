@@ -94,7 +94,7 @@ def test_torchvision_retinanet_loss_and_gradient_match(tmp_path):
 
 
 def test_torchvision_rpn_loss_and_gradient_match():
-    """Faster R-CNN's RPN terms (objectness = confidence, box = its part of localization)
+    """Faster R-CNN's RPN terms (rpn_objectness, rpn_box)
     equal torchvision's `rpn.compute_loss` (1e-4) when sampling cannot differ (every anchor
     that is positive or negative is sampled on both sides), with the gradient with respect
     to the RPN outputs; several images in one batch (both normalise by the batch's sampled
@@ -135,8 +135,8 @@ def test_torchvision_rpn_loss_and_gradient_match():
                "rpn_deltas": jnp.asarray(flat_deltas.detach().numpy().reshape(3, -1, 4))}  # fmt: skip
     total = lambda o: sum(det._rpn_terms(o, batch, jax.random.key(0), None).values())  # noqa: E731
     terms = det._rpn_terms(outputs, batch, jax.random.key(0), None)
-    np.testing.assert_allclose(float(terms["confidence"]), float(obj_loss), rtol=1e-4)
-    np.testing.assert_allclose(float(terms["localization"]), float(box_loss), rtol=1e-4)
+    np.testing.assert_allclose(float(terms["rpn_objectness"]), float(obj_loss), rtol=1e-4)
+    np.testing.assert_allclose(float(terms["rpn_box"]), float(box_loss), rtol=1e-4)
     grads = jax.grad(total)(outputs)
     flatten = lambda xs, c: torch.cat([x.grad.permute(0, 2, 3, 1).reshape(3, -1, c) for x in xs], 1)  # noqa: E731
     for ours, theirs in ((grads["rpn_logits"], flatten(objectness, 3)), (grads["rpn_deltas"], flatten(deltas, 12))):
@@ -215,8 +215,8 @@ def test_torchvision_faster_rcnn_proposals_and_box_head_loss_match():
         "roi_deltas": jnp.asarray(ours_layout(box.detach().numpy()[:, 4:], (num_classes, 4))),
     }
     terms = det._head_terms(outputs, batch, None)
-    np.testing.assert_allclose(float(terms["classification"]), float(cls_loss), rtol=1e-4)
-    np.testing.assert_allclose(float(terms["localization"]), float(box_loss), rtol=1e-4)
+    np.testing.assert_allclose(float(terms["roi_classification"]), float(cls_loss), rtol=1e-4)
+    np.testing.assert_allclose(float(terms["roi_box"]), float(box_loss), rtol=1e-4)
     total = lambda o: sum(det._head_terms({**outputs, **o}, batch, None).values())  # noqa: E731
     grads = jax.grad(total)({k: outputs[k] for k in ("roi_cls_logits", "roi_deltas")})
     want_cls = ours_layout(cls.grad.numpy()[:, order], (num_classes + 1,))

@@ -8,7 +8,7 @@ Any field can be overridden, e.g. `--config.loss.localization=smooth_l1`. `get_c
 
 import ml_collections
 
-from jaxdet.detectors.config import model_config
+from jaxdet.detectors.config import model_config, use_loss_terms
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -63,6 +63,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.smooth_l1_beta = 1 / 9  # detectron2's value for encoded deltas
     config.loss.label_smoothing = 0.0
     config.loss.no_object_weight = 1.0  # softmax CE's background rows (DETR's eos_coef: 0.1)
+    # The detector's named terms: loss.terms.<term> ("" = its family's loss above) and, for terms
+    # not named after a family (Faster R-CNN's rpn_box, roi_box, ...), loss.<term>_weight
+    # (None = its family's weight). See jaxdet/losses/terms.py.
+    use_loss_terms(config.loss, "retinanet")
 
     config.optim = ml_collections.ConfigDict()
     config.optim.name = "adamw"

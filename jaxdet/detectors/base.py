@@ -3,8 +3,11 @@ head module of the dense detectors, and batched post-processing.
 
 A detector is a frozen dataclass holding a Flax `module` (images [B, S, S, 3] -> dict of
 raw head outputs) and pure methods `loss_fn(outputs, batch, rng, axis_name) -> (total,
-terms)` with terms `classification`, `localization`, `confidence`, and `predict(outputs)
--> postprocess.Detections` [B, D] with static shapes. One trainer drives them all.
+terms)` with the named terms its registry entry declares (each in a family; see
+losses/terms.py), `term_weights` (term -> weight: total = the weighted sum of those
+terms; other entries of `terms` are reports, e.g. DETR's per-layer parts), and
+`predict(outputs) -> postprocess.Detections` [B, D] with static shapes. One trainer
+drives them all.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ from jaxdet import anchors as anchor_ops
 from jaxdet import boxes as box_ops
 from jaxdet import postprocess
 from jaxdet.errors import ConfigError
-from jaxdet.losses import get_loss
+from jaxdet.losses import terms as loss_terms
 from jaxdet.models.backbones import make_backbone
 from jaxdet.models.necks import NeckSpec, apply_neck
 
 
 class Detector(Protocol):
     module: nn.Module
+    num_classes: int
+    term_weights: dict[str, float]
 
     def loss_fn(
         self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
@@ -51,15 +56,31 @@ class BuildContext:
 @dataclasses.dataclass(frozen=True)
 class DetectorDef:
     """A registry entry: config.model.<name>'s default fields, the neck it uses unless
-    config.model.neck says otherwise, the builder, and the architecture fields its losses
-    imply (recorded in its section, so that a resume across them is refused)."""
+    config.model.neck says otherwise, the builder, the architecture fields its losses imply
+    (recorded in its section, so that a resume across them is refused; `implied` gets
+    config.loss and `terms`), and its named loss terms (term -> family, in report order)."""
 
     name: str
     section: Callable[[], dict[str, Any]]
     neck: str
     build: Callable[[Any, BuildContext], Detector]
-    implied: Callable[[Any], dict[str, bool]]
+    implied: Callable[[Any, dict[str, str]], dict[str, bool]]
     summary: str
+    terms: dict[str, str] = dataclasses.field(default_factory=lambda: dict(loss_terms.FAMILY_TERMS))
+
+
+class OneLossSet:
+    """For a detector whose terms are those of one LossSet, `self.losses`."""
+
+    losses: loss_terms.LossSet
+
+    @property
+    def num_classes(self) -> int:
+        return self.losses.num_classes
+
+    @property
+    def term_weights(self) -> dict[str, float]:
+        return self.losses.weights
 
 
 class DenseModel(nn.Module):
@@ -130,13 +151,8 @@ def section_anchors(config, name: str, scales: tuple[float, ...]) -> np.ndarray:
     """The anchor grid [A, 4] that config.model.<name> describes (anchor_size, aspect_ratios,
     anchor_offset, anchor_style) over the pyramid levels of `config.model`."""
     m, d = config.model, config.model[name]
-    if d.anchor_style not in anchor_ops.ANCHOR_STYLES:
-        raise ConfigError(f"config.model.{name}.anchor_style={d.anchor_style!r}; valid: {anchor_ops.ANCHOR_STYLES}")
-    if d.anchor_style == "torchvision" and d.anchor_offset != 0:
-        raise ConfigError(
-            f"config.model.{name}.anchor_style='torchvision' places anchors as torchvision does, at offset 0; "
-            f"set config.model.{name}.anchor_offset=0 (it is {d.anchor_offset})"
-        )
+    field = f"config.model.{name}."
+    anchor_ops.check_style(d.anchor_style, d.anchor_offset, field + "anchor_style", field + "anchor_offset")
     levels = list(range(m.min_level, m.max_level + 1))
     return anchor_ops.anchor_grid(
         config.data.image_size, levels, d.anchor_size, scales, tuple(d.aspect_ratios), d.anchor_offset, d.anchor_style
@@ -179,25 +195,22 @@ def class_scores(losses, cls_logits: Array, quality_logits: Array | None = None)
     return probs
 
 
-def centers(boxes: np.ndarray) -> np.ndarray:
-    """Anchor centres [A, 2] of boxes [A, 4] (where a "centerness" confidence is measured)."""
-    return 0.5 * (boxes[:, :2] + boxes[:, 2:])
-
-
 def refuse_distributions(losses, detector: str) -> None:
     """A "distribution" localization loss needs a head that predicts distributions."""
-    if "distribution" in losses.localization.spaces:
+    if losses.localization is not None and "distribution" in losses.localization.spaces:
+        term = losses.names["localization"]
+        where = "config.loss.localization" if term == "localization" else f"config.loss.terms.{term}"
         raise ConfigError(
-            f"config.loss.localization: a distribution loss (distribution_focal) needs a head that predicts a "
+            f"{where}: a distribution loss (distribution_focal) needs a head that predicts a "
             f"distribution over each box side, and {detector}'s head predicts one value per side; use "
             "config.model.name='yolov8' or another localization loss"
         )
 
 
-def loss_implies(loss_config, quality_branch: bool = True) -> dict[str, bool]:
-    """Architecture the loss choice implies: a softmax classification loss adds a background
+def loss_implies(loss_config, terms: dict[str, str], quality_branch: bool = True) -> dict[str, bool]:
+    """Architecture the terms' losses imply: a softmax classification loss adds a background
     logit; a confidence loss adds a quality branch (for detectors where it is optional)."""
-    implied = {"background_logit": get_loss("classification", loss_config.classification).activation == "softmax"}
-    if quality_branch:
-        implied["quality_branch"] = get_loss("confidence", loss_config.confidence).target != "none"
+    implied = loss_terms.implied_by(loss_config, terms)
+    if not quality_branch:
+        del implied["quality_branch"]
     return implied

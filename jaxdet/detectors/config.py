@@ -21,6 +21,7 @@ import ml_collections
 
 from jaxdet.detectors import DETECTORS, get_definition
 from jaxdet.errors import ConfigError
+from jaxdet.losses import terms as loss_terms
 
 # The fields every detector reads, with their defaults.
 SHARED: dict[str, Any] = dict(
@@ -71,15 +72,63 @@ def model_config(name: str = "retinanet", **shared) -> ml_collections.ConfigDict
 
 
 def use_detector(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-    """Sets config.model.name = `name` and puts every other detector's section back to its
+    """Sets config.model.name = `name`, puts every other detector's section back to its
     defaults (for configs built on another detector's recipe, e.g. `default.py:tiny`, whose
-    settings for its own detector would otherwise count as foreign). Returns `config`."""
+    settings for its own detector would otherwise count as foreign) and gives config.loss
+    `name`'s loss-term fields (`use_loss_terms`). Returns `config`."""
     get_definition(name)
     config.model.name = name
     for det, definition in DETECTORS.items():
         if det != name:
             config.model[det] = ml_collections.ConfigDict(definition.section())
+    if "loss" in config:
+        use_loss_terms(config.loss, name)
     return config
+
+
+def _term_weight_fields() -> set[str]:
+    """Every registered detector's `<term>_weight` fields (terms not named after a family)."""
+    return {f"{t}_weight" for d in DETECTORS.values() for t in d.terms if t not in loss_terms.FAMILIES}
+
+
+def use_loss_terms(loss: ml_collections.ConfigDict, name: str) -> None:
+    """Gives config.loss detector `name`'s term fields: loss.terms.<term> = "" (its family's
+    loss) and loss.<term>_weight = None (its family's weight); another detector's go."""
+    section, weights = loss_terms.config_fields(get_definition(name).terms)
+    loss.terms = section
+    for key in _term_weight_fields():
+        if key in loss:
+            del loss[key]
+    for key, value in weights.items():
+        loss[key] = value
+
+
+def _resolve_terms(loss: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """config.loss with detector `name`'s term fields: the values set for its terms kept, another
+    detector's unset term fields dropped, a set one refused (ConfigError naming the term)."""
+    definition = get_definition(name)
+    out = copy.deepcopy(loss)
+    out.unlock()  # (a config from the command line is locked; this copy changes its fields)
+    given = out.get("terms") or ml_collections.ConfigDict()
+    use_loss_terms(out, name)
+    valid = ", ".join(f"{t} ({f})" for t, f in definition.terms.items())
+    for term in given.keys():
+        if term in definition.terms:
+            out.terms[term] = given[term]
+        elif given[term]:
+            raise ConfigError(
+                f"config.loss.terms.{term}={given[term]!r}: {name} has no loss term {term!r}; its terms: {valid}"
+            )
+    for key in _term_weight_fields():
+        if key in loss and key in out:
+            out[key] = loss[key]
+        elif key in loss and loss[key] is not None:
+            raise ConfigError(
+                f"config.loss.{key}={loss[key]!r}: {name} has no loss term {key.removesuffix('_weight')!r}; "
+                f"its terms: {valid}"
+            )
+    loss_terms.check(out, definition.terms, name)
+    return out
 
 
 def _plain(value):
@@ -117,11 +166,13 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             out[key] = default
     defaults = definition.section()
     section = model.get(name) or ml_collections.ConfigDict()
+    config.loss = _resolve_terms(config.loss, name)
+    implied = definition.implied(config.loss, definition.terms)
     for key in section.keys():
-        if key not in defaults and key not in definition.implied(config.loss):
+        if key not in defaults and key not in implied:
             raise ConfigError(f"config.model.{name}.{key}: {name} has no such field; its fields: {sorted(defaults)}")
     resolved = ml_collections.ConfigDict({**defaults, **section.to_dict()})
-    for key, value in definition.implied(config.loss).items():
+    for key, value in implied.items():
         if key in section and bool(section[key]) != value:
             raise ConfigError(
                 f"config.model.{name}.{key}={section[key]!r} contradicts config.loss ({key} follows the losses: "

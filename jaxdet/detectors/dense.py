@@ -17,19 +17,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from jaxdet import anchors as anchor_ops
 from jaxdet import assigners, box_coder, postprocess
 from jaxdet.detectors import base
 from jaxdet.losses import dense
+from jaxdet.losses import terms as loss_terms
 
 
 @dataclasses.dataclass(frozen=True)
-class AnchorDetector:
+class AnchorDetector(base.OneLossSet):
     """Head outputs "cls_logits" [B, A, K], "box_deltas" [B, A, 4] (and "quality_logits"
     [B, A] with a confidence loss) over `anchors` [A, 4] xyxy pixels."""
 
     module: nn.Module
     anchors: np.ndarray
-    losses: dense.LossSet
+    losses: loss_terms.LossSet
     fg_iou: float
     bg_iou: float
     box_weights: tuple[float, float, float, float]
@@ -42,10 +44,6 @@ class AnchorDetector:
     # current predictions, with soft classification targets, instead of max-IoU.
     tal: tuple[int, float, float] | None = None
 
-    @property
-    def num_classes(self) -> int:
-        return self.losses.num_classes
-
     def assign(self, batch: dict[str, Array], outputs: dict[str, Array] | None = None) -> dense.Targets:
         """Targets [B, A]: max-IoU (every ground-truth box keeps its best anchor), or with
         `tal` task-aligned on `outputs` (constants: no gradient flows through matching)."""
@@ -54,7 +52,7 @@ class AnchorDetector:
             fn = lambda b, m: assigners.max_iou_assign(anchors, b, m, self.fg_iou, self.bg_iou, True)  # noqa: E731
             asg = jax.vmap(fn)(batch["boxes"], batch["box_mask"])
             return dense.targets_from_assignment(asg, batch, self.num_classes)
-        centers = jnp.asarray(base.centers(self.anchors))
+        centers = jnp.asarray(anchor_ops.centers(self.anchors))
         boxes = jax.lax.stop_gradient(self.decode(outputs["box_deltas"]))
         scores = jax.lax.stop_gradient(self.losses.class_probabilities(outputs["cls_logits"]))
         def one(pb, sc, gb, gl, gm):
@@ -87,7 +85,7 @@ class AnchorDetector:
             axis_name=axis_name,
             cls_region=self.cls_region,
             neg_pos_ratio=self.neg_pos_ratio,
-            centers=jnp.asarray(base.centers(self.anchors)),
+            centers=jnp.asarray(anchor_ops.centers(self.anchors)),
         )
         return self.losses.total(terms), terms
 

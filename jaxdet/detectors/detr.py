@@ -29,6 +29,7 @@ from jaxdet.detectors import base
 from jaxdet.errors import ConfigError
 from jaxdet.losses import dense
 from jaxdet.losses import set as set_loss
+from jaxdet.losses import terms as loss_terms
 from jaxdet.models.heads.detr import DETRHead
 
 
@@ -55,22 +56,18 @@ def normalised_cxcywh(boxes: Array, image_size: int) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class DETR:
+class DETR(base.OneLossSet):
     """Head outputs: "cls_logits" [B, Q, K], "boxes" [B, Q, 4] normalised (cx, cy, w, h),
     and the auxiliary parts (models/heads/detr.py)."""
 
     module: nn.Module
-    losses: dense.LossSet
+    losses: loss_terms.LossSet
     image_size: int
     match_class_weight: float
     aux_loss: bool
     max_detections: int
     score_threshold: float
     kernels: str = "plain"
-
-    @property
-    def num_classes(self) -> int:
-        return self.losses.num_classes
 
     def encode(self, boxes: Array) -> Array:
         """xyxy pixels [..., 4] -> normalised (cx, cy, w, h)."""
@@ -149,7 +146,7 @@ class DETR:
 
 def build(config, ctx: base.BuildContext) -> DETR:
     m, d = config.model, config.model.detr
-    losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    losses = loss_terms.build_loss_set(config.loss, ctx.num_classes)
     base.refuse_distributions(losses, "detr")
     if d.num_queries < 1 or d.decoder_layers < 1:
         raise ConfigError(

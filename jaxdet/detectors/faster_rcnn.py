@@ -4,9 +4,10 @@ RPN: a shared conv head over the FPN levels, max-IoU anchor targets (0.7 / 0.3) 
 random balanced sampling (256 per image, half positive at most). Second stage: 512 RoIs
 per image sampled from the proposals and the ground truth (a quarter positive at most,
 IoU >= 0.5), multi-level RoIAlign (7x7), two FC layers, class scores and class-specific
-deltas (`rcnn_module.py`). Terms: classification = box-head classification;
-localization = RPN + box-head localization; confidence = RPN objectness. Both stages'
-terms come from the shared dense loss path; all three losses are swappable by flag.
+deltas (`rcnn_module.py`). Four terms: `rpn_objectness` (confidence family), `rpn_box`
+(localization), `roi_classification` (classification), `roi_box` (localization). Both
+stages' terms come from the shared dense loss path; a family flag swaps both stages'
+terms of that family, `loss.terms.<term>` one of them.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from jaxdet.detectors import base
 from jaxdet.detectors.rcnn_module import FasterRCNNModule, TwoStageSpec
 from jaxdet.errors import ConfigError
 from jaxdet.losses import dense
+from jaxdet.losses import terms as loss_terms
 
 HEAD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # torchvision's / detectron2's second-stage deltas
+RPN_TERMS = {"rpn_objectness": "confidence", "rpn_box": "localization"}
+ROI_TERMS = {"roi_classification": "classification", "roi_box": "localization"}
 
 
 def section() -> dict:
@@ -60,7 +64,8 @@ class FasterRCNN:
 
     module: nn.Module
     anchors: np.ndarray  # [N, 4]
-    losses: dense.LossSet
+    rpn_losses: loss_terms.LossSet  # RPN_TERMS
+    losses: loss_terms.LossSet  # ROI_TERMS (the box head: its class logits and scores)
     rpn_fg_iou: float
     rpn_bg_iou: float
     rpn_per_image: int
@@ -72,8 +77,12 @@ class FasterRCNN:
     def num_classes(self) -> int:
         return self.losses.num_classes
 
+    @property
+    def term_weights(self) -> dict[str, float]:
+        return {**self.rpn_losses.weights, **self.losses.weights}
+
     def _rpn_terms(self, outputs, batch, rng, axis_name) -> dict[str, Array]:
-        """RPN objectness (confidence) and localization over `rpn_per_image` sampled anchors."""
+        """`rpn_objectness` and `rpn_box` over `rpn_per_image` sampled anchors."""
         anchors = jnp.asarray(self.anchors)
         fg, bg = self.rpn_fg_iou, self.rpn_bg_iou
         asg = jax.vmap(lambda b, m: assigners.max_iou_assign(anchors, b, m, fg, bg, True))(
@@ -85,7 +94,7 @@ class FasterRCNN:
         pos, neg = jax.vmap(sample)(rngs, t.positive, t.negative)
         anchors_b = jnp.broadcast_to(anchors, t.boxes.shape)
         return dense.dense_terms(
-            self.losses,
+            self.rpn_losses,
             t._replace(positive=pos, negative=neg),
             outputs["rpn_deltas"],
             lambda raw: box_coder.decode_deltas(anchors_b, raw),
@@ -93,11 +102,11 @@ class FasterRCNN:
             conf_logits=outputs["rpn_logits"],
             axis_name=axis_name,
             normalize_by="assigned",  # torchvision: / sampled anchors
-            centers=jnp.asarray(base.centers(self.anchors)),
+            centers=jnp.asarray(anchor_ops.centers(self.anchors)),
         )
 
     def _head_terms(self, outputs, batch, axis_name) -> dict[str, Array]:
-        """Box-head classification and localization over the sampled RoIs."""
+        """`roi_classification` and `roi_box` over the sampled RoIs."""
         valid = jnp.broadcast_to(dense.image_mask(batch, outputs["roi_sampled"].shape[0]), outputs["roi_sampled"].shape)
         pos = outputs["roi_positive"] & valid
         t = dense.Targets(
@@ -120,15 +129,10 @@ class FasterRCNN:
     def loss_fn(
         self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
     ) -> tuple[Array, dict[str, Array]]:
-        """Weighted total and the three named terms (see the module docstring)."""
+        """Weighted total and the four named terms (see the module docstring)."""
         rpn = self._rpn_terms(outputs, batch, rng, axis_name)
         head = self._head_terms(outputs, batch, axis_name)
-        terms = {
-            "classification": head["classification"],
-            "localization": rpn["localization"] + head["localization"],
-            "confidence": rpn["confidence"],
-        }
-        return self.losses.total(terms), terms
+        return self.rpn_losses.total(rpn) + self.losses.total(head), {**rpn, **head}
 
     def predict(self, outputs: dict[str, Array]) -> postprocess.Detections:
         """Test-time proposals through the box head -> `Detections` [B, D] in input pixels."""
@@ -144,16 +148,19 @@ class FasterRCNN:
 def build(config, ctx: base.BuildContext) -> FasterRCNN:
     """Faster R-CNN from `config.model` (+ `.faster_rcnn`), `config.loss` and `config.data`."""
     m, f = config.model, config.model.faster_rcnn
-    losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    rpn_losses = loss_terms.build_loss_set(config.loss, ctx.num_classes, RPN_TERMS)
+    losses = loss_terms.build_loss_set(config.loss, ctx.num_classes, ROI_TERMS)
+    base.refuse_distributions(rpn_losses, "faster_rcnn")
     base.refuse_distributions(losses, "faster_rcnn")
-    if not losses.has_confidence:
+    if not rpn_losses.has_confidence:
         raise ConfigError(
-            "config.loss.confidence='none': Faster R-CNN's RPN needs an objectness loss; use "
-            "'sigmoid_binary_cross_entropy' (standard) or an IoU-aware one"
+            "the rpn_objectness term's loss is 'none' (config.loss.confidence or config.loss.terms.rpn_objectness): "
+            "Faster R-CNN's RPN needs an objectness loss; use 'sigmoid_binary_cross_entropy' (standard) or an "
+            "IoU-aware one"
         )
     size = config.data.image_size
     levels = list(range(m.min_level, m.max_level + 1))
-    scales = tuple(2.0 ** (i / f.num_scales) for i in range(f.num_scales))
+    scales = anchor_ops.octave_scales(f.num_scales)
     ratios = tuple(f.aspect_ratios)
     anchors = base.section_anchors(config, "faster_rcnn", scales)
     per_loc = anchor_ops.anchors_per_location(scales, ratios)
@@ -184,7 +191,7 @@ def build(config, ctx: base.BuildContext) -> FasterRCNN:
         kernels=ctx.kernels,
     )
     return FasterRCNN(
-        module, anchors, losses, f.rpn_fg_iou, f.rpn_bg_iou, f.rpn_per_image, f.rpn_positive_fraction, size,
+        module, anchors, rpn_losses, losses, f.rpn_fg_iou, f.rpn_bg_iou, f.rpn_per_image, f.rpn_positive_fraction, size,
         base.detect_kwargs(m, ctx.kernels),
     )  # fmt: skip
 
@@ -194,6 +201,7 @@ DEFINITION = base.DetectorDef(
     section,
     "fpn",
     build,
-    lambda loss: base.loss_implies(loss, quality_branch=False),  # the RPN's objectness is always there
+    lambda loss, terms: base.loss_implies(loss, terms, quality_branch=False),  # the RPN's objectness is always there
     "Faster R-CNN + FPN: RPN, RoIAlign, box head",
+    terms={**RPN_TERMS, **ROI_TERMS},
 )

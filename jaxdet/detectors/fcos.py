@@ -26,6 +26,7 @@ from jaxdet import assigners, box_coder, postprocess
 from jaxdet.detectors import base
 from jaxdet.errors import ConfigError
 from jaxdet.losses import dense
+from jaxdet.losses import terms as loss_terms
 from jaxdet.models.heads.fcos import FCOSHead
 
 
@@ -49,20 +50,6 @@ def section() -> dict:
     )
 
 
-def point_grid(image_size: int, levels: list[int], offset: float, style: str) -> tuple[np.ndarray, np.ndarray]:
-    """Points [P, 2] and their strides [P] (2^level: the unit of distances, sampling radius
-    and size ranges), laid out as the `style` of anchors (jaxdet.anchors) of side one stride."""
-    if style not in anchor_ops.ANCHOR_STYLES:
-        raise ConfigError(f"config.model.fcos.point_style={style!r}; valid: {anchor_ops.ANCHOR_STYLES}")
-    if style == "torchvision" and offset != 0:
-        raise ConfigError(
-            f"config.model.fcos.point_style='torchvision' places points at offset 0; set "
-            f"config.model.fcos.point_offset=0 (it is {offset})"
-        )
-    cells = anchor_ops.anchor_grid(image_size, levels, 1.0, (1.0,), (1.0,), offset, style)
-    return base.centers(cells).astype(np.float32), (cells[:, 2] - cells[:, 0]).astype(np.float32)
-
-
 def regress_bounds(levels: list[int], strides: np.ndarray, regress_range) -> tuple[np.ndarray, np.ndarray]:
     """Per point (lower, upper) bounds [P] of the largest side distance its level regresses."""
     lo, hi = regress_range
@@ -73,7 +60,7 @@ def regress_bounds(levels: list[int], strides: np.ndarray, regress_range) -> tup
 
 
 @dataclasses.dataclass(frozen=True)
-class FCOS:
+class FCOS(base.OneLossSet):
     """Head outputs "cls_logits" [B, P, K], "box_ltrb" [B, P, 4] (distances in strides) and,
     with a confidence loss, "ctr_logits" [B, P], over `points` [P, 2] with `strides` [P]."""
 
@@ -82,15 +69,11 @@ class FCOS:
     strides: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
-    losses: dense.LossSet
+    losses: loss_terms.LossSet
     center_radius: float
     detect_kwargs: dict[str, Any]
     level_sizes: tuple[int, ...] | None = None
     clip_size: int | None = None
-
-    @property
-    def num_classes(self) -> int:
-        return self.losses.num_classes
 
     def decode(self, ltrb: Array) -> Array:
         """[B, P, 4] distances in strides -> xyxy boxes in input pixels."""
@@ -137,12 +120,15 @@ class FCOS:
 def build(config, ctx: base.BuildContext) -> FCOS:
     """FCOS from `config.model` (+ `.fcos`), `config.loss` and `config.data`."""
     m, f = config.model, config.model.fcos
-    losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    losses = loss_terms.build_loss_set(config.loss, ctx.num_classes)
     base.refuse_distributions(losses, "fcos")
     if len(f.regress_range) != 2 or not 0 <= f.regress_range[0] < f.regress_range[1]:
         raise ConfigError(f"config.model.fcos.regress_range={tuple(f.regress_range)}; need (lo, hi) with 0 <= lo < hi")
     levels = list(range(m.min_level, m.max_level + 1))
-    points, strides = point_grid(config.data.image_size, levels, f.point_offset, f.point_style)
+    anchor_ops.check_style(
+        f.point_style, f.point_offset, "config.model.fcos.point_style", "config.model.fcos.point_offset"
+    )
+    points, strides = anchor_ops.point_grid(config.data.image_size, levels, f.point_offset, f.point_style)
     lower, upper = regress_bounds(levels, strides, f.regress_range)
     head = functools.partial(
         FCOSHead,

@@ -11,7 +11,7 @@ from jaxdet import anchors as anchor_ops
 from jaxdet.detectors import base
 from jaxdet.detectors.dense import AnchorDetector
 from jaxdet.errors import ConfigError
-from jaxdet.losses import dense
+from jaxdet.losses import terms as loss_terms
 from jaxdet.models.heads.retinanet import RetinaNetHead
 
 
@@ -41,20 +41,16 @@ def section() -> dict:
     )
 
 
-def anchor_scales(r) -> tuple[float, ...]:
-    return tuple(2.0 ** (i / r.num_scales) for i in range(r.num_scales))
-
-
 def build(config, ctx: base.BuildContext) -> AnchorDetector:
     """RetinaNet from `config.model` (+ `.retinanet`), `config.loss` and `config.data`."""
     m, r = config.model, config.model.retinanet
-    losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    losses = loss_terms.build_loss_set(config.loss, ctx.num_classes)
     base.refuse_distributions(losses, "retinanet")
     if r.assigner not in ("max_iou", "task_aligned"):
         raise ConfigError(f"config.model.retinanet.assigner={r.assigner!r}; valid: 'max_iou', 'task_aligned'")
     if r.assigner == "task_aligned" and r.tal_topk < 1:
         raise ConfigError(f"config.model.retinanet.tal_topk={r.tal_topk}; need at least 1 anchor per box")
-    scales = anchor_scales(r)
+    scales = anchor_ops.octave_scales(r.num_scales)
     anchors = base.section_anchors(config, "retinanet", scales)
     per_location = anchor_ops.anchors_per_location(scales, r.aspect_ratios)
     head = functools.partial(

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jaxdet import anchors as anchor_ops
 from jaxdet.detectors import base
 from jaxdet.detectors.dense import AnchorDetector
-from jaxdet.losses import dense
+from jaxdet.losses import terms as loss_terms
 from jaxdet.models.heads.ssd import ssd_head
 
 
@@ -33,7 +33,7 @@ def section() -> dict:
 def build(config, ctx: base.BuildContext) -> AnchorDetector:
     """SSD from `config.model` (+ `.ssd`), `config.loss` and `config.data`."""
     m, s = config.model, config.model.ssd
-    losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    losses = loss_terms.build_loss_set(config.loss, ctx.num_classes)
     base.refuse_distributions(losses, "ssd")
     levels = list(range(m.min_level, m.max_level + 1))
     ratios = [tuple(r) for r in s.aspect_ratios]

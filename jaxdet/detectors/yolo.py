@@ -24,6 +24,7 @@ from jaxdet import anchors as anchor_ops
 from jaxdet import assigners, box_coder, postprocess
 from jaxdet.detectors import base
 from jaxdet.losses import dense
+from jaxdet.losses import terms as loss_terms
 from jaxdet.models.heads.yolo import YOLOHead
 
 # exp() of a larger log-distance overflows; no box is 1000/16 strides from its point.
@@ -53,21 +54,17 @@ def encode_ltrb(points: Array, strides: Array, boxes: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class YOLO:
+class YOLO(base.OneLossSet):
     """Head outputs "cls_logits" [B, P, K], "box_ltrb" [B, P, 4], "obj_logits" [B, P] over
     `points` [P, 2] with `strides` [P]."""
 
     module: nn.Module
     points: np.ndarray
     strides: np.ndarray
-    losses: dense.LossSet
+    losses: loss_terms.LossSet
     center_radius: float
     simota_k: int
     detect_kwargs: dict[str, Any]
-
-    @property
-    def num_classes(self) -> int:
-        return self.losses.num_classes
 
     def decode(self, raw: Array) -> Array:
         return decode_ltrb(jnp.asarray(self.points), jnp.asarray(self.strides), raw)
@@ -124,7 +121,7 @@ class YOLO:
 def build(config, ctx: base.BuildContext) -> YOLO:
     """YOLO from `config.model` (+ `.yolo`), `config.loss` and `config.data`."""
     m, y = config.model, config.model.yolo
-    losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    losses = loss_terms.build_loss_set(config.loss, ctx.num_classes)
     base.refuse_distributions(losses, "yolo")
     levels = list(range(m.min_level, m.max_level + 1))
     points, strides = anchor_ops.point_grid(config.data.image_size, levels, y.point_offset)

@@ -28,6 +28,7 @@ from jaxdet import assigners, box_coder, postprocess
 from jaxdet.detectors import base
 from jaxdet.errors import ConfigError
 from jaxdet.losses import dense
+from jaxdet.losses import terms as loss_terms
 from jaxdet.models.backbones import get_backbone_spec
 from jaxdet.models.csp import CSPSpec
 from jaxdet.models.heads.yolov8 import YOLOv8Head
@@ -46,21 +47,17 @@ def section() -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class YOLOv8:
+class YOLOv8(base.OneLossSet):
     """Head outputs "cls_logits" [B, P, K], "box_dist" [B, P, 4, R] (and "obj_logits" [B, P]
     with a confidence loss) over `points` [P, 2] with `strides` [P]."""
 
     module: nn.Module
     points: np.ndarray
     strides: np.ndarray
-    losses: dense.LossSet
+    losses: loss_terms.LossSet
     reg_max: int
     tal: tuple[int, float, float]  # topk, alpha, beta
     detect_kwargs: dict[str, Any]
-
-    @property
-    def num_classes(self) -> int:
-        return self.losses.num_classes
 
     def distances(self, box_dist: Array) -> Array:
         """[B, P, 4, R] bin logits -> expected distances [B, P, 4] in strides."""
@@ -122,7 +119,7 @@ class YOLOv8:
 def build(config, ctx: base.BuildContext) -> YOLOv8:
     """YOLOv8 from `config.model` (+ `.yolov8`), `config.loss` and `config.data`."""
     m, y = config.model, config.model.yolov8
-    losses = dense.build_loss_set(config.loss, ctx.num_classes)
+    losses = loss_terms.build_loss_set(config.loss, ctx.num_classes)
     if y.reg_max < 2:
         raise ConfigError(f"config.model.yolov8.reg_max={y.reg_max}; need at least 2 bins")
     if y.tal_topk < 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from jaxdet.detectors import get_definition
 from jaxdet.errors import ConfigError
 
 
@@ -16,9 +17,19 @@ def read_metrics(workdir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def loss_terms(workdir: str) -> list[str]:
+    """The named loss terms of the run in `workdir` (its recorded detector's)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise ConfigError(f"{path} does not exist: is {workdir!r} the workdir of a jaxdet run?")
+    with open(path) as f:
+        name = json.load(f).get("model", {}).get("name", "retinanet")
+    return list(get_definition(name).terms)
+
+
 def plot_curves(workdir: str, out: str | None = None) -> str:
-    """Draws workdir/curves.png (or `out`): training loss and terms, learning rate, eval AP
-    and validation loss terms against the step. Returns the path."""
+    """Draws workdir/curves.png (or `out`): training loss and its named terms, learning rate,
+    eval AP and validation loss terms against the step. Returns the path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,8 +39,8 @@ def plot_curves(workdir: str, out: str | None = None) -> str:
     train = [r for r in rows if r["split"] == "train"]
     evals = [r for r in rows if r["split"] == "eval"]
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
-    terms = ("loss", "classification", "localization", "confidence")
-    for key in terms:
+    terms = loss_terms(workdir)
+    for key in ("loss", *terms):
         if any(r.get(key) for r in train):
             axes[0].plot([r["step"] for r in train], [r[key] for r in train], label=key)
     axes[0].set_yscale("log")
@@ -40,7 +51,7 @@ def plot_curves(workdir: str, out: str | None = None) -> str:
         axes[2].plot([r["step"] for r in evals], [r.get(key, float("nan")) for r in evals], "o-", label=key)
     axes[2].set_title("validation COCO AP")
     axes[2].set_ylim(0, 1)
-    for key in ("classification", "localization", "confidence"):
+    for key in terms:
         values = [r.get(f"loss_{key}", float("nan")) for r in evals]
         if any(values):
             axes[3].plot([r["step"] for r in evals], values, "o-", label=key)

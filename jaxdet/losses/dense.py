@@ -1,16 +1,16 @@
-"""The dense loss path, written once: targets -> masks and normaliser -> the three terms.
+"""The dense loss path, written once: targets -> masks and normaliser -> named terms.
 
 RetinaNet, SSD, YOLO, the RPN and the R-CNN box head differ in how they assign targets
 (max-IoU, SimOTA, sampling), in their box encoding and in which anchors each term covers;
 given those, the sequence is the same and lives here: gather the matched ground truth,
 decode the predicted boxes, take the IoU under stop_gradient (a target, not something to
-push the boxes towards), then classification, localization and confidence, each summed
-over its region and divided by one normaliser averaged over devices.
+push the boxes towards), then the classification, localization and confidence terms of a
+`LossSet` (losses/terms.py), each summed over its region and divided by one normaliser
+averaged over devices.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -21,48 +21,12 @@ from jax import Array
 from jaxdet import assigners
 from jaxdet import boxes as box_ops
 from jaxdet.losses import functions as loss_functions
-from jaxdet.losses.table import ClassificationLoss, ConfidenceLoss, LocalizationLoss, build_loss
+from jaxdet.losses.terms import LossSet
 
 # Which anchors a term sums over: "positives"; "assigned" (positives and negatives, not the
 # ignored); "everywhere" (every anchor of a real image); "hard_negatives" (positives and
 # the neg_pos_ratio hardest negatives per positive, by classification loss, as SSD).
 REGIONS = ("positives", "assigned", "everywhere", "hard_negatives")
-
-
-@dataclasses.dataclass(frozen=True)
-class LossSet:
-    """`config.loss`'s three losses with their hyper-parameters bound, and their weights."""
-
-    classification: ClassificationLoss
-    localization: LocalizationLoss
-    confidence: ConfidenceLoss
-    weights: dict[str, float]
-    num_classes: int
-
-    @property
-    def num_logits(self) -> int:
-        """Class logits the head needs: a softmax loss adds a background logit (last)."""
-        return self.num_classes + (1 if self.classification.activation == "softmax" else 0)
-
-    @property
-    def has_confidence(self) -> bool:
-        return self.confidence.target != "none"
-
-    def class_probabilities(self, logits: Array) -> Array:
-        """[..., K] logits -> [..., C] probabilities: sigmoid, or softmax without its background column."""
-        if self.classification.activation == "softmax":
-            return jax.nn.softmax(logits, axis=-1)[..., : self.num_classes]
-        return jax.nn.sigmoid(logits)
-
-    def total(self, terms: dict[str, Array]) -> Array:
-        return sum(self.weights[k] * v for k, v in terms.items())
-
-
-def build_loss_set(loss_config, num_classes: int) -> LossSet:
-    """The losses `config.loss` names, hyper-parameters bound from the same section."""
-    family = lambda f: build_loss(f, loss_config[f], loss_config)  # noqa: E731
-    weights = {f: loss_config[f"{f}_weight"] for f in ("classification", "localization", "confidence")}
-    return LossSet(family("classification"), family("localization"), family("confidence"), weights, num_classes)
 
 
 class Targets(NamedTuple):
@@ -145,7 +109,8 @@ def dense_terms(
     centers: Array | None = None,
     distribution: Array | None = None,
 ) -> dict[str, Array]:
-    """The three named terms, each summed over its region and divided by one normaliser.
+    """`losses`' terms (one per family, named by `losses.names`), each summed over its
+    region and divided by one normaliser.
 
     raw_boxes: the head's box output [B, A, 4]; decode: raw -> xyxy boxes [B, A, 4];
     encode: xyxy ground truth -> the encoding of `raw_boxes` (for losses in "encoded"
@@ -168,18 +133,18 @@ def dense_terms(
     iou = jax.lax.stop_gradient(box_ops.elementwise_iou(pred_boxes, targets.boxes))
     zero = jnp.zeros((), jnp.float32)
 
-    cls_loss = zero
-    if cls_logits is not None:
+    out: dict[str, Array] = {"classification": zero}
+    if cls_logits is not None and "classification" in losses.names:
         if targets.quality is not None:
             quality = targets.quality
         else:
             quality = iou if losses.classification.iou_aware else jnp.ones_like(iou)
         per_anchor = losses.classification.fn(cls_logits, targets.labels, quality)
         region = _region(cls_region, targets, per_anchor, neg_pos_ratio)
-        cls_loss = jnp.sum(jnp.where(region, per_anchor, 0.0)) / norm
+        out["classification"] = jnp.sum(jnp.where(region, per_anchor, 0.0)) / norm
 
     loc_loss = zero
-    for loc, weight in losses.localization.components:
+    for loc, weight in losses.localization.components if "localization" in losses.names else ():
         if loc.space == "encoded":
             per_anchor = loc.fn(raw_boxes, encode(targets.boxes))
         elif loc.space == "distribution":
@@ -187,6 +152,7 @@ def dense_terms(
         else:
             per_anchor = loc.fn(pred_boxes, targets.boxes)
         loc_loss = loc_loss + weight * jnp.sum(jnp.where(pos, per_anchor * box_weight, 0.0)) / norm
+    out["localization"] = loc_loss
 
     conf_loss = zero
     if conf_logits is not None and losses.has_confidence:
@@ -201,4 +167,5 @@ def dense_terms(
             region = _region(conf_region, targets, None, neg_pos_ratio)
         conf_loss = jnp.sum(jnp.where(region, losses.confidence.fn(conf_logits, target), 0.0)) / norm
 
-    return {"classification": cls_loss, "localization": loc_loss, "confidence": conf_loss}
+    out["confidence"] = conf_loss
+    return {term: out[family] for family, term in losses.names.items()}

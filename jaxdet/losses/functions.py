@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jaxdet import boxes as box_ops
 from jaxdet.boxes import EPS
 
 
@@ -77,69 +78,24 @@ def l2_loss(pred: Array, target: Array) -> Array:
     return (jnp.asarray(pred, jnp.float32) - target) ** 2
 
 
-def _iou_parts(b1: Array, b2: Array, eps: float) -> tuple[Array, Array, Array]:
-    """torchvision's _loss_inter_union plus IoU with eps: (iou, union, enclosing box corners)."""
-    b1 = jnp.asarray(b1, jnp.float32)
-    b2 = jnp.asarray(b2, jnp.float32)
-    x1 = jnp.maximum(b1[..., 0], b2[..., 0])
-    y1 = jnp.maximum(b1[..., 1], b2[..., 1])
-    x2 = jnp.minimum(b1[..., 2], b2[..., 2])
-    y2 = jnp.minimum(b1[..., 3], b2[..., 3])
-    inter = jnp.where((x2 > x1) & (y2 > y1), (x2 - x1) * (y2 - y1), 0.0)
-    union = (
-        (b1[..., 2] - b1[..., 0]) * (b1[..., 3] - b1[..., 1])
-        + (b2[..., 2] - b2[..., 0]) * (b2[..., 3] - b2[..., 1])
-        - inter
-    )
-    iou = inter / (union + eps)
-    return iou, union, (b1, b2)
-
-
 def iou_loss(boxes1: Array, boxes2: Array, eps: float = EPS) -> Array:
-    """1 - IoU of paired xyxy boxes [..., 4] -> [...]."""
-    iou, _, _ = _iou_parts(boxes1, boxes2, eps)
-    return 1 - iou
+    """1 - IoU of paired xyxy boxes [..., 4] -> [...] (IoU = inter / (union + eps))."""
+    return 1 - box_ops.elementwise_iou(boxes1, boxes2, eps)
 
 
 def giou_loss(boxes1: Array, boxes2: Array, eps: float = EPS) -> Array:
     """torchvision.ops.generalized_box_iou_loss, reduction='none'."""
-    iou, union, (b1, b2) = _iou_parts(boxes1, boxes2, eps)
-    xc1 = jnp.minimum(b1[..., 0], b2[..., 0])
-    yc1 = jnp.minimum(b1[..., 1], b2[..., 1])
-    xc2 = jnp.maximum(b1[..., 2], b2[..., 2])
-    yc2 = jnp.maximum(b1[..., 3], b2[..., 3])
-    area_c = (xc2 - xc1) * (yc2 - yc1)
-    return 1 - (iou - (area_c - union) / (area_c + eps))
-
-
-def _diou_parts(b1: Array, b2: Array, eps: float) -> tuple[Array, Array]:
-    iou, _, (b1, b2) = _iou_parts(b1, b2, eps)
-    xc1 = jnp.minimum(b1[..., 0], b2[..., 0])
-    yc1 = jnp.minimum(b1[..., 1], b2[..., 1])
-    xc2 = jnp.maximum(b1[..., 2], b2[..., 2])
-    yc2 = jnp.maximum(b1[..., 3], b2[..., 3])
-    diag2 = (xc2 - xc1) ** 2 + (yc2 - yc1) ** 2 + eps
-    dx = 0.5 * (b1[..., 0] + b1[..., 2]) - 0.5 * (b2[..., 0] + b2[..., 2])
-    dy = 0.5 * (b1[..., 1] + b1[..., 3]) - 0.5 * (b2[..., 1] + b2[..., 3])
-    return 1 - iou + (dx**2 + dy**2) / diag2, iou
+    return 1 - box_ops.elementwise_giou(boxes1, boxes2, eps)
 
 
 def diou_loss(boxes1: Array, boxes2: Array, eps: float = EPS) -> Array:
     """torchvision.ops.distance_box_iou_loss, reduction='none'."""
-    return _diou_parts(boxes1, boxes2, eps)[0]
+    return 1 - box_ops.elementwise_diou(boxes1, boxes2, eps)
 
 
 def ciou_loss(boxes1: Array, boxes2: Array, eps: float = EPS) -> Array:
     """torchvision.ops.complete_box_iou_loss, reduction='none'."""
-    b1 = jnp.asarray(boxes1, jnp.float32)
-    b2 = jnp.asarray(boxes2, jnp.float32)
-    diou, iou = _diou_parts(b1, b2, eps)
-    w1, h1 = b1[..., 2] - b1[..., 0], b1[..., 3] - b1[..., 1]
-    w2, h2 = b2[..., 2] - b2[..., 0], b2[..., 3] - b2[..., 1]
-    # atan(w / (h + eps)) is torchvision's; the eps keeps zero-height boxes finite.
-    v = (4 / jnp.pi**2) * (jnp.arctan(w2 / (h2 + eps)) - jnp.arctan(w1 / (h1 + eps))) ** 2
-    alpha = jax.lax.stop_gradient(v / (1 - iou + v + eps))
-    return diou + alpha * v
+    return 1 - box_ops.elementwise_ciou(boxes1, boxes2, eps)
 
 
 def distribution_focal_loss(logits: Array, target: Array) -> Array:

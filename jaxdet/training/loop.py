@@ -93,7 +93,7 @@ def _train(run: Run, ckpts: checkpoint.Checkpoints, best: checkpoint.BestCheckpo
     )
     metrics: dict[str, float] = {}
     paths: list[str] = []
-    guard = progress.NonFiniteGuard(cfg.train.max_nonfinite_steps)
+    guard = progress.NonFiniteGuard(cfg.train.max_nonfinite_steps, list(run.detector.term_weights))
     reporter = progress.Progress(run)
     owed = best.owes(start, cfg.train.eval_every, cfg.train.steps)
     # The stream's worker processes end with the loop, however it ends.

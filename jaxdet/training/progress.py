@@ -25,6 +25,10 @@ def model_inputs(local: dict) -> dict:
     return {k: v for k, v in local.items() if k not in ("truncated_boxes", "bad_image")}
 
 
+# How the progress line names the terms named after their family (others: their own name).
+_SHORT = {"classification": "cls", "localization": "loc", "confidence": "conf"}
+
+
 class Progress:
     """Averages step metrics over `train.log_every` steps and writes the progress line
     (loss terms, learning rate, images/s, ETA); the first step (compilation) is left out."""
@@ -74,9 +78,9 @@ class Progress:
             )
         if self.replaced:
             log(f"{self.replaced} examples so far had an unreadable image, replaced (data.skip_bad)")
+        terms = "  ".join(f"{_SHORT.get(k, k)} {avg[k]:.4f}" for k in self.run.detector.term_weights)
         log(
-            f"step {done}/{cfg.steps}  loss {avg['loss']:.4f}  cls {avg['classification']:.4f}  "
-            f"loc {avg['localization']:.4f}  conf {avg['confidence']:.4f}  lr {avg['learning_rate']:.2e}  "
+            f"step {done}/{cfg.steps}  loss {avg['loss']:.4f}  {terms}  lr {avg['learning_rate']:.2e}  "
             f"{ips:.1f} img/s  ETA {eta:.0f}s"
         )
         self.restart()
@@ -86,8 +90,8 @@ class NonFiniteGuard:
     """Counts skipped (non-finite) steps, one step behind the device so the check does not
     stall the pipeline; raises NonFiniteError after `limit` in a row (0 = never)."""
 
-    def __init__(self, limit: int):
-        self.limit, self.in_a_row, self.total = limit, 0, 0
+    def __init__(self, limit: int, terms: list[str]):
+        self.limit, self.terms, self.in_a_row, self.total = limit, terms, 0, 0
         self.pending: tuple[int, dict] | None = None
 
     def push(self, step: int, metrics: dict) -> None:
@@ -104,7 +108,7 @@ class NonFiniteGuard:
             return
         self.in_a_row += 1
         self.total += 1
-        terms = [k for k in ("classification", "localization", "confidence") if float(metrics[f"nonfinite/{k}"])]
+        terms = [k for k in self.terms if float(metrics[f"nonfinite/{k}"])]
         what = f"loss terms {', '.join(terms)}" if terms else "gradients (the loss terms were finite)"
         log(f"step {step}: non-finite {what}; update skipped ({self.in_a_row} in a row, {self.total} in all)")
         if self.limit and self.in_a_row >= self.limit:

@@ -144,11 +144,9 @@ def shard_train_step(step_fn: Callable, mesh: Mesh) -> Callable:
     return jax.jit(mapped, donate_argnums=(0,))
 
 
-TERMS = ("classification", "localization", "confidence")
-
-
 def per_term_gradients(detector, state: TrainState, batch: dict[str, jax.Array], rng: jax.Array) -> Any:
-    """Per-device gradients of each weighted loss term: a params-shaped tree, leaves [3, ...].
+    """Per-device gradients of each weighted loss term (`detector.term_weights`, in that
+    order): a params-shaped tree, leaves [T, ...].
 
     One forward pass and one backward pass per term (`jax.jacrev`). Their sum over the
     leading axis is the gradient of the total loss. Runs where axis "data" is bound.
@@ -158,7 +156,7 @@ def per_term_gradients(detector, state: TrainState, batch: dict[str, jax.Array],
         variables = {"params": params, "batch_stats": state.batch_stats}
         outputs, _ = forward(detector, variables, batch, rng, train=True)
         _, terms = detector.loss_fn(outputs, batch, rng, axis_name=AXIS)
-        return jnp.stack([detector.losses.weights[k] * terms[k] for k in TERMS])
+        return jnp.stack([w * terms[k] for k, w in detector.term_weights.items()])
 
     return jax.jacrev(weighted_terms)(state.params)
 
@@ -171,18 +169,20 @@ def make_term_grad_step(detector, mesh: Mesh) -> Callable:
     gradients: negative means they pull the parameters apart) and `grad_norm/total`.
     """
 
+    names = list(detector.term_weights)
+
     def fn(state: TrainState, batch: dict[str, jax.Array], base_rng: jax.Array):
         rng = jax.random.fold_in(jax.random.fold_in(base_rng, state.step), jax.lax.axis_index(AXIS))
         jac = jax.lax.pmean(per_term_gradients(detector, state, batch, rng), AXIS)
-        flat = jnp.concatenate([x.reshape(len(TERMS), -1) for x in jax.tree_util.tree_leaves(jac)], axis=1)
+        flat = jnp.concatenate([x.reshape(len(names), -1) for x in jax.tree_util.tree_leaves(jac)], axis=1)
         norms = jnp.linalg.norm(flat, axis=1)
-        out = {f"grad_norm/{k}": norms[i] for i, k in enumerate(TERMS)}
+        out = {f"grad_norm/{k}": norms[i] for i, k in enumerate(names)}
         out["grad_norm/total"] = jnp.linalg.norm(jnp.sum(flat, axis=0))
-        for i in range(len(TERMS)):
-            for j in range(i + 1, len(TERMS)):
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
                 denom = norms[i] * norms[j]
                 cos = jnp.where(denom > 0, jnp.dot(flat[i], flat[j]) / jnp.where(denom > 0, denom, 1.0), 0.0)
-                out[f"grad_cos/{TERMS[i]}__{TERMS[j]}"] = cos
+                out[f"grad_cos/{names[i]}__{names[j]}"] = cos
         return out
 
     mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=P(), check_vma=False)
