@@ -65,14 +65,19 @@ def missing_override(config, argv: list[str]) -> str | None:
         node = config
         for depth, part in enumerate(parts):
             if not hasattr(node, "keys") or part not in node.keys():
+                if parts[0] == "model" and depth > 0:
+                    return unknown_field_message(config.model, parts[1:])
                 return _missing(config, parts[: depth + 1])
             node = node[part]
     return None
 
 
 def _missing(config, parts: list[str]) -> str:
-    if parts[0] == "model" and len(parts) > 1:
-        return unknown_field_message(config.model, parts[1:])
+    if parts[:2] == ["loss", "terms"] and len(parts) == 3:
+        return (
+            f"config.loss.terms.{parts[2]}: {config.model.name} has no loss term {parts[2]!r}; its terms: "
+            f"{list(config.loss.terms)}"
+        )
     parent = config
     for part in parts[:-1]:
         parent = parent[part]

@@ -56,6 +56,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
         path = config.model.get(field, "")
         if path and not os.path.isfile(os.path.expanduser(path)):
             raise ConfigError(f"config.model.{field}={path!r}: no such file (a torchvision state_dict .pth)")
+    if config.model.get("detector_weights") and model_config.get_definition(config.model.name).convert is None:
+        have = sorted(name for name, definition in model_config.DETECTORS.items() if definition.convert)
+        raise ConfigError(
+            f"config.model.detector_weights: no torchvision converter for {config.model.name!r}; detectors with one: "
+            f"{have} (use config.model.backbone_weights for the backbone alone)"
+        )
     if config.model.get("backbone_weights") and config.model.backbone not in ("resnet18", "resnet34", "resnet50"):
         raise ConfigError(
             f"config.model.backbone_weights needs a torchvision ResNet: backbone resnet18, resnet34 or resnet50, "
@@ -186,7 +192,8 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, resuming: bool
     notes: list[str] = []
     if resuming and os.path.exists(path):
         with open(path) as f:
-            old = model_config.upgrade(json.load(f))  # (configs recorded before per-detector sections)
+            old = json.load(f)
+        model_config.refuse_flat(old, path)
         changes, recorded = _changes(old, new), _flatten(old)
         # Fields the recorded config lacks were added to jaxdet since: logged, not refused.
         added = [line for key, line in changes.items() if key not in recorded]
@@ -234,8 +241,7 @@ def load_recorded(workdir: str) -> tuple[ml_collections.ConfigDict, Classes]:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise ConfigError(f"{path} does not exist: is {workdir!r} the workdir of a jaxdet run?")
-    classes = Classes.read(workdir)
     with open(path) as f:
-        # (configs recorded before per-detector model sections are read in today's layout)
-        config = resolve(ml_collections.ConfigDict(model_config.upgrade(json.load(f))))
-    return config, classes
+        recorded = json.load(f)
+    model_config.refuse_flat(recorded, path)
+    return resolve(ml_collections.ConfigDict(recorded)), Classes.read(workdir)

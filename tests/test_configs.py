@@ -12,7 +12,7 @@ import ml_collections
 import pytest
 
 from experiments.configs import default
-from jaxdet import configs
+from jaxdet import configs, detectors
 from jaxdet.detectors import config as model_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,28 +104,38 @@ def test_a_run_records_only_its_detectors_section_with_the_loss_implied_fields()
 
 
 @pytest.mark.parametrize(
-    "overrides, message",
+    "section, field, value, message",
     [
         # A changed field of another detector's section names the detector that reads it.
-        ({"model.yolo.simota_k": 5}, r"config.model.yolo.simota_k=5 is read by the yolo detector.*'retinanet'"),
-        ({"model.faster_rcnn.fc_dim": 8}, r"read by the faster_rcnn detector"),
+        ("yolo", "simota_k", 5, r"config.model.yolo.simota_k=5 is read by the yolo detector.*'retinanet'"),
+        ("faster_rcnn", "fc_dim", 8, r"read by the faster_rcnn detector"),
     ],
 )
-def test_a_foreign_field_fails_at_start_up_naming_its_detector(overrides, message):
+def test_a_foreign_section_fails_at_start_up_naming_its_detector(section, field, value, message):
     config = default.get_config("tiny")
-    config.update_from_flattened_dict(overrides)
+    config.model[section] = ml_collections.ConfigDict(detectors.get_definition(section).section())
+    config.model[section][field] = value
     with pytest.raises(ValueError, match=message):
         configs.resolve(config)
 
 
-def test_unknown_and_moved_model_fields_fail_with_where_they_are_now():
+def test_a_recipe_holds_its_own_detectors_section_only():
+    assert {"retinanet"} == set(default.get_config().model) & set(detectors.DETECTORS)
+    config = model_config.use_detector(default.get_config("tiny"), "ssd")
+    assert {"ssd"} == set(config.model) & set(detectors.DETECTORS) and config.model.backbone == "resnet_tiny"
+    assert config.model.ssd.to_dict() == detectors.get_definition("ssd").section()
+
+
+def test_unknown_model_fields_fail_naming_who_reads_them():
     config = default.get_config()
-    config.model.simota_k = 5  # the flat layout's name
-    with pytest.raises(ValueError, match=r"config.model.simota_k .*moved to config.model.yolo.simota_k"):
+    config.model.simota_k = 5  # a yolo field, not a shared one
+    with pytest.raises(
+        ValueError, match=r"config.model.simota_k is not a shared field: it is read as config.model.yolo"
+    ):
         configs.resolve(config)
     config = default.get_config()
     config.model.fpn_channels = 8
-    with pytest.raises(ValueError, match=r"fpn_channels was renamed config.model.neck_channels"):
+    with pytest.raises(ValueError, match=r"fpn_channels: no detector reads it; shared fields: \[.*'neck_channels'"):
         configs.resolve(config)
     config = default.get_config()
     config.model.retinanet.simota_k = 5
@@ -140,14 +150,17 @@ def test_unknown_and_moved_model_fields_fail_with_where_they_are_now():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.simota_k=5", r"config.model.simota_k is no longer a shared field: it moved to config.model.yolo"),
+        ("model.simota_k=5", r"config.model.simota_k is not a shared field: it is read as config.model.yolo"),
+        ("model.ssd.neg_pos_ratio=5", r"config.model.ssd.neg_pos_ratio is read by the ssd detector, but "
+         r"config.model.name='retinanet'.*start from a config for ssd"),
         ("model.retinanet.simota_k=5", r"retinanet has no such field; it is read as config.model.yolo.simota_k"),
         ("model.retinanet.quality_branch=True", r"follows the losses .*set config.loss instead"),
         ("model.backbone.depth=3", r"config.model.backbone is a value, not a section"),
         ("loss.localisation=l1", r"config.loss has no such field; its fields: \[.*'localization'"),
+        ("loss.terms.roi_box=giou", r"retinanet has no loss term 'roi_box'; its terms: \['classification'"),
         ("optimm.lr=1", r"config.optimm: the config has no such field; its fields: \[.*'optim'"),
     ],
-)
+)  # fmt: skip
 def test_a_command_line_override_of_a_missing_field_names_where_it_is(override, message):
     from experiments import cli
 
@@ -161,15 +174,19 @@ def test_the_command_line_reports_a_missing_field_without_a_traceback(tmp_path):
            f"--workdir={tmp_path}", "--config.model.simota_k=5"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "error: config.model.simota_k is no longer a shared field: it moved to config.model.yolo" in proc.stderr
+    assert "error: config.model.simota_k is not a shared field: it is read as config.model.yolo" in proc.stderr
 
 
 def test_switching_the_detector_by_flag_fills_its_section(tmp_path):
     config = default.get_config()
     config.model.name = "ssd"
-    config.model.ssd.neg_pos_ratio = 5
     resolved = configs.resolve(config)
-    assert resolved.model.ssd.neg_pos_ratio == 5 and "retinanet" not in resolved.model
+    assert resolved.model.ssd.to_dict() == {**detectors.get_definition("ssd").section(), **_implied(resolved)}
+    assert "retinanet" not in resolved.model
+
+
+def _implied(config) -> dict:
+    return {k: config.model.ssd[k] for k in ("background_logit", "quality_branch")}
 
 
 def test_resume_across_a_loss_that_changes_the_parameters_is_refused_naming_the_loss(tmp_path):
@@ -185,24 +202,17 @@ def test_resume_across_a_loss_that_changes_the_parameters_is_refused_naming_the_
     assert "  model.kernels: 'auto' -> 'plain'" in notes
 
 
-def test_a_config_recorded_before_detector_sections_reads_with_its_values(tmp_path):
-    """Workdirs written with the flat model section (jaxdet before per-detector sections)."""
-    flat = {
-        "name": "ssd", "num_classes": 0, "backbone": "resnet_tiny", "backbone_norm": "batch", "head_norm": "group",
-        "sync_batch_norm": False, "fpn_channels": 16, "fpn_extra": "conv", "head_convs": 1, "min_level": 3,
-        "max_level": 6, "anchor_size": 2.0, "num_scales": 3, "aspect_ratios": [1.0], "anchor_offset": 0.5,
-        "fg_iou": 0.45, "bg_iou": 0.4, "box_weights": [10.0, 10.0, 5.0, 5.0], "pre_nms_topk": 100,
-        "score_threshold": 0.05, "nms_iou_threshold": 0.5, "max_detections": 20, "center_radius": 2.5,
-        "simota_k": 10, "ssd_min_scale": 0.1, "ssd_max_scale": 0.6, "ssd_aspect_ratios": [[1.0, 2.0, 0.5]],
-        "neg_pos_ratio": 3, "rpn_fg_iou": 0.7, "fc_dim": 32, "roi_per_image": 16,
-    }  # fmt: skip
+def test_a_config_recorded_before_detector_sections_is_refused_saying_what_to_do(tmp_path):
+    """Workdirs written with the flat model section (jaxdet before per-detector sections,
+    development machines only) are refused, not misread."""
     recorded = default.get_config("tiny").to_dict()
-    recorded["model"] = flat
-    recorded["loss"]["classification"] = "softmax_cross_entropy"
-    upgraded = configs.resolve(ml_collections.ConfigDict(model_config.upgrade(json.loads(json.dumps(recorded)))))
-    m = upgraded.model
-    assert (m.neck_channels, m.ssd.iou_threshold, m.ssd.min_scale, m.ssd.box_weights) == (16, 0.45, 0.1, [10, 10, 5, 5])
-    assert m.sync_batch_norm is False and m.ssd.background_logit is True and "faster_rcnn" not in m
+    recorded["model"] = {"name": "ssd", "backbone": "resnet_tiny", "fpn_channels": 16, "simota_k": 10}
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(recorded, f)
+    with pytest.raises(ValueError, match=r"records a flat config.model .*Train again in a new workdir"):
+        configs.load_recorded(str(tmp_path))
+    with pytest.raises(ValueError, match=r"records a flat config.model"):
+        configs.check_resume(configs.resolve(default.get_config("tiny")), str(tmp_path), resuming=True)
 
 
 @pytest.mark.parametrize(

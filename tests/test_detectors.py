@@ -98,10 +98,16 @@ TREES = {
 
 @pytest.mark.parametrize("name", sorted(detectors.DETECTORS))
 def test_parameter_trees_are_those_of_earlier_checkpoints(name):
+    """Every registered detector: a backbone at the top of its tree beside its neck and head,
+    float32 parameters; those with checkpoints written before (TREES) keep their names."""
     det = detectors.build_detector(_config(name), 5)
     key = jax.random.key(0)
     shapes = jax.eval_shape(lambda: det.module.init({"params": key, "sampling": key}, jnp.zeros((1, 32, 32, 3))))
-    assert set(shapes["params"]) == TREES[name]
+    roots = set(shapes["params"])
+    assert len(roots & {"ResNet_0", "CSPDarknet_0"}) == 1 and len(roots) >= 3, roots
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(shapes["params"])} == {jnp.dtype(jnp.float32)}
+    if name in TREES:
+        assert roots == TREES[name]
 
 
 @pytest.mark.parametrize("name, neck", [("retinanet", "pan"), ("yolo", "fpn"), ("ssd", "fpn"), ("fcos", "pan")])

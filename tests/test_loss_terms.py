@@ -14,6 +14,7 @@ from coco_folder import run
 
 from experiments.configs import default, faster_rcnn
 from jaxdet import configs, detectors, sweep
+from jaxdet.detectors.config import model_config
 from jaxdet.training import step as train
 
 FASTER_RCNN_TERMS = ["rpn_objectness", "rpn_box", "roi_classification", "roi_box"]
@@ -94,8 +95,7 @@ def test_a_bad_term_override_names_the_term_and_what_exists(recipe, field, value
 def test_another_detectors_term_weight_is_refused_unless_unset():
     config = faster_rcnn.get_config()
     assert config.loss.roi_box_weight is None and config.loss.terms.roi_box == ""
-    config.model.name = "retinanet"
-    config.model.faster_rcnn = faster_rcnn.default.get_config().model.faster_rcnn  # (the section at its defaults)
+    config.model = model_config("retinanet")  # config.loss keeps Faster R-CNN's term fields
     resolved = configs.resolve(config)  # unset term fields of another detector are dropped
     assert sorted(resolved.loss.terms) == ["classification", "confidence", "localization"]
     assert "roi_box_weight" not in resolved.loss

@@ -71,7 +71,8 @@ def detector(config, num_classes: int, tmp_path, weights: str):
     rngs = {"params": jax.random.key(0), "sampling": jax.random.key(0)}
     size = config.data.image_size  # the detector's anchors are laid out for this size
     init = det.module.init(rngs, jnp.zeros((1, size, size, 3)), train=False)
-    variables = convert.load_pretrained(config.model, jax.device_get(init), log=lambda line: None)
+    converter = detectors.get_definition(config.model.name).convert
+    variables = convert.load_pretrained(config.model, jax.device_get(init), converter, log=lambda line: None)
     return det, variables
 
 

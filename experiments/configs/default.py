@@ -44,9 +44,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.mosaic_prob = 0.0  # Probability of a 2x2 mosaic (YOLOv4) per training example.
     config.data.eval_max_images = 0  # 0 = the whole eval split.
 
-    # Shared fields (backbone, neck, classes, post-processing) and one section per detector
-    # (config.model.retinanet, .yolo, .ssd, .faster_rcnn); model.name picks which one is read.
-    # See jaxdet/detectors/config.py for every field and its meaning.
+    # Shared fields (backbone, neck, classes, post-processing; jaxdet/detectors/config.py) and
+    # the detector's own section, config.model.retinanet (jaxdet/detectors/retinanet.py: section()).
     config.model = model_config("retinanet")
 
     config.loss = ml_collections.ConfigDict()

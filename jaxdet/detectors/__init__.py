@@ -1,23 +1,23 @@
 """The `DETECTORS` registry: config.model.name -> its definition (config section, neck,
-builder, loss-implied architecture). A new detector is one file here plus one line below.
+builder, loss terms, loss-implied architecture, torchvision converter).
+
+A detector is one module in this package that calls `base.register(DEFINITION)` when
+imported; every module here is imported below, so a new detector file registers itself
+and nothing else changes.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from jaxdet import kernels as kernel_policy
-from jaxdet.detectors import detr, faster_rcnn, fcos, retinanet, ssd, yolo, yolov8
-from jaxdet.detectors.base import BuildContext, DetectorDef
-from jaxdet.errors import ConfigError
+from jaxdet.detectors.base import DETECTORS, BuildContext, DetectorDef, get_definition
 
-DETECTORS: dict[str, DetectorDef] = {
-    module.DEFINITION.name: module.DEFINITION for module in (retinanet, yolo, ssd, faster_rcnn, fcos, yolov8, detr)
-}
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
 
-
-def get_definition(name: str) -> DetectorDef:
-    if name not in DETECTORS:
-        raise ConfigError(f"unknown detector {name!r} (config.model.name); valid names: {sorted(DETECTORS)}")
-    return DETECTORS[name]
+__all__ = ["DETECTORS", "BuildContext", "DetectorDef", "build_detector", "get_definition"]
 
 
 def build_detector(

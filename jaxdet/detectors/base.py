@@ -67,6 +67,28 @@ class DetectorDef:
     implied: Callable[[Any, dict[str, str]], dict[str, bool]]
     summary: str
     terms: dict[str, str] = dataclasses.field(default_factory=lambda: dict(loss_terms.FAMILY_TERMS))
+    # (state_dict, variables, backbone name) -> (variables, report): a torchvision detector's
+    # weights into this detector's variables (config.model.detector_weights); None: none.
+    convert: Callable[..., tuple[dict, Any]] | None = None
+
+
+# config.model.name -> its definition; filled by `register` as the detector modules are
+# imported (jaxdet/detectors/__init__.py imports every module of the package).
+DETECTORS: dict[str, DetectorDef] = {}
+
+
+def register(definition: DetectorDef) -> DetectorDef:
+    """Adds `definition` to DETECTORS (a name registered twice is a programming error)."""
+    if definition.name in DETECTORS:
+        raise ValueError(f"detector {definition.name!r} is registered twice")
+    DETECTORS[definition.name] = definition
+    return definition
+
+
+def get_definition(name: str) -> DetectorDef:
+    if name not in DETECTORS:
+        raise ConfigError(f"unknown detector {name!r} (config.model.name); valid names: {sorted(DETECTORS)}")
+    return DETECTORS[name]
 
 
 class OneLossSet:

@@ -1,15 +1,14 @@
-"""config.model: the fields every detector shares, one section per detector, and the
-start-up step that checks them (`resolve`) and reads configs recorded before sections.
+"""config.model: the fields every detector shares and the chosen detector's own section.
 
     config.model.name = "retinanet"       # picks the detector
     config.model.backbone, .neck, ...      # shared: backbone, neck, classes, post-processing
-    config.model.retinanet.fg_iou = 0.5    # the detector's own fields
+    config.model.retinanet.fg_iou = 0.5    # the chosen detector's own fields (its module's `section()`)
 
-A config file holds every detector's section at its defaults, so any field can be
-overridden from the command line (`--config.model.name=ssd --config.model.ssd.neg_pos_ratio=5`).
-`resolve` keeps only the chosen detector's section, refuses a changed field of another
-detector's section (naming who reads it) and any unknown field, and records the
-architecture the losses imply in the chosen section.
+A recipe names one detector (`model_config(name)`, or `use_detector` on a recipe built
+for another); config.model holds that detector's section only, as big_vision's
+per-model config dicts. `resolve` fills in its defaults, refuses an unknown field and
+another detector's changed fields (naming who reads them), records the architecture the
+losses imply, and gives config.loss the detector's named loss terms.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from typing import Any
 
 import ml_collections
 
-from jaxdet.detectors import DETECTORS, get_definition
+from jaxdet.detectors.base import DETECTORS, get_definition
 from jaxdet.errors import ConfigError
 from jaxdet.losses import terms as loss_terms
 
@@ -59,28 +58,27 @@ RESULT_NEUTRAL = ("model.kernels",)
 
 
 def model_config(name: str = "retinanet", **shared) -> ml_collections.ConfigDict:
-    """A whole config.model: the shared fields (overridden by `shared`) and every
-    detector's section at its defaults, with `name` chosen."""
+    """A whole config.model: the shared fields (overridden by `shared`) and detector
+    `name`'s section at its defaults."""
     unknown = set(shared) - set(SHARED)
     if unknown:
         raise ConfigError(f"model_config: unknown shared fields {sorted(unknown)}; valid: {sorted(SHARED)}")
-    get_definition(name)
     model = ml_collections.ConfigDict({**SHARED, **shared, "name": name})
-    for det, definition in DETECTORS.items():
-        model[det] = ml_collections.ConfigDict(definition.section())
+    model[name] = ml_collections.ConfigDict(get_definition(name).section())
     return model
 
 
 def use_detector(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-    """Sets config.model.name = `name`, puts every other detector's section back to its
-    defaults (for configs built on another detector's recipe, e.g. `default.py:tiny`, whose
-    settings for its own detector would otherwise count as foreign) and gives config.loss
-    `name`'s loss-term fields (`use_loss_terms`). Returns `config`."""
-    get_definition(name)
+    """Makes `config` (a recipe built for another detector, e.g. `default.py:tiny`) one for
+    detector `name`: config.model.name, `name`'s section at its defaults in place of the
+    other's (the shared fields stay), and config.loss with `name`'s loss-term fields
+    (`use_loss_terms`). Returns `config`."""
+    section = ml_collections.ConfigDict(get_definition(name).section())
+    for det in DETECTORS:
+        if det in config.model:
+            del config.model[det]
     config.model.name = name
-    for det, definition in DETECTORS.items():
-        if det != name:
-            config.model[det] = ml_collections.ConfigDict(definition.section())
+    config.model[name] = section
     if "loss" in config:
         use_loss_terms(config.loss, name)
     return config
@@ -200,9 +198,19 @@ def implied_fields_note(changed_keys: list[str]) -> list[str]:
 
 
 def unknown_field_message(model, parts: list[str]) -> str:
-    """Why `config.model.<parts>` (its last part the first one missing) is not a field:
-    where the field moved, which detector reads it, or what the section holds."""
+    """Why `config.model.<parts>` (an override's whole path below config.model, some part
+    of it missing) is not a field: which detector reads it, or what the section holds."""
     name = model.get("name", SHARED["name"])
+    if parts[0] in DETECTORS and parts[0] != name and parts[0] not in model:
+        return (
+            f"config.model.{'.'.join(parts)} is read by the {parts[0]} detector, but config.model.name={name!r}, "
+            f"and a config holds its own detector's section only; start from a config for {parts[0]} (its recipe "
+            "under experiments/configs/)"
+        )
+    node, depth = model, 0
+    while depth < len(parts) and hasattr(node, "keys") and parts[depth] in node.keys():
+        node, depth = node[parts[depth]], depth + 1
+    parts = parts[: depth + 1]
     if len(parts) == 1:
         return _unknown_field(parts[0], name)
     path = "config.model." + ".".join(parts)
@@ -217,87 +225,24 @@ def unknown_field_message(model, parts: list[str]) -> str:
 
 
 def _unknown_field(key: str, name: str) -> str:
-    readers = _readers(key)
-    if key in _RENAMED_SHARED:
-        return f"config.model.{key} was renamed config.model.{_RENAMED_SHARED[key]}"
+    readers = [f"config.model.{det}.{key}" for det, definition in DETECTORS.items() if key in definition.section()]
     if readers:
-        where = ", ".join(f"config.model.{det}.{field}" for det, field in readers)
-        return f"config.model.{key} is no longer a shared field: it moved to {where} (config.model.name={name!r})"
+        return (
+            f"config.model.{key} is not a shared field: it is read as {', '.join(readers)} (config.model.name={name!r})"
+        )
     return (
         f"config.model.{key}: no detector reads it; shared fields: {sorted(SHARED)}, "
-        f"detector sections: {sorted(DETECTORS)}"
+        f"and config.model.{name} (the chosen detector's section)"
     )
 
 
-# Fields of the flat model section (before per-detector sections) -> where they live now.
-_RENAMED_SHARED = {"fpn_channels": "neck_channels", "fpn_extra": "neck_extra"}
-_FLAT: dict[str, dict[str, str]] = {
-    "retinanet": {
-        f: f
-        for f in (
-            "head_convs",
-            "head_norm",
-            "anchor_size",
-            "num_scales",
-            "aspect_ratios",
-            "anchor_offset",
-            "fg_iou",
-            "bg_iou",
-            "box_weights",
-        )
-    },  # fmt: skip
-    "yolo": {
-        "head_convs": "head_convs",
-        "head_norm": "head_norm",
-        "anchor_offset": "point_offset",
-        "center_radius": "center_radius",
-        "simota_k": "simota_k",
-    },  # fmt: skip
-    "ssd": {
-        "ssd_min_scale": "min_scale",
-        "ssd_max_scale": "max_scale",
-        "ssd_aspect_ratios": "aspect_ratios",
-        "anchor_offset": "box_offset",
-        "fg_iou": "iou_threshold",
-        "neg_pos_ratio": "neg_pos_ratio",
-        "box_weights": "box_weights",
-    },  # fmt: skip
-    "faster_rcnn": {
-        **{f: f for f in ("anchor_size", "num_scales", "aspect_ratios", "anchor_offset", "fc_dim", "roi_aligned")},
-        **{f: f for f in ("rpn_fg_iou", "rpn_bg_iou", "rpn_per_image", "rpn_positive_fraction")},
-        **{f: f for f in ("rpn_pre_nms_topk", "rpn_post_nms_topk", "rpn_nms_iou", "roi_per_image")},
-        "roi_positive_fraction": "roi_positive_fraction",
-        "fg_iou": "roi_fg_iou",
-    },
-}
-
-
-def _readers(key: str) -> list[tuple[str, str]]:
-    return [(det, fields[key]) for det, fields in _FLAT.items() if key in fields]
-
-
-def is_flat(recorded: dict) -> bool:
-    """True for a model section recorded before per-detector sections (no section of its detector)."""
+def refuse_flat(recorded: dict, path: str) -> None:
+    """ConfigError for a config recorded before per-detector model sections (no section of
+    its detector: jaxdet before 2026-11-24, development machines only)."""
     model = recorded.get("model", {})
-    return isinstance(model, dict) and not isinstance(model.get(model.get("name", ""), None), dict)
-
-
-def upgrade(recorded: dict) -> dict:
-    """A config dict recorded before per-detector sections (flat config.model) -> today's
-    layout, with the values it was trained with (fields it lacked take today's defaults
-    except `sync_batch_norm`, which keeps its old default False, and `neck`, its detector's)."""
-    if not is_flat(recorded):
-        return recorded
-    out = copy.deepcopy(recorded)
-    flat = out["model"]
-    name = flat.get("name", "retinanet")
-    model = {"sync_batch_norm": False}
-    for key, value in flat.items():
-        if key in SHARED:
-            model[key] = value
-        elif key in _RENAMED_SHARED:
-            model[_RENAMED_SHARED[key]] = value
-    section = {new: flat[old] for old, new in _FLAT.get(name, {}).items() if old in flat}
-    model[name] = section
-    out["model"] = model
-    return out
+    if isinstance(model, dict) and not isinstance(model.get(model.get("name", ""), None), dict):
+        raise ConfigError(
+            f"{path} records a flat config.model (jaxdet before per-detector model sections, 2026-11-27); this "
+            "version reads only configs with one section per detector. Train again in a new workdir, or "
+            "evaluate it with a jaxdet checkout of that time (git log before 2026-11-27)."
+        )

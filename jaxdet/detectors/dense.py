@@ -55,6 +55,7 @@ class AnchorDetector(base.OneLossSet):
         centers = jnp.asarray(anchor_ops.centers(self.anchors))
         boxes = jax.lax.stop_gradient(self.decode(outputs["box_deltas"]))
         scores = jax.lax.stop_gradient(self.losses.class_probabilities(outputs["cls_logits"]))
+
         def one(pb, sc, gb, gl, gm):
             return assigners.task_aligned_assign(centers, pb, sc, gb, gl, gm, *self.tal)
 

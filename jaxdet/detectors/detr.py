@@ -189,11 +189,13 @@ def build(config, ctx: base.BuildContext) -> DETR:
     )  # fmt: skip
 
 
-DEFINITION = base.DetectorDef(
-    "detr",
-    section,
-    "fpn",
-    build,
-    base.loss_implies,
-    "DETR family: set prediction, Hungarian matching, no NMS",
+DEFINITION = base.register(
+    base.DetectorDef(
+        "detr",
+        section,
+        "fpn",
+        build,
+        base.loss_implies,
+        "DETR family: set prediction, Hungarian matching, no NMS",
+    )
 )

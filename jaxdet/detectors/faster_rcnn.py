@@ -13,6 +13,7 @@ terms of that family, `loss.terms.<term>` one of them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -29,6 +30,7 @@ from jaxdet.detectors.rcnn_module import FasterRCNNModule, TwoStageSpec
 from jaxdet.errors import ConfigError
 from jaxdet.losses import dense
 from jaxdet.losses import terms as loss_terms
+from jaxdet.models import convert
 
 HEAD_BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # torchvision's / detectron2's second-stage deltas
 RPN_TERMS = {"rpn_objectness": "confidence", "rpn_box": "localization"}
@@ -196,12 +198,15 @@ def build(config, ctx: base.BuildContext) -> FasterRCNN:
     )  # fmt: skip
 
 
-DEFINITION = base.DetectorDef(
-    "faster_rcnn",
-    section,
-    "fpn",
-    build,
-    lambda loss, terms: base.loss_implies(loss, terms, quality_branch=False),  # the RPN's objectness is always there
-    "Faster R-CNN + FPN: RPN, RoIAlign, box head",
-    terms={**RPN_TERMS, **ROI_TERMS},
+DEFINITION = base.register(
+    base.DetectorDef(
+        "faster_rcnn",
+        section,
+        "fpn",
+        build,
+        functools.partial(base.loss_implies, quality_branch=False),  # the RPN's objectness is always there
+        "Faster R-CNN + FPN: RPN, RoIAlign, box head",
+        terms={**RPN_TERMS, **ROI_TERMS},
+        convert=convert.faster_rcnn_from_torchvision,
+    )
 )

@@ -27,6 +27,7 @@ from jaxdet.detectors import base
 from jaxdet.errors import ConfigError
 from jaxdet.losses import dense
 from jaxdet.losses import terms as loss_terms
+from jaxdet.models import convert
 from jaxdet.models.heads.fcos import FCOSHead
 
 
@@ -149,6 +150,14 @@ def build(config, ctx: base.BuildContext) -> FCOS:
     )  # fmt: skip
 
 
-DEFINITION = base.DetectorDef(
-    "fcos", section, "fpn", build, base.loss_implies, "FCOS: anchor-free points, centre sampling, centre-ness"
+DEFINITION = base.register(
+    base.DetectorDef(
+        "fcos",
+        section,
+        "fpn",
+        build,
+        base.loss_implies,
+        "FCOS: anchor-free points, centre sampling, centre-ness",
+        convert=convert.fcos_from_torchvision,
+    )
 )

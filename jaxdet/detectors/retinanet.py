@@ -12,6 +12,7 @@ from jaxdet.detectors import base
 from jaxdet.detectors.dense import AnchorDetector
 from jaxdet.errors import ConfigError
 from jaxdet.losses import terms as loss_terms
+from jaxdet.models import convert
 from jaxdet.models.heads.retinanet import RetinaNetHead
 
 
@@ -81,6 +82,14 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
     )
 
 
-DEFINITION = base.DetectorDef(
-    "retinanet", section, "fpn", build, base.loss_implies, "RetinaNet: anchors, max-IoU, focal loss"
+DEFINITION = base.register(
+    base.DetectorDef(
+        "retinanet",
+        section,
+        "fpn",
+        build,
+        base.loss_implies,
+        "RetinaNet: anchors, max-IoU, focal loss",
+        convert=convert.retinanet_from_torchvision,
+    )
 )

@@ -62,6 +62,6 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
     )
 
 
-DEFINITION = base.DetectorDef(
-    "ssd", section, "ssd_extras", build, base.loss_implies, "SSD: default boxes, hard negative mining"
+DEFINITION = base.register(
+    base.DetectorDef("ssd", section, "ssd_extras", build, base.loss_implies, "SSD: default boxes, hard negative mining")
 )

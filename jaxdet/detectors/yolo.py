@@ -138,11 +138,13 @@ def build(config, ctx: base.BuildContext) -> YOLO:
     return YOLO(module, points, strides, losses, y.center_radius, y.simota_k, base.detect_kwargs(m, ctx.kernels))
 
 
-DEFINITION = base.DetectorDef(
-    "yolo",
-    section,
-    "pan",
-    build,
-    functools.partial(base.loss_implies, quality_branch=False),  # objectness is always there
-    "YOLOX-style: anchor-free, objectness, SimOTA",
+DEFINITION = base.register(
+    base.DetectorDef(
+        "yolo",
+        section,
+        "pan",
+        build,
+        functools.partial(base.loss_implies, quality_branch=False),  # objectness is always there
+        "YOLOX-style: anchor-free, objectness, SimOTA",
+    )
 )

@@ -143,11 +143,13 @@ def build(config, ctx: base.BuildContext) -> YOLOv8:
     return YOLOv8(module, points, strides, losses, y.reg_max, tal, base.detect_kwargs(m, ctx.kernels))
 
 
-DEFINITION = base.DetectorDef(
-    "yolov8",
-    section,
-    "c2f_pan",
-    build,
-    base.loss_implies,
-    "YOLOv8: anchor-free, C2f + PAN, DFL box head, task-aligned assignment",
+DEFINITION = base.register(
+    base.DetectorDef(
+        "yolov8",
+        section,
+        "c2f_pan",
+        build,
+        base.loss_implies,
+        "YOLOv8: anchor-free, C2f + PAN, DFL box head, task-aligned assignment",
+    )
 )

@@ -26,7 +26,7 @@ from jaxdet.models.backbones import ResNetSpec, get_backbone_spec
 from jaxdet.models.torch_weights import Report, StateDict, Writer, by_index, load_state_dict
 
 __all__ = [  # (the reader and report re-exported: callers import them from here)
-    "DETECTOR_CONVERTERS", "Report", "StateDict", "faster_rcnn_from_torchvision", "fcos_from_torchvision",
+    "Report", "StateDict", "faster_rcnn_from_torchvision", "fcos_from_torchvision",
     "load_pretrained", "load_state_dict", "resnet_from_torchvision", "retinanet_from_torchvision",
 ]  # fmt: skip
 
@@ -178,25 +178,18 @@ def faster_rcnn_from_torchvision(sd: StateDict, variables: dict, backbone: str) 
     return w.vars, w.report.finish(sd)
 
 
-DETECTOR_CONVERTERS = {
-    "retinanet": retinanet_from_torchvision,
-    "fcos": fcos_from_torchvision,
-    "faster_rcnn": faster_rcnn_from_torchvision,
-}
-
-
-def load_pretrained(model_config, variables: dict, log=print) -> dict:
-    """`config.model.detector_weights` or `backbone_weights` loaded into `variables`
-    ({"params", "batch_stats"} of the whole detector); returns the new variables."""
+def load_pretrained(model_config, variables: dict, converter=None, log=print) -> dict:
+    """`config.model.detector_weights` (through `converter`, the detector's registered
+    torchvision converter) or `backbone_weights` loaded into `variables` ({"params",
+    "batch_stats"} of the whole detector); returns the new variables."""
     if model_config.get("detector_weights"):
-        name = model_config.name
-        if name not in DETECTOR_CONVERTERS:
+        if converter is None:
             raise ConfigError(
-                f"config.model.detector_weights: no torchvision converter for {name!r}; "
-                f"have {sorted(DETECTOR_CONVERTERS)} (use config.model.backbone_weights for the backbone alone)"
+                f"config.model.detector_weights: the {model_config.name!r} detector has no torchvision converter "
+                "(use config.model.backbone_weights for the backbone alone)"
             )
         path = model_config.detector_weights
-        variables, report = DETECTOR_CONVERTERS[name](load_state_dict(path), variables, model_config.backbone)
+        variables, report = converter(load_state_dict(path), variables, model_config.backbone)
     elif model_config.get("backbone_weights"):
         path = model_config.backbone_weights
         variables, report = resnet_from_torchvision(load_state_dict(path), variables, model_config.backbone)

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxdet.errors import ConfigError
-from jaxdet.models.layers import Conv, make_norm
 from jaxdet.models.csp import C2fPAN
+from jaxdet.models.layers import Conv, make_norm
 
 
 class _Pyramid(nn.Module):

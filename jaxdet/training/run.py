@@ -75,7 +75,7 @@ class Run:
         from jaxdet.models import convert  # torch is imported only when weights are loaded
 
         host = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-        loaded = convert.load_pretrained(m, host, log=_log)
+        loaded = convert.load_pretrained(m, host, detectors.get_definition(m.name).convert, log=_log)
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         loaded = jax.device_put(loaded, replicated)
         # The optimizer state depends on the parameters' shapes only, so it stays as initialised.
