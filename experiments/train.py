@@ -16,7 +16,7 @@ from jaxdet.training import loop, runtime
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (get_config).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and pictures.")
 flags.mark_flags_as_required(["config", "workdir"])
-# Multi-process runs (see README "Scaling"). Left unset: a single process, or under SLURM,
+# Multi-process runs (see docs/scaling.md). Left unset: a single process, or under SLURM,
 # on a TPU pod or under Open MPI, jax.distributed.initialize() reads the environment.
 _COORDINATOR = flags.DEFINE_string("jax_coordinator_address", "", "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("jax_num_processes", 0, "Number of processes in the run.")

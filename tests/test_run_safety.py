@@ -1,7 +1,7 @@
 """A run never eats what it was given: real `experiments.train` processes on a small
 COCO-JSON folder, stopped or broken the way users and machines break them (a second run
 on the same workdir, kill -9, SIGTERM during evaluation, an unreadable image, a corrupt
-checkpoint, a full disk). README "What jaxdet guarantees" points here.
+checkpoint, a full disk). docs/reliability.md "What jaxdet guarantees" points here.
 """
 
 import json

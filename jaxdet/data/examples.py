@@ -23,7 +23,7 @@ MAX_REPLACEMENTS = 64
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-    """Training augmentation, applied per example (see README: flip, scale jitter, crop, colour, mosaic)."""
+    """Training augmentation, applied per example (see docs/data.md: flip, scale jitter, crop, colour, mosaic)."""
 
     hflip: bool = True
     scale_range: tuple[float, float] = (1.0, 1.0)

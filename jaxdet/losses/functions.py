@@ -98,6 +98,21 @@ def ciou_loss(boxes1: Array, boxes2: Array, eps: float = EPS) -> Array:
     return 1 - box_ops.elementwise_ciou(boxes1, boxes2, eps)
 
 
+def penalty_reduced_focal_loss(logits: Array, targets: Array, alpha: float = 2.0, beta: float = 4.0) -> Array:
+    """CornerNet / CenterNet's heatmap loss ("penalty-reduced pixel-wise logistic regression
+    with focal loss"), elementwise: logits and targets [...] -> [...].
+
+    A target of exactly 1 is a peak: -(1 - p)^alpha log p; elsewhere the target (a Gaussian
+    around the peak) reduces the negative's penalty: -(1 - t)^beta p^alpha log(1 - p). As
+    the reference (`_neg_loss` on `_sigmoid`), p = sigmoid(logits) clipped to [1e-4, 1 - 1e-4].
+    """
+    p = jnp.clip(jax.nn.sigmoid(jnp.asarray(logits, jnp.float32)), 1e-4, 1 - 1e-4)
+    t = jnp.asarray(targets, jnp.float32)
+    positive = -jnp.log(p) * (1 - p) ** alpha
+    negative = -((1 - t) ** beta) * p**alpha * jnp.log(1 - p)
+    return jnp.where(t >= 1, positive, negative)
+
+
 def distribution_focal_loss(logits: Array, target: Array) -> Array:
     """Distribution focal loss (Li et al. 2020, GFL), elementwise over box sides.
 

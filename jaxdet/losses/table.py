@@ -100,6 +100,15 @@ def _qfl(logits: Array, labels: Array, quality: Array, focal_gamma: float = 2.0)
     return jnp.sum(F.quality_focal_loss(logits, t, focal_gamma), axis=-1)
 
 
+def _penalty_reduced_focal(
+    logits: Array, labels: Array, quality: Array, focal_gamma: float = 2.0, heatmap_beta: float = 4.0
+) -> Array:
+    """CenterNet's heatmap loss on the soft targets one_hot(label) x quality (a Gaussian's
+    value; 1 at a peak). Its `alpha` is focal_gamma (2 in both papers)."""
+    t = _sigmoid_targets(logits, labels, quality)
+    return jnp.sum(F.penalty_reduced_focal_loss(logits, t, focal_gamma, heatmap_beta), axis=-1)
+
+
 def _softmax_ce(
     logits: Array, labels: Array, quality: Array, label_smoothing: float = 0.0, no_object_weight: float = 1.0
 ) -> Array:
@@ -132,6 +141,10 @@ CLASSIFICATION_LOSSES: dict[str, ClassificationLoss] = {
     "softmax_cross_entropy": ClassificationLoss(_softmax_ce, "softmax", hyper=("label_smoothing", "no_object_weight")),
     "varifocal": ClassificationLoss(_varifocal, "sigmoid", iou_aware=True, hyper=("varifocal_alpha", "focal_gamma")),
     "quality_focal": ClassificationLoss(_qfl, "sigmoid", iou_aware=True, hyper=("focal_gamma",)),
+    # CenterNet: peaks (target 1) against Gaussian-reduced negatives, on every location.
+    "penalty_reduced_focal": ClassificationLoss(
+        _penalty_reduced_focal, "sigmoid", hyper=("focal_gamma", "heatmap_beta")
+    ),
 }
 
 LOCALIZATION_LOSSES: dict[str, LocalizationLoss] = {

@@ -13,7 +13,7 @@ Layouts: conv weights [O, I, kh, kw] -> flax kernels [kh, kw, I, O]; linear [O, 
 bias, running_mean, running_var -> flax scale, bias, mean, var. Faster R-CNN's
 background class moves from torchvision's first column to jaxdet's last.
 
-Architecture settings must match the checkpoint (see README "Pretrained weights"): the
+Architecture settings must match the checkpoint (see docs/detectors_and_losses.md, "Pretrained weights"): the
 same ResNet depth, FPN levels and width, anchors per position, head convs and classes.
 """
 
