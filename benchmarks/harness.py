@@ -17,7 +17,7 @@ optimizer update, on a batch already on the devices. Figures:
 - mfu: flops_per_step / step_s / the chip's peak for the compute dtype (known chips only);
 - peak_host_mb (this process's max RSS) and peak_device_mb (`memory_stats`, GPU/TPU).
 
-Inference (`bench_jaxdet_inference`) times `train.make_predict_step` the same way: the
+Inference (`bench_jaxdet_inference`) times `inference.make_predict_step` the same way: the
 eval-mode forward and the detector's post-processing, a step per batch.
 """
 
@@ -33,8 +33,9 @@ import ml_collections
 
 from benchmarks import profile
 from benchmarks.memory import peak_host_mb
-from jaxdet import configs, detectors, kernels
+from jaxdet import configs, detectors, kernels, parallel
 from jaxdet.data.synthetic import synthetic_batch
+from jaxdet.detectors import inference
 from jaxdet.training import optim
 from jaxdet.training import step as train
 
@@ -69,7 +70,7 @@ def step_flops(detector, tx, lr_schedule, state, batch: dict, rng: jax.Array, nu
     batch go through the same `shard_train_step` on a 1-device CPU mesh.
     """
     cpu_step = train.shard_train_step(
-        train.make_train_step(detector, tx, lr_schedule), train.make_mesh(jax.devices("cpu")[:1])
+        train.make_train_step(detector, tx, lr_schedule), parallel.make_mesh(jax.devices("cpu")[:1])
     )
     abstract = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
     per_device = {k: jax.ShapeDtypeStruct((v.shape[0] // num_devices, *v.shape[1:]), v.dtype) for k, v in batch.items()}
@@ -90,14 +91,16 @@ def _setup(config: ml_collections.ConfigDict, num_classes: int, steps: int, warm
     """The detector, optimizer, initial state and a synthetic global batch over every local device."""
     if steps < 1 or warmup < 1:
         raise ValueError(f"steps and warmup must be >= 1, got steps={steps}, warmup={warmup}")
-    mesh = train.make_mesh()
+    mesh = parallel.make_mesh()
     config = configs.resolve(config)
     configs.validate(config, mesh.size)
-    detector = detectors.build_detector(config, num_classes, train.AXIS, kernels.platform(mesh.devices.flat), mesh.size)
+    detector = detectors.build_detector(
+        config, num_classes, parallel.AXIS, kernels.platform(mesh.devices.flat), mesh.size
+    )
     tx, lr = optim.make_optimizer(config.optim, max(config.train.steps, steps + warmup))
     state = train.init_state(detector, tx, train.init_key(seed), config.data.image_size, mesh)
     local = synthetic_batch(config.train.batch_size, config.data.image_size, config.data.max_boxes, num_classes, seed)
-    return config, mesh, detector, tx, lr, state, train.global_batch(mesh, local)
+    return config, mesh, detector, tx, lr, state, parallel.global_batch(mesh, local)
 
 
 def _time(run: Callable[[], Any], steps: int, warmup: int) -> list[float]:
@@ -175,12 +178,12 @@ def bench_jaxdet(
 def bench_jaxdet_inference(
     config: ml_collections.ConfigDict, num_classes: int, steps: int, warmup: int, seed: int = 0, profile_dir: str = ""
 ) -> dict[str, Any]:
-    """Times inference: `train.make_predict_step` (eval-mode forward + post-processing) on
+    """Times inference: `inference.make_predict_step` (eval-mode forward + post-processing) on
     a synthetic batch of `config.train.batch_size` images, randomly initialised weights.
     Post-processing has static shapes, so its work does not depend on the scores."""
     config, mesh, detector, _, _, state, batch = _setup(config, num_classes, steps, warmup, seed)
-    step = train.make_predict_step(detector, mesh)
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    step = inference.make_predict_step(detector, mesh)
+    variables = state.variables
     t0 = time.perf_counter()
     compiled = step.lower(variables, batch["image"]).compile()
     compile_s = time.perf_counter() - t0
@@ -193,7 +196,7 @@ def bench_jaxdet_inference(
 
     times = _time(run, steps, warmup)
     _maybe_profile(run, compiled, profile_dir)
-    cpu = train.make_predict_step(detector, train.make_mesh(jax.devices("cpu")[:1]))
+    cpu = inference.make_predict_step(detector, parallel.make_mesh(jax.devices("cpu")[:1]))
     abstract = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
     images = batch["image"]
     per_device = jax.ShapeDtypeStruct((images.shape[0] // mesh.size, *images.shape[1:]), images.dtype)

@@ -22,10 +22,10 @@ import numpy as np
 from experiments.configs import retinanet_r50
 from jaxdet import detectors, kernels
 from jaxdet.data.synthetic import synthetic_batch
+from jaxdet.detectors import inference
 from jaxdet.models.backbones import Bottleneck
 from jaxdet.models.heads.retinanet import RetinaNetHead
 from jaxdet.models.layers import Conv, make_norm, max_pool_3x3_s2
-from jaxdet.training import step as train
 
 SIZE, BATCH, CLASSES, STEPS = 512, 2, 80, 5
 # ResNet-50 parts: (name, input shape NHWC, blocks, output channels, first stride).
@@ -70,7 +70,7 @@ def jaxdet_network(batch) -> tuple[float, float]:
     config = retinanet_r50.get_config()
     config.data.image_size, config.train.batch_size = SIZE, BATCH
     det = detectors.build_detector(config, CLASSES, None)
-    images = train.normalize(jnp.asarray(batch["image"]))
+    images = inference.normalize(jnp.asarray(batch["image"]))
     key = jax.random.key(0)
     variables = det.module.init({"params": key, "sampling": key}, images[:1], train=False)
 

@@ -120,7 +120,7 @@ def untrained_workdir(workdir: str) -> str:
     import jax
 
     from experiments.configs import default
-    from jaxdet import configs, detectors
+    from jaxdet import configs, detectors, parallel
     from jaxdet.data.classes import Classes
     from jaxdet.training import checkpoint, optim
     from jaxdet.training import step as train
@@ -131,7 +131,7 @@ def untrained_workdir(workdir: str) -> str:
     Classes(("a", "b"), (3, 9)).write(workdir)
     detector = detectors.build_detector(config, 2, None, jax.devices()[0].platform)
     tx, _ = optim.make_optimizer(config.optim, config.train.steps)
-    state = train.init_state(detector, tx, jax.random.key(0), 64, train.make_mesh(jax.devices()[:1]))
+    state = train.init_state(detector, tx, jax.random.key(0), 64, parallel.make_mesh(jax.devices()[:1]))
     ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), 1, 1)
     ckpts.save(1, state, force=True)
     ckpts.wait()

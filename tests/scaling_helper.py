@@ -13,7 +13,10 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.configs import default  # noqa: E402
-from jaxdet import detectors  # noqa: E402
+from jaxdet import (
+    detectors,  # noqa: E402
+    parallel,
+)
 from jaxdet.data.synthetic import synthetic_batch  # noqa: E402
 from jaxdet.training import optim  # noqa: E402
 from jaxdet.training import step as train  # noqa: E402
@@ -21,14 +24,14 @@ from jaxdet.training import step as train  # noqa: E402
 
 def run(config, devices, batches):
     assert len(devices) == len({d.id for d in devices})
-    mesh = train.make_mesh(devices)
-    det = detectors.build_detector(config, 5, train.AXIS, "cpu", num_devices=len(devices))
+    mesh = parallel.make_mesh(devices)
+    det = detectors.build_detector(config, 5, parallel.AXIS, "cpu", num_devices=len(devices))
     tx, lr = optim.make_optimizer(config.optim, config.train.steps)
     state = train.init_state(det, tx, train.init_key(0), config.data.image_size, mesh)
     step = train.shard_train_step(train.make_train_step(det, tx, lr), mesh)
     losses = []
     for b in batches:
-        state, metrics = step(state, train.global_batch(mesh, b), jax.random.key(1))
+        state, metrics = step(state, parallel.global_batch(mesh, b), jax.random.key(1))
         losses.append(float(metrics["loss"]))
     return jax.device_get(state), losses
 

@@ -33,14 +33,14 @@ def test_step_flops_counts_the_global_step():
     batch is about half the work."""
     import jax
 
-    from jaxdet import detectors
+    from jaxdet import detectors, parallel
     from jaxdet.training import optim
     from jaxdet.training import step as train
 
     config = default.get_config("tiny")
-    detector = detectors.build_detector(config, 5, train.AXIS)
+    detector = detectors.build_detector(config, 5, parallel.AXIS)
     tx, lr = optim.make_optimizer(config.optim, 10)
-    mesh = train.make_mesh(jax.devices()[:1])
+    mesh = parallel.make_mesh(jax.devices()[:1])
     state = train.init_state(detector, tx, train.init_key(0), 64, mesh)
     rng = jax.random.key(0)
     big = synthetic_batch(8, 64, 8, 5)
@@ -89,7 +89,8 @@ def test_torchvision_side_matches_inputs():
 def test_inference_bench_times_the_predict_step_which_gives_evaluations_detections():
     import jax
 
-    from jaxdet import detectors
+    from jaxdet import detectors, parallel
+    from jaxdet.detectors import inference
     from jaxdet.training import optim
     from jaxdet.training import step as train
 
@@ -100,14 +101,13 @@ def test_inference_bench_times_the_predict_step_which_gives_evaluations_detectio
     # Score threshold 0: every image keeps some detections (at most max_detections) after NMS.
     assert 0 < r["detections"] <= 4 * config.model.max_detections
 
-    detector = detectors.build_detector(config, 5, train.AXIS)
+    detector = detectors.build_detector(config, 5, parallel.AXIS)
     tx, _ = optim.make_optimizer(config.optim, 10)
-    mesh = train.make_mesh(jax.devices()[:1])
+    mesh = parallel.make_mesh(jax.devices()[:1])
     state = train.init_state(detector, tx, train.init_key(0), 64, mesh)
-    batch = train.global_batch(mesh, synthetic_batch(2, 64, 8, 5))
-    predicted = train.make_predict_step(detector, mesh)({"params": state.params, "batch_stats": state.batch_stats},
-                                                        batch["image"])  # fmt: skip
-    evaluated, _ = train.make_eval_step(detector, mesh)(state, batch)
+    batch = parallel.global_batch(mesh, synthetic_batch(2, 64, 8, 5))
+    predicted = inference.make_predict_step(detector, mesh)(state.variables, batch["image"])
+    evaluated, _ = inference.make_eval_step(detector, mesh)(state.variables, batch)
     for k in ("boxes", "scores", "classes", "valid"):
         np.testing.assert_allclose(np.asarray(predicted[k]), np.asarray(evaluated[k]), atol=1e-5, err_msg=k)
 

@@ -6,6 +6,7 @@ Skipped without torch/torchvision (the `bench` extra); run with them installed:
 """
 
 import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,24 +15,25 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from experiments.configs import default, faster_rcnn, retinanet_r50  # noqa: E402
-from jaxdet import detectors  # noqa: E402
-from jaxdet.errors import ConfigError  # noqa: E402
-from jaxdet.models import convert  # noqa: E402
-from jaxdet.models.backbones import ResNet, get_backbone_spec  # noqa: E402
-from jaxdet.models.heads.rcnn import BoxHead  # noqa: E402
 from torchvision_helpers import (  # noqa: E402
     SIZE,
     _full_precision,  # noqa: F401 (autouse fixture)
     close,
     detector,
     fpn_outputs,
-    random_images,
     nchw,
+    random_images,
     randomize_norms,
     save,
     torchvision_detector,
 )
+
+from experiments.configs import default, faster_rcnn, retinanet_r50  # noqa: E402
+from jaxdet import detectors  # noqa: E402
+from jaxdet.errors import ConfigError  # noqa: E402
+from jaxdet.models import convert  # noqa: E402
+from jaxdet.models.backbones import ResNet, get_backbone_spec  # noqa: E402
+from jaxdet.models.heads.rcnn import BoxHead  # noqa: E402
 
 
 @pytest.mark.parametrize("depth, norm", [(18, "frozen_batch"), (34, "batch"), (50, "frozen_batch")])

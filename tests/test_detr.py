@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from experiments.configs import recipe
-from jaxdet import detectors
+from jaxdet import detectors, parallel
+from jaxdet.detectors import inference
 from jaxdet.errors import ConfigError
 from jaxdet.models.heads import denoising
 from jaxdet.models.heads.detr import DETRHead
@@ -48,14 +49,14 @@ def test_train_step_compiles_once_for_batches_of_0_to_m_objects():
     groups = 2
     config = _config(groups)
     det = detectors.build_detector(config, K)
-    mesh = train.make_mesh(jax.devices()[:1])
+    mesh = parallel.make_mesh(jax.devices()[:1])
     tx, lr = optim.make_optimizer(config.optim, 10)
     state = train.init_state(det, tx, jax.random.key(0), SIZE, mesh)
     chex.clear_trace_counter()  # (the counter is per function name; other tests trace a step_fn too)
     traced = chex.assert_max_traces(train.make_train_step(det, tx, lr), n=1)
     step = train.shard_train_step(traced, mesh)
     for objects in range(M + 1):  # 0 (every query "no object") .. M real boxes
-        state, metrics = step(state, train.global_batch(mesh, _batch(objects, seed=objects)), jax.random.key(1))
+        state, metrics = step(state, parallel.global_batch(mesh, _batch(objects, seed=objects)), jax.random.key(1))
         metrics = jax.device_get(metrics)
         assert all(np.isfinite(v) for v in metrics.values()), (objects, metrics)
         assert metrics["nonfinite"] == 0.0
@@ -133,7 +134,7 @@ def test_denoising_loss_trains_positives_on_their_box_and_negatives_on_no_object
     key = jax.random.key(0)
     # (jitted: run op by op, the model and the matcher's loops take ~3x longer here)
     variables = jax.jit(lambda k: det.module.init({"params": k, "sampling": k}, batch["image"], train=False))(key)
-    outputs = jax.jit(lambda v: train.forward(det, v, batch, jax.random.key(1), train=True)[0])(variables)
+    outputs = jax.jit(lambda v: inference.forward(det, v, batch, jax.random.key(1), train=True)[0])(variables)
     real_positive = np.asarray(outputs["dn_real"] & outputs["dn_positive"])
     assert real_positive.sum() == 2 * 2 * 2  # images x groups x real boxes
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from experiments.configs import faster_rcnn
-from jaxdet import assigners, detectors
+from jaxdet import assigners, detectors, parallel
+from jaxdet.detectors import inference
 from jaxdet.training import progress
 from jaxdet.training import step as train
 
@@ -37,7 +38,7 @@ def _outputs(batch, train_mode=True):
     det = detectors.build_detector(config, 5)
     key = jax.random.key(0)
     variables = det.module.init({"params": key, "sampling": key}, jnp.zeros((1, 64, 64, 3)), train=False)
-    fn = jax.jit(lambda v, b: train.forward(det, v, b, jax.random.key(1), train=train_mode)[0])
+    fn = jax.jit(lambda v, b: inference.forward(det, v, b, jax.random.key(1), train=train_mode)[0])
     return det, fn(variables, {k: jnp.asarray(v) for k, v in batch.items()}), config
 
 
@@ -113,18 +114,18 @@ def test_train_step_compiles_once_over_real_object_counts():
     assert sorted(per_image) == [0, 0, 0, 1, 1, 3, 3, 8]  # one epoch: every image once, 12 truncated to 8
     assert {tuple((k, v.shape) for k, v in sorted(b.items())) for b in batches}.__len__() == 1  # one layout
 
-    det = detectors.build_detector(config, 5, train.AXIS)
+    det = detectors.build_detector(config, 5, parallel.AXIS)
     tx, lr = optim.make_optimizer(config.optim, 10)
-    mesh = train.make_mesh(jax.devices()[:1])
+    mesh = parallel.make_mesh(jax.devices()[:1])
     state = train.init_state(det, tx, train.init_key(0), 64, mesh)
     traced = chex.assert_max_traces(train.make_train_step(det, tx, lr), n=1)
     step = train.shard_train_step(traced, mesh)
     losses = []
     for batch in batches + batches:
-        state, metrics = step(state, train.global_batch(mesh, progress.model_inputs(batch)), jax.random.key(0))
+        state, metrics = step(state, parallel.global_batch(mesh, progress.model_inputs(batch)), jax.random.key(0))
         losses.append(float(metrics["loss"]))
     assert np.all(np.isfinite(losses)) and int(state.step) == 4
     # The counter is live: a batch sized by its real object count (here 3) would compile again.
     trimmed = {k: (v[:, :3] if k in ("boxes", "labels", "box_mask") else v) for k, v in batches[0].items()}
     with pytest.raises(AssertionError, match="traced"):
-        step(state, train.global_batch(mesh, progress.model_inputs(trimmed)), jax.random.key(0))
+        step(state, parallel.global_batch(mesh, progress.model_inputs(trimmed)), jax.random.key(0))

@@ -11,7 +11,8 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from experiments.configs import default
-from jaxdet import detectors, losses, sweep
+from jaxdet import detectors, losses, parallel, sweep
+from jaxdet.detectors import inference
 from jaxdet.detectors.config import use_detector
 from jaxdet.errors import ConfigError
 from jaxdet.training import optim
@@ -51,12 +52,12 @@ def _batch(n=2, size=32, all_padding=False):
 
 
 def _train(config, steps=2, batch=None):
-    mesh = train.make_mesh(jax.devices()[:1])
+    mesh = parallel.make_mesh(jax.devices()[:1])
     det = detectors.build_detector(config, 5)
     tx, lr = optim.make_optimizer(config.optim, 10)
     state = train.init_state(det, tx, jax.random.key(0), config.data.image_size, mesh)
     step = train.shard_train_step(train.make_train_step(det, tx, lr), mesh)
-    batch = train.global_batch(mesh, batch or _batch())
+    batch = parallel.global_batch(mesh, batch or _batch())
     out = []
     for _ in range(steps):
         state, m = step(state, batch, jax.random.key(1))
@@ -80,7 +81,7 @@ def _initial_outputs(detector: str, classification: str, confidence: str) -> dic
     batch = {k: jnp.asarray(v) for k, v in _batch().items()}
     key = jax.random.key(0)
     variables = det.module.init({"params": key, "sampling": key}, batch["image"], train=False)
-    return jax.jit(lambda v, b: train.forward(det, v, b, jax.random.key(1), train=True)[0])(variables, batch)
+    return jax.jit(lambda v, b: inference.forward(det, v, b, jax.random.key(1), train=True)[0])(variables, batch)
 
 
 # Faster R-CNN's column is the slowest (~10 s per loss: two stages to trace) and shares the
@@ -161,8 +162,8 @@ def test_detector_train_steps(detector):
     for m in metrics:
         assert all(np.isfinite(v) for v in m.values()), m
     assert metrics[-1]["loss"] < metrics[0]["loss"]
-    mesh = train.make_mesh(jax.devices()[:1])
-    dets, terms = train.make_eval_step(det, mesh)(state, train.global_batch(mesh, _batch()))
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    dets, terms = inference.make_eval_step(det, mesh)(state.variables, parallel.global_batch(mesh, _batch()))
     assert dets["boxes"].shape == (2, config.model.max_detections, 4)
     assert all(np.isfinite(float(v)) for v in terms.values())
 
@@ -184,11 +185,11 @@ def test_loss_hyperparameters_come_from_the_config():
 
 def test_term_gradients_sum_to_the_total_gradient():
     config = _config(confidence="iou_binary_cross_entropy", localization="giou")
-    mesh = train.make_mesh(jax.devices()[:1])
+    mesh = parallel.make_mesh(jax.devices()[:1])
     det = detectors.build_detector(config, 5)
     tx, _ = optim.make_optimizer(config.optim, 10)
     state = train.init_state(det, tx, jax.random.key(0), 32, mesh)
-    batch = train.global_batch(mesh, _batch())
+    batch = parallel.global_batch(mesh, _batch())
 
     def both(state, batch):
         rng = jax.random.key(3)
@@ -196,8 +197,8 @@ def test_term_gradients_sum_to_the_total_gradient():
 
         def total(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
-            outputs, _ = train.forward(det, variables, batch, rng, train=True)
-            return det.loss_fn(outputs, batch, rng, axis_name=train.AXIS)[0]
+            outputs, _ = inference.forward(det, variables, batch, rng, train=True)
+            return det.loss_fn(outputs, batch, rng, axis_name=parallel.AXIS)[0]
 
         return jac, jax.grad(total)(state.params)
 
@@ -249,7 +250,7 @@ def test_two_arm_sweep_writes_results(tfds_dir, tmp_path, capsys):
     assert "| loss.localization=smooth_l1 |" in text and "| loss.localization=giou |" in text
     assert os.path.getsize(png) > 10_000
     # Same seed: every arm starts from the same parameters (and the data order is a function of the seed).
-    mesh = train.make_mesh(jax.devices()[:1])
+    mesh = parallel.make_mesh(jax.devices()[:1])
     inits = []
     for overrides in grid:
         cfg = sweep.apply(config, overrides, 0)

@@ -14,8 +14,8 @@ from coco_folder import run
 
 from experiments.configs import default, faster_rcnn
 from jaxdet import configs, detectors, sweep
+from jaxdet.detectors import inference
 from jaxdet.detectors.config import model_config
-from jaxdet.training import step as train
 
 FASTER_RCNN_TERMS = ["rpn_objectness", "rpn_box", "roi_classification", "roi_box"]
 
@@ -42,7 +42,7 @@ def _terms(**loss):
         "box_mask": jnp.asarray([[True, True, False], [True, False, False]]),
     }
     sample = jax.random.key(1)
-    outputs, _ = train.forward(det, variables, batch, sample, train=True)
+    outputs, _ = inference.forward(det, variables, batch, sample, train=True)
     total, terms = det.loss_fn(outputs, batch, sample)
     return float(total), {k: float(v) for k, v in terms.items()}, det
 

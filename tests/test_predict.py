@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import recipe
-from jaxdet import detectors
+from jaxdet import detectors, parallel
 from jaxdet.training import optim
 from jaxdet.training import step as train
 
@@ -60,7 +60,7 @@ def test_predict_restores_every_detector_from_its_workdir(name, tmp_path):
         json.dump([f"c{k}" for k in range(5)], f)
     det = detectors.build_detector(config, 5)
     tx, _ = optim.make_optimizer(config.optim, config.train.steps)
-    state = train.init_state(det, tx, jax.random.key(0), 64, train.make_mesh(jax.devices()[:1]))
+    state = train.init_state(det, tx, jax.random.key(0), 64, parallel.make_mesh(jax.devices()[:1]))
     ckpts = checkpoint.Checkpoints(f"{workdir}/checkpoints", keep=1, save_every=1)
     ckpts.save(3, state, force=True)
     ckpts.wait()

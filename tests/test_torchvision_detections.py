@@ -9,9 +9,6 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from experiments.configs import faster_rcnn, retinanet_r50  # noqa: E402
-from jaxdet import detectors  # noqa: E402
-from jaxdet.training import step as train  # noqa: E402
 from torchvision_helpers import (  # noqa: E402
     _full_precision,  # noqa: F401 (autouse fixture)
     assert_same_detections,
@@ -21,6 +18,10 @@ from torchvision_helpers import (  # noqa: E402
     square_inputs,
     torchvision_detector,
 )
+
+from experiments.configs import faster_rcnn, retinanet_r50  # noqa: E402
+from jaxdet import detectors  # noqa: E402
+from jaxdet.detectors import inference  # noqa: E402
 
 
 def test_torchvision_retinanet_detections_match():
@@ -121,7 +122,7 @@ def test_torchvision_retinanet_eval_mode_detections_match(tmp_path):
     det, variables = detector(config, num_classes, tmp_path, save(tv, tmp_path))
     with torch.no_grad():
         theirs = tv(images)
-    outputs = det.module.apply(variables, train.normalize(jnp.asarray(pixels)), train=False)
+    outputs = det.module.apply(variables, inference.normalize(jnp.asarray(pixels)), train=False)
     ours = jax.device_get(det.predict(outputs))
     for i, t in enumerate(theirs):
         k = int(ours.valid[i].sum())
@@ -160,7 +161,7 @@ def test_torchvision_faster_rcnn_eval_mode_detections_match(tmp_path):
     config.model.max_detections = 1000
     config.model.pre_nms_topk = 10000  # > proposals x classes: no candidate is capped
     det, variables = detector(config, num_classes, tmp_path, save(tv, tmp_path))
-    outputs = det.module.apply(variables, train.normalize(jnp.asarray(pixels)), train=False)
+    outputs = det.module.apply(variables, inference.normalize(jnp.asarray(pixels)), train=False)
     ours = jax.device_get(det.predict(outputs))
     for i, t in enumerate(theirs):
         k = int(ours.valid[i].sum())

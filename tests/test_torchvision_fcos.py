@@ -11,9 +11,6 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from experiments.configs import fcos  # noqa: E402
-from jaxdet import detectors  # noqa: E402
-from jaxdet.training import step as train  # noqa: E402
 from torchvision_helpers import (  # noqa: E402
     _full_precision,  # noqa: F401 (autouse fixture)
     assert_same_detections,
@@ -26,6 +23,10 @@ from torchvision_helpers import (  # noqa: E402
     square_inputs,
     torchvision_detector,
 )
+
+from experiments.configs import fcos  # noqa: E402
+from jaxdet import detectors  # noqa: E402
+from jaxdet.detectors import inference  # noqa: E402
 
 SIZE, CLASSES = 128, 7  # 2^7 divides 128: jaxdet's and torchvision's points coincide on every level
 
@@ -59,7 +60,7 @@ def test_torchvision_fcos_points_are_its_anchor_centres():
 def test_torchvision_fcos_converted_weights_give_its_head_outputs(tmp_path):
     tv = torchvision_detector("fcos_resnet50_fpn", CLASSES)
     det, variables = detector(_config(), CLASSES, tmp_path, save(tv, tmp_path))
-    images = np.asarray(train.normalize(jnp.asarray(np.random.default_rng(3).uniform(0, 255, (2, SIZE, SIZE, 3)))))
+    images = np.asarray(inference.normalize(jnp.asarray(np.random.default_rng(3).uniform(0, 255, (2, SIZE, SIZE, 3)))))
     ours = det.module.apply(variables, jnp.asarray(images, jnp.float32), train=False)
     with torch.no_grad():
         theirs = tv.head(list(tv.backbone(nchw(images.astype(np.float32))).values()))
@@ -140,7 +141,9 @@ def test_torchvision_fcos_eval_mode_detections_match(tmp_path):
     config = _config()
     config.model.max_detections = 1000
     det, variables = detector(config, CLASSES, tmp_path, save(tv, tmp_path))
-    ours = jax.device_get(det.predict(det.module.apply(variables, train.normalize(jnp.asarray(pixels)), train=False)))
+    ours = jax.device_get(
+        det.predict(det.module.apply(variables, inference.normalize(jnp.asarray(pixels)), train=False))
+    )
     for i, t in enumerate(theirs):
         k = int(ours.valid[i].sum())
         assert k == len(t["scores"]) and 30 < k < 1000, (k, len(t["scores"]))

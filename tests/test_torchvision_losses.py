@@ -10,16 +10,17 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from experiments.configs import faster_rcnn, retinanet_r50  # noqa: E402
-from jaxdet import detectors  # noqa: E402
-from jaxdet.training import step as train  # noqa: E402
 from torchvision_helpers import (  # noqa: E402
     _full_precision,  # noqa: F401 (autouse fixture)
-    random_images,
     loss_batch,
     nchw,
+    random_images,
     torchvision_detector,
 )
+
+from experiments.configs import faster_rcnn, retinanet_r50  # noqa: E402
+from jaxdet import detectors  # noqa: E402
+from jaxdet.detectors import inference  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -68,7 +69,7 @@ def test_torchvision_retinanet_loss_and_gradient_match(tmp_path):
     ]
     with torch.no_grad():
         pixels = np.random.default_rng(4).uniform(0, 255, (1, size, size, 3)).astype(np.float32)
-        feats = list(tv.backbone(nchw(np.asarray(train.normalize(jnp.asarray(pixels))))).values())
+        feats = list(tv.backbone(nchw(np.asarray(inference.normalize(jnp.asarray(pixels))))).values())
     from torchvision.models.detection.image_list import ImageList
 
     anchors = tv.anchor_generator(ImageList(torch.zeros(1, 3, size, size), [(size, size)]), feats)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import default
-from jaxdet import detectors
+from jaxdet import detectors, parallel
 from jaxdet.evaluation import evaluator
 from jaxdet.training import loop, optim
 from jaxdet.training import step as train
@@ -46,14 +46,14 @@ def _batch(n, size, seed=0, max_boxes=4):
 
 
 def _run_steps(config, devices, batches, history=False):
-    mesh = train.make_mesh(devices)
+    mesh = parallel.make_mesh(devices)
     det = detectors.build_detector(config, 5)
     tx, lr = optim.make_optimizer(config.optim, config.train.steps)
     state = train.init_state(det, tx, jax.random.key(0), config.data.image_size, mesh)
     step = train.shard_train_step(train.make_train_step(det, tx, lr), mesh)
     metrics, states = {}, [jax.device_get(state)]
     for b in batches:
-        state, metrics = step(state, train.global_batch(mesh, b), jax.random.key(1))
+        state, metrics = step(state, parallel.global_batch(mesh, b), jax.random.key(1))
         if history:
             states.append((jax.device_get(state), jax.device_get(metrics)))
     return states if history else (jax.device_get(state), jax.device_get(metrics))
@@ -86,7 +86,7 @@ def test_bfloat16_compute_trains():
 def test_loss_decreases_on_a_fixed_batch():
     config = _tiny(optim__learning_rate=3e-3, optim__warmup_steps=0, train__steps=30)
     batch = _batch(4, 64)
-    mesh = train.make_mesh(jax.devices()[:1])
+    mesh = parallel.make_mesh(jax.devices()[:1])
     det = detectors.build_detector(config, 5)
     tx, lr = optim.make_optimizer(config.optim, 30)
     state = train.init_state(det, tx, jax.random.key(0), 64, mesh)
@@ -95,7 +95,7 @@ def test_loss_decreases_on_a_fixed_batch():
     step = train.shard_train_step(step_fn, mesh)
     losses = []
     for _ in range(30):
-        state, m = step(state, train.global_batch(mesh, batch), jax.random.key(0))
+        state, m = step(state, parallel.global_batch(mesh, batch), jax.random.key(0))
         losses.append(float(m["loss"]))
     assert losses[-1] < 0.5 * losses[0], losses
 

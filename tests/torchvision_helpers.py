@@ -10,9 +10,9 @@ import torch
 import torchvision
 
 from jaxdet import detectors
+from jaxdet.detectors import inference
 from jaxdet.models import convert
 from jaxdet.models.necks import FPN
-from jaxdet.training import step as train
 
 SIZE = 96  # odd feature sizes at several levels (96 -> 48, 24, 12, 6, 3, 2, 1)
 
@@ -50,7 +50,7 @@ def save(model, tmp_path) -> str:
 def random_images(seed: int = 0) -> np.ndarray:
     """A normalised image batch [2, SIZE, SIZE, 3] (what both models see after their transforms)."""
     pixels = np.random.default_rng(seed).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
-    return np.asarray(train.normalize(jnp.asarray(pixels)))
+    return np.asarray(inference.normalize(jnp.asarray(pixels)))
 
 
 def nchw(x: np.ndarray):

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from jaxdet.evaluation import visualize
+from jaxdet import visualize
 
 
 def statistics(table) -> dict:

@@ -13,11 +13,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxdet import configs, files
+from jaxdet import configs, files, parallel, visualize
 from jaxdet.data import pipeline
 from jaxdet.data.classes import Classes
 from jaxdet.errors import ConfigError
-from jaxdet.evaluation import analysis, visualize
+from jaxdet.evaluation import analysis
 from jaxdet.evaluation import coco as evaluation
 from jaxdet.training import checkpoint, progress
 from jaxdet.training import step as train
@@ -59,10 +59,10 @@ def evaluate(run, state: train.TrainState, step: int, interrupt=lambda: False) -
             if interrupt():
                 _log(f"evaluation at step {step} abandoned (stopping)")
                 return None
-            dets, terms = run.eval_step(state, train.global_batch(run.mesh, progress.model_inputs(local)))
-            dets = train.to_host(dets)
+            dets, terms = run.eval_step(state.variables, parallel.global_batch(run.mesh, progress.model_inputs(local)))
+            dets = parallel.to_host(dets)
             keys = ("scale", "image_id", "image_mask", "bad_image")
-            host_batch = train.to_host(train.global_batch(run.mesh, {k: local[k] for k in keys}))
+            host_batch = parallel.to_host(parallel.global_batch(run.mesh, {k: local[k] for k in keys}))
             results += _coco_results(dets, host_batch, host_batch["image_mask"], run.classes)
             unreadable |= {int(i) for i in host_batch["image_id"][host_batch["bad_image"] >= 0]}
             for k, v in jax.device_get(terms).items():
@@ -122,8 +122,8 @@ def draw_predictions(run, state: train.TrainState, step: int) -> list[str]:
     stream = run.pipeline(run.eval_source, workers=0).eval(run.eval_batch_size // jax.process_count())
     local = next(stream)
     stream.close()
-    dets, _ = run.eval_step(state, train.global_batch(run.mesh, progress.model_inputs(local)))
-    dets = train.to_host(dets)
+    dets, _ = run.eval_step(state.variables, parallel.global_batch(run.mesh, progress.model_inputs(local)))
+    dets = parallel.to_host(dets)
     out_dir = os.path.join(run.workdir, "predictions")
     paths, pictures = [], []
     if jax.process_index() != 0:

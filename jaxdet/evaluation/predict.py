@@ -18,10 +18,10 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxdet import configs, detectors, files
+from jaxdet import configs, detectors, files, parallel, visualize
 from jaxdet.data import augment, decode
+from jaxdet.detectors import inference
 from jaxdet.errors import ConfigError
-from jaxdet.evaluation import visualize
 from jaxdet.training import checkpoint, optim
 from jaxdet.training import step as train
 
@@ -54,7 +54,7 @@ class Predictor:
         devices = jax.local_devices()[:1]
         self.detector = detectors.build_detector(cfg, len(self.class_names), None, devices[0].platform)
         tx, _ = optim.make_optimizer(cfg.optim, cfg.train.steps)
-        mesh = train.make_mesh(devices)
+        mesh = parallel.make_mesh(devices)
         ckpts, step = checkpoint.find(workdir, which)
         try:
             target = train.init_state(self.detector, tx, train.init_key(0), cfg.data.image_size, mesh)
@@ -64,8 +64,8 @@ class Predictor:
         if state is None:
             raise ConfigError(f"no checkpoint in {ckpts.directory} restores (see the lines above)")
         self.step = step
-        self.variables = {"params": state.params, "batch_stats": state.batch_stats}
-        self._run = train.make_predict_step(self.detector, mesh)
+        self.variables = state.variables
+        self._run = inference.make_predict_step(self.detector, mesh)
 
     def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """uint8 [H, W, 3] -> {boxes [D, 4] original xyxy pixels, scores [D], classes [D]} (valid only)."""

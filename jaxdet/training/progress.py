@@ -10,8 +10,8 @@ import time
 import jax
 import numpy as np
 
+from jaxdet import parallel
 from jaxdet.errors import NonFiniteError
-from jaxdet.training import step as train
 
 
 def log(msg: str) -> None:
@@ -57,7 +57,7 @@ class Progress:
             self.unreadable.add(index)
             where = self.run.train_source.where(index)
             log(f"warning: image {where} is unreadable; replaced by the next readable image (data.skip_bad)")
-        return train.global_batch(self.run.mesh, model_inputs(local))
+        return parallel.global_batch(self.run.mesh, model_inputs(local))
 
     def add(self, done: int, step_metrics: dict) -> None:
         cfg = self.cfg.train

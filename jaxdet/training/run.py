@@ -9,9 +9,10 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 
-from jaxdet import configs, detectors, kernels
+from jaxdet import configs, detectors, kernels, parallel
 from jaxdet.data import pipeline, sources
 from jaxdet.data.classes import Classes
+from jaxdet.detectors import inference
 from jaxdet.training import optim, runtime, summary
 from jaxdet.training import step as train
 from jaxdet.training.progress import log as _log
@@ -32,7 +33,7 @@ class Run:
         TensorBoard go to `output_dir` (default: the workdir)."""
         self.config = config = configs.resolve(config)
         self.workdir = workdir
-        self.mesh = train.make_mesh(devices)
+        self.mesh = parallel.make_mesh(devices)
         configs.validate(config, self.mesh.size, jax.process_count())
         self.eval_batch_size = configs.eval_batch_size(config, self.mesh.size)
         runtime.check_processes_agree(configs.fingerprint(config))
@@ -51,11 +52,11 @@ class Run:
         self.classes = classes
         self.class_names = list(classes.names)
         self.detector = detectors.build_detector(
-            config, len(self.class_names), train.AXIS, kernels.platform(self.mesh.devices.flat), self.mesh.size
+            config, len(self.class_names), parallel.AXIS, kernels.platform(self.mesh.devices.flat), self.mesh.size
         )
         self.tx, self.lr = optim.make_optimizer(config.optim, config.train.steps)
         self.train_step = train.shard_train_step(train.make_train_step(self.detector, self.tx, self.lr), self.mesh)
-        self.eval_step = train.make_eval_step(self.detector, self.mesh)
+        self.eval_step = inference.make_eval_step(self.detector, self.mesh)
         self.term_grad_step = train.make_term_grad_step(self.detector, self.mesh)
         self.base_rng = jax.random.key(config.seed)
         # A training run's own evaluation writes workdir/metrics.jsonl and workdir/eval/; an
@@ -74,7 +75,7 @@ class Run:
             return state
         from jaxdet.models import convert  # torch is imported only when weights are loaded
 
-        host = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+        host = jax.device_get(state.variables)
         loaded = convert.load_pretrained(m, host, detectors.get_definition(m.name).convert, log=_log)
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         loaded = jax.device_put(loaded, replicated)

@@ -1,28 +1,27 @@
-"""TrainState, the per-device train step, its data-parallel wrapper, and evaluation.
+"""TrainState, the per-device train step and its data-parallel wrapper, and the per-term
+gradient diagnostics.
 
 The step is written for ONE device and averages with `lax.pmean(..., "data")`; it is
 mapped over a 1-D mesh of all devices with `jax.shard_map` inside `jax.jit` (donating
-the state). One device or sixty-four run the same code. The loop lives in `loop.py`.
+the state). One device or sixty-four run the same code. The loop lives in `loop.py`; the
+model's forward pass and its evaluation / prediction steps in detectors/inference.py; the
+mesh and batch placement in jaxdet/parallel.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-AXIS = "data"
-
-# The fixed ImageNet statistics the backbone normalises with (pixels 0..255).
-PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
-PIXEL_STD = np.array([58.395, 57.12, 57.375], np.float32)
+from jaxdet.detectors.inference import forward
+from jaxdet.parallel import AXIS
 
 
 @flax.struct.dataclass
@@ -34,22 +33,16 @@ class TrainState:
     batch_stats: Any
     opt_state: Any
 
-
-def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh with axis "data" over `devices` (default: every device of every process)."""
-    devices = list(jax.devices() if devices is None else devices)
-    return Mesh(np.array(devices), (AXIS,))
+    @property
+    def variables(self) -> dict[str, Any]:
+        """The model's variables ({"params", "batch_stats"}): what evaluation and prediction read."""
+        return {"params": self.params, "batch_stats": self.batch_stats}
 
 
 def init_key(seed: int) -> jax.Array:
     """The parameter-initialisation key: a function of the seed only, so every arm of an
     ablation with the same seed starts from the same weights (where shapes agree)."""
     return jax.random.fold_in(jax.random.key(seed), 0x7FFFFFFF)
-
-
-def normalize(images: jax.Array) -> jax.Array:
-    """uint8 (or float) pixels 0..255 [B, H, W, 3] -> float32, ImageNet mean and std removed."""
-    return (images.astype(jnp.float32) - PIXEL_MEAN) / PIXEL_STD
 
 
 def init_state(detector, tx: optax.GradientTransformation, rng: jax.Array, image_size: int, mesh: Mesh) -> TrainState:
@@ -73,26 +66,6 @@ def init_state(detector, tx: optax.GradientTransformation, rng: jax.Array, image
     # the optimised program's at most in the last bit of a float32.
     options = {"xla_backend_optimization_level": 0} if mesh.devices.flat[0].platform == "cpu" else None
     return lowered.compile(options)(rng)
-
-
-def forward(detector, variables: dict, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[dict, Any]:
-    """The detector's module on a batch: (raw outputs, updated batch_stats or {}).
-
-    Every module takes `targets` (the batch) and a "sampling" rng: one-stage heads ignore
-    them; two-stage detectors sample their training regions from them. A batch of images
-    alone (prediction) has no targets: then nothing is sampled.
-    """
-    images = normalize(batch["image"])
-    rngs = {"sampling": rng}
-    targets = batch if "boxes" in batch else None
-    if train:
-        outputs, mutated = detector.module.apply(
-            variables, images, train=True, targets=targets, rngs=rngs, mutable=["batch_stats"]
-        )
-        return outputs, mutated.get("batch_stats", {})
-    return detector.module.apply(variables, images, train=False, targets=targets, rngs=rngs), variables.get(
-        "batch_stats", {}
-    )
 
 
 def make_train_step(detector, tx: optax.GradientTransformation, lr_schedule: optax.Schedule) -> Callable:
@@ -187,50 +160,3 @@ def make_term_grad_step(detector, mesh: Mesh) -> Callable:
 
     mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=P(), check_vma=False)
     return jax.jit(mapped)
-
-
-def make_eval_step(detector, mesh: Mesh) -> Callable:
-    """jit(shard_map) of `(state, batch) -> (detections, loss terms)` in eval mode.
-
-    Detections are split along "data" like the batch; the loss terms are averaged.
-    """
-
-    def eval_fn(state: TrainState, batch: dict[str, jax.Array]):
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        rng = jax.random.key(0)
-        outputs, _ = forward(detector, variables, batch, rng, train=False)
-        _, terms = detector.loss_fn(outputs, batch, rng, axis_name=AXIS)
-        terms = jax.lax.pmean(terms, AXIS)
-        return detector.predict(outputs)._asdict(), terms
-
-    mapped = jax.shard_map(eval_fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(AXIS), P()), check_vma=False)
-    return jax.jit(mapped)
-
-
-def make_predict_step(detector, mesh: Mesh) -> Callable:
-    """jit(shard_map) of `(variables, images [B, S, S, 3] uint8-range floats) -> detections`:
-    what inference runs, the eval-mode forward and the detector's post-processing (score
-    threshold, top-k, NMS or the set predictor's top-k; static shapes), no targets, no loss.
-    Detections (`postprocess.Detections` as a dict, [B, D, ...]) are split along "data"."""
-
-    def predict_fn(variables: dict, images: jax.Array):
-        outputs, _ = forward(detector, variables, {"image": images}, jax.random.key(0), train=False)
-        return detector.predict(outputs)._asdict()
-
-    mapped = jax.shard_map(predict_fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS), check_vma=False)
-    return jax.jit(mapped)
-
-
-def global_batch(mesh: Mesh, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-    """Per-process numpy batch -> global arrays split along "data" (multi-host safe)."""
-    sharding = NamedSharding(mesh, P(AXIS))
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
-
-
-def to_host(tree: Any) -> Any:
-    """Fetches (possibly multi-host sharded) arrays to numpy on every process."""
-    if jax.process_count() == 1:
-        return jax.device_get(tree)
-    from jax.experimental import multihost_utils
-
-    return multihost_utils.process_allgather(tree, tiled=True)

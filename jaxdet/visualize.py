@@ -1,4 +1,5 @@
-"""Pictures of boxes: ground truth and predictions drawn on images (PIL)."""
+"""Pictures of boxes: ground truth and predictions drawn on images (PIL); used by data
+inspection, evaluation and prediction alike."""
 
 from __future__ import annotations
 

@@ -1,0 +1,77 @@
+"""The model's forward pass as evaluation and prediction run it: pixel normalisation, the
+module on a batch, and the jitted, data-parallel eval step (detections and loss terms) and
+predict step (detections alone). Training's step (training/step.py) uses `forward` too."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from jaxdet.parallel import AXIS
+
+# The fixed ImageNet statistics the backbone normalises with (pixels 0..255).
+PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
+PIXEL_STD = np.array([58.395, 57.12, 57.375], np.float32)
+
+
+def normalize(images: jax.Array) -> jax.Array:
+    """uint8 (or float) pixels 0..255 [B, H, W, 3] -> float32, ImageNet mean and std removed."""
+    return (images.astype(jnp.float32) - PIXEL_MEAN) / PIXEL_STD
+
+
+def forward(detector, variables: dict, batch: dict[str, jax.Array], rng: jax.Array, train: bool) -> tuple[dict, Any]:
+    """The detector's module on a batch: (raw outputs, updated batch_stats or {}).
+
+    Every module takes `targets` (the batch) and a "sampling" rng: one-stage heads ignore
+    them; two-stage detectors sample their training regions from them. A batch of images
+    alone (prediction) has no targets: then nothing is sampled.
+    """
+    images = normalize(batch["image"])
+    rngs = {"sampling": rng}
+    targets = batch if "boxes" in batch else None
+    if train:
+        outputs, mutated = detector.module.apply(
+            variables, images, train=True, targets=targets, rngs=rngs, mutable=["batch_stats"]
+        )
+        return outputs, mutated.get("batch_stats", {})
+    return detector.module.apply(variables, images, train=False, targets=targets, rngs=rngs), variables.get(
+        "batch_stats", {}
+    )
+
+
+def make_eval_step(detector, mesh: Mesh) -> Callable:
+    """jit(shard_map) of `(variables, batch) -> (detections, loss terms)` in eval mode
+    (variables: {"params", "batch_stats"}).
+
+    Detections are split along "data" like the batch; the loss terms are averaged.
+    """
+
+    def eval_fn(variables: dict, batch: dict[str, jax.Array]):
+        rng = jax.random.key(0)
+        outputs, _ = forward(detector, variables, batch, rng, train=False)
+        _, terms = detector.loss_fn(outputs, batch, rng, axis_name=AXIS)
+        terms = jax.lax.pmean(terms, AXIS)
+        return detector.predict(outputs)._asdict(), terms
+
+    mapped = jax.shard_map(eval_fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(AXIS), P()), check_vma=False)
+    return jax.jit(mapped)
+
+
+def make_predict_step(detector, mesh: Mesh) -> Callable:
+    """jit(shard_map) of `(variables, images [B, S, S, 3] uint8-range floats) -> detections`:
+    what inference runs, the eval-mode forward and the detector's post-processing (score
+    threshold, top-k, NMS or the set predictor's top-k; static shapes), no targets, no loss.
+    Detections (`postprocess.Detections` as a dict, [B, D, ...]) are split along "data"."""
+
+    def predict_fn(variables: dict, images: jax.Array):
+        outputs, _ = forward(detector, variables, {"image": images}, jax.random.key(0), train=False)
+        return detector.predict(outputs)._asdict()
+
+    mapped = jax.shard_map(predict_fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS), check_vma=False)
+    return jax.jit(mapped)
