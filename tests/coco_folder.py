@@ -120,9 +120,9 @@ def untrained_workdir(workdir: str) -> str:
     import jax
 
     from experiments.configs import default
-    from jaxdet import configs, detectors, parallel
+    from jaxdet import checkpoints, configs, detectors, parallel
     from jaxdet.data.classes import Classes
-    from jaxdet.training import checkpoint, optim
+    from jaxdet.training import optim
     from jaxdet.training import step as train
 
     config = configs.resolve(default.get_config("tiny"))
@@ -132,8 +132,8 @@ def untrained_workdir(workdir: str) -> str:
     detector = detectors.build_detector(config, 2, None, jax.devices()[0].platform)
     tx, _ = optim.make_optimizer(config.optim, config.train.steps)
     state = train.init_state(detector, tx, jax.random.key(0), 64, parallel.make_mesh(jax.devices()[:1]))
-    ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), 1, 1)
-    ckpts.save(1, state, force=True)
+    ckpts = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), 1, 1)
+    ckpts.save(1, state.items(), force=True)
     ckpts.wait()
     ckpts.close()
     return workdir

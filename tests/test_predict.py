@@ -49,9 +49,8 @@ def test_predict_restores_every_detector_from_its_workdir(name, tmp_path):
     classes.json, a checkpoint): restores and detects on an image of another size."""
     import json
 
-    from jaxdet import configs
+    from jaxdet import checkpoints, configs
     from jaxdet.evaluation import predict
-    from jaxdet.training import checkpoint
 
     config = configs.resolve(_tiny_config(name))
     workdir = str(tmp_path / name)
@@ -61,8 +60,8 @@ def test_predict_restores_every_detector_from_its_workdir(name, tmp_path):
     det = detectors.build_detector(config, 5)
     tx, _ = optim.make_optimizer(config.optim, config.train.steps)
     state = train.init_state(det, tx, jax.random.key(0), 64, parallel.make_mesh(jax.devices()[:1]))
-    ckpts = checkpoint.Checkpoints(f"{workdir}/checkpoints", keep=1, save_every=1)
-    ckpts.save(3, state, force=True)
+    ckpts = checkpoints.Checkpoints(f"{workdir}/checkpoints", keep=1, save_every=1)
+    ckpts.save(3, state.items(), force=True)
     ckpts.wait()
     ckpts.close()
     predictor = predict.Predictor(workdir)

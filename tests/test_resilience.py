@@ -64,8 +64,10 @@ def _saving(workdir: str) -> bool:
 
 
 def _params(workdir: str, step: int) -> list[np.ndarray]:
-    tree = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "default"))
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+    """Every array a checkpoint holds (both items: the model's variables, the step and optimizer)."""
+    trees = [ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), item))
+             for item in ("model", "train")]  # fmt: skip
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(trees)]
 
 
 def test_killed_and_preempted_run_ends_with_the_uninterrupted_parameters(tfds_dir, tmp_path):

@@ -111,7 +111,7 @@ def test_a_corrupt_latest_checkpoint_is_set_aside_and_the_one_before_restored(da
     workdir = str(tmp_path / "run")
     settings = {"train.steps": 4, "train.eval_every": 1000, "train.checkpoint_every": 2}
     assert run(train_command(workdir, data, compilation_cache, **settings)).returncode == 0
-    _truncate_a_data_file(f"{workdir}/checkpoints/4")
+    _truncate_a_data_file(f"{workdir}/checkpoints/4/model")  # (the weights: what eval reads too)
     # eval --checkpoint=latest falls back too (and moves nothing: it does not own the workdir).
     ev = run([sys.executable, "-m", "experiments.eval", f"--workdir={workdir}"])
     assert ev.returncode == 0, ev.stdout[-3000:] + ev.stderr[-3000:]
@@ -132,25 +132,25 @@ def test_truncated_metadata_is_corruption_and_another_tree_a_mismatch(tmp_path):
     a readable one of another shape is another model (refused); neither is the other."""
     import jax.numpy as jnp
 
+    from jaxdet import checkpoints
     from jaxdet.errors import ConfigError
-    from jaxdet.training import checkpoint, checkpoint_faults
 
-    state = {"params": {"w": jnp.ones((3, 2))}, "step": jnp.int32(5)}
-    ckpts = checkpoint.Checkpoints(str(tmp_path / "checkpoints"), keep=3, save_every=1)
+    items = {"model": {"params": {"w": jnp.ones((3, 2))}}, "train": {"step": jnp.int32(5)}}
+    ckpts = checkpoints.Checkpoints(str(tmp_path / "checkpoints"), keep=3, save_every=1)
     for step in (1, 2):
-        ckpts.save(step, state, force=True)
+        ckpts.save(step, items, force=True)
     ckpts.wait()
     with pytest.raises(
         ConfigError, match=r"does not match this model .* params/w: checkpoint \(3, 2\), model \(4, 2\)"
     ):
-        ckpts.restore(2, {"params": {"w": jnp.ones((4, 2))}, "step": jnp.int32(0)})
-    with open(tmp_path / "checkpoints" / "2" / "default" / "_METADATA", "r+b") as f:
+        ckpts.restore(2, {"model": {"params": {"w": jnp.ones((4, 2))}}})
+    with open(tmp_path / "checkpoints" / "2" / "model" / "_METADATA", "r+b") as f:
         f.truncate(100)
-    with pytest.raises(checkpoint_faults.CorruptCheckpoint, match="metadata cannot be read"):
-        ckpts.restore(2, state)
+    with pytest.raises(checkpoints.CorruptCheckpoint, match="metadata cannot be read"):
+        ckpts.restore(2, items)
     lines = []
-    restored, step = ckpts.restore_newest(state, ckpts.all_steps(), log=lines.append, move_aside=True)
-    assert step == 1 and float(restored["step"]) == 5 and "moved aside to" in lines[0]
+    restored, step = ckpts.restore_newest(items, ckpts.all_steps(), log=lines.append, move_aside=True)
+    assert step == 1 and float(restored["train"]["step"]) == 5 and "moved aside to" in lines[0]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2.corrupt"]
     ckpts.close()
 

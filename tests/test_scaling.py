@@ -29,16 +29,22 @@ def _free_port() -> int:
 
 
 def _restore(workdir: str, step: int, like=None) -> dict:
-    """A checkpoint's TrainState tree as arrays on this process's first device.
+    """A checkpoint's items merged ({"params", "batch_stats", "step", "opt_state"}) as arrays
+    on this process's first device.
 
     `like` gives the tree's shapes for a checkpoint written on other devices (orbax
     refuses to guess a topology it did not save from)."""
-    path = os.path.join(workdir, "checkpoints", str(step), "default")
-    if like is None:
-        return ocp.StandardCheckpointer().restore(path)
-    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device), like)
-    return ocp.StandardCheckpointer().restore(path, target)
+    out = {}
+    for item in ("model", "train"):
+        path = os.path.join(workdir, "checkpoints", str(step), item)
+        if like is None:
+            out.update(ocp.StandardCheckpointer().restore(path))
+            continue
+        one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shapes = {k: like[k] for k in (("params", "batch_stats") if item == "model" else ("step", "opt_state"))}
+        target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one_device), shapes)
+        out.update(ocp.StandardCheckpointer().restore(path, target))
+    return out
 
 
 def test_one_four_and_eight_devices_give_the_same_parameters():

@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxdet.parallel import AXIS
@@ -43,6 +43,17 @@ def forward(detector, variables: dict, batch: dict[str, jax.Array], rng: jax.Arr
     return detector.module.apply(variables, images, train=False, targets=targets, rngs=rngs), variables.get(
         "batch_stats", {}
     )
+
+
+def abstract_variables(detector, image_size: int, mesh: Mesh) -> dict:
+    """The shapes, dtypes and (replicated) shardings of the detector's variables ({"params",
+    "batch_stats"}) for `image_size` square images, without computing them: a restore target."""
+    rng = jax.random.key(0)
+    dummy = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    shapes = jax.eval_shape(lambda x: detector.module.init({"params": rng, "sampling": rng}, x, train=False), dummy)
+    replicated = NamedSharding(mesh, P())
+    variables = {"params": shapes["params"], "batch_stats": shapes.get("batch_stats", {})}
+    return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), variables)
 
 
 def make_eval_step(detector, mesh: Mesh) -> Callable:

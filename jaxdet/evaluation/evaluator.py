@@ -13,14 +13,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxdet import configs, files, parallel, visualize
+from jaxdet import checkpoints, configs, files, parallel, visualize
 from jaxdet.data import pipeline
 from jaxdet.data.classes import Classes
+from jaxdet.detectors import inference
 from jaxdet.errors import ConfigError
 from jaxdet.evaluation import analysis
 from jaxdet.evaluation import coco as evaluation
-from jaxdet.training import checkpoint, progress
-from jaxdet.training import step as train
+from jaxdet.training import progress
 from jaxdet.training.progress import log as _log
 from jaxdet.training.run import Run
 
@@ -46,7 +46,7 @@ def _coco_results(dets: dict, batch: dict, image_ok: np.ndarray, classes: Classe
     return out
 
 
-def evaluate(run, state: train.TrainState, step: int, interrupt=lambda: False) -> dict[str, float] | None:
+def evaluate(run, variables: dict, step: int, interrupt=lambda: False) -> dict[str, float] | None:
     """COCO metrics and validation loss terms on the eval split; logged and returned.
 
     Returns None, having logged nothing, when `interrupt()` turns True between batches."""
@@ -59,7 +59,7 @@ def evaluate(run, state: train.TrainState, step: int, interrupt=lambda: False) -
             if interrupt():
                 _log(f"evaluation at step {step} abandoned (stopping)")
                 return None
-            dets, terms = run.eval_step(state.variables, parallel.global_batch(run.mesh, progress.model_inputs(local)))
+            dets, terms = run.eval_step(variables, parallel.global_batch(run.mesh, progress.model_inputs(local)))
             dets = parallel.to_host(dets)
             keys = ("scale", "image_id", "image_mask", "bad_image")
             host_batch = parallel.to_host(parallel.global_batch(run.mesh, {k: local[k] for k in keys}))
@@ -113,7 +113,7 @@ def log_analysis(run) -> None:
         _log(f"(also in {run.analysis_dir}: per_class.md, pr_curves.png, errors.txt, detections.json)")
 
 
-def draw_predictions(run, state: train.TrainState, step: int) -> list[str]:
+def draw_predictions(run, variables: dict, step: int) -> list[str]:
     """Draws the first eval images with predictions (score >= 0.3) and ground truth."""
     cfg = run.config
     n = cfg.train.num_prediction_images
@@ -122,7 +122,7 @@ def draw_predictions(run, state: train.TrainState, step: int) -> list[str]:
     stream = run.pipeline(run.eval_source, workers=0).eval(run.eval_batch_size // jax.process_count())
     local = next(stream)
     stream.close()
-    dets, _ = run.eval_step(state.variables, parallel.global_batch(run.mesh, progress.model_inputs(local)))
+    dets, _ = run.eval_step(variables, parallel.global_batch(run.mesh, progress.model_inputs(local)))
     dets = parallel.to_host(dets)
     out_dir = os.path.join(run.workdir, "predictions")
     paths, pictures = [], []
@@ -175,20 +175,22 @@ def evaluate_checkpoint(
     """
     recorded, classes = configs.load_recorded(workdir)
     resolved = recorded if config is None else configs.resolve(config)
-    ckpts, step = checkpoint.find(workdir, which)
+    ckpts, step = checkpoints.find(workdir, which)
     try:
         if out is None:
             tag = "" if config is None else f"-config-{configs.fingerprint(resolved)[:8]}"
             out = os.path.join(workdir, "eval", f"step{step}{tag}")
         _writable(out)
         run = Run(resolved, workdir, devices, classes=classes, output_dir=out)
-        state, step = ckpts.restore_newest(run.initial_state(), checkpoint.candidates(ckpts, which, step), log=_log)
+        # The weights alone: the checkpoint's "model" item (no optimizer state is read).
+        target = {"model": inference.abstract_variables(run.detector, resolved.data.image_size, run.mesh)}
+        items, step = ckpts.restore_newest(target, checkpoints.candidates(ckpts, which, step), log=_log)
     finally:
         ckpts.close()
-    if state is None:
+    if items is None:
         raise ConfigError(f"no checkpoint in {ckpts.directory} restores (see the lines above)")
     configs.record(resolved, out)  # the config evaluated, beside its results
-    metrics = evaluate(run, state, step)
+    metrics = evaluate(run, items["model"], step)
     if "AP" in metrics:
         keys = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
         _log(f"{which} checkpoint, step {step}: " + "  ".join(f"{k} {metrics[k]:.4f}" for k in keys))

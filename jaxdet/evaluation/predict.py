@@ -18,12 +18,10 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxdet import configs, detectors, files, parallel, visualize
+from jaxdet import checkpoints, configs, detectors, files, parallel, visualize
 from jaxdet.data import augment, decode
 from jaxdet.detectors import inference
 from jaxdet.errors import ConfigError
-from jaxdet.training import checkpoint, optim
-from jaxdet.training import step as train
 
 
 def preprocess(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
@@ -53,18 +51,17 @@ class Predictor:
         cfg = self.config
         devices = jax.local_devices()[:1]
         self.detector = detectors.build_detector(cfg, len(self.class_names), None, devices[0].platform)
-        tx, _ = optim.make_optimizer(cfg.optim, cfg.train.steps)
         mesh = parallel.make_mesh(devices)
-        ckpts, step = checkpoint.find(workdir, which)
-        try:
-            target = train.init_state(self.detector, tx, train.init_key(0), cfg.data.image_size, mesh)
-            state, step = ckpts.restore_newest(target, checkpoint.candidates(ckpts, which, step))
+        ckpts, step = checkpoints.find(workdir, which)
+        try:  # the weights alone: the checkpoint's "model" item, no optimizer built or read
+            target = {"model": inference.abstract_variables(self.detector, cfg.data.image_size, mesh)}
+            items, step = ckpts.restore_newest(target, checkpoints.candidates(ckpts, which, step))
         finally:
             ckpts.close()
-        if state is None:
+        if items is None:
             raise ConfigError(f"no checkpoint in {ckpts.directory} restores (see the lines above)")
         self.step = step
-        self.variables = state.variables
+        self.variables = items["model"]
         self._run = inference.make_predict_step(self.detector, mesh)
 
     def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:

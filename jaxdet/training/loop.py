@@ -18,12 +18,15 @@ import ml_collections
 import numpy as np
 
 from jaxdet import configs
+from jaxdet.checkpoints import Checkpoints
 from jaxdet.errors import ConfigError
 from jaxdet.evaluation import evaluator
-from jaxdet.training import checkpoint, preemption, progress
+from jaxdet.training import preemption, progress
 from jaxdet.training import workdir as workdir_lib
+from jaxdet.training.best import BestCheckpoint
 from jaxdet.training.progress import log as _log
 from jaxdet.training.run import Run
+from jaxdet.training.step import TrainState
 
 
 def train_and_evaluate(
@@ -41,14 +44,14 @@ def train_and_evaluate(
     with workdir_lib.Owner(workdir, _log):
         run = Run(config, workdir, devices)
         cfg = run.config  # resolved: the chosen detector's section only
-        ckpts = checkpoint.Checkpoints(
+        ckpts = Checkpoints(
             os.path.join(workdir, "checkpoints"),
             cfg.train.keep_checkpoints,
             cfg.train.checkpoint_every,
             clean_partial=True,
             log=_log,
         )
-        best = checkpoint.BestCheckpoint(workdir, cfg.train.best_metric)
+        best = BestCheckpoint(workdir, cfg.train.best_metric)
         try:
             metrics = _train(run, ckpts, best, t_start)
         except BaseException:
@@ -58,7 +61,7 @@ def train_and_evaluate(
         return metrics
 
 
-def _resume(run: Run, ckpts: checkpoint.Checkpoints):
+def _resume(run: Run, ckpts: Checkpoints):
     """The state to start from: the newest checkpoint that restores (unreadable ones are
     moved aside and logged), else a fresh one. config.json is written only after that."""
     cfg, workdir = run.config, run.workdir
@@ -67,7 +70,8 @@ def _resume(run: Run, ckpts: checkpoint.Checkpoints):
         _log(line)
     state = None
     if steps:
-        state, step = ckpts.restore_newest(run.initial_state(), steps, log=_log, move_aside=True)
+        items, step = ckpts.restore_newest(run.initial_state().items(), steps, log=_log, move_aside=True)
+        state = None if items is None else TrainState.from_items(items)
         if state is None:
             _log(f"no checkpoint in {ckpts.directory} restores (see above): starting from step 0")
         else:
@@ -80,7 +84,7 @@ def _resume(run: Run, ckpts: checkpoint.Checkpoints):
     return state
 
 
-def _train(run: Run, ckpts: checkpoint.Checkpoints, best: checkpoint.BestCheckpoint, t_start: float):
+def _train(run: Run, ckpts: Checkpoints, best: BestCheckpoint, t_start: float):
     cfg = run.config
     state = _resume(run, ckpts)
     start = int(jax.device_get(state.step))
@@ -120,7 +124,7 @@ def _train(run: Run, ckpts: checkpoint.Checkpoints, best: checkpoint.BestCheckpo
                 reporter.restart()
             else:
                 reporter.add(done, step_metrics)
-            ckpts.save(done, state, force=done == cfg.train.steps)
+            ckpts.save(done, state.items(), force=done == cfg.train.steps)
             early_stop = False
             if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
                 t_eval = time.time()
@@ -129,7 +133,7 @@ def _train(run: Run, ckpts: checkpoint.Checkpoints, best: checkpoint.BestCheckpo
                     metrics, paths = evaluated, new_paths
                 reporter.exclude(time.time() - t_eval)  # evaluation time is not training time
             if early_stop:
-                ckpts.save(done, state, force=True)  # a no-op when this step is saved already
+                ckpts.save(done, state.items(), force=True)  # a no-op when this step is saved already
                 break
             _maybe_stop(stop, done, run, ckpts, best, guard, state)
     guard.flush()
@@ -138,9 +142,9 @@ def _train(run: Run, ckpts: checkpoint.Checkpoints, best: checkpoint.BestCheckpo
     if start >= cfg.train.steps and not owed:
         _log(f"training already complete at step {start} (config.train.steps={cfg.train.steps}); evaluating")
         t_eval = time.time()
-        metrics = evaluator.evaluate(run, state, start)
+        metrics = evaluator.evaluate(run, state.variables, start)
         evaluator.log_eval(start, metrics, time.time() - t_eval)
-        paths = evaluator.draw_predictions(run, state, start)
+        paths = evaluator.draw_predictions(run, state.variables, start)
     evaluator.log_analysis(run)
     if paths:
         _log(f"wrote {len(paths)} prediction images to {os.path.dirname(paths[0])}")
@@ -148,16 +152,16 @@ def _train(run: Run, ckpts: checkpoint.Checkpoints, best: checkpoint.BestCheckpo
     return metrics
 
 
-def _evaluate(run: Run, state, step: int, best: checkpoint.BestCheckpoint, stop) -> tuple[dict | None, list, bool]:
+def _evaluate(run: Run, state, step: int, best: BestCheckpoint, stop) -> tuple[dict | None, list, bool]:
     """Evaluates at `step`: (metrics, or None when a stop request abandoned it; prediction
     picture paths; whether early stopping says stop)."""
     t_eval = time.time()
     _log(f"evaluating at step {step}")
-    metrics = evaluator.evaluate(run, state, step, interrupt=stop.interrupts_evaluation)
+    metrics = evaluator.evaluate(run, state.variables, step, interrupt=stop.interrupts_evaluation)
     if metrics is None:
         return None, [], False
     evaluator.log_eval(step, metrics, time.time() - t_eval)
-    paths = evaluator.draw_predictions(run, state, step)  # PNGs and TensorBoard images at every evaluation
+    paths = evaluator.draw_predictions(run, state.variables, step)  # PNGs and TensorBoard images at every evaluation
     return metrics, paths, _track_best(best, step, metrics, state, run.config)
 
 
@@ -167,7 +171,7 @@ def _maybe_stop(stop, done: int, run: Run, ckpts, best, guard, state=None) -> No
     if not stop.should_stop(done):
         return
     if state is not None:
-        ckpts.save(done, state, force=True)  # a no-op when this step is saved already
+        ckpts.save(done, state.items(), force=True)  # a no-op when this step is saved already
     guard.flush()
     ckpts.wait()
     best.wait()
@@ -180,7 +184,7 @@ def _maybe_stop(stop, done: int, run: Run, ckpts, best, guard, state=None) -> No
     raise preemption.Preempted(message, done, stop.signum or signal.SIGTERM)
 
 
-def _finish(run: Run, ckpts: checkpoint.Checkpoints, best: checkpoint.BestCheckpoint, quiet: bool = False) -> None:
+def _finish(run: Run, ckpts: Checkpoints, best: BestCheckpoint, quiet: bool = False) -> None:
     """Waits for pending checkpoint writes and closes the writers, all of them whatever fails.
     The first failure is raised after; with `quiet` (an error is ending the run already) it
     is logged instead, so that error is the one reported."""
@@ -214,7 +218,7 @@ def _train_stream(run: Run, start: int):
     )
 
 
-def _track_best(best: checkpoint.BestCheckpoint, step: int, metrics: dict, state, cfg) -> bool:
+def _track_best(best: BestCheckpoint, step: int, metrics: dict, state, cfg) -> bool:
     """Keeps the best checkpoint; returns True when early stopping says stop."""
     value = metrics.get(best.metric)
     if jax.process_count() > 1:  # only process 0 computed COCO metrics: share its value
@@ -226,7 +230,7 @@ def _track_best(best: checkpoint.BestCheckpoint, step: int, metrics: dict, state
             f"config.train.best_metric={best.metric!r} is not an evaluation metric; "
             f"valid: {sorted(k for k in metrics if k.split('/')[0] != 'AP' or k == 'AP')}"
         )
-    if best.update(step, value, state):
+    if best.update(step, value, state.items()):
         _log(f"new best {best.metric} {value:.4f} at step {step} (kept in {best.checkpoints.directory})")
     patience = cfg.train.early_stop_patience
     if patience and best.evals_since_best >= patience:

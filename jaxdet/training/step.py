@@ -38,6 +38,16 @@ class TrainState:
         """The model's variables ({"params", "batch_stats"}): what evaluation and prediction read."""
         return {"params": self.params, "batch_stats": self.batch_stats}
 
+    def items(self) -> dict[str, Any]:
+        """The checkpoint's items (jaxdet.checkpoints.ITEMS): the model's variables apart from
+        what training alone needs, so that a checkpoint's weights restore without an optimizer."""
+        return {"model": self.variables, "train": {"step": self.step, "opt_state": self.opt_state}}
+
+    @classmethod
+    def from_items(cls, items: dict[str, Any]) -> TrainState:
+        model, rest = items["model"], items["train"]
+        return cls(rest["step"], model["params"], model["batch_stats"], rest["opt_state"])
+
 
 def init_key(seed: int) -> jax.Array:
     """The parameter-initialisation key: a function of the seed only, so every arm of an

@@ -1,4 +1,10 @@
-"""Checkpoints with orbax: save every N steps, keep the last K, resume from the workdir.
+"""Checkpoints with orbax: save every N steps, keep the last K, restore all or weights alone.
+
+A step holds two items: "model" (the variables: params and BatchNorm statistics) and
+"train" (what training alone needs: the step count and the optimizer state), so
+evaluation, prediction and export restore the model without building an optimizer.
+Steps written before the split hold one item, "default" (the whole TrainState); they
+still restore, whole or weights alone.
 
 Orbax writes each step to a temporary directory and renames it when complete, so a
 run killed mid-save leaves only complete checkpoints behind. Every process calls
@@ -7,7 +13,6 @@ run killed mid-save leaves only complete checkpoints behind. Every process calls
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from typing import Any
@@ -15,13 +20,16 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from jaxdet import files
+from jaxdet.checkpoints import faults
 from jaxdet.errors import ConfigError
-from jaxdet.training import checkpoint_faults as faults
+
+ITEMS = ("model", "train")
+LEGACY = "default"  # the one item of a step written before the model / train split
 
 
 class Checkpoints:
-    """A thin wrapper over `ocp.CheckpointManager` for one pytree (the TrainState).
+    """A thin wrapper over `ocp.CheckpointManager` for the items ITEMS: `save(step, {"model":
+    variables, "train": rest})`, `restore(step, targets)` for any of them.
 
     With `clean_partial` (the training run, which owns the workdir), partial checkpoints
     left by an interrupted save (kill -9, disk full) are removed at start-up.
@@ -41,10 +49,13 @@ class Checkpoints:
 
     def _open(self) -> None:
         options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True)
-        # The handler is named so that any step's metadata can be read before restoring it.
-        self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_handlers=ocp.StandardCheckpointHandler()
-        )
+        # Handlers are named so that any step's metadata can be read before restoring it.
+        handlers = {name: ocp.StandardCheckpointHandler() for name in (*ITEMS, LEGACY)}
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+    def _legacy(self, step: int) -> bool:
+        """Whether `step` was written before the model / train split (one item, the TrainState)."""
+        return os.path.isdir(os.path.join(self.directory, str(step), LEGACY))
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -52,8 +63,9 @@ class Checkpoints:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
-    def save(self, step: int, state: Any, force: bool = False) -> bool:
-        """Saves `state` at `step` if it is a multiple of `save_every` (or `force`); async, see `wait`.
+    def save(self, step: int, items: dict[str, Any], force: bool = False) -> bool:
+        """Saves `items` ({"model": variables, "train": the rest}) at `step` if it is a multiple
+        of `save_every` (or `force`); async, see `wait`.
 
         Raises DiskFull (one message: the path, the free space and what a checkpoint needs)
         when the file system is full; the checkpoints already written stay complete."""
@@ -64,25 +76,56 @@ class Checkpoints:
             return False  # saved already (orbax would raise StepAlreadyExistsError)
         pending = self._last_saved
         self._last_saved = step
-        self._bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(state) if hasattr(x, "nbytes"))
+        self._bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(items) if hasattr(x, "nbytes"))
+        args = ocp.args.Composite(**{name: ocp.args.StandardSave(tree) for name, tree in items.items()})
         try:
-            return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+            return self._manager.save(step, args=args, force=True)
         except Exception as e:  # orbax raises the failure of the previous (async) save here too
             raise self._disk_full(e, pending if pending is not None else step) or e
 
-    def restore(self, step: int, target: Any) -> Any:
-        """Restores `step` into the structure, shapes and shardings of `target`.
+    def restore(self, step: int, targets: dict[str, Any]) -> dict[str, Any]:
+        """Restores the items `targets` names ({"model": variables} for the weights alone, or
+        both ITEMS) into their structure, shapes and shardings; returns {name: tree}.
 
         Raises ConfigError naming the checkpoint when it holds another model (its recorded
-        tree differs from `target`'s), and faults.CorruptCheckpoint when its files cannot be read.
+        tree differs from the targets'), and faults.CorruptCheckpoint when its files cannot be read.
         """
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+        abstract = {name: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, t) for name, t in targets.items()}
+        legacy = self._legacy(step)
         try:
             metadata = self._manager.item_metadata(step)
-            layout = faults.layout(getattr(metadata, "tree", metadata))
+            recorded = _recorded(metadata, legacy)
         except Exception as e:  # any failure to read the recorded tree: the files are bad
             raise faults.CorruptCheckpoint(step, f"its metadata cannot be read: {faults.short(faults.root(e))}") from e
-        want = faults.layout(abstract)
+        for name, tree in abstract.items():
+            self._check_layout(step, recorded.get(name, {}), faults.layout(tree))
+        try:
+            if legacy:
+                return self._restore_legacy(step, abstract)
+            args = ocp.args.Composite(**{name: ocp.args.StandardRestore(tree) for name, tree in abstract.items()})
+            restored = self._manager.restore(step, args=args)
+            return {name: restored[name] for name in abstract}
+        except Exception as e:
+            text = faults.chain(e)
+            if any(word in text for word in faults.CORRUPT) and "RESOURCE_EXHAUSTED" not in text:
+                raise faults.CorruptCheckpoint(step, faults.short(faults.root(e))) from e
+            raise
+
+    def _restore_legacy(self, step: int, abstract: dict[str, Any]) -> dict[str, Any]:
+        """A step written whole (the TrainState as one tree): restored into the same tree built
+        from both items when both are asked for (resume); for the weights alone, restored as
+        saved (onto this machine's first device where its devices are gone) and the model's
+        variables placed as `abstract` says."""
+        if set(abstract) == set(ITEMS):
+            whole = {**abstract["model"], **abstract["train"]}
+            restored = self._manager.restore(step, args=ocp.args.Composite(**{LEGACY: ocp.args.StandardRestore(whole)}))
+            return _split(restored[LEGACY])
+        fallback = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        args = ocp.args.Composite(**{LEGACY: ocp.args.StandardRestore(fallback_sharding=fallback)})
+        split = _split(self._manager.restore(step, args=args)[LEGACY])
+        return {name: _place(split[name], abstract[name]) for name in abstract}
+
+    def _check_layout(self, step: int, layout: dict, want: dict) -> None:
         if layout != want:
             differ = [k for k in sorted(set(layout) | set(want)) if layout.get(k) != want.get(k)]
             shown = "; ".join(f"{k}: checkpoint {layout.get(k, 'absent')}, model {want.get(k, 'absent')}"
@@ -92,21 +135,14 @@ class Checkpoints:
                 f"backbone or number of classes?): {len(differ)} entries differ, e.g. {shown}. Use a new --workdir, "
                 "or the config that wrote it."
             )
-        try:
-            return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        except Exception as e:
-            text = faults.chain(e)
-            if any(word in text for word in faults.CORRUPT) and "RESOURCE_EXHAUSTED" not in text:
-                raise faults.CorruptCheckpoint(step, faults.short(faults.root(e))) from e
-            raise
 
-    def restore_newest(self, target: Any, steps: list[int], log=print, move_aside: bool = False):
-        """Restores the newest of `steps` that reads back; returns (state, step), or (None,
-        None) when none does. Unreadable ones are logged with the reason and, with
+    def restore_newest(self, targets: dict[str, Any], steps: list[int], log=print, move_aside: bool = False):
+        """Restores `targets` (as `restore`) from the newest of `steps` that reads back; returns
+        (items, step), or (None, None) when none does. Unreadable ones are logged with the reason and, with
         `move_aside` (the training run), renamed to <step>.corrupt: never deleted."""
         for step in sorted(steps, reverse=True):
             try:
-                return self.restore(step, target), step
+                return self.restore(step, targets), step
             except faults.CorruptCheckpoint as e:
                 where, note = os.path.join(self.directory, str(step)), ""
                 if move_aside:
@@ -139,6 +175,34 @@ class Checkpoints:
 
 
 _PARTIAL = ".orbax-checkpoint-tmp"
+
+
+def _recorded(metadata, legacy: bool) -> dict[str, dict]:
+    """{item: layout} of a step's recorded trees (a legacy step's TrainState split as ITEMS)."""
+    if legacy:
+        return {name: faults.layout(tree) for name, tree in _split(_tree(metadata[LEGACY])).items()}
+    return {name: faults.layout(_tree(metadata[name])) for name in ITEMS if metadata.get(name) is not None}
+
+
+def _tree(item_metadata) -> Any:
+    return getattr(item_metadata, "tree", item_metadata)
+
+
+def _split(state: dict) -> dict[str, dict]:
+    """A TrainState saved whole ({step, params, batch_stats, opt_state}) as the two items."""
+    return {
+        "model": {"params": state["params"], "batch_stats": state.get("batch_stats") or {}},
+        "train": {"step": state["step"], "opt_state": state["opt_state"]},
+    }
+
+
+def _place(tree: Any, abstract: Any) -> Any:
+    """Restored leaves put where `abstract`'s are (shardings), in its structure."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    targets, treedef = jax.tree_util.tree_flatten(abstract)
+    placed = [jax.device_put(x, t.sharding) if getattr(t, "sharding", None) is not None else x
+              for x, t in zip(leaves, targets)]  # fmt: skip
+    return jax.tree_util.tree_unflatten(treedef, placed)
 
 
 def _free_name(path: str) -> str:
@@ -183,59 +247,3 @@ def candidates(ckpts: Checkpoints, which: str, step: int) -> list[int]:
     """The steps `restore_newest` may try for `which`: for "latest" every step up to the
     latest (an unreadable newest one falls back to the one before); otherwise `step` only."""
     return [s for s in ckpts.all_steps() if s <= step] if which == "latest" else [step]
-
-
-def higher_is_better(metric: str) -> bool:
-    """AP/AR-like metrics improve upwards; validation losses (loss_*) downwards."""
-    return not metric.startswith("loss")
-
-
-class BestCheckpoint:
-    """Keeps the checkpoint with the best `metric` in workdir/checkpoints_best (one step),
-    besides the latest ones, and counts evaluations since the best (early stopping).
-
-    The record (workdir/best.json: metric, value, step, evals_since_best, and evaluated_step,
-    the last step whose evaluation completed) survives a resume.
-    Every process calls `update` with the same value (see `loop`), since all take part in saves.
-    """
-
-    def __init__(self, workdir: str, metric: str):
-        self.metric, self.higher = metric, higher_is_better(metric)
-        self.path = os.path.join(workdir, "best.json")
-        self.checkpoints = Checkpoints(os.path.join(workdir, "checkpoints_best"), keep=1, save_every=1)
-        self.record = {"metric": metric, "value": None, "step": None, "evals_since_best": 0, "evaluated_step": None}
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                saved = json.load(f)
-            if saved.get("metric") == metric:
-                self.record = saved
-
-    def update(self, step: int, value: float, state: Any) -> bool:
-        """Saves `state` if `value` beats the best so far; returns whether it did."""
-        best = self.record["value"]
-        improved = best is None or (value > best if self.higher else value < best)
-        if improved:
-            self.checkpoints.save(step, state, force=True)
-            self.record.update(value=float(value), step=int(step), evals_since_best=0)
-        else:
-            self.record["evals_since_best"] += 1
-        self.record["evaluated_step"] = int(step)
-        if jax.process_index() == 0:
-            files.write_atomic(self.path, json.dumps(self.record))
-        return improved
-
-    def owes(self, step: int, eval_every: int, steps: int) -> bool:
-        """True when `step` (a resumed run's first) is an evaluation step whose evaluation never
-        completed (stopped during it): the run does it before training on."""
-        due = step > 0 and (step % eval_every == 0 or step >= steps)
-        return due and self.record.get("evaluated_step") != step
-
-    @property
-    def evals_since_best(self) -> int:
-        return int(self.record["evals_since_best"])
-
-    def wait(self) -> None:
-        self.checkpoints.wait()
-
-    def close(self) -> None:
-        self.checkpoints.close()
