@@ -30,9 +30,11 @@ def _costs(kind: str, shape: tuple[int, int, int], rng) -> np.ndarray:
     from jaxdet.losses import giou_loss
 
     b, q, m = shape
+
     def boxes(n):  # noqa: E306
         xy = rng.uniform(0, 0.7, (b, n, 2))
         return np.concatenate([xy, xy + rng.uniform(0.02, 0.3, (b, n, 2))], -1).astype(np.float32)
+
     pred, gt = boxes(q), boxes(m)
     l1 = np.abs(pred[:, :, None] - gt[:, None]).sum(-1)
     giou = np.asarray(giou_loss(pred[:, :, None], gt[:, None]))
@@ -64,10 +66,12 @@ def main() -> None:
         for c, q_of_gt, (rows, cols) in zip(cost, result.query_of_gt, refs):
             np.testing.assert_allclose(c[q_of_gt, np.arange(args.boxes)].sum(), c[rows, cols].sum(), rtol=1e-5)
     ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    print(f"{args.batch} x [{args.queries}, {args.boxes}] {args.costs} costs on {jax.devices()[0].platform}, "
-          f"median of {args.repeats}: plain (JAX loops) {ms['plain']:.2f} ms, cpu form (scipy via pure_callback) "
-          f"{ms['cpu']:.2f} ms, scipy alone {ms['scipy']:.2f} ms; plain / cpu = {ms['plain'] / ms['cpu']:.1f}; "
-          "same total costs")
+    print(
+        f"{args.batch} x [{args.queries}, {args.boxes}] {args.costs} costs on {jax.devices()[0].platform}, "
+        f"median of {args.repeats}: plain (JAX loops) {ms['plain']:.2f} ms, cpu form (scipy via pure_callback) "
+        f"{ms['cpu']:.2f} ms, scipy alone {ms['scipy']:.2f} ms; plain / cpu = {ms['plain'] / ms['cpu']:.1f}; "
+        "same total costs"
+    )
 
 
 if __name__ == "__main__":

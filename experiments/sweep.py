@@ -10,8 +10,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
-from jaxdet import sweep
-from jaxdet.training import loop, runtime
+from jaxdet import experiment, sweep
+from jaxdet.training import runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory; each arm gets a sub-directory.")
@@ -27,7 +27,7 @@ def main(argv):
         runtime.set_cpu_devices(_CONFIG.value.train.cpu_devices)  # (one count for every arm: the base config's)
         grid = sweep.parse_sweep(_CONFIG.value, _SWEEP.value) if _SWEEP.value else [{}]
         seeds = [int(s) for s in _SEEDS.value]
-        records = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, grid, seeds, loop.train_and_evaluate)
+        records = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, grid, seeds, experiment.train_and_evaluate)
     md, png = sweep.write_results(records, _WORKDIR.value)
     print(open(md).read())
     print(f"wrote {md} and {png}")

@@ -11,7 +11,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
-from jaxdet.training import loop, runtime
+from jaxdet import experiment
+from jaxdet.training import runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (get_config).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and pictures.")
@@ -30,7 +31,7 @@ def main(argv):
         runtime.set_cpu_devices(_CONFIG.value.train.cpu_devices)
         runtime.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _INIT_TIMEOUT.value)
         runtime.enable_compilation_cache(_CONFIG.value.train.compilation_cache_dir)
-        loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

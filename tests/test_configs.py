@@ -29,14 +29,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         ),
         ({"model.backbone": "resnet19"}, r"unknown backbone 'resnet19'.*resnet18"),
         ({"optim.name": "lion"}, r"unknown optimizer 'lion'"),
+        ({"train.best_metric": "mAP"}, r"config.train.best_metric='mAP': use one of \('AP'"),
         ({"train.batch_size": 6}, r"batch_size=6 \(global\) is not divisible by the 4 devices"),
     ],
 )
 def test_bad_config_fails_at_start_up(overrides, message):
+    """The checks a run makes before it reads data: the config's, the optimizer's names
+    (training), the best-checkpoint metric's name (evaluation)."""
+    from jaxdet.evaluation import coco
+    from jaxdet.training import optim
+
     config = default.get_config("tiny")
     config.update_from_flattened_dict(overrides)
     with pytest.raises(ValueError, match=message):
-        configs.validate(configs.resolve(config), num_devices=4)
+        resolved = configs.resolve(config)
+        configs.validate(resolved, num_devices=4)
+        optim.check(resolved.optim)
+        coco.check_metric(resolved.train.best_metric)
 
 
 def test_unknown_loss_name_from_the_command_line(tmp_path):

@@ -9,7 +9,6 @@ import pytest
 from experiments.configs import faster_rcnn
 from jaxdet import assigners, detectors, parallel
 from jaxdet.detectors import inference
-from jaxdet.training import progress
 from jaxdet.training import step as train
 
 
@@ -122,10 +121,10 @@ def test_train_step_compiles_once_over_real_object_counts():
     step = train.shard_train_step(traced, mesh)
     losses = []
     for batch in batches + batches:
-        state, metrics = step(state, parallel.global_batch(mesh, progress.model_inputs(batch)), jax.random.key(0))
+        state, metrics = step(state, parallel.global_batch(mesh, pipeline.model_inputs(batch)), jax.random.key(0))
         losses.append(float(metrics["loss"]))
     assert np.all(np.isfinite(losses)) and int(state.step) == 4
     # The counter is live: a batch sized by its real object count (here 3) would compile again.
     trimmed = {k: (v[:, :3] if k in ("boxes", "labels", "box_mask") else v) for k, v in batches[0].items()}
     with pytest.raises(AssertionError, match="traced"):
-        step(state, parallel.global_batch(mesh, progress.model_inputs(trimmed)), jax.random.key(0))
+        step(state, parallel.global_batch(mesh, pipeline.model_inputs(trimmed)), jax.random.key(0))

@@ -237,12 +237,12 @@ def test_sweep_parsing_and_errors():
 
 @pytest.mark.slow  # ~60 s (two tiny training runs): `pytest -m slow`; parsing and errors are tested above
 def test_two_arm_sweep_writes_results(tfds_dir, tmp_path, capsys):
-    from jaxdet.training import loop
+    from jaxdet import experiment
 
     config = default.get_config("tiny")
     config.data.data_dir = tfds_dir
     config.train.term_grad_norms_every = 3
-    runner = lambda cfg, wd: loop.train_and_evaluate(cfg, wd, jax.devices()[:1])
+    runner = lambda cfg, wd: experiment.train_and_evaluate(cfg, wd, jax.devices()[:1])
     grid = sweep.parse_sweep(config, ["loss.localization=smooth_l1,giou"])
     records = sweep.run_sweep(config, str(tmp_path), grid, [0], runner)
     md, png = sweep.write_results(records, str(tmp_path))

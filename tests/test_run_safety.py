@@ -159,19 +159,19 @@ def test_a_model_mismatch_is_refused_before_config_json_is_rewritten(data, tmp_p
     import jax
 
     from experiments.configs import default
+    from jaxdet import experiment
     from jaxdet.errors import ConfigError
-    from jaxdet.training import loop
 
     config = default.get_config("tiny")
     for key, value in data.items():
         config.data[key] = value
     config.train.steps, config.train.num_prediction_images, config.data.workers = 1, 0, 0
     workdir = str(tmp_path / "run")
-    loop.train_and_evaluate(config, workdir, jax.devices()[:1])
+    experiment.train_and_evaluate(config, workdir, jax.devices()[:1])
     recorded = open(f"{workdir}/config.json").read()
     config.train.allow_config_change, config.model.num_classes = True, 5
     with pytest.raises(ConfigError, match="does not match this model .* entries differ"):
-        loop.train_and_evaluate(config, workdir, jax.devices()[:1])
+        experiment.train_and_evaluate(config, workdir, jax.devices()[:1])
     assert open(f"{workdir}/config.json").read() == recorded
 
 

@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments.configs import default
-from jaxdet.training import loop
+from jaxdet import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,7 +103,7 @@ def test_two_processes_equal_one_process_with_four_devices(tfds_dir, tmp_path):
         section, field = key.split(".")
         config[section][field] = type(config[section][field])(value)
     one = str(tmp_path / "one_process")
-    loop.train_and_evaluate(config, one, jax.devices()[:4])
+    experiment.train_and_evaluate(config, one, jax.devices()[:4])
 
     a = _restore(one, 6)
     b = _restore(two, 6, like=a)

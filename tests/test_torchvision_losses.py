@@ -204,8 +204,9 @@ def test_torchvision_faster_rcnn_proposals_and_box_head_loss_match():
     def ours_layout(x, per_roi):
         """[sum counts, ...] torchvision rows -> [2, R, ...] jaxdet slots (zeros after the sampled)."""
         out = np.zeros((2, slots) + per_roi, np.float32)
-        out[0, : counts[0]], out[1, : counts[1]] = x[: counts[0]].reshape((-1,) + per_roi), x[counts[0] :].reshape(
-            (-1,) + per_roi
+        out[0, : counts[0]], out[1, : counts[1]] = (
+            x[: counts[0]].reshape((-1,) + per_roi),
+            x[counts[0] :].reshape((-1,) + per_roi),
         )
         return out
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from experiments.configs import default
-from jaxdet import detectors, parallel
+from jaxdet import detectors, experiment, parallel
 from jaxdet.evaluation import evaluator
-from jaxdet.training import loop, optim
+from jaxdet.training import optim
 from jaxdet.training import step as train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,7 +108,7 @@ def _rows(workdir):
 def test_end_to_end_outputs_resume_and_config_changes(tfds_dir, tmp_path, capsys, monkeypatch):
     devices = jax.devices()[:1]
     full = str(tmp_path / "full")
-    metrics = loop.train_and_evaluate(_tiny(tfds_dir), full, devices)
+    metrics = experiment.train_and_evaluate(_tiny(tfds_dir), full, devices)
     out = capsys.readouterr().out
     assert "step 2/6  loss" in out and "img/s" in out and "ETA" in out
     # Evaluating the last checkpoint from the workdir alone (its recorded config and classes,
@@ -139,13 +139,13 @@ def test_end_to_end_outputs_resume_and_config_changes(tfds_dir, tmp_path, capsys
     assert json.load(open(os.path.join(full, "config.json")))["model"]["name"] == "retinanet"
 
     # A finished run re-launched does not train again.
-    loop.train_and_evaluate(_tiny(tfds_dir), full, devices)
+    experiment.train_and_evaluate(_tiny(tfds_dir), full, devices)
     assert "training already complete at step 6" in capsys.readouterr().out
 
     # (Exact resume after kill -9 / SIGTERM: tests/test_resilience.py.) Raising train.steps
     # resumes and the learning-rate schedule follows the new length.
     config = _tiny(tfds_dir, train__steps=8)
-    loop.train_and_evaluate(config, full, devices)
+    experiment.train_and_evaluate(config, full, devices)
     out = capsys.readouterr().out
     assert "resumed from" in out and "steps 6->8" in out and "train.steps: 6 -> 8" in out
     assert "train.steps 6 -> 8: the learning-rate schedule follows the new length" in out
@@ -156,10 +156,10 @@ def test_end_to_end_outputs_resume_and_config_changes(tfds_dir, tmp_path, capsys
 
     # The same workdir with a different model is refused with a diff ...
     with pytest.raises(ValueError, match=r"(?s)model.backbone: 'resnet_tiny' -> 'resnet_small'.*allow_config_change"):
-        loop.train_and_evaluate(_tiny(tfds_dir, model__backbone="resnet_small", train__steps=8), full, devices)
+        experiment.train_and_evaluate(_tiny(tfds_dir, model__backbone="resnet_small", train__steps=8), full, devices)
     # ... unless allowed: then the changes are logged.
     config = _tiny(tfds_dir, data__hflip=False, train__steps=8, train__allow_config_change=True)
-    loop.train_and_evaluate(config, full, devices)
+    experiment.train_and_evaluate(config, full, devices)
     out = capsys.readouterr().out
     assert "resuming with a changed model/data config" in out and "data.hflip: True -> False" in out
 
@@ -184,7 +184,7 @@ def test_best_checkpoint_early_stopping_and_eval_cli(tfds_dir, tmp_path, capsys)
     config = _tiny(tfds_dir, train__steps=8, train__eval_every=2, train__early_stop_patience=1)
     config.train.num_prediction_images = 0
     workdir = str(tmp_path / "run")
-    loop.train_and_evaluate(config, workdir, jax.devices()[:1])
+    experiment.train_and_evaluate(config, workdir, jax.devices()[:1])
     out = capsys.readouterr().out
     assert "new best AP 0.0000 at step 2" in out and "early stopping at step 4" in out
     assert "| class | AP | AP50 | AP75 |" in out and "missed objects" in out  # per-class table, errors
@@ -253,7 +253,7 @@ def test_nonfinite_steps_are_counted_and_k_in_a_row_stop_the_run(tfds_dir, tmp_p
     config = _tiny(tfds_dir, train__max_nonfinite_steps=2, train__steps=8)
     config.train.num_prediction_images = 0
     with pytest.raises(NonFiniteError, match=r"stopping at step 5: 2 consecutive steps with non-finite loss terms"):
-        loop.train_and_evaluate(config, str(tmp_path / "run"), jax.devices()[:1])
+        experiment.train_and_evaluate(config, str(tmp_path / "run"), jax.devices()[:1])
     out = capsys.readouterr().out
     assert "step 2: non-finite loss terms classification" in out and "(1 in a row, 1 in all)" in out
     assert "step 5: non-finite" in out and "(2 in a row, 3 in all)" in out

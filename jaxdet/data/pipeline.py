@@ -208,3 +208,9 @@ def coco_ground_truth(table: AnnotationTable, leave_out: set[int] = frozenset(),
                     }
                 )
     return {"images": images, "annotations": annotations, "categories": list(categories)}
+
+
+def model_inputs(local: dict) -> dict:
+    """The batch fields the steps read (the pipeline's bookkeeping fields, truncated_boxes and
+    bad_image, stay on the host)."""
+    return {k: v for k, v in local.items() if k not in ("truncated_boxes", "bad_image")}

@@ -8,7 +8,19 @@ import io
 
 import numpy as np
 
+from jaxdet.errors import ConfigError
+
 COCO_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def check_metric(metric: str, field: str = "config.train.best_metric") -> None:
+    """ConfigError unless `metric` names what an evaluation reports: a COCO key, a validation
+    loss (loss_<term>) or a class's AP (AP/<class name>)."""
+    if not (metric in COCO_KEYS or metric.startswith(("loss_", "AP/"))):
+        raise ConfigError(
+            f"{field}={metric!r}: use one of {COCO_KEYS}, a validation loss "
+            "(loss_<term>, e.g. loss_localization, or loss_roi_box for Faster R-CNN) or AP/<class name>"
+        )
 
 
 def evaluate_coco(ground_truth: dict, detections: list[dict]) -> dict[str, float]:

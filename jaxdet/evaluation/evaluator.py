@@ -1,6 +1,7 @@
-"""Evaluation of a run's state: COCO metrics and validation loss over the eval split, the
-per-class / PR / error analysis files, prediction pictures, and `evaluate_checkpoint`,
-which restores a checkpoint from a workdir without reading the training split.
+"""Evaluation of a model's variables on an `EvalSession`: COCO metrics and validation loss
+over the eval split, the per-class / PR / error analysis files, prediction pictures;
+`Evaluation`, the hooks a training loop calls; and `evaluate_checkpoint`, which restores a
+checkpoint's weights from a workdir without reading the training split.
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxdet import checkpoints, configs, files, parallel, visualize
+from jaxdet import checkpoints, configs, detectors, files, kernels, parallel, visualize
+from jaxdet.console import log as _log
 from jaxdet.data import pipeline
 from jaxdet.data.classes import Classes
 from jaxdet.detectors import inference
 from jaxdet.errors import ConfigError
-from jaxdet.evaluation import analysis
-from jaxdet.evaluation import coco as evaluation
-from jaxdet.training import progress
-from jaxdet.training.progress import log as _log
-from jaxdet.training.run import Run
+from jaxdet.evaluation import analysis, coco
+from jaxdet.evaluation.session import EvalSession
 
 
 def _coco_results(dets: dict, batch: dict, image_ok: np.ndarray, classes: Classes) -> list[dict]:
@@ -46,12 +45,12 @@ def _coco_results(dets: dict, batch: dict, image_ok: np.ndarray, classes: Classe
     return out
 
 
-def evaluate(run, variables: dict, step: int, interrupt=lambda: False) -> dict[str, float] | None:
+def evaluate(session: EvalSession, variables: dict, step: int, interrupt=lambda: False) -> dict[str, float] | None:
     """COCO metrics and validation loss terms on the eval split; logged and returned.
 
     Returns None, having logged nothing, when `interrupt()` turns True between batches."""
-    local_bs = run.eval_batch_size // jax.process_count()
-    data = run.pipeline(run.eval_source)
+    local_bs = session.eval_batch_size // jax.process_count()
+    data = session.pipeline(session.eval_source)
     results, term_sums, batches, unreadable = [], {}, 0, set()
     stream = data.eval(local_bs)
     try:
@@ -59,11 +58,12 @@ def evaluate(run, variables: dict, step: int, interrupt=lambda: False) -> dict[s
             if interrupt():
                 _log(f"evaluation at step {step} abandoned (stopping)")
                 return None
-            dets, terms = run.eval_step(variables, parallel.global_batch(run.mesh, progress.model_inputs(local)))
+            batch = parallel.global_batch(session.mesh, pipeline.model_inputs(local))
+            dets, terms = session.eval_step(variables, batch)
             dets = parallel.to_host(dets)
             keys = ("scale", "image_id", "image_mask", "bad_image")
-            host_batch = parallel.to_host(parallel.global_batch(run.mesh, {k: local[k] for k in keys}))
-            results += _coco_results(dets, host_batch, host_batch["image_mask"], run.classes)
+            host_batch = parallel.to_host(parallel.global_batch(session.mesh, {k: local[k] for k in keys}))
+            results += _coco_results(dets, host_batch, host_batch["image_mask"], session.classes)
             unreadable |= {int(i) for i in host_batch["image_id"][host_batch["bad_image"] >= 0]}
             for k, v in jax.device_get(terms).items():
                 term_sums[k] = term_sums.get(k, 0.0) + float(v)
@@ -77,54 +77,54 @@ def evaluate(run, variables: dict, step: int, interrupt=lambda: False) -> dict[s
             f"(data.skip_bad), image ids {sorted(unreadable)[:10]}"
         )
     if jax.process_index() == 0:
-        gt = pipeline.coco_ground_truth(run.full_eval_table(), unreadable, run.classes.categories())
-        metrics, precision = evaluation.evaluate_coco_detailed(gt, results)
-        metrics.update(write_analysis(run, gt, results, precision))
-        files.write_atomic(os.path.join(run.analysis_dir, "detections.json"), json.dumps(results))
+        gt = pipeline.coco_ground_truth(session.full_eval_table(), unreadable, session.classes.categories())
+        metrics, precision = coco.evaluate_coco_detailed(gt, results)
+        metrics.update(write_analysis(session, gt, results, precision))
+        files.write_atomic(os.path.join(session.analysis_dir, "detections.json"), json.dumps(results))
         metrics["unreadable_images"] = len(unreadable)
     metrics.update({f"loss_{k}": v / max(batches, 1) for k, v in term_sums.items()})
-    run.writer.write(step, "eval", metrics)
+    session.writer.write(step, "eval", metrics)
     return metrics
 
 
-def write_analysis(run, gt: dict, results: list[dict], precision: np.ndarray) -> dict[str, float]:
-    """{per_class.md, pr_curves.png, errors.txt} in run.analysis_dir; returns {"AP/<class>": AP}."""
-    out = run.analysis_dir
+def write_analysis(session: EvalSession, gt: dict, results: list[dict], precision: np.ndarray) -> dict[str, float]:
+    """{per_class.md, pr_curves.png, errors.txt} in session.analysis_dir; returns {"AP/<class>": AP}."""
+    out = session.analysis_dir
     os.makedirs(out, exist_ok=True)
     names = {c["id"]: c["name"] for c in gt["categories"]}
     ids = [c["id"] for c in gt["categories"]]
     rows = analysis.per_class_ap(precision, ids, names)
-    run.per_class_table = analysis.per_class_markdown(rows)
+    session.per_class_table = analysis.per_class_markdown(rows)
     with open(os.path.join(out, "per_class.md"), "w") as f:
-        f.write(run.per_class_table)
+        f.write(session.per_class_table)
     analysis.plot_pr_curves(precision, ids, names, os.path.join(out, "pr_curves.png"))
     threshold = 0.3
-    run.error_lines = analysis.error_lines(analysis.error_breakdown(gt, results, threshold), threshold)
+    session.error_lines = analysis.error_lines(analysis.error_breakdown(gt, results, threshold), threshold)
     with open(os.path.join(out, "errors.txt"), "w") as f:
-        f.write("\n".join(run.error_lines) + "\n")
+        f.write("\n".join(session.error_lines) + "\n")
     return {f"AP/{r['name']}": r["AP"] for r in rows}
 
 
-def log_analysis(run) -> None:
+def log_analysis(session: EvalSession) -> None:
     """Prints the last evaluation's per-class table and error breakdown (process 0)."""
-    if getattr(run, "per_class_table", None):
-        _log(run.per_class_table.rstrip())
-        _log("\n".join(run.error_lines))
-        _log(f"(also in {run.analysis_dir}: per_class.md, pr_curves.png, errors.txt, detections.json)")
+    if session.per_class_table:
+        _log(session.per_class_table.rstrip())
+        _log("\n".join(session.error_lines))
+        _log(f"(also in {session.analysis_dir}: per_class.md, pr_curves.png, errors.txt, detections.json)")
 
 
-def draw_predictions(run, variables: dict, step: int) -> list[str]:
+def draw_predictions(session: EvalSession, variables: dict, step: int) -> list[str]:
     """Draws the first eval images with predictions (score >= 0.3) and ground truth."""
-    cfg = run.config
+    cfg = session.config
     n = cfg.train.num_prediction_images
     if n <= 0:
         return []
-    stream = run.pipeline(run.eval_source, workers=0).eval(run.eval_batch_size // jax.process_count())
+    stream = session.pipeline(session.eval_source, workers=0).eval(session.eval_batch_size // jax.process_count())
     local = next(stream)
     stream.close()
-    dets, _ = run.eval_step(variables, parallel.global_batch(run.mesh, progress.model_inputs(local)))
+    dets, _ = session.eval_step(variables, parallel.global_batch(session.mesh, pipeline.model_inputs(local)))
     dets = parallel.to_host(dets)
-    out_dir = os.path.join(run.workdir, "predictions")
+    out_dir = os.path.join(session.workdir, "predictions")
     paths, pictures = [], []
     if jax.process_index() != 0:
         return paths
@@ -136,7 +136,7 @@ def draw_predictions(run, variables: dict, step: int) -> list[str]:
             dets["boxes"][i][keep],
             dets["classes"][i][keep],
             dets["scores"][i][keep],
-            run.class_names,
+            session.class_names,
             local["boxes"][i][local["box_mask"][i]],
             upscale=max(1, 384 // cfg.data.image_size),
         )
@@ -144,7 +144,7 @@ def draw_predictions(run, variables: dict, step: int) -> list[str]:
         visualize.Image.fromarray(pic).save(path)
         paths.append(path)
         pictures.append(pic)
-    run.writer.write_images(step, "predictions", np.stack(pictures))
+    session.writer.write_images(step, "predictions", np.stack(pictures))
     return paths
 
 
@@ -155,6 +155,25 @@ def log_eval(step: int, metrics: dict[str, float], seconds: float) -> None:
             f"AP75 {metrics['AP75']:.4f}  APs {metrics['APs']:.4f}  APm {metrics['APm']:.4f}  "
             f"AR100 {metrics['AR100']:.4f}  ({seconds:.1f}s)"
         )
+
+
+class Evaluation:
+    """The evaluation hooks a training loop calls (training/loop.py), on `session`."""
+
+    def __init__(self, session: EvalSession):
+        self.session = session
+
+    def evaluate(self, variables: dict, step: int, interrupt=lambda: False) -> dict[str, float] | None:
+        return evaluate(self.session, variables, step, interrupt)
+
+    def draw_predictions(self, variables: dict, step: int) -> list[str]:
+        return draw_predictions(self.session, variables, step)
+
+    def log_eval(self, step: int, metrics: dict[str, float], seconds: float) -> None:
+        log_eval(step, metrics, seconds)
+
+    def log_analysis(self) -> None:
+        log_analysis(self.session)
 
 
 def evaluate_checkpoint(
@@ -181,23 +200,28 @@ def evaluate_checkpoint(
             tag = "" if config is None else f"-config-{configs.fingerprint(resolved)[:8]}"
             out = os.path.join(workdir, "eval", f"step{step}{tag}")
         _writable(out)
-        run = Run(resolved, workdir, devices, classes=classes, output_dir=out)
+        mesh = parallel.make_mesh(devices)
+        configs.validate(resolved, mesh.size, jax.process_count())
+        detector = detectors.build_detector(
+            resolved, len(classes.names), parallel.AXIS, kernels.platform(mesh.devices.flat), mesh.size
+        )
+        session = EvalSession(resolved, classes, detector, mesh, workdir, output_dir=out)
         # The weights alone: the checkpoint's "model" item (no optimizer state is read).
-        target = {"model": inference.abstract_variables(run.detector, resolved.data.image_size, run.mesh)}
+        target = {"model": inference.abstract_variables(detector, resolved.data.image_size, mesh)}
         items, step = ckpts.restore_newest(target, checkpoints.candidates(ckpts, which, step), log=_log)
     finally:
         ckpts.close()
     if items is None:
         raise ConfigError(f"no checkpoint in {ckpts.directory} restores (see the lines above)")
     configs.record(resolved, out)  # the config evaluated, beside its results
-    metrics = evaluate(run, items["model"], step)
+    metrics = evaluate(session, items["model"], step)
     if "AP" in metrics:
         keys = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
         _log(f"{which} checkpoint, step {step}: " + "  ".join(f"{k} {metrics[k]:.4f}" for k in keys))
         _log("validation loss: " + "  ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items() if k.startswith("loss_")))
-    log_analysis(run)
+    log_analysis(session)
     _log(f"results in {out} (metrics.jsonl, config.json, per_class.md, pr_curves.png, errors.txt, detections.json)")
-    run.writer.close()
+    session.writer.close()
     return metrics
 
 

@@ -119,7 +119,9 @@ def linear_sum_assignment(cost: Array, gt_mask: Array | None = None, form: str =
     rows = rows - jnp.where(gt_mask[:, None], jnp.min(rows, axis=1, keepdims=True), 0.0)
     solve = _solve_on_host if kernels.check_form(form) == "cpu" else _solve
     query_of_gt = jnp.where(gt_mask, solve(rows), -1)
-    gt_of_query = jnp.full((q,), -1, jnp.int32).at[jnp.where(gt_mask, query_of_gt, q)].set(
-        jnp.arange(m, dtype=jnp.int32), mode="drop"
+    gt_of_query = (
+        jnp.full((q,), -1, jnp.int32)
+        .at[jnp.where(gt_mask, query_of_gt, q)]
+        .set(jnp.arange(m, dtype=jnp.int32), mode="drop")
     )
     return Matching(query_of_gt, gt_of_query, gt_of_query >= 0)

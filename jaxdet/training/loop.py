@@ -11,7 +11,8 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import jax
 import ml_collections
@@ -19,20 +20,37 @@ import numpy as np
 
 from jaxdet import configs
 from jaxdet.checkpoints import Checkpoints
+from jaxdet.console import log as _log
 from jaxdet.errors import ConfigError
-from jaxdet.evaluation import evaluator
 from jaxdet.training import preemption, progress
 from jaxdet.training import workdir as workdir_lib
 from jaxdet.training.best import BestCheckpoint
-from jaxdet.training.progress import log as _log
 from jaxdet.training.run import Run
 from jaxdet.training.step import TrainState
 
 
+class Evaluation(Protocol):
+    """What the loop calls to evaluate (evaluation.evaluator.Evaluation; jaxdet/experiment.py
+    builds one for the run): metrics at a step (None when `interrupt()` abandoned it),
+    prediction pictures, and the lines it logs."""
+
+    def evaluate(self, variables: dict, step: int, interrupt: Callable[[], bool] = ...) -> dict | None: ...
+
+    def draw_predictions(self, variables: dict, step: int) -> list[str]: ...
+
+    def log_eval(self, step: int, metrics: dict, seconds: float) -> None: ...
+
+    def log_analysis(self) -> None: ...
+
+
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, devices: Sequence[jax.Device] | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    devices: Sequence[jax.Device] | None,
+    evaluation: Callable[[Run], Evaluation],
 ) -> dict[str, float]:
-    """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final eval metrics.
+    """Trains `config` in `workdir` (resuming if it holds checkpoints), evaluating with
+    `evaluation(run)` every train.eval_every steps; returns the final eval metrics.
 
     The run owns the workdir while it trains (a second run on it is refused, see
     `training.workdir`). Raises `preemption.Preempted` after SIGTERM/SIGINT (a checkpoint at
@@ -43,6 +61,7 @@ def train_and_evaluate(
     workdir_lib.prepare(workdir)
     with workdir_lib.Owner(workdir, _log):
         run = Run(config, workdir, devices)
+        ev = evaluation(run)
         cfg = run.config  # resolved: the chosen detector's section only
         ckpts = Checkpoints(
             os.path.join(workdir, "checkpoints"),
@@ -53,7 +72,7 @@ def train_and_evaluate(
         )
         best = BestCheckpoint(workdir, cfg.train.best_metric)
         try:
-            metrics = _train(run, ckpts, best, t_start)
+            metrics = _train(run, ev, ckpts, best, t_start)
         except BaseException:
             _finish(run, ckpts, best, quiet=True)  # the error that ended the run is the one reported
             raise
@@ -84,7 +103,7 @@ def _resume(run: Run, ckpts: Checkpoints):
     return state
 
 
-def _train(run: Run, ckpts: Checkpoints, best: BestCheckpoint, t_start: float):
+def _train(run: Run, ev: Evaluation, ckpts: Checkpoints, best: BestCheckpoint, t_start: float):
     cfg = run.config
     state = _resume(run, ckpts)
     start = int(jax.device_get(state.step))
@@ -104,7 +123,7 @@ def _train(run: Run, ckpts: Checkpoints, best: BestCheckpoint, t_start: float):
     with preemption.StopRequests(_log) as stop, contextlib.closing(stream):
         if owed:  # stopped during this step's evaluation last time: it still counts (best, early stop)
             _log(f"step {start}: its evaluation was interrupted; evaluating before training on")
-            evaluated, paths, early_stop = _evaluate(run, state, start, best, stop)
+            evaluated, paths, early_stop = _evaluate(run, ev, state, start, best, stop)
             metrics = evaluated or metrics
             _maybe_stop(stop, start, run, ckpts, best, guard)
             if early_stop:
@@ -128,7 +147,7 @@ def _train(run: Run, ckpts: Checkpoints, best: BestCheckpoint, t_start: float):
             early_stop = False
             if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
                 t_eval = time.time()
-                evaluated, new_paths, early_stop = _evaluate(run, state, done, best, stop)
+                evaluated, new_paths, early_stop = _evaluate(run, ev, state, done, best, stop)
                 if evaluated is not None:
                     metrics, paths = evaluated, new_paths
                 reporter.exclude(time.time() - t_eval)  # evaluation time is not training time
@@ -142,26 +161,26 @@ def _train(run: Run, ckpts: Checkpoints, best: BestCheckpoint, t_start: float):
     if start >= cfg.train.steps and not owed:
         _log(f"training already complete at step {start} (config.train.steps={cfg.train.steps}); evaluating")
         t_eval = time.time()
-        metrics = evaluator.evaluate(run, state.variables, start)
-        evaluator.log_eval(start, metrics, time.time() - t_eval)
-        paths = evaluator.draw_predictions(run, state.variables, start)
-    evaluator.log_analysis(run)
+        metrics = ev.evaluate(state.variables, start)
+        ev.log_eval(start, metrics, time.time() - t_eval)
+        paths = ev.draw_predictions(state.variables, start)
+    ev.log_analysis()
     if paths:
         _log(f"wrote {len(paths)} prediction images to {os.path.dirname(paths[0])}")
     _log(f"done in {time.time() - t_start:.1f}s")
     return metrics
 
 
-def _evaluate(run: Run, state, step: int, best: BestCheckpoint, stop) -> tuple[dict | None, list, bool]:
+def _evaluate(run: Run, ev: Evaluation, state, step: int, best: BestCheckpoint, stop) -> tuple[dict | None, list, bool]:
     """Evaluates at `step`: (metrics, or None when a stop request abandoned it; prediction
     picture paths; whether early stopping says stop)."""
     t_eval = time.time()
     _log(f"evaluating at step {step}")
-    metrics = evaluator.evaluate(run, state.variables, step, interrupt=stop.interrupts_evaluation)
+    metrics = ev.evaluate(state.variables, step, interrupt=stop.interrupts_evaluation)
     if metrics is None:
         return None, [], False
-    evaluator.log_eval(step, metrics, time.time() - t_eval)
-    paths = evaluator.draw_predictions(run, state.variables, step)  # PNGs and TensorBoard images at every evaluation
+    ev.log_eval(step, metrics, time.time() - t_eval)
+    paths = ev.draw_predictions(state.variables, step)  # PNGs and TensorBoard images at every evaluation
     return metrics, paths, _track_best(best, step, metrics, state, run.config)
 
 

@@ -11,6 +11,14 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("cosine", "step", "constant")
 
 
+def check(optim) -> None:
+    """ConfigError for an optimizer or schedule name `config.optim` gives that is not one here."""
+    if optim.name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {optim.name!r} (config.optim.name); valid: {OPTIMIZERS}")
+    if optim.schedule not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {optim.schedule!r} (config.optim.schedule); valid: {SCHEDULES}")
+
+
 def learning_rate_schedule(optim, total_steps: int) -> optax.Schedule:
     """Linear warmup from 0 to `optim.learning_rate`, then cosine / step decay / constant."""
     base, warmup = optim.learning_rate, min(optim.warmup_steps, total_steps)

@@ -11,19 +11,9 @@ import jax
 import numpy as np
 
 from jaxdet import parallel
+from jaxdet.console import log
+from jaxdet.data.pipeline import model_inputs
 from jaxdet.errors import NonFiniteError
-
-
-def log(msg: str) -> None:
-    # Progress goes to stdout (process 0 only) so it is readable under absl's log noise.
-    if jax.process_index() == 0:
-        print(msg, flush=True)
-
-
-def model_inputs(local: dict) -> dict:
-    """The batch fields the steps read (the input pipeline's bookkeeping fields stay on the host)."""
-    return {k: v for k, v in local.items() if k not in ("truncated_boxes", "bad_image")}
-
 
 # How the progress line names the terms named after their family (others: their own name).
 _SHORT = {"classification": "cls", "localization": "loc", "confidence": "conf"}
