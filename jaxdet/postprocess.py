@@ -74,3 +74,20 @@ def select_detections(
         classes=jnp.where(ok, cls[idx], 0),
         valid=ok,
     )
+
+
+def top_pairs(scores: Array, boxes: Array, max_detections: int, score_threshold: float, image_size: int) -> Detections:
+    """Detections without NMS (set predictors, heatmap peaks): the `max_detections` best
+    (candidate, class) pairs of scores [B, N, C] over all candidates, each with its
+    candidate's box from boxes [B, N, 4] (clipped to the image); valid above the threshold."""
+    b, n, c = scores.shape
+    top, flat = jax.lax.top_k(scores.reshape(b, n * c), min(max_detections, n * c))
+    picked = jnp.take_along_axis(boxes, (flat // c)[..., None], axis=1)
+    picked = jnp.clip(picked, 0.0, float(image_size))
+    valid = top > score_threshold
+    return Detections(
+        boxes=jnp.where(valid[..., None], picked, 0.0),
+        scores=jnp.where(valid, top, 0.0),
+        classes=jnp.where(valid, flat % c, 0).astype(jnp.int32),
+        valid=valid,
+    )

@@ -146,17 +146,9 @@ class CenterNet(base.OneLossSet):
         b, a, c = scores.shape
         heat = scores.reshape(b, *self.grid, c)
         pooled = nn.max_pool(heat, (3, 3), strides=(1, 1), padding="SAME")
-        peaks = jnp.where(heat == pooled, heat, 0.0).reshape(b, a * c)
-        top, flat = jax.lax.top_k(peaks, min(self.max_detections, a * c))
-        boxes = jnp.take_along_axis(self.decode(outputs["box_raw"]), (flat // c)[..., None], axis=1)
-        boxes = jnp.clip(boxes, 0.0, float(self.image_size))
-        valid = top > self.score_threshold
-        return postprocess.Detections(
-            boxes=jnp.where(valid[..., None], boxes, 0.0),
-            scores=jnp.where(valid, top, 0.0),
-            classes=jnp.where(valid, flat % c, 0).astype(jnp.int32),
-            valid=valid,
-        )
+        peaks = jnp.where(heat == pooled, heat, 0.0).reshape(b, a, c)
+        boxes = self.decode(outputs["box_raw"])
+        return postprocess.top_pairs(peaks, boxes, self.max_detections, self.score_threshold, self.image_size)
 
 
 def build(config, ctx: base.BuildContext) -> CenterNet:

@@ -131,17 +131,8 @@ class DETR(base.OneLossSet):
     def predict(self, outputs: dict[str, Array]) -> postprocess.Detections:
         """The `max_detections` best (query, class) pairs of the last layer, no NMS."""
         scores = base.class_scores(self.losses, outputs["cls_logits"], outputs.get("quality_logits"))  # [B, Q, C]
-        b, q, c = scores.shape
-        top, flat = jax.lax.top_k(scores.reshape(b, q * c), min(self.max_detections, q * c))
-        boxes = jnp.take_along_axis(self.decode(outputs["boxes"]), (flat // c)[..., None], axis=1)
-        boxes = jnp.clip(boxes, 0.0, float(self.image_size))
-        valid = top > self.score_threshold
-        return postprocess.Detections(
-            boxes=jnp.where(valid[..., None], boxes, 0.0),
-            scores=jnp.where(valid, top, 0.0),
-            classes=jnp.where(valid, flat % c, 0).astype(jnp.int32),
-            valid=valid,
-        )
+        boxes = self.decode(outputs["boxes"])
+        return postprocess.top_pairs(scores, boxes, self.max_detections, self.score_threshold, self.image_size)
 
 
 def build(config, ctx: base.BuildContext) -> DETR:
