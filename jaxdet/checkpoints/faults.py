@@ -134,15 +134,19 @@ def _through_orbax(exc_info) -> bool:
 
 class _ReportedOnce(logging.Filter):
     """Drops the error logs that echo an orbax failure: orbax's own (from its save threads,
-    with a traceback each) and asyncio's "Task exception was never retrieved" for the
-    writes it abandoned. The same exception reaches the main thread, where `save` / `wait`
+    with a traceback each) and asyncio's "Task / Future exception was never retrieved" for
+    the writes it abandoned. The same exception reaches the main thread, where `save` / `wait`
     turn it into one message (DiskFull) or re-raise it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
             return True
-        carried = record.exc_info is not None or "raised an exception" in record.getMessage()
-        return not (("orbax" in record.pathname and carried) or _through_orbax(record.exc_info))
+        message = record.getMessage()
+        carried = record.exc_info is not None or "raised an exception" in message
+        # asyncio's "Future/Task exception was never retrieved" for a write into a checkpoint's
+        # temporary directory (the items of one step are written concurrently; one fails first).
+        abandoned = record.name == "asyncio" and "never retrieved" in message and "orbax-checkpoint-tmp" in message
+        return not (("orbax" in record.pathname and carried) or _through_orbax(record.exc_info) or abandoned)
 
 
 for _name in ("absl", "asyncio"):
