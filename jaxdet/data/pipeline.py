@@ -116,6 +116,11 @@ class Pipeline:
         self.workers = default_workers() if workers < 0 else workers
         self.skip_bad = skip_bad
 
+    @classmethod
+    def from_config(cls, source, data, workers: int | None = None) -> Pipeline:
+        """The pipeline config.data (`data`) describes over `source`; `workers` overrides data.workers."""
+        return cls(source, data.image_size, data.max_boxes, data.workers if workers is None else workers, data.skip_bad)
+
     def train(
         self,
         batch_size: int,

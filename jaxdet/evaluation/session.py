@@ -51,10 +51,7 @@ class EvalSession:
         self.error_lines: list[str] = []
 
     def pipeline(self, source, workers: int | None = None) -> pipeline.Pipeline:
-        d = self.config.data
-        return pipeline.Pipeline(
-            source, d.image_size, d.max_boxes, d.workers if workers is None else workers, d.skip_bad
-        )
+        return pipeline.Pipeline.from_config(source, self.config.data, workers)
 
     def full_eval_table(self):
         """The whole evaluation split's annotations (read once; TFDS records are read for it)."""

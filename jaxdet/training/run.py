@@ -62,7 +62,4 @@ class Run:
         return state.replace(params=loaded["params"], batch_stats=loaded["batch_stats"])
 
     def pipeline(self, source, workers: int | None = None) -> pipeline.Pipeline:
-        d = self.config.data
-        return pipeline.Pipeline(
-            source, d.image_size, d.max_boxes, d.workers if workers is None else workers, d.skip_bad
-        )
+        return pipeline.Pipeline.from_config(source, self.config.data, workers)
