@@ -8,6 +8,7 @@ workdir resumes from the latest checkpoint (the data stream resumes at the same 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import time
@@ -19,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from jaxdet import configs
-from jaxdet.checkpoints import Checkpoints
+from jaxdet.checkpoints import Checkpoints, DiskFull
 from jaxdet.console import log as _log
 from jaxdet.errors import ConfigError
 from jaxdet.training import preemption, progress
@@ -73,8 +74,8 @@ def train_and_evaluate(
         best = BestCheckpoint(workdir, cfg.train.best_metric)
         try:
             metrics = _train(run, ev, ckpts, best, t_start)
-        except BaseException:
-            _finish(run, ckpts, best, quiet=True)  # the error that ended the run is the one reported
+        except BaseException as e:
+            _finish(run, ckpts, best, ending=e)  # the error that ended the run is the one reported
             raise
         _finish(run, ckpts, best)
         return metrics
@@ -203,19 +204,22 @@ def _maybe_stop(stop, done: int, run: Run, ckpts, best, guard, state=None) -> No
     raise preemption.Preempted(message, done, stop.signum or signal.SIGTERM)
 
 
-def _finish(run: Run, ckpts: Checkpoints, best: BestCheckpoint, quiet: bool = False) -> None:
+def _finish(run: Run, ckpts: Checkpoints, best: BestCheckpoint, ending: BaseException | None = None) -> None:
     """Waits for pending checkpoint writes and closes the writers, all of them whatever fails.
-    The first failure is raised after; with `quiet` (an error is ending the run already) it
-    is logged instead, so that error is the one reported."""
+    The first failure is raised after; when an error is `ending` the run already, failures
+    are logged instead, so that error is the one reported, and a full disk's echoes (a
+    writer's last flush hitting the same full disk) are not logged at all."""
     failure = None
     for close in (ckpts.wait, best.wait, ckpts.close, best.close, run.writer.close):
         try:
             close()
         except Exception as e:
             failure = failure or e
-            if quiet:
+            full = isinstance(e, DiskFull) or getattr(e, "errno", None) == errno.ENOSPC
+            echo = isinstance(ending, DiskFull) and full
+            if ending is not None and not echo:
                 _log(f"while stopping: {type(e).__name__}: {str(e)[:300]}")
-    if failure is not None and not quiet:
+    if failure is not None and ending is None:
         raise failure
 
 
