@@ -2,7 +2,7 @@
 dataset needed).
 
 What is timed is exactly the jitted data-parallel train step the trainer runs
-(`train.shard_train_step`): forward, target assignment, loss, backward, pmean and the
+(`shard_train_step`): forward, target assignment, loss, backward, pmean and the
 optimizer update, on a batch already on the devices. Figures:
 
 - compile_s: `lower` + `compile` of the step (with a persistent compilation cache
@@ -37,7 +37,7 @@ from jaxdet import configs, detectors, kernels, parallel
 from jaxdet.data.synthetic import synthetic_batch
 from jaxdet.detectors import inference
 from jaxdet.training import optim
-from jaxdet.training import step as train
+from jaxdet.training.step import init_key, init_state, make_train_step, shard_train_step
 
 # Dense peak FLOP/s per chip by compute dtype, from the vendors' data sheets. The float32
 # entry is the TF32 tensor-core rate, which XLA uses for float32 convolutions on these GPUs.
@@ -69,9 +69,7 @@ def step_flops(detector, tx, lr_schedule, state, batch: dict, rng: jax.Array, nu
     Only lowers (no compilation, no device memory): the abstract state and a per-device
     batch go through the same `shard_train_step` on a 1-device CPU mesh.
     """
-    cpu_step = train.shard_train_step(
-        train.make_train_step(detector, tx, lr_schedule), parallel.make_mesh(jax.devices("cpu")[:1])
-    )
+    cpu_step = shard_train_step(make_train_step(detector, tx, lr_schedule), parallel.make_mesh(jax.devices("cpu")[:1]))
     abstract = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
     per_device = {k: jax.ShapeDtypeStruct((v.shape[0] // num_devices, *v.shape[1:]), v.dtype) for k, v in batch.items()}
     lowered = cpu_step.lower(jax.tree_util.tree_map(abstract, state), per_device, abstract(rng))
@@ -98,7 +96,7 @@ def _setup(config: ml_collections.ConfigDict, num_classes: int, steps: int, warm
         config, num_classes, parallel.AXIS, kernels.platform(mesh.devices.flat), mesh.size
     )
     tx, lr = optim.make_optimizer(config.optim, max(config.train.steps, steps + warmup))
-    state = train.init_state(detector, tx, train.init_key(seed), config.data.image_size, mesh)
+    state = init_state(detector, tx, init_key(seed), config.data.image_size, mesh)
     local = synthetic_batch(config.train.batch_size, config.data.image_size, config.data.max_boxes, num_classes, seed)
     return config, mesh, detector, tx, lr, state, parallel.global_batch(mesh, local)
 
@@ -155,7 +153,7 @@ def bench_jaxdet(
     profile the step too (`benchmarks.profile`).
     """
     config, mesh, detector, tx, lr, state, batch = _setup(config, num_classes, steps, warmup, seed)
-    step = train.shard_train_step(train.make_train_step(detector, tx, lr), mesh)
+    step = shard_train_step(make_train_step(detector, tx, lr), mesh)
     rng = jax.random.key(seed)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch, rng).compile()

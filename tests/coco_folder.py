@@ -123,7 +123,7 @@ def untrained_workdir(workdir: str) -> str:
     from jaxdet import checkpoints, configs, detectors, parallel
     from jaxdet.data.classes import Classes
     from jaxdet.training import optim
-    from jaxdet.training import step as train
+    from jaxdet.training.step import init_state
 
     config = configs.resolve(default.get_config("tiny"))
     config.model.score_threshold = 0.0
@@ -131,7 +131,7 @@ def untrained_workdir(workdir: str) -> str:
     Classes(("a", "b"), (3, 9)).write(workdir)
     detector = detectors.build_detector(config, 2, None, jax.devices()[0].platform)
     tx, _ = optim.make_optimizer(config.optim, config.train.steps)
-    state = train.init_state(detector, tx, jax.random.key(0), 64, parallel.make_mesh(jax.devices()[:1]))
+    state = init_state(detector, tx, jax.random.key(0), 64, parallel.make_mesh(jax.devices()[:1]))
     ckpts = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), 1, 1)
     ckpts.save(1, state.items(), force=True)
     ckpts.wait()

@@ -19,7 +19,7 @@ from jaxdet import (
 )
 from jaxdet.data.synthetic import synthetic_batch  # noqa: E402
 from jaxdet.training import optim  # noqa: E402
-from jaxdet.training import step as train  # noqa: E402
+from jaxdet.training.step import init_key, init_state, make_train_step, shard_train_step  # noqa: E402
 
 
 def run(config, devices, batches):
@@ -27,8 +27,8 @@ def run(config, devices, batches):
     mesh = parallel.make_mesh(devices)
     det = detectors.build_detector(config, 5, parallel.AXIS, "cpu", num_devices=len(devices))
     tx, lr = optim.make_optimizer(config.optim, config.train.steps)
-    state = train.init_state(det, tx, train.init_key(0), config.data.image_size, mesh)
-    step = train.shard_train_step(train.make_train_step(det, tx, lr), mesh)
+    state = init_state(det, tx, init_key(0), config.data.image_size, mesh)
+    step = shard_train_step(make_train_step(det, tx, lr), mesh)
     losses = []
     for b in batches:
         state, metrics = step(state, parallel.global_batch(mesh, b), jax.random.key(1))

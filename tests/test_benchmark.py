@@ -35,13 +35,13 @@ def test_step_flops_counts_the_global_step():
 
     from jaxdet import detectors, parallel
     from jaxdet.training import optim
-    from jaxdet.training import step as train
+    from jaxdet.training.step import init_key, init_state
 
     config = default.get_config("tiny")
     detector = detectors.build_detector(config, 5, parallel.AXIS)
     tx, lr = optim.make_optimizer(config.optim, 10)
     mesh = parallel.make_mesh(jax.devices()[:1])
-    state = train.init_state(detector, tx, train.init_key(0), 64, mesh)
+    state = init_state(detector, tx, init_key(0), 64, mesh)
     rng = jax.random.key(0)
     big = synthetic_batch(8, 64, 8, 5)
     small = {k: v[:4] for k, v in big.items()}
@@ -92,7 +92,7 @@ def test_inference_bench_times_the_predict_step_which_gives_evaluations_detectio
     from jaxdet import detectors, parallel
     from jaxdet.detectors import inference
     from jaxdet.training import optim
-    from jaxdet.training import step as train
+    from jaxdet.training.step import init_key, init_state
 
     config = default.get_config("tiny")
     config.train.batch_size, config.data.image_size, config.model.score_threshold = 4, 64, 0.0  # (4 test devices)
@@ -104,7 +104,7 @@ def test_inference_bench_times_the_predict_step_which_gives_evaluations_detectio
     detector = detectors.build_detector(config, 5, parallel.AXIS)
     tx, _ = optim.make_optimizer(config.optim, 10)
     mesh = parallel.make_mesh(jax.devices()[:1])
-    state = train.init_state(detector, tx, train.init_key(0), 64, mesh)
+    state = init_state(detector, tx, init_key(0), 64, mesh)
     batch = parallel.global_batch(mesh, synthetic_batch(2, 64, 8, 5))
     predicted = inference.make_predict_step(detector, mesh)(state.variables, batch["image"])
     evaluated, _ = inference.make_eval_step(detector, mesh)(state.variables, batch)

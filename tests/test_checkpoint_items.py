@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 from coco_folder import untrained_workdir
 
 from jaxdet import checkpoints
-from jaxdet.training import step as train
+from jaxdet.training.step import TrainState, init_state
 
 
 def _leaves(tree) -> list[np.ndarray]:
@@ -26,8 +26,8 @@ def _state(workdir: str):
     detector = detectors.build_detector(config, len(classes.names), None)
     tx, _ = optim.make_optimizer(config.optim, config.train.steps)
     mesh = parallel.make_mesh(jax.devices()[:1])
-    saved = train.init_state(detector, tx, jax.random.key(0), config.data.image_size, mesh)
-    other = train.init_state(detector, tx, jax.random.key(1), config.data.image_size, mesh)
+    saved = init_state(detector, tx, jax.random.key(0), config.data.image_size, mesh)
+    other = init_state(detector, tx, jax.random.key(1), config.data.image_size, mesh)
     return saved, other
 
 
@@ -41,7 +41,7 @@ def test_the_model_item_restores_without_the_optimizer(tmp_path):
     for a, b in zip(_leaves(predictor.variables), _leaves(saved.variables), strict=True):
         np.testing.assert_array_equal(a, b)
     ckpts = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), keep=3, save_every=1)
-    whole = train.TrainState.from_items(ckpts.restore(1, other.items()))
+    whole = TrainState.from_items(ckpts.restore(1, other.items()))
     ckpts.close()
     for a, b in zip(_leaves(whole), _leaves(saved), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -72,7 +72,7 @@ def test_a_checkpoint_of_the_single_item_layout_restores_for_prediction_and_resu
     ckpts = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), keep=3, save_every=1)
     items, step = ckpts.restore_newest(other.items(), ckpts.all_steps())
     ckpts.close()
-    resumed = train.TrainState.from_items(items)
+    resumed = TrainState.from_items(items)
     assert step == 4 and jax.tree_util.tree_structure(resumed) == jax.tree_util.tree_structure(saved)
     for a, b in zip(_leaves(resumed), _leaves(saved), strict=True):
         np.testing.assert_array_equal(a, b)

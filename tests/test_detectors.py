@@ -8,7 +8,7 @@ import pytest
 
 from experiments.configs import recipe
 from jaxdet import detectors, losses
-from jaxdet.losses import dense
+from jaxdet.losses import assigned
 from jaxdet.losses import terms as loss_terms
 
 
@@ -23,7 +23,7 @@ def _config(name, **model):
 def _targets():
     """4 anchors of one image: positive (class 1), negative, ignored, negative."""
     boxes = jnp.asarray([[[0, 0, 10, 10]] * 4], jnp.float32)
-    return dense.Targets(
+    return assigned.Targets(
         labels=jnp.asarray([[1, 3, 3, 3]]),
         boxes=boxes,
         positive=jnp.asarray([[True, False, False, False]]),
@@ -37,7 +37,7 @@ def _targets():
     [("assigned", [0, 1, 3], "positives", 1.0), ("everywhere", [0, 1, 2, 3], "positives", 1.0),
      ("positives", [0], "assigned", 3.0)],
 )  # fmt: skip
-def test_dense_terms_sum_each_term_over_its_region_and_divide_by_one_normaliser(region, anchors, normalize_by, norm):
+def test_term_losses_sum_each_term_over_its_region_and_divide_by_one_normaliser(region, anchors, normalize_by, norm):
     ls = loss_terms.LossSet(
         losses.get_loss("classification", "sigmoid_binary_cross_entropy"),
         losses.get_loss("localization", "l1"),
@@ -50,7 +50,7 @@ def test_dense_terms_sum_each_term_over_its_region_and_divide_by_one_normaliser(
     logits = jnp.asarray(rng.normal(size=(1, 4, 3)), jnp.float32)
     conf = jnp.asarray(rng.normal(size=(1, 4)), jnp.float32)
     raw = jnp.asarray(rng.normal(size=(1, 4, 4)), jnp.float32) + 5.0  # "encoded" = the boxes themselves + noise
-    terms = dense.dense_terms(
+    terms = assigned.term_losses(
         ls, t, raw, lambda r: r, lambda b: b, logits, conf, None,
         cls_region=region, conf_region=region, normalize_by=normalize_by,
     )  # fmt: skip
@@ -76,7 +76,7 @@ def test_padded_images_are_neither_positive_nor_negative():
         matched=jnp.zeros((2, 3), jnp.int32), label=jnp.ones((2, 3), jnp.int32), iou=jnp.ones((2, 3))
     )
     batch = {"labels": jnp.asarray([[2], [2]]), "boxes": jnp.ones((2, 1, 4)), "image_mask": jnp.asarray([True, False])}
-    t = dense.targets_from_assignment(asg, batch, num_classes=3)
+    t = assigned.targets_from_assignment(asg, batch, num_classes=3)
     assert t.positive.tolist() == [[True] * 3, [False] * 3] and not t.negative.any()
     assert t.labels.tolist() == [[2, 2, 2], [3, 3, 3]] and t.valid.tolist() == [[True] * 3, [False] * 3]
 

@@ -15,7 +15,7 @@ from jaxdet.errors import ConfigError
 from jaxdet.models.heads import denoising
 from jaxdet.models.heads.detr import DETRHead
 from jaxdet.training import optim
-from jaxdet.training import step as train
+from jaxdet.training.step import init_state, make_train_step, shard_train_step
 
 SIZE, M, K = 32, 4, 5
 
@@ -51,10 +51,10 @@ def test_train_step_compiles_once_for_batches_of_0_to_m_objects():
     det = detectors.build_detector(config, K)
     mesh = parallel.make_mesh(jax.devices()[:1])
     tx, lr = optim.make_optimizer(config.optim, 10)
-    state = train.init_state(det, tx, jax.random.key(0), SIZE, mesh)
+    state = init_state(det, tx, jax.random.key(0), SIZE, mesh)
     chex.clear_trace_counter()  # (the counter is per function name; other tests trace a step_fn too)
-    traced = chex.assert_max_traces(train.make_train_step(det, tx, lr), n=1)
-    step = train.shard_train_step(traced, mesh)
+    traced = chex.assert_max_traces(make_train_step(det, tx, lr), n=1)
+    step = shard_train_step(traced, mesh)
     for objects in range(M + 1):  # 0 (every query "no object") .. M real boxes
         state, metrics = step(state, parallel.global_batch(mesh, _batch(objects, seed=objects)), jax.random.key(1))
         metrics = jax.device_get(metrics)
@@ -64,7 +64,7 @@ def test_train_step_compiles_once_for_batches_of_0_to_m_objects():
             assert metrics["localization"] == 0.0 and metrics["classification"] > 0
         else:
             assert metrics["localization"] > 0
-        assert "dn/classification" in metrics and "aux0/localization" in metrics and "enc/classification" in metrics
+        assert {"dn_classification", "aux_localization", "aux0/localization", "enc/classification"} <= set(metrics)
     assert int(state.step) == M + 1
 
 
@@ -139,18 +139,22 @@ def test_denoising_loss_trains_positives_on_their_box_and_negatives_on_no_object
     assert real_positive.sum() == 2 * 2 * 2  # images x groups x real boxes
 
     def dn_localization(dn_boxes):
-        return det.loss_fn({**outputs, "dn_boxes": dn_boxes}, batch, key)[1]["dn/localization"]
+        return det.loss_fn({**outputs, "dn_boxes": dn_boxes}, batch, key)[1]["dn_localization"]
 
     grads = np.asarray(jax.jit(jax.grad(dn_localization))(outputs["dn_boxes"]))  # [B, L, Qd, 4]
     moved = np.abs(grads).sum(axis=(1, 3)) > 0
     np.testing.assert_array_equal(moved, real_positive)  # box losses only through real positives
     loss_fn = jax.jit(lambda out: det.loss_fn(out, batch, key))
     total, terms = loss_fn(outputs)
-    assert float(terms["dn/classification"]) > 0 and np.isfinite(float(total))
+    assert float(terms["dn_classification"]) > 0 and np.isfinite(float(total))
     no_dn = {k: v for k, v in outputs.items() if not k.startswith("dn_")}
-    _, plain_terms = loss_fn(no_dn)  # (traced again: the outputs without the dn_ entries)
-    np.testing.assert_allclose(float(terms["localization"]), float(plain_terms["localization"]
-                               + terms["dn/localization"]), rtol=1e-5)  # fmt: skip
+    plain_total, plain_terms = loss_fn(no_dn)  # (traced again: the outputs without the dn_ entries)
+    # The denoising part is its own terms: the last layer's are unchanged, and the total adds the dn terms.
+    assert float(plain_terms["dn_classification"]) == 0.0 == float(plain_terms["dn_localization"])
+    np.testing.assert_allclose(float(terms["localization"]), float(plain_terms["localization"]), rtol=1e-6)
+    w = det.term_weights
+    dn = w["dn_classification"] * terms["dn_classification"] + w["dn_localization"] * terms["dn_localization"]
+    np.testing.assert_allclose(float(total), float(plain_total + dn), rtol=1e-5)
 
 
 def test_the_shipped_recipes_build_their_detector_and_too_few_queries_are_refused():
@@ -163,3 +167,45 @@ def test_the_shipped_recipes_build_their_detector_and_too_few_queries_are_refuse
     config = _config(groups=-1)
     with pytest.raises(ConfigError, match="denoising=-1"):
         detectors.build_detector(config, K)
+
+
+def _part_terms(**loss):
+    """DETR (tiny, 2 denoising groups)'s total and terms on one batch with fixed parameters,
+    config.loss fields `loss` set (`terms__x` for loss.terms.x)."""
+    config = _config(groups=2)
+    for key, value in loss.items():
+        node, *path = [config.loss, *key.split("__")]
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+    det = detectors.build_detector(config, K)
+    batch = {k: jnp.asarray(v) for k, v in _batch(objects=2).items()}
+    key = jax.random.key(0)
+    variables = jax.jit(lambda k: det.module.init({"params": k, "sampling": k}, batch["image"], train=False))(key)
+
+    def loss(v):
+        outputs = inference.forward(det, v, batch, jax.random.key(1), train=True)[0]
+        return det.loss_fn(outputs, batch, key)
+
+    total, terms = jax.jit(loss)(variables)
+    return float(total), {k: float(v) for k, v in terms.items()}, det
+
+
+def test_each_part_is_its_own_term_a_term_flag_changes_only_its_part():
+    """Last layer, auxiliary parts (earlier layers + encoder proposals) and denoising queries
+    are separate terms: swapping or weighting one leaves the others (and the matching) alone."""
+    total, base, det = _part_terms()
+    parts = ["classification", "localization", "confidence", "aux_classification", "aux_localization",
+             "dn_classification", "dn_localization"]  # fmt: skip
+    assert list(det.term_weights) == parts and all(base[t] > 0 for t in parts if t != "confidence")
+    assert base["aux_localization"] == pytest.approx(sum(v for k, v in base.items() if k.endswith("/localization")))
+    assert total == pytest.approx(sum(det.term_weights[t] * base[t] for t in parts), rel=1e-6)
+    _, l1, _ = _part_terms(terms__aux_localization="l1")
+    assert l1["aux_localization"] != pytest.approx(base["aux_localization"], rel=1e-3)
+    assert all(l1[t] == base[t] for t in parts if t != "aux_localization")
+    no_dn, same, det = _part_terms(dn_localization_weight=0.0, dn_classification_weight=0.0)
+    assert same == base and det.term_weights["dn_localization"] == 0.0
+    assert no_dn == pytest.approx(total - 2.0 * base["dn_classification"] - base["dn_localization"], rel=1e-6)
+    # One set of class logits serves every part: their classification losses share an activation.
+    with pytest.raises(ConfigError, match="config.loss.terms.dn_classification: its loss is softmax-based"):
+        _part_terms(terms__dn_classification="softmax_cross_entropy")

@@ -9,7 +9,7 @@ import pytest
 from experiments.configs import faster_rcnn
 from jaxdet import assigners, detectors, parallel
 from jaxdet.detectors import inference
-from jaxdet.training import step as train
+from jaxdet.training.step import init_key, init_state, make_train_step, shard_train_step
 
 
 @pytest.mark.parametrize(
@@ -116,9 +116,9 @@ def test_train_step_compiles_once_over_real_object_counts():
     det = detectors.build_detector(config, 5, parallel.AXIS)
     tx, lr = optim.make_optimizer(config.optim, 10)
     mesh = parallel.make_mesh(jax.devices()[:1])
-    state = train.init_state(det, tx, train.init_key(0), 64, mesh)
-    traced = chex.assert_max_traces(train.make_train_step(det, tx, lr), n=1)
-    step = train.shard_train_step(traced, mesh)
+    state = init_state(det, tx, init_key(0), 64, mesh)
+    traced = chex.assert_max_traces(make_train_step(det, tx, lr), n=1)
+    step = shard_train_step(traced, mesh)
     losses = []
     for batch in batches + batches:
         state, metrics = step(state, parallel.global_batch(mesh, pipeline.model_inputs(batch)), jax.random.key(0))

@@ -16,7 +16,14 @@ from jaxdet.detectors import inference
 from jaxdet.detectors.config import use_detector
 from jaxdet.errors import ConfigError
 from jaxdet.training import optim
-from jaxdet.training import step as train
+from jaxdet.training.step import (
+    init_key,
+    init_state,
+    make_term_grad_step,
+    make_train_step,
+    per_term_gradients,
+    shard_train_step,
+)
 
 # Detectors whose structure needs a confidence (objectness) loss: the RPN of a two-stage one.
 NEEDS_CONFIDENCE = ("faster_rcnn",)
@@ -55,8 +62,8 @@ def _train(config, steps=2, batch=None):
     mesh = parallel.make_mesh(jax.devices()[:1])
     det = detectors.build_detector(config, 5)
     tx, lr = optim.make_optimizer(config.optim, 10)
-    state = train.init_state(det, tx, jax.random.key(0), config.data.image_size, mesh)
-    step = train.shard_train_step(train.make_train_step(det, tx, lr), mesh)
+    state = init_state(det, tx, jax.random.key(0), config.data.image_size, mesh)
+    step = shard_train_step(make_train_step(det, tx, lr), mesh)
     batch = parallel.global_batch(mesh, batch or _batch())
     out = []
     for _ in range(steps):
@@ -188,12 +195,12 @@ def test_term_gradients_sum_to_the_total_gradient():
     mesh = parallel.make_mesh(jax.devices()[:1])
     det = detectors.build_detector(config, 5)
     tx, _ = optim.make_optimizer(config.optim, 10)
-    state = train.init_state(det, tx, jax.random.key(0), 32, mesh)
+    state = init_state(det, tx, jax.random.key(0), 32, mesh)
     batch = parallel.global_batch(mesh, _batch())
 
     def both(state, batch):
         rng = jax.random.key(3)
-        jac = train.per_term_gradients(det, state, batch, rng)
+        jac = per_term_gradients(det, state, batch, rng)
 
         def total(params):
             variables = {"params": params, "batch_stats": state.batch_stats}
@@ -210,7 +217,7 @@ def test_term_gradients_sum_to_the_total_gradient():
         g = np.asarray(g)
         np.testing.assert_allclose(np.asarray(j).sum(0), g, rtol=1e-4, atol=max(1e-6, 1e-4 * np.abs(g).max()))
 
-    diag = jax.device_get(train.make_term_grad_step(det, mesh)(state, batch, jax.random.key(0)))
+    diag = jax.device_get(make_term_grad_step(det, mesh)(state, batch, jax.random.key(0)))
     assert all(np.isfinite(v) for v in diag.values())
     assert (
         diag["grad_norm/classification"] > 0 and diag["grad_norm/localization"] > 0 and diag["grad_norm/confidence"] > 0
@@ -256,7 +263,7 @@ def test_two_arm_sweep_writes_results(tfds_dir, tmp_path, capsys):
         cfg = sweep.apply(config, overrides, 0)
         det = detectors.build_detector(cfg, 5)
         tx, _ = optim.make_optimizer(cfg.optim, cfg.train.steps)
-        inits.append(train.init_state(det, tx, train.init_key(cfg.seed), cfg.data.image_size, mesh).params)
+        inits.append(init_state(det, tx, init_key(cfg.seed), cfg.data.image_size, mesh).params)
     for a, b in zip(jax.tree_util.tree_leaves(inits[0]), jax.tree_util.tree_leaves(inits[1])):
         np.testing.assert_array_equal(a, b)
     with open(os.path.join(records[0]["workdir"], "metrics.jsonl")) as f:

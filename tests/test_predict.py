@@ -8,7 +8,7 @@ import pytest
 from experiments.configs import recipe
 from jaxdet import detectors, parallel
 from jaxdet.training import optim
-from jaxdet.training import step as train
+from jaxdet.training.step import init_state
 
 
 def _tiny_config(name: str):
@@ -59,7 +59,7 @@ def test_predict_restores_every_detector_from_its_workdir(name, tmp_path):
         json.dump([f"c{k}" for k in range(5)], f)
     det = detectors.build_detector(config, 5)
     tx, _ = optim.make_optimizer(config.optim, config.train.steps)
-    state = train.init_state(det, tx, jax.random.key(0), 64, parallel.make_mesh(jax.devices()[:1]))
+    state = init_state(det, tx, jax.random.key(0), 64, parallel.make_mesh(jax.devices()[:1]))
     ckpts = checkpoints.Checkpoints(f"{workdir}/checkpoints", keep=1, save_every=1)
     ckpts.save(3, state.items(), force=True)
     ckpts.wait()

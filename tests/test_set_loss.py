@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxdet.losses import dense
+from jaxdet.losses import assigned
 from jaxdet.losses import set as set_loss
 from jaxdet.losses import terms as loss_terms
 
@@ -47,7 +47,7 @@ def _problem(seed=0, real=3):
 
 def _terms(losses, outputs, batch):
     targets = set_loss.match(losses, outputs["cls_logits"], outputs["boxes"], batch, encode, decode)
-    terms = dense.dense_terms(losses, targets, outputs["boxes"], decode, encode, cls_logits=outputs["cls_logits"],
+    terms = assigned.term_losses(losses, targets, outputs["boxes"], decode, encode, cls_logits=outputs["cls_logits"],
                               cls_region="everywhere")  # fmt: skip
     return terms, targets
 

@@ -15,7 +15,7 @@ from experiments.configs import default
 from jaxdet import detectors, experiment, parallel
 from jaxdet.evaluation import evaluator
 from jaxdet.training import optim
-from jaxdet.training import step as train
+from jaxdet.training.step import init_state, make_train_step, shard_train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,8 +49,8 @@ def _run_steps(config, devices, batches, history=False):
     mesh = parallel.make_mesh(devices)
     det = detectors.build_detector(config, 5)
     tx, lr = optim.make_optimizer(config.optim, config.train.steps)
-    state = train.init_state(det, tx, jax.random.key(0), config.data.image_size, mesh)
-    step = train.shard_train_step(train.make_train_step(det, tx, lr), mesh)
+    state = init_state(det, tx, jax.random.key(0), config.data.image_size, mesh)
+    step = shard_train_step(make_train_step(det, tx, lr), mesh)
     metrics, states = {}, [jax.device_get(state)]
     for b in batches:
         state, metrics = step(state, parallel.global_batch(mesh, b), jax.random.key(1))
@@ -89,10 +89,10 @@ def test_loss_decreases_on_a_fixed_batch():
     mesh = parallel.make_mesh(jax.devices()[:1])
     det = detectors.build_detector(config, 5)
     tx, lr = optim.make_optimizer(config.optim, 30)
-    state = train.init_state(det, tx, jax.random.key(0), 64, mesh)
+    state = init_state(det, tx, jax.random.key(0), 64, mesh)
     # chex fails the test if the step is traced (so compiled) more than once.
-    step_fn = chex.assert_max_traces(train.make_train_step(det, tx, lr), n=1)
-    step = train.shard_train_step(step_fn, mesh)
+    step_fn = chex.assert_max_traces(make_train_step(det, tx, lr), n=1)
+    step = shard_train_step(step_fn, mesh)
     losses = []
     for _ in range(30):
         state, m = step(state, parallel.global_batch(mesh, batch), jax.random.key(0))

@@ -12,8 +12,8 @@ import dataclasses
 import math
 import os
 
+from jaxdet.data.annotation_table import AnnotationTable, TableBuilder
 from jaxdet.data.decode import header_size
-from jaxdet.data.table import AnnotationTable, TableBuilder
 from jaxdet.errors import ConfigError
 
 # Above this fraction of a split's boxes dropped, the load report warns loudly.

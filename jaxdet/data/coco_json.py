@@ -26,7 +26,7 @@ import json
 import os
 
 from jaxdet.data.annotated import Annotated, LoadReport, image_size, xywh_box
-from jaxdet.data.table import AnnotationTable
+from jaxdet.data.annotation_table import AnnotationTable
 from jaxdet.errors import ConfigError
 
 

@@ -31,8 +31,8 @@ import grain
 import numpy as np
 from absl import flags
 
+from jaxdet.data.annotation_table import AnnotationTable
 from jaxdet.data.examples import Augmentation, Examples
-from jaxdet.data.table import AnnotationTable
 from jaxdet.errors import ConfigError
 
 

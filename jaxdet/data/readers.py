@@ -20,8 +20,8 @@ import os
 
 import numpy as np
 
+from jaxdet.data.annotation_table import AnnotationTable, TableBuilder
 from jaxdet.data.decode import BadImage, decode_rgb, header_size, orientation_note
-from jaxdet.data.table import AnnotationTable, TableBuilder
 from jaxdet.errors import ConfigError
 
 

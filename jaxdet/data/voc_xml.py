@@ -14,7 +14,7 @@ import os
 import xml.etree.ElementTree as ET
 
 from jaxdet.data.annotated import Annotated, LoadReport, clip_box, image_size
-from jaxdet.data.table import AnnotationTable
+from jaxdet.data.annotation_table import AnnotationTable
 from jaxdet.errors import ConfigError
 
 

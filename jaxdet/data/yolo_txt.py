@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from jaxdet.data.annotated import Annotated, LoadReport, clip_box, image_size
-from jaxdet.data.table import AnnotationTable
+from jaxdet.data.annotation_table import AnnotationTable
 from jaxdet.errors import ConfigError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

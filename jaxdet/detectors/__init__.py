@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from jaxdet import kernels as kernel_policy
+from jaxdet import kernels
 from jaxdet.detectors.base import DETECTORS, BuildContext, DetectorDef, get_definition
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
@@ -30,11 +30,12 @@ def build_detector(
     is faster); the kernel policy config.model.kernels resolves against `platform` (None:
     the default backend's).
     """
-    from jaxdet.detectors.config import resolve  # (imports this module's registry)
+    from jaxdet.detectors.config import is_resolved, resolve  # (imports this module's registry)
 
-    config = resolve(config)  # idempotent: the chosen section, checked, defaults filled in
+    if not is_resolved(config):  # a recipe's or a test's config; a run's was resolved once, by Run
+        config = resolve(config)
     m = config.model
-    platform = platform or kernel_policy.platform()
+    platform = platform or kernels.platform()
     sync = m.sync_batch_norm and num_devices > 1 and axis_name is not None
-    ctx = BuildContext(num_classes, axis_name if sync else None, kernel_policy.resolve(m.kernels, platform))
+    ctx = BuildContext(num_classes, axis_name if sync else None, kernels.resolve(m.kernels, platform))
     return get_definition(m.name).build(config, ctx)

@@ -32,7 +32,7 @@ from jaxdet import anchors as anchor_ops
 from jaxdet import postprocess
 from jaxdet.detectors import base
 from jaxdet.errors import ConfigError
-from jaxdet.losses import dense
+from jaxdet.losses import assigned
 from jaxdet.losses import terms as loss_terms
 from jaxdet.models.heads.centernet import CenterNetHead
 
@@ -114,25 +114,25 @@ class CenterNet(base.OneLossSet):
         value = jnp.where(positive, 1.0, jnp.max(g, axis=1))
         return labels[matched], matched, positive, value
 
-    def assign(self, batch: dict[str, Array]) -> dense.Targets:
+    def assign(self, batch: dict[str, Array]) -> assigned.Targets:
         """Targets [B, A]: every cell's soft class target (quality) and, at peaks, its box
         (clipped, as the reference clips boxes, to the last cell's corner)."""
         h, w = self.grid
         limit = jnp.asarray([w - 1, h - 1, w - 1, h - 1], jnp.float32) * self.stride
         gt = jnp.clip(batch["boxes"], 0.0, limit)
         label, matched, positive, value = jax.vmap(self._assign_one)(gt, batch["labels"], batch["box_mask"])
-        valid = jnp.broadcast_to(dense.image_mask(batch, label.shape[0]), label.shape)
+        valid = jnp.broadcast_to(assigned.image_mask(batch, label.shape[0]), label.shape)
         positive = positive & valid
         boxes = jnp.take_along_axis(gt, matched[..., None], axis=1)
         labels = jnp.where(valid & (value > 0), label, self.num_classes)
-        return dense.Targets(labels, boxes, positive, valid & ~positive, valid, jnp.where(valid, value, 0.0))
+        return assigned.Targets(labels, boxes, positive, valid & ~positive, valid, jnp.where(valid, value, 0.0))
 
     def loss_fn(
         self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
     ) -> tuple[Array, dict[str, Array]]:
         """Weighted total and the three named terms, each divided by the batch's objects."""
         del rng
-        terms = dense.dense_terms(
+        terms = assigned.term_losses(
             self.losses, self.assign(batch), outputs["box_raw"], self.decode, self.encode,
             cls_logits=outputs["cls_logits"], conf_logits=outputs.get("quality_logits"), axis_name=axis_name,
             cls_region="everywhere", conf_region="assigned", centers=jnp.asarray(self.points),

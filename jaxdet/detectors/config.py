@@ -182,6 +182,21 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
+def is_resolved(config: ml_collections.ConfigDict) -> bool:
+    """Whether `config` is `resolve`'s output, unchanged where it matters (so building from
+    it need not resolve it again): config.model holds the shared fields and its detector's
+    whole section with the architecture its losses imply, config.loss that detector's terms."""
+    model, name = config.model, config.model.get("name")
+    if name not in DETECTORS or set(model.keys()) != set(SHARED) | {name} or "loss" not in config:
+        return False
+    definition, section = DETECTORS[name], model[name]
+    terms = config.loss.get("terms")
+    if terms is None or set(terms.keys()) != set(definition.terms) or not set(definition.section()) <= set(section):
+        return False
+    implied = definition.implied(config.loss, definition.terms)
+    return all(key in section and section[key] == value for key, value in implied.items())
+
+
 _IMPLIED_BY = {
     "background_logit": "a softmax config.loss.classification adds a background logit",
     "quality_branch": "a config.loss.confidence other than 'none' adds a quality branch",

@@ -28,7 +28,7 @@ from jaxdet import boxes as box_ops
 from jaxdet.detectors import base
 from jaxdet.detectors.rcnn_module import FasterRCNNModule, TwoStageSpec
 from jaxdet.errors import ConfigError
-from jaxdet.losses import dense
+from jaxdet.losses import assigned
 from jaxdet.losses import terms as loss_terms
 from jaxdet.models import convert
 
@@ -90,12 +90,12 @@ class FasterRCNN:
         asg = jax.vmap(lambda b, m: assigners.max_iou_assign(anchors, b, m, fg, bg, True))(
             batch["boxes"], batch["box_mask"]
         )
-        t = dense.targets_from_assignment(asg, batch, self.num_classes)
+        t = assigned.targets_from_assignment(asg, batch, self.num_classes)
         rngs = jax.random.split(rng, t.positive.shape[0])
         sample = lambda r, p, n: assigners.sample_balanced(r, p, n, self.rpn_per_image, self.rpn_positive_fraction)  # noqa: E731
         pos, neg = jax.vmap(sample)(rngs, t.positive, t.negative)
         anchors_b = jnp.broadcast_to(anchors, t.boxes.shape)
-        return dense.dense_terms(
+        return assigned.term_losses(
             self.rpn_losses,
             t._replace(positive=pos, negative=neg),
             outputs["rpn_deltas"],
@@ -109,15 +109,17 @@ class FasterRCNN:
 
     def _head_terms(self, outputs, batch, axis_name) -> dict[str, Array]:
         """`roi_classification` and `roi_box` over the sampled RoIs."""
-        valid = jnp.broadcast_to(dense.image_mask(batch, outputs["roi_sampled"].shape[0]), outputs["roi_sampled"].shape)
+        valid = jnp.broadcast_to(
+            assigned.image_mask(batch, outputs["roi_sampled"].shape[0]), outputs["roi_sampled"].shape
+        )
         pos = outputs["roi_positive"] & valid
-        t = dense.Targets(
+        t = assigned.Targets(
             outputs["roi_labels"], outputs["roi_gt_boxes"], pos, outputs["roi_sampled"] & valid & ~pos, valid
         )
         rois = outputs["roi_boxes"]
         cls_index = jnp.minimum(t.labels, self.num_classes - 1)[..., None, None]
         deltas = jnp.take_along_axis(outputs["roi_deltas"], cls_index, axis=2)[:, :, 0]  # [B, R, 4]
-        return dense.dense_terms(
+        return assigned.term_losses(
             self.losses,
             t,
             deltas,

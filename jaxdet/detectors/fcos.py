@@ -25,7 +25,7 @@ from jaxdet import anchors as anchor_ops
 from jaxdet import assigners, box_coder, postprocess
 from jaxdet.detectors import base
 from jaxdet.errors import ConfigError
-from jaxdet.losses import dense
+from jaxdet.losses import assigned
 from jaxdet.losses import terms as loss_terms
 from jaxdet.models import convert
 from jaxdet.models.heads.fcos import FCOSHead
@@ -83,18 +83,20 @@ class FCOS(base.OneLossSet):
     def encode(self, boxes: Array) -> Array:
         return box_coder.encode_ltrb(jnp.asarray(self.points), boxes, jnp.asarray(self.strides))
 
-    def assign(self, batch: dict[str, Array]) -> dense.Targets:
+    def assign(self, batch: dict[str, Array]) -> assigned.Targets:
         points, strides = jnp.asarray(self.points), jnp.asarray(self.strides)
         lower, upper = jnp.asarray(self.lower), jnp.asarray(self.upper)
         fn = lambda b, m: assigners.fcos_assign(points, strides, b, m, lower, upper, self.center_radius)  # noqa: E731
-        return dense.targets_from_assignment(jax.vmap(fn)(batch["boxes"], batch["box_mask"]), batch, self.num_classes)
+        return assigned.targets_from_assignment(
+            jax.vmap(fn)(batch["boxes"], batch["box_mask"]), batch, self.num_classes
+        )
 
     def loss_fn(
         self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
     ) -> tuple[Array, dict[str, Array]]:
         """Weighted total and the three named terms, each divided by the batch's positives."""
         del rng
-        terms = dense.dense_terms(
+        terms = assigned.term_losses(
             self.losses,
             self.assign(batch),
             outputs["box_ltrb"],

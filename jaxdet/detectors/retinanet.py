@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from jaxdet import anchors as anchor_ops
 from jaxdet.detectors import base
-from jaxdet.detectors.dense import AnchorDetector
+from jaxdet.detectors.anchor_based import AnchorDetector
 from jaxdet.errors import ConfigError
 from jaxdet.losses import terms as loss_terms
 from jaxdet.models import convert

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from jaxdet import anchors as anchor_ops
 from jaxdet.detectors import base
-from jaxdet.detectors.dense import AnchorDetector
+from jaxdet.detectors.anchor_based import AnchorDetector
 from jaxdet.losses import terms as loss_terms
 from jaxdet.models.heads.ssd import ssd_head
 

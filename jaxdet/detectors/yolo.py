@@ -23,7 +23,7 @@ from jax import Array
 from jaxdet import anchors as anchor_ops
 from jaxdet import assigners, box_coder, postprocess
 from jaxdet.detectors import base
-from jaxdet.losses import dense
+from jaxdet.losses import assigned
 from jaxdet.losses import terms as loss_terms
 from jaxdet.models.heads.yolo import YOLOHead
 
@@ -79,7 +79,7 @@ class YOLO(base.OneLossSet):
             probs = probs * jax.nn.sigmoid(outputs["obj_logits"])[..., None]
         return probs
 
-    def assign(self, outputs: dict[str, Array], batch: dict[str, Array]) -> dense.Targets:
+    def assign(self, outputs: dict[str, Array], batch: dict[str, Array]) -> assigned.Targets:
         """SimOTA: costs from the current predictions (no gradient flows through them)."""
         points, strides = jnp.asarray(self.points), jnp.asarray(self.strides)
         pred_boxes = jax.lax.stop_gradient(self.decode(outputs["box_ltrb"]))
@@ -89,14 +89,14 @@ class YOLO(base.OneLossSet):
             return assigners.simota_assign(points, strides, pb, sc, gb, gl, gm, self.center_radius, self.simota_k)
 
         asg = jax.vmap(one)(pred_boxes, scores, batch["boxes"], batch["labels"], batch["box_mask"])
-        return dense.targets_from_assignment(asg, batch, self.num_classes)
+        return assigned.targets_from_assignment(asg, batch, self.num_classes)
 
     def loss_fn(
         self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
     ) -> tuple[Array, dict[str, Array]]:
         """Weighted total and the three named terms, each normalised by the positives."""
         del rng
-        terms = dense.dense_terms(
+        terms = assigned.term_losses(
             self.losses,
             self.assign(outputs, batch),
             outputs["box_ltrb"],

@@ -27,7 +27,7 @@ from jaxdet import anchors as anchor_ops
 from jaxdet import assigners, box_coder, postprocess
 from jaxdet.detectors import base
 from jaxdet.errors import ConfigError
-from jaxdet.losses import dense
+from jaxdet.losses import assigned
 from jaxdet.losses import terms as loss_terms
 from jaxdet.models.backbones import get_backbone_spec
 from jaxdet.models.csp import CSPSpec
@@ -76,7 +76,7 @@ class YOLOv8(base.OneLossSet):
         """[B, P, C]: class probability (with a confidence branch, the geometric mean with it)."""
         return base.class_scores(self.losses, outputs["cls_logits"], outputs.get("obj_logits"))
 
-    def assign(self, outputs: dict[str, Array], batch: dict[str, Array]) -> dense.Targets:
+    def assign(self, outputs: dict[str, Array], batch: dict[str, Array]) -> assigned.Targets:
         """TAL on the current predictions (constants: no gradient flows through matching)."""
         points = jnp.asarray(self.points)
         pred_boxes = jax.lax.stop_gradient(self.decode(self.distances(outputs["box_dist"])))
@@ -87,14 +87,14 @@ class YOLOv8(base.OneLossSet):
             return assigners.task_aligned_assign(points, pb, sc, gb, gl, gm, topk, alpha, beta)
 
         asg = jax.vmap(one)(pred_boxes, scores, batch["boxes"], batch["labels"], batch["box_mask"])
-        return dense.targets_from_assignment(asg, batch, self.num_classes, soft=True)
+        return assigned.targets_from_assignment(asg, batch, self.num_classes, soft=True)
 
     def loss_fn(
         self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
     ) -> tuple[Array, dict[str, Array]]:
         """Weighted total and the three named terms, divided by the sum of TAL's soft targets."""
         del rng
-        terms = dense.dense_terms(
+        terms = assigned.term_losses(
             self.losses,
             self.assign(outputs, batch),
             self.distances(outputs["box_dist"]),

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxdet import assigners
-from jaxdet.losses.dense import Targets, targets_from_assignment
+from jaxdet.losses.assigned import Targets, targets_from_assignment
 from jaxdet.losses.terms import LossSet
 from jaxdet.ops.matching import linear_sum_assignment
 

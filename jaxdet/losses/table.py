@@ -12,7 +12,7 @@
   (YOLOv8's box loss): each part in its own space.
 - confidence: `fn(logits [N], targets [N]) -> [N]`.
 
-Callers apply masks and normalisers (`losses/dense.py` for the dense detectors).
+Callers apply masks and normalisers (`losses/assigned.py` for the dense detectors).
 """
 
 from __future__ import annotations

@@ -10,9 +10,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxdet import kernels as kernel_policy
 from jaxdet.errors import ConfigError
-from jaxdet.kernels import cpu_conv
+from jaxdet.kernels import check_form, cpu_conv
 
 NORMS = ("batch", "frozen_batch", "group", "none")
 
@@ -109,7 +108,7 @@ def Conv(*args, kernels: str = "plain", **kwargs) -> nn.Conv:  # noqa: N802 (sta
     Every convolution in jaxdet's models is built here; the module is an nn.Conv, so
     parameter names and values do not depend on the form.
     """
-    return nn.Conv(*args, conv_general_dilated=_CONV_FORMS[kernel_policy.check_form(kernels)], **kwargs)
+    return nn.Conv(*args, conv_general_dilated=_CONV_FORMS[check_form(kernels)], **kwargs)
 
 
 def conv3x3(features: int, kernels: str = "plain", **kwargs) -> nn.Conv:
@@ -134,7 +133,7 @@ def max_pool_3x3_s2(x, kernels: str = "plain"):
     of maxima for every input pixel (backward 105 ms -> ~53 ms on 2x256x256x64, ResNet-50's
     stem fwd+bwd 247 -> 185 ms; BENCHMARKS.md).
     """
-    if kernel_policy.check_form(kernels) == "plain":  # reduce_window
+    if check_form(kernels) == "plain":  # reduce_window
         return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     return _max_pool_cpu(x)
 
@@ -242,7 +241,7 @@ class BatchNorm(nn.Module):
         if self.use_running_average:
             return _fixed_norm(x, scale, bias, ra_mean.value, ra_var.value, self.epsilon, self.dtype)
         # The hand-written backward is the "cpu" form (measured on XLA:CPU); "plain" is autodiff.
-        cpu = kernel_policy.check_form(self.kernels) == "cpu"
+        cpu = check_form(self.kernels) == "cpu"
         fn = _batch_norm_train if cpu else lambda *a: _batch_norm_fwd(*a)[0]
         y, mean, var = fn(x.astype(self.dtype), scale, bias, self.epsilon)
         if not self.is_initializing():

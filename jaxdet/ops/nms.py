@@ -31,7 +31,7 @@ from jax import Array
 from jax.typing import ArrayLike
 
 from jaxdet import boxes as box_ops
-from jaxdet import kernels as kernel_policy
+from jaxdet.kernels import check_form
 
 BLOCK = 256  # boxes per block of the blocked form: ~N / 256 loop steps
 
@@ -88,7 +88,7 @@ def greedy_keep(sorted_boxes: Array, sorted_valid: Array, iou_threshold: float, 
     Args: sorted_boxes [N, 4] xyxy; sorted_valid bool [N] (invalid boxes are neither kept
     nor suppress); form "cpu" (sequential) or "plain" (blocked): the same result.
     """
-    if kernel_policy.check_form(form) == "cpu":
+    if check_form(form) == "cpu":
         return _keep_sequential(sorted_boxes, sorted_valid, iou_threshold)
     return _keep_blocked(sorted_boxes, sorted_valid, iou_threshold)
 

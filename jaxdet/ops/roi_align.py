@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
-from jaxdet import kernels as kernel_policy
+from jaxdet.kernels import check_form
 
 
 def _axis_samples(start: Array, length: Array, bins: int, ratio: int) -> Array:
@@ -203,7 +203,7 @@ def multilevel_roi_align(
     if levels != list(range(levels[0], levels[-1] + 1)):
         raise ValueError(f"multilevel_roi_align needs consecutive pyramid levels, got {levels}")
     assigned = fpn_levels(boxes.reshape(-1, 4), levels[0], levels[-1]).reshape(boxes.shape[:-1])
-    if kernel_policy.check_form(kernels) == "cpu":
+    if check_form(kernels) == "cpu":
         return _pool_assigned_levels(pyramid, boxes, assigned, output_size, sampling_ratio, aligned)
     out = None
     for lvl in levels:

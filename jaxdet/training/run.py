@@ -14,7 +14,14 @@ from jaxdet.console import log as _log
 from jaxdet.data import pipeline, sources
 from jaxdet.data.classes import Classes
 from jaxdet.training import optim, runtime
-from jaxdet.training import step as train
+from jaxdet.training.step import (
+    TrainState,
+    init_key,
+    init_state,
+    make_term_grad_step,
+    make_train_step,
+    shard_train_step,
+)
 
 
 class Run:
@@ -38,17 +45,15 @@ class Run:
             config, len(self.class_names), parallel.AXIS, kernels.platform(self.mesh.devices.flat), self.mesh.size
         )
         self.tx, self.lr = optim.make_optimizer(config.optim, config.train.steps)
-        self.train_step = train.shard_train_step(train.make_train_step(self.detector, self.tx, self.lr), self.mesh)
-        self.term_grad_step = train.make_term_grad_step(self.detector, self.mesh)
+        self.train_step = shard_train_step(make_train_step(self.detector, self.tx, self.lr), self.mesh)
+        self.term_grad_step = make_term_grad_step(self.detector, self.mesh)
         self.base_rng = jax.random.key(config.seed)
         self.writer = summary.MetricWriter(workdir)
 
-    def initial_state(self, pretrained: bool = False) -> train.TrainState:
+    def initial_state(self, pretrained: bool = False) -> TrainState:
         """Freshly initialised state; with `pretrained`, torchvision weights loaded as configured
         (config.model.backbone_weights / detector_weights)."""
-        state = train.init_state(
-            self.detector, self.tx, train.init_key(self.config.seed), self.config.data.image_size, self.mesh
-        )
+        state = init_state(self.detector, self.tx, init_key(self.config.seed), self.config.data.image_size, self.mesh)
         m = self.config.model
         if not pretrained or not (m.get("backbone_weights") or m.get("detector_weights")):
             return state

@@ -20,7 +20,7 @@ from jax import Array
 from jaxdet import anchors as anchor_ops
 from jaxdet import assigners, box_coder, postprocess
 from jaxdet.detectors import base
-from jaxdet.losses import dense
+from jaxdet.losses import assigned
 from jaxdet.losses import terms as loss_terms
 
 
@@ -36,7 +36,7 @@ class AnchorDetector(base.OneLossSet):
     bg_iou: float
     box_weights: tuple[float, float, float, float]
     detect_kwargs: dict[str, Any]
-    cls_region: str = "assigned"  # dense.REGIONS
+    cls_region: str = "assigned"  # assigned.REGIONS
     neg_pos_ratio: int = 3  # for cls_region="hard_negatives"
     level_sizes: tuple[int, ...] | None = None  # anchors per level: the pre-NMS top-k per level
     clip_size: int | None = None  # clip decoded boxes to [0, clip_size]^2 before NMS
@@ -44,14 +44,14 @@ class AnchorDetector(base.OneLossSet):
     # current predictions, with soft classification targets, instead of max-IoU.
     tal: tuple[int, float, float] | None = None
 
-    def assign(self, batch: dict[str, Array], outputs: dict[str, Array] | None = None) -> dense.Targets:
+    def assign(self, batch: dict[str, Array], outputs: dict[str, Array] | None = None) -> assigned.Targets:
         """Targets [B, A]: max-IoU (every ground-truth box keeps its best anchor), or with
         `tal` task-aligned on `outputs` (constants: no gradient flows through matching)."""
         anchors = jnp.asarray(self.anchors)
         if self.tal is None:
             fn = lambda b, m: assigners.max_iou_assign(anchors, b, m, self.fg_iou, self.bg_iou, True)  # noqa: E731
             asg = jax.vmap(fn)(batch["boxes"], batch["box_mask"])
-            return dense.targets_from_assignment(asg, batch, self.num_classes)
+            return assigned.targets_from_assignment(asg, batch, self.num_classes)
         centers = jnp.asarray(anchor_ops.centers(self.anchors))
         boxes = jax.lax.stop_gradient(self.decode(outputs["box_deltas"]))
         scores = jax.lax.stop_gradient(self.losses.class_probabilities(outputs["cls_logits"]))
@@ -60,7 +60,7 @@ class AnchorDetector(base.OneLossSet):
             return assigners.task_aligned_assign(centers, pb, sc, gb, gl, gm, *self.tal)
 
         asg = jax.vmap(one)(boxes, scores, batch["boxes"], batch["labels"], batch["box_mask"])
-        return dense.targets_from_assignment(asg, batch, self.num_classes, soft=True)
+        return assigned.targets_from_assignment(asg, batch, self.num_classes, soft=True)
 
     def decode(self, deltas: Array) -> Array:
         """[B, A, 4] deltas -> xyxy boxes in input pixels."""
@@ -75,7 +75,7 @@ class AnchorDetector(base.OneLossSet):
     ) -> tuple[Array, dict[str, Array]]:
         """Weighted total and the three named terms, each normalised by the positives."""
         del rng  # the targets are deterministic
-        terms = dense.dense_terms(
+        terms = assigned.term_losses(
             self.losses,
             self.assign(batch, outputs),
             outputs["box_deltas"],

@@ -93,7 +93,7 @@ def _region(name: str, t: Targets, per_anchor: Array | None, neg_pos_ratio: int)
     raise ValueError(f"unknown loss region {name!r}; valid: {REGIONS}")
 
 
-def dense_terms(
+def term_losses(
     losses: LossSet,
     targets: Targets,
     raw_boxes: Array,
