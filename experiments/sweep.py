@@ -1,9 +1,11 @@
 """Run an ablation: every combination of --sweep values, for every seed, then results.md/.png.
 
     python -m experiments.sweep --config=experiments/configs/default.py --workdir=runs/box_loss \
-        --sweep='loss.localization=smooth_l1,l1,giou,diou,ciou' --seeds=0,1,2
+        --sweep='loss.localization=smooth_l1,l1,giou,diou,ciou' --seeds=0-2
 
-Several --sweep flags make a grid. Re-running the command skips finished arms.
+Several --sweep flags make a grid. Re-running the command skips finished arms; --seeds
+with more seeds extends a finished sweep, running only the new ones. results.md compares
+every arm with its baseline seed by seed (paired t-test, CI, verdict, seeds needed).
 """
 
 from absl import flags
@@ -16,7 +18,13 @@ from jaxdet.training import runtime
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory; each arm gets a sub-directory.")
 _SWEEP = flags.DEFINE_multi_string("sweep", [], "KEY=V1,V2,... (repeatable: a grid).")
-_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds, comma-separated.")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds: comma-separated seeds or ranges, e.g. 0-9 or 0,1,5-7.")
+_ADD_SEEDS = flags.DEFINE_integer(
+    "add_seeds", 0, "Extends the sweep in --workdir by N new seeds (after its largest); finished runs are kept."
+)
+_BASELINE = flags.DEFINE_string(
+    "baseline", None, "The first --sweep axis' value the other arms are compared with (default: its first value)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -26,9 +34,11 @@ def main(argv):
     with cli.user_errors():
         runtime.set_cpu_devices(_CONFIG.value.train.cpu_devices)  # (one count for every arm: the base config's)
         grid = sweep.parse_sweep(_CONFIG.value, _SWEEP.value) if _SWEEP.value else [{}]
-        seeds = [int(s) for s in _SEEDS.value]
+        seeds = sweep.parse_seeds(_SEEDS.value)
+        if _ADD_SEEDS.value:
+            seeds = sweep.with_added_seeds(_WORKDIR.value, seeds, _ADD_SEEDS.value)
         records = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, grid, seeds, experiment.train_and_evaluate)
-    md, png = sweep.write_results(records, _WORKDIR.value)
+        md, png = sweep.write_results(records, _WORKDIR.value, _BASELINE.value)
     print(open(md).read())
     print(f"wrote {md} and {png}")
 

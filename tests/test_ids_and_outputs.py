@@ -71,7 +71,7 @@ def test_evaluating_other_data_leaves_the_runs_own_results_alone(trained, tmp_pa
     (out,) = [d for d in os.listdir(f"{workdir}/eval") if d.startswith("step16-config-")]
     (row,) = [json.loads(line) for line in open(f"{workdir}/eval/{out}/metrics.jsonl")]
     assert row["AP"] == metrics["AP"] and os.path.exists(f"{workdir}/eval/{out}/detections.json")
-    final = sweep._final_eval(workdir, 16)
+    final = sweep.final_eval(workdir, 16)
     assert final == json.loads(before.strip().splitlines()[-1])  # still the training's own evaluation
 
 

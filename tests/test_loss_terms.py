@@ -106,8 +106,8 @@ def test_another_detectors_term_weight_is_refused_unless_unset():
 
 def test_sweep_table_shows_each_arms_terms(tmp_path):
     rows = [{"step": 2, "loss": 1.0, **{t: 0.25 for t in FASTER_RCNN_TERMS}}]
-    records = [{"arm": "a", "seed": 0, "final": {"AP": 0.5}, "train": rows, "diagnostics": [], "seconds": 1.0,
-                "terms": FASTER_RCNN_TERMS}]  # fmt: skip
+    records = [{"arm": "a", "overrides": {}, "seed": 0, "final": {"AP": 0.5}, "train": rows, "diagnostics": [],
+                "seconds": 1.0, "terms": FASTER_RCNN_TERMS}]  # fmt: skip
     md, _ = sweep.write_results(records, str(tmp_path))
     header = open(md).read().splitlines()[2]
     assert " | ".join(f"final {t}" for t in FASTER_RCNN_TERMS) in header

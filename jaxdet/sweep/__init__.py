@@ -1,0 +1,24 @@
+"""Ablation sweeps: a grid of config overrides x seeds, each (arm, seed) trained in its own
+sub-workdir, then tabulated with paired statistics. For a given seed every arm sees the
+same data order and the same initialisation key (both depend only on `config.seed`), so
+arms are compared seed by seed.
+
+grid.py: the arms and seeds; runs.py: running them; stats.py: paired comparisons;
+results.py: results.md / results.json / results.png.
+"""
+
+from jaxdet.sweep.grid import apply, arm_name, parse_seeds, parse_sweep
+from jaxdet.sweep.results import write_results
+from jaxdet.sweep.runs import existing_seeds, final_eval, run_sweep, with_added_seeds
+
+__all__ = [
+    "apply",
+    "arm_name",
+    "existing_seeds",
+    "final_eval",
+    "parse_seeds",
+    "parse_sweep",
+    "run_sweep",
+    "with_added_seeds",
+    "write_results",
+]

@@ -1,0 +1,91 @@
+"""A sweep's grid: `--sweep KEY=V1,V2,...` flags -> the arms' overrides, their names, and
+the config of one (arm, seed); `--seeds` ranges."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import itertools
+import re
+from collections.abc import Sequence
+
+import ml_collections
+
+from jaxdet.errors import ConfigError
+
+
+def _convert(config: ml_collections.ConfigDict, key: str, text: str):
+    """Parses `text` as the type of the existing field `key` (a clear error if there is none)."""
+    node = config
+    parts = key.split(".")
+    for p in parts[:-1]:
+        if p not in node:
+            raise ConfigError(f"--sweep key {key!r}: the config has no section {p!r}")
+        node = node[p]
+    if parts[-1] not in node:
+        raise ConfigError(f"--sweep key {key!r}: the config has no field {parts[-1]!r}; fields: {sorted(node.keys())}")
+    current = node[parts[-1]]
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false"):
+            raise ConfigError(f"--sweep {key}={text}: expected True or False")
+        return text.lower() == "true"
+    if isinstance(current, (int, float)):
+        return type(current)(float(text)) if isinstance(current, float) else int(text)
+    if isinstance(current, (tuple, list)):
+        return tuple(ast.literal_eval(text))
+    return text
+
+
+def parse_sweep(config: ml_collections.ConfigDict, specs: Sequence[str]) -> list[dict[str, object]]:
+    """['a.b=1,2', 'c.d=x,y'] -> the grid of overrides [{'a.b': 1, 'c.d': 'x'}, ...]."""
+    axes = []
+    for spec in specs:
+        if "=" not in spec:
+            raise ConfigError(f"--sweep {spec!r}: expected KEY=VALUE1,VALUE2,...")
+        key, values = spec.split("=", 1)
+        key = key.strip()
+        if key == "seed":
+            raise ConfigError("sweep over seeds with --seeds, not --sweep seed=...")
+        if key == "train.cpu_devices":  # (JAX's CPU device count is set once per process)
+            raise ConfigError(
+                "--sweep train.cpu_devices=...: the CPU device count is one per process; set it for the whole "
+                "sweep with --config.train.cpu_devices=N, or run one sweep per count"
+            )
+        # Split on commas outside brackets, so tuple values like (0.5,1.0) survive.
+        items = [v.strip() for v in re.split(r",(?![^()\[\]]*[)\]])", values) if v.strip()]
+        if not items:
+            raise ConfigError(f"--sweep {spec!r}: no values")
+        axes.append([(key, _convert(config, key, v)) for v in items])
+    return [dict(combo) for combo in itertools.product(*axes)]
+
+
+def arm_name(overrides: dict[str, object]) -> str:
+    """A readable, filesystem-safe name: 'loss.localization=giou,optim.learning_rate=0.001'."""
+    text = ",".join(f"{k}={v}" for k, v in overrides.items())
+    return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", text) or "base"
+
+
+def apply(config: ml_collections.ConfigDict, overrides: dict[str, object], seed: int) -> ml_collections.ConfigDict:
+    cfg = copy.deepcopy(config)
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    cfg.seed = seed
+    return cfg
+
+
+def parse_seeds(items: Sequence[str]) -> list[int]:
+    """--seeds items ("0", "3-5": both ends included) -> the seeds, in order, each once."""
+    seeds: list[int] = []
+    for item in items:
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", item)
+        if not match or (match[2] is not None and int(match[2]) < int(match[1])):
+            raise ConfigError(f"--seeds {item!r}: expected a seed (3) or an increasing range (0-9), comma-separated")
+        first, last = int(match[1]), int(match[2] if match[2] is not None else match[1])
+        seeds += [s for s in range(first, last + 1) if s not in seeds]
+    if not seeds:
+        raise ConfigError("--seeds: no seeds; e.g. --seeds=0-2")
+    return seeds
