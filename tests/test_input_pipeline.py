@@ -15,7 +15,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from jaxdet.data import pipeline, readers, table
+from jaxdet.data import annotation_table, pipeline, readers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,7 +127,7 @@ def test_annotation_table_reaches_workers_as_a_file_name(tmp_path):
     np.testing.assert_array_equal(restored.boxes(5), shared.boxes(5))
     view = shared.take(4, 8)
     assert len(view) == 4 and view.name(0) == shared.name(4)
-    builder = table.TableBuilder(["a"])
+    builder = annotation_table.TableBuilder(["a"])
     builder.add("x.jpg", 1, (10, 20), [[0, 0, 5, 5]], [0])
     plain = builder.build()
     assert plain.directory is None and plain.boxes(0).tolist() == [[0, 0, 5, 5]]
