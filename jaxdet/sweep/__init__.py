@@ -3,15 +3,20 @@ sub-workdir, then tabulated with paired statistics. For a given seed every arm s
 same data order and the same initialisation key (both depend only on `config.seed`), so
 arms are compared seed by seed.
 
-grid.py: the arms and seeds; runs.py: running them; stats.py: paired comparisons;
+grid.py: the arms and seeds; runs.py: running them (tasks.py: one run as a unit of work;
+launchers.py: serial, Ray, SLURM through submitit); stats.py: paired comparisons;
 results.py: results.md / results.json / results.png.
 """
 
 from jaxdet.sweep.grid import apply, arm_name, parse_seeds, parse_sweep
+from jaxdet.sweep.launchers import LAUNCHERS, make_launcher, parse_slurm
 from jaxdet.sweep.results import write_results
 from jaxdet.sweep.runs import existing_seeds, final_eval, run_sweep, with_added_seeds
 
 __all__ = [
+    "LAUNCHERS",
+    "make_launcher",
+    "parse_slurm",
     "apply",
     "arm_name",
     "existing_seeds",

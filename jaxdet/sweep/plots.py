@@ -24,7 +24,8 @@ def plot(records: list[dict], arms: list[str], path: str) -> None:
     fig, axes = plt.subplots(1, 3 if with_diag else 2, figsize=(18 if with_diag else 12, 4.5))
     ax_ap, ax_loss = axes[0], axes[1]
     ap = {(r["arm"], r["seed"]): r["final"].get("AP", np.nan) for r in records}
-    means = [np.nanmean([v for (a, _), v in ap.items() if a == arm]) for arm in arms]
+    finite = {arm: [v for (a, _), v in ap.items() if a == arm and np.isfinite(v)] for arm in arms}
+    means = [np.mean(finite[arm]) if finite[arm] else np.nan for arm in arms]  # (an arm whose runs all failed: none)
     ax_ap.bar(range(len(arms)), means, color="tab:blue", alpha=0.35, label="mean over seeds")
     # The paired view: one line per seed across the arms (a difference that is real moves every line alike).
     for i, seed in enumerate(sorted({s for _, s in ap})):

@@ -92,12 +92,17 @@ def write_results(records: list[dict], workdir: str, baseline: str | None = None
         cells = [arm]
         cells += [_mean_std([r["final"].get(k) for r in rs]) for k in TABLE_KEYS]
         cells += [_mean_std([r["train"][-1].get(t) if r["train"] else None for r in rs]) for t in terms]
-        cells += [f"{np.nanmean([r['seconds'] for r in rs]):.0f}"]
+        seconds = [r["seconds"] for r in rs if np.isfinite(r["seconds"])]  # (a failed run has none)
+        cells += [f"{np.mean(seconds):.0f}" if seconds else "n/a"]
         lines.append("| " + " | ".join(cells) + " |")
         summary[arm] = {
             "overrides": rs[0]["overrides"],
             "per_seed": {k: _per_seed(records, arm, k) for k in TABLE_KEYS},
         }
+    failed = [{"arm": r["arm"], "seed": r["seed"], "error": r["error"]} for r in records if r.get("error")]
+    if failed:
+        lines += ["", "Failed (left out of the means and the comparisons; the error's last line):", ""]
+        lines += [f"- {f['arm']} seed {f['seed']}: FAILED: {f['error']}" for f in failed]
     paired = []
     for arm, base, axis in comparisons(records, baseline):
         for key in PAIRED_KEYS:
@@ -124,7 +129,7 @@ def write_results(records: list[dict], workdir: str, baseline: str | None = None
     with open(md, "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump({"seeds": seeds, "arms": summary, "paired": paired}, f, indent=2, default=_plain)
+        json.dump({"seeds": seeds, "arms": summary, "paired": paired, "failed": failed}, f, indent=2, default=_plain)
     png = os.path.join(workdir, "results.png")
     plot(records, arms, png)
     return md, png

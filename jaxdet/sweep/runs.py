@@ -14,6 +14,7 @@ import ml_collections
 from jaxdet.detectors import get_definition
 from jaxdet.errors import ConfigError
 from jaxdet.sweep.grid import apply, arm_name
+from jaxdet.sweep.tasks import TIMING, Task, execute, failure, started
 
 
 def _rows(workdir: str) -> list[dict]:
@@ -51,41 +52,111 @@ def run_sweep(
     workdir: str,
     grid: list[dict[str, object]],
     seeds: Sequence[int],
-    runner: Callable[[ml_collections.ConfigDict, str], dict],
+    runner: Callable[[ml_collections.ConfigDict, str], object],
+    launcher=None,
+    retries: int = 0,
+    poll_s: float = 2.0,
 ) -> list[dict]:
-    """Runs every (arm, seed) not finished yet; returns one record per (arm, seed)."""
-    records = []
+    """Runs every (arm, seed) not finished yet; returns one record per (arm, seed).
+
+    launcher None: one after another in this process (an error ends the sweep). Otherwise
+    (launchers.py) the tasks run concurrently; a failed one is retried up to `retries`
+    times, resuming from its checkpoints, then recorded with its error while the others
+    finish; Ctrl-C cancels what is running and keeps what finished."""
+    tasks = []
     for overrides in grid:
-        name = arm_name(overrides)
         for seed in seeds:
             cfg = apply(config, overrides, seed)
-            sub = os.path.join(workdir, name, f"seed{seed}")
-            timing = os.path.join(sub, "sweep_time.json")
-            if final_eval(sub, cfg.train.steps) is None:
-                print(f"sweep: running {name} seed {seed} in {sub}", flush=True)
-                t0 = time.time()
-                runner(cfg, sub)
-                with open(timing, "w") as f:
-                    json.dump({"seconds": time.time() - t0}, f)
-            else:
-                print(f"sweep: {name} seed {seed} already finished, skipped", flush=True)
-            final = final_eval(sub, cfg.train.steps) or {}
-            rows = _rows(sub)
-            train_rows = [r for r in rows if r["split"] == "train"]
-            diagnostics = [r for r in rows if r["split"] == "diagnostics"]
-            seconds = json.load(open(timing))["seconds"] if os.path.exists(timing) else float("nan")
-            records.append(
-                {
-                    "arm": name,
-                    "overrides": dict(overrides),
-                    "seed": seed,
-                    "workdir": sub,
-                    "final": final,
-                    "train": train_rows,
-                    "diagnostics": diagnostics,
-                    # the arm's detector's named loss terms (a sweep may change the detector)
-                    "terms": list(get_definition(cfg.model.name).terms),
-                    "seconds": seconds,
-                }
-            )
-    return records
+            sub = os.path.join(workdir, arm_name(overrides), f"seed{seed}")
+            tasks.append(Task(arm_name(overrides), dict(overrides), seed, cfg, sub, runner))
+    todo = []
+    for task in tasks:
+        if final_eval(task.workdir, task.config.train.steps) is None:
+            todo.append(task)
+        else:
+            print(f"sweep: {task.label} already finished, skipped", flush=True)
+    errors: dict[tuple[str, int], str] = {}
+    if launcher is None:
+        for task in todo:
+            print(f"sweep: running {task.label} in {task.workdir}", flush=True)
+            execute(task, own_process=False)
+    elif todo:
+        errors = _drive(launcher, todo, retries, poll_s)
+    return [_record(task, errors.get((task.arm, task.seed))) for task in tasks]
+
+
+def _drive(launcher, todo: list[Task], retries: int, poll_s: float) -> dict[tuple[str, int], str]:
+    """Submits `todo` through `launcher` (at most its capacity at a time), retries failures,
+    prints progress; returns {(arm, seed): the error's last line} of the tasks that failed."""
+    queue, running, errors, durations = list(todo), [], {}, []
+    shown, shown_at = None, 0.0
+    try:
+        while queue or running:
+            free = len(queue) if launcher.capacity is None else max(0, launcher.capacity - len(running))
+            if free and queue:
+                batch, queue = queue[:free], queue[free:]
+                running += list(zip(launcher.submit_many(batch), batch))
+            for handle, error in launcher.wait([h for h, _ in running], poll_s):
+                task = next(t for h, t in running if h is handle)
+                running = [(h, t) for h, t in running if h is not handle]
+                if error is None and final_eval(task.workdir, task.config.train.steps) is None:
+                    error = RuntimeError("the run ended without its final evaluation")
+                if error is None:
+                    durations.append(_seconds(task.workdir))
+                    print(f"sweep: {task.label} done", flush=True)
+                    continue
+                why = failure(task, error)
+                if task.attempt < retries:
+                    task.attempt += 1
+                    print(f"sweep: {task.label} failed ({why}); retry {task.attempt}/{retries}, "
+                          "resuming from its checkpoints", flush=True)  # fmt: skip
+                    queue.append(task)
+                else:
+                    errors[(task.arm, task.seed)] = why
+                    print(f"sweep: {task.label} failed after {task.attempt + 1} attempt(s): {why}", flush=True)
+            line = _status(todo, queue, running, errors, durations)
+            if line != shown or time.time() - shown_at > 60:
+                print(line, flush=True)
+                shown, shown_at = line, time.time()
+    except KeyboardInterrupt:
+        print(f"sweep: interrupted; cancelling {len(running)} submitted task(s). Finished arms are kept: run the same "
+              "command again to resume the others", flush=True)  # fmt: skip
+        launcher.cancel([h for h, _ in running])
+        raise
+    finally:
+        launcher.close()
+    return errors
+
+
+def _status(todo, queue, running, errors, durations) -> str:
+    """ "sweep: 3/8 done, 2 running, 3 queued, 0 failed, ETA 4m10s" (ETA from finished tasks' times)."""
+    active = sum(started(t) for _, t in running)
+    waiting = len(queue) + len(running) - active
+    done = len(todo) - len(queue) - len(running) - len(errors)
+    eta = ""
+    if durations and (queue or running):
+        left = sum(durations) / len(durations) * (len(queue) + len(running)) / max(1, active)
+        eta = f", ETA {int(left // 60)}m{int(left % 60):02d}s"
+    return f"sweep: {done}/{len(todo)} done, {active} running, {waiting} queued, {len(errors)} failed{eta}"
+
+
+def _seconds(workdir: str) -> float:
+    timing = os.path.join(workdir, TIMING)
+    return json.load(open(timing))["seconds"] if os.path.exists(timing) else float("nan")
+
+
+def _record(task: Task, error: str | None) -> dict:
+    rows = _rows(task.workdir)
+    return {
+        "arm": task.arm,
+        "overrides": task.overrides,
+        "seed": task.seed,
+        "workdir": task.workdir,
+        "final": final_eval(task.workdir, task.config.train.steps) or {},
+        "train": [r for r in rows if r["split"] == "train"],
+        "diagnostics": [r for r in rows if r["split"] == "diagnostics"],
+        # the arm's detector's named loss terms (a sweep may change the detector)
+        "terms": list(get_definition(task.config.model.name).terms),
+        "seconds": _seconds(task.workdir),
+        "error": error,
+    }
