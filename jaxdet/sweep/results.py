@@ -103,7 +103,22 @@ def write_results(records: list[dict], workdir: str, baseline: str | None = None
     if failed:
         lines += ["", "Failed (left out of the means and the comparisons; the error's last line):", ""]
         lines += [f"- {f['arm']} seed {f['seed']}: FAILED: {f['error']}" for f in failed]
-    paired = []
+    paired, table = paired_table(records, baseline)
+    lines += table
+    md = os.path.join(workdir, "results.md")
+    with open(md, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump({"seeds": seeds, "arms": summary, "paired": paired, "failed": failed}, f, indent=2, default=_plain)
+    png = os.path.join(workdir, "results.png")
+    plot(records, arms, png)
+    return md, png
+
+
+def paired_table(records: list[dict], baseline: str | None = None) -> tuple[list[dict], list[str]]:
+    """Each arm against its baseline on PAIRED_KEYS, seed by seed: the comparisons (as in
+    results.json) and their markdown lines (empty when nothing is compared)."""
+    paired, lines = [], []
     for arm, base, axis in comparisons(records, baseline):
         for key in PAIRED_KEYS:
             p = stats.compare(_per_seed(records, base, key), _per_seed(records, arm, key))
@@ -125,14 +140,7 @@ def write_results(records: list[dict], workdir: str, baseline: str | None = None
             need = "-" if c["seeds_needed"] is None else str(c["seeds_needed"])
             lines.append(f"| {c['arm']} | {c['baseline']} | {c['metric']} | {c['n']} | {_fmt(c['mean'])} | {ci} | "
                          f"{p} | {c['verdict']} | {need} |")  # fmt: skip
-    md = os.path.join(workdir, "results.md")
-    with open(md, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump({"seeds": seeds, "arms": summary, "paired": paired, "failed": failed}, f, indent=2, default=_plain)
-    png = os.path.join(workdir, "results.png")
-    plot(records, arms, png)
-    return md, png
+    return paired, lines
 
 
 def _plain(value):

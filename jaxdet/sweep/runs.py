@@ -62,7 +62,10 @@ def run_sweep(
     launcher None: one after another in this process (an error ends the sweep). Otherwise
     (launchers.py) the tasks run concurrently; a failed one is retried up to `retries`
     times, resuming from its checkpoints, then recorded with its error while the others
-    finish; Ctrl-C cancels what is running and keeps what finished."""
+    finish; Ctrl-C cancels what is running and keeps what finished. Concurrent launchers
+    get the tasks seed by seed (every arm's first seed, then every arm's second): a sweep
+    stopped early still holds whole seeds to pair, and an arm's later seeds, rarely
+    compiling beside its first, load its train step from the persistent compilation cache."""
     tasks = []
     for overrides in grid:
         for seed in seeds:
@@ -81,7 +84,7 @@ def run_sweep(
             print(f"sweep: running {task.label} in {task.workdir}", flush=True)
             execute(task, own_process=False)
     elif todo:
-        errors = _drive(launcher, todo, retries, poll_s)
+        errors = _drive(launcher, sorted(todo, key=lambda t: seeds.index(t.seed)), retries, poll_s)
     return [_record(task, errors.get((task.arm, task.seed))) for task in tasks]
 
 

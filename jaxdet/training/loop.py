@@ -141,9 +141,7 @@ def _train(run: Run, ev: Evaluation, ckpts: Checkpoints, best: BestCheckpoint, t
             if step == start:
                 jax.block_until_ready(state)
                 _log(f"step {done}: first step (compilation included) took {time.time() - t_start:.1f}s since start")
-                reporter.restart()
-            else:
-                reporter.add(done, step_metrics)
+            reporter.add(done, step_metrics, timed=step != start)
             ckpts.save(done, state.items(), force=done == cfg.train.steps)
             early_stop = False
             if done % cfg.train.eval_every == 0 or done == cfg.train.steps:

@@ -21,7 +21,9 @@ _SHORT = {"classification": "cls", "localization": "loc", "confidence": "conf"}
 
 class Progress:
     """Averages step metrics over `train.log_every` steps and writes the progress line
-    (loss terms, learning rate, images/s, ETA); the first step (compilation) is left out."""
+    (loss terms, learning rate, images/s, ETA). The first step of a start (compilation
+    included) counts in the averages but not in images/s, so a resumed run logs the same
+    rows as one never stopped."""
 
     def __init__(self, run):  # a training.run.Run
         self.run, self.cfg = run, run.config
@@ -32,6 +34,7 @@ class Progress:
 
     def restart(self) -> None:
         self.window: list[dict] = []
+        self.untimed = 0  # steps in the window whose time is not training time (the compiling one)
         self.t0 = time.time()
 
     def exclude(self, seconds: float) -> None:
@@ -49,18 +52,26 @@ class Progress:
             log(f"warning: image {where} is unreadable; replaced by the next readable image (data.skip_bad)")
         return parallel.global_batch(self.run.mesh, model_inputs(local))
 
-    def add(self, done: int, step_metrics: dict) -> None:
+    def add(self, done: int, step_metrics: dict, timed: bool = True) -> None:
+        """Adds step `done`'s metrics; `timed` False: its time is left out of images/s and
+        the ETA (the first step after a start, which compiles), not its values."""
         cfg = self.cfg.train
         self.window.append(step_metrics)
+        if not timed:
+            self.untimed += 1
+            self.t0 = time.time()
         if not (done % cfg.log_every == 0 or done == cfg.steps):
             return
         host = jax.device_get(self.window)
         avg = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-        dt = time.time() - self.t0
-        ips = len(host) * cfg.batch_size / max(dt, 1e-9)
-        eta = (cfg.steps - done) * dt / len(host)
+        dt, steps_timed = time.time() - self.t0, len(host) - self.untimed
+        speed = {}
+        eta_text = ""
+        if steps_timed:
+            speed = {"images_per_sec": steps_timed * cfg.batch_size / max(dt, 1e-9)}
+            eta_text = f"  {speed['images_per_sec']:.1f} img/s  ETA {(cfg.steps - done) * dt / steps_timed:.0f}s"
         counts = {"truncated_boxes": self.truncated, "replaced_images": self.replaced}
-        self.run.writer.write(done, "train", {**avg, "images_per_sec": ips, **counts})
+        self.run.writer.write(done, "train", {**avg, **speed, **counts})
         if self.truncated:
             log(
                 f"warning: {self.truncated} boxes beyond data.max_boxes={self.cfg.data.max_boxes} were not trained "
@@ -69,10 +80,7 @@ class Progress:
         if self.replaced:
             log(f"{self.replaced} examples so far had an unreadable image, replaced (data.skip_bad)")
         terms = "  ".join(f"{_SHORT.get(k, k)} {avg[k]:.4f}" for k in self.run.detector.term_weights)
-        log(
-            f"step {done}/{cfg.steps}  loss {avg['loss']:.4f}  {terms}  lr {avg['learning_rate']:.2e}  "
-            f"{ips:.1f} img/s  ETA {eta:.0f}s"
-        )
+        log(f"step {done}/{cfg.steps}  loss {avg['loss']:.4f}  {terms}  lr {avg['learning_rate']:.2e}{eta_text}")
         self.restart()
 
 
