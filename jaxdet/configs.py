@@ -183,6 +183,15 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, resuming: bool
             old = json.load(f)
         model_config.refuse_flat(old, path)
         changes, recorded = _changes(old, new), _flatten(old)
+        old_ema, new_ema = old.get("optim", {}).get("ema_decay", 0.0), new["optim"].get("ema_decay", 0.0)
+        was_ema = old_ema > 0
+        if was_ema != (new_ema > 0):  # the checkpoints' trees differ: an EMA cannot start or stop mid-run
+            raise ConfigError(
+                f"{workdir} was trained {'with' if was_ema else 'without'} an EMA of the weights "
+                f"(optim.ema_decay {old_ema} -> {new_ema}); "
+                "its checkpoints cannot resume the other way. Use a new --workdir, or keep optim.ema_decay "
+                f"{'> 0' if was_ema else '= 0'} (its value may change)."
+            )
         # Fields the recorded config lacks were added to jaxdet since: logged, not refused.
         added = [line for key, line in changes.items() if key not in recorded]
         model = [

@@ -1,4 +1,5 @@
-"""Run as a script by tests/test_scaling.py: 1 vs 4 vs 8 devices, 10 steps, same global batch.
+"""Run as a script by tests/test_scaling.py: 1 vs 4 vs 8 devices, 10 steps, same global batch:
+the parameters, BatchNorm statistics and the EMA of the weights agree.
 
 Needs 8 CPU devices, so it sets XLA_FLAGS itself before JAX starts (the pytest process
 has 4). Exits 1 with the largest difference when the parameters disagree.
@@ -27,8 +28,8 @@ def run(config, devices, batches):
     mesh = parallel.make_mesh(devices)
     det = detectors.build_detector(config, 5, parallel.AXIS, "cpu", num_devices=len(devices))
     tx, lr = optim.make_optimizer(config.optim, config.train.steps)
-    state = init_state(det, tx, init_key(0), config.data.image_size, mesh)
-    step = shard_train_step(make_train_step(det, tx, lr), mesh)
+    state = init_state(det, tx, init_key(0), config.data.image_size, mesh, with_ema=True)
+    step = shard_train_step(make_train_step(det, tx, lr, config.optim), mesh)
     losses = []
     for b in batches:
         state, metrics = step(state, parallel.global_batch(mesh, b), jax.random.key(1))
@@ -40,6 +41,7 @@ def main() -> int:
     config = default.get_config("tiny")
     assert config.model.sync_batch_norm  # the default: BatchNorm over the global batch on any device count
     config.optim.name, config.optim.learning_rate, config.train.steps = "sgd", 0.01, 10
+    config.optim.ema_decay, config.optim.ema_warmup = 0.9, 3  # (the EMA agrees too)
     batches = [synthetic_batch(8, 64, 8, 5, seed=s) for s in range(10)]
     # Host devices explicitly: on a GPU machine jax.devices() holds the GPU(s), and slicing
     # them would compare one device with itself.
@@ -52,8 +54,8 @@ def main() -> int:
     for n in (4, 8):
         state, losses = run(config, cpus[:n], batches)
         assert int(state.step) == 10
-        for a, b in zip(jax.tree_util.tree_leaves((ref.params, ref.batch_stats)),
-                        jax.tree_util.tree_leaves((state.params, state.batch_stats)), strict=True):  # fmt: skip
+        leaves = [jax.tree_util.tree_leaves((s.params, s.batch_stats, s.ema)) for s in (ref, state)]
+        for a, b in zip(*leaves, strict=True):
             worst = max(worst, float(np.max(np.abs(a - b) / (np.abs(a) + 1e-3))))
             if not np.allclose(a, b, rtol=1e-4, atol=1e-5):
                 print(f"{n} devices differ from 1 device: max abs diff {np.max(np.abs(a - b)):.3g}")

@@ -77,6 +77,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.decay_steps_fractions = (0.67, 0.89)  # For "step": decay by 10x at these fractions.
     config.optim.grad_clip_norm = 10.0
     config.optim.accumulate_steps = 1  # K > 1: average K steps' gradients per update (optax.MultiSteps).
+    # Exponential moving average of the weights, evaluated and checkpointed in their place
+    # (jaxdet/training/ema.py): decay (0 = off; YOLOv8 0.9999) and its ramp in updates (YOLOv8 2000).
+    config.optim.ema_decay = 0.0
+    config.optim.ema_warmup = 0
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 1000

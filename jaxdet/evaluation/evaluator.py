@@ -83,6 +83,8 @@ def evaluate(session: EvalSession, variables: dict, step: int, interrupt=lambda:
         files.write_atomic(os.path.join(session.analysis_dir, "detections.json"), json.dumps(results))
         metrics["unreadable_images"] = len(unreadable)
     metrics.update({f"loss_{k}": v / max(batches, 1) for k, v in term_sums.items()})
+    if session.config.optim.get("ema_decay", 0.0) > 0:  # the run's weights are an EMA (training/ema.py)
+        metrics["ema"] = 1.0
     session.writer.write(step, "eval", metrics)
     return metrics
 

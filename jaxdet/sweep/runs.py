@@ -92,7 +92,7 @@ def _drive(launcher, todo: list[Task], retries: int, poll_s: float) -> dict[tupl
     """Submits `todo` through `launcher` (at most its capacity at a time), retries failures,
     prints progress; returns {(arm, seed): the error's last line} of the tasks that failed."""
     queue, running, errors, durations = list(todo), [], {}, []
-    shown, shown_at = None, 0.0
+    shown, shown_at, width = None, 0.0, 1  # width: the most runs seen running at once
     try:
         while queue or running:
             free = len(queue) if launcher.capacity is None else max(0, launcher.capacity - len(running))
@@ -117,7 +117,8 @@ def _drive(launcher, todo: list[Task], retries: int, poll_s: float) -> dict[tupl
                 else:
                     errors[(task.arm, task.seed)] = why
                     print(f"sweep: {task.label} failed after {task.attempt + 1} attempt(s): {why}", flush=True)
-            line = _status(todo, queue, running, errors, durations)
+            width = max(width, sum(started(t) for _, t in running))
+            line = _status(todo, queue, running, errors, durations, width)
             if line != shown or time.time() - shown_at > 60:
                 print(line, flush=True)
                 shown, shown_at = line, time.time()
@@ -131,14 +132,15 @@ def _drive(launcher, todo: list[Task], retries: int, poll_s: float) -> dict[tupl
     return errors
 
 
-def _status(todo, queue, running, errors, durations) -> str:
-    """ "sweep: 3/8 done, 2 running, 3 queued, 0 failed, ETA 4m10s" (ETA from finished tasks' times)."""
+def _status(todo, queue, running, errors, durations, width: int) -> str:
+    """ "sweep: 3/8 done, 2 running, 3 queued, 0 failed, ETA 4m10s" (ETA: the finished runs'
+    mean time for each run left, `width` at a time: the most seen running at once)."""
     active = sum(started(t) for _, t in running)
     waiting = len(queue) + len(running) - active
     done = len(todo) - len(queue) - len(running) - len(errors)
     eta = ""
     if durations and (queue or running):
-        left = sum(durations) / len(durations) * (len(queue) + len(running)) / max(1, active)
+        left = sum(durations) / len(durations) * (len(queue) + len(running)) / width
         eta = f", ETA {int(left // 60)}m{int(left % 60):02d}s"
     return f"sweep: {done}/{len(todo)} done, {active} running, {waiting} queued, {len(errors)} failed{eta}"
 

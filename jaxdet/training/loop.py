@@ -23,7 +23,7 @@ from jaxdet import configs
 from jaxdet.checkpoints import Checkpoints, DiskFull
 from jaxdet.console import log as _log
 from jaxdet.errors import ConfigError
-from jaxdet.training import preemption, progress
+from jaxdet.training import ema, preemption, progress
 from jaxdet.training import workdir as workdir_lib
 from jaxdet.training.best import BestCheckpoint
 from jaxdet.training.run import Run
@@ -115,6 +115,8 @@ def _train(run: Run, ev: Evaluation, ckpts: Checkpoints, best: BestCheckpoint, t
         f"{len(run.train_source)} train images, {run.mesh.size} device(s), "
         f"global batch {cfg.train.batch_size}, steps {start}->{cfg.train.steps}"
     )
+    if ema.describe(cfg.optim):
+        _log(ema.describe(cfg.optim))
     metrics: dict[str, float] = {}
     paths: list[str] = []
     guard = progress.NonFiniteGuard(cfg.train.max_nonfinite_steps, list(run.detector.term_weights))
@@ -160,9 +162,9 @@ def _train(run: Run, ev: Evaluation, ckpts: Checkpoints, best: BestCheckpoint, t
     if start >= cfg.train.steps and not owed:
         _log(f"training already complete at step {start} (config.train.steps={cfg.train.steps}); evaluating")
         t_eval = time.time()
-        metrics = ev.evaluate(state.variables, start)
+        metrics = ev.evaluate(state.weights, start)
         ev.log_eval(start, metrics, time.time() - t_eval)
-        paths = ev.draw_predictions(state.variables, start)
+        paths = ev.draw_predictions(state.weights, start)
     ev.log_analysis()
     if paths:
         _log(f"wrote {len(paths)} prediction images to {os.path.dirname(paths[0])}")
@@ -175,11 +177,11 @@ def _evaluate(run: Run, ev: Evaluation, state, step: int, best: BestCheckpoint, 
     picture paths; whether early stopping says stop)."""
     t_eval = time.time()
     _log(f"evaluating at step {step}")
-    metrics = ev.evaluate(state.variables, step, interrupt=stop.interrupts_evaluation)
+    metrics = ev.evaluate(state.weights, step, interrupt=stop.interrupts_evaluation)
     if metrics is None:
         return None, [], False
     ev.log_eval(step, metrics, time.time() - t_eval)
-    paths = ev.draw_predictions(state.variables, step)  # PNGs and TensorBoard images at every evaluation
+    paths = ev.draw_predictions(state.weights, step)  # PNGs and TensorBoard images at every evaluation
     return metrics, paths, _track_best(best, step, metrics, state, run.config)
 
 

@@ -13,7 +13,7 @@ from jaxdet import configs, detectors, kernels, parallel, summary
 from jaxdet.console import log as _log
 from jaxdet.data import pipeline, sources
 from jaxdet.data.classes import Classes
-from jaxdet.training import optim, runtime
+from jaxdet.training import ema, optim, runtime
 from jaxdet.training.step import (
     TrainState,
     init_key,
@@ -35,6 +35,7 @@ class Run:
         self.mesh = parallel.make_mesh(devices)
         configs.validate(config, self.mesh.size, jax.process_count())
         optim.check(config.optim)
+        ema.check(config.optim)
         runtime.check_processes_agree(configs.fingerprint(config))
         # The whole training split's annotations on every process; each reads the images of its
         # slice of every global batch, so a run's batches do not depend on the number of processes.
@@ -45,7 +46,7 @@ class Run:
             config, len(self.class_names), parallel.AXIS, kernels.platform(self.mesh.devices.flat), self.mesh.size
         )
         self.tx, self.lr = optim.make_optimizer(config.optim, config.train.steps)
-        self.train_step = shard_train_step(make_train_step(self.detector, self.tx, self.lr), self.mesh)
+        self.train_step = shard_train_step(make_train_step(self.detector, self.tx, self.lr, config.optim), self.mesh)
         self.term_grad_step = make_term_grad_step(self.detector, self.mesh)
         self.base_rng = jax.random.key(config.seed)
         self.writer = summary.MetricWriter(workdir)
@@ -53,7 +54,10 @@ class Run:
     def initial_state(self, pretrained: bool = False) -> TrainState:
         """Freshly initialised state; with `pretrained`, torchvision weights loaded as configured
         (config.model.backbone_weights / detector_weights)."""
-        state = init_state(self.detector, self.tx, init_key(self.config.seed), self.config.data.image_size, self.mesh)
+        with_ema = ema.enabled(self.config.optim)
+        state = init_state(
+            self.detector, self.tx, init_key(self.config.seed), self.config.data.image_size, self.mesh, with_ema
+        )
         m = self.config.model
         if not pretrained or not (m.get("backbone_weights") or m.get("detector_weights")):
             return state
@@ -64,7 +68,8 @@ class Run:
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         loaded = jax.device_put(loaded, replicated)
         # The optimizer state depends on the parameters' shapes only, so it stays as initialised.
-        return state.replace(params=loaded["params"], batch_stats=loaded["batch_stats"])
+        loaded = {"params": loaded["params"], "batch_stats": loaded["batch_stats"]}
+        return state.replace(**loaded, ema=loaded if with_ema else None)
 
     def pipeline(self, source, workers: int | None = None) -> pipeline.Pipeline:
         return pipeline.Pipeline.from_config(source, self.config.data, workers)

@@ -22,31 +22,44 @@ from jax.sharding import PartitionSpec as P
 
 from jaxdet.detectors.inference import forward
 from jaxdet.parallel import AXIS
+from jaxdet.training import ema
 
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a step changes: step [], params, batch_stats (BatchNorm) and opt_state."""
+    """Everything a step changes: step [], params, batch_stats (BatchNorm), opt_state, and
+    with `optim.ema_decay` the moving average of the variables (training/ema.py; else None)."""
 
     step: jax.Array
     params: Any
     batch_stats: Any
     opt_state: Any
+    ema: Any = None  # {"params", "batch_stats"} or None
 
     @property
     def variables(self) -> dict[str, Any]:
-        """The model's variables ({"params", "batch_stats"}): what evaluation and prediction read."""
+        """The model's variables being trained ({"params", "batch_stats"})."""
         return {"params": self.params, "batch_stats": self.batch_stats}
 
+    @property
+    def weights(self) -> dict[str, Any]:
+        """What evaluation, the best checkpoint and prediction read: the EMA when on."""
+        return self.variables if self.ema is None else self.ema
+
     def items(self) -> dict[str, Any]:
-        """The checkpoint's items (jaxdet.checkpoints.ITEMS): the model's variables apart from
-        what training alone needs, so that a checkpoint's weights restore without an optimizer."""
-        return {"model": self.variables, "train": {"step": self.step, "opt_state": self.opt_state}}
+        """The checkpoint's items (jaxdet.checkpoints.ITEMS): "model", the weights evaluation
+        reads (so that they restore without an optimizer), and "train", the rest: step,
+        optimizer state and, with an EMA, the trained variables themselves."""
+        rest = {"step": self.step, "opt_state": self.opt_state}
+        if self.ema is not None:
+            rest["variables"] = self.variables
+        return {"model": self.weights, "train": rest}
 
     @classmethod
     def from_items(cls, items: dict[str, Any]) -> TrainState:
         model, rest = items["model"], items["train"]
-        return cls(rest["step"], model["params"], model["batch_stats"], rest["opt_state"])
+        trained, ema = (rest["variables"], model) if "variables" in rest else (model, None)
+        return cls(rest["step"], trained["params"], trained["batch_stats"], rest["opt_state"], ema)
 
 
 def init_key(seed: int) -> jax.Array:
@@ -55,18 +68,23 @@ def init_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), 0x7FFFFFFF)
 
 
-def init_state(detector, tx: optax.GradientTransformation, rng: jax.Array, image_size: int, mesh: Mesh) -> TrainState:
-    """Initialises parameters and optimizer state, replicated over `mesh`."""
+def init_state(
+    detector, tx: optax.GradientTransformation, rng: jax.Array, image_size: int, mesh: Mesh, with_ema: bool = False
+) -> TrainState:
+    """Initialises parameters and optimizer state (and the EMA, equal to the variables, when
+    `with_ema`), replicated over `mesh`."""
 
     def init(rng):
         dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
         variables = detector.module.init({"params": rng, "sampling": rng}, dummy, train=False)
         params = variables["params"]
+        batch_stats = variables.get("batch_stats", {})
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
-            batch_stats=variables.get("batch_stats", {}),
+            batch_stats=batch_stats,
             opt_state=tx.init(params),
+            ema={"params": params, "batch_stats": batch_stats} if with_ema else None,
         )
 
     lowered = jax.jit(init, out_shardings=NamedSharding(mesh, P())).lower(rng)
@@ -78,13 +96,17 @@ def init_state(detector, tx: optax.GradientTransformation, rng: jax.Array, image
     return lowered.compile(options)(rng)
 
 
-def make_train_step(detector, tx: optax.GradientTransformation, lr_schedule: optax.Schedule) -> Callable:
+def make_train_step(detector, tx: optax.GradientTransformation, lr_schedule: optax.Schedule, optim=None) -> Callable:
     """The per-device step `(state, batch, base_rng) -> (state, metrics)`.
 
     Must run where the mesh axis "data" is bound (see `shard_train_step`). Gradients,
     BatchNorm statistics and metrics are averaged over the axis, so every device ends
-    the step with the same state.
+    the step with the same state. `optim` (config.optim) sets the EMA (training/ema.py)
+    when the state carries one.
     """
+    ema_decay = optim.get("ema_decay", 0.0) if optim is not None else 0.0
+    ema_warmup = optim.get("ema_warmup", 0) if optim is not None else 0
+    every = optim.get("accumulate_steps", 1) if optim is not None else 1
 
     def step_fn(state: TrainState, batch: dict[str, jax.Array], base_rng: jax.Array):
         # Randomness is a pure function of (seed, step, device): resumable and distinct per device.
@@ -115,7 +137,18 @@ def make_train_step(detector, tx: optax.GradientTransformation, lr_schedule: opt
         for k in terms:
             metrics[f"nonfinite/{k}"] = 1.0 - jnp.isfinite(metrics[k]).astype(jnp.float32)
         metrics["learning_rate"] = lr_schedule(state.step)
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+        ema_state = state.ema
+        if ema_state is not None:
+            # Moves once per optimizer update (every `every` steps with accumulation), and not
+            # on a skipped (non-finite) step.
+            updates = (state.step + 1) // every
+            moved = ema.update(ema_state, {"params": params, "batch_stats": batch_stats},
+                               ema.decay_at(updates, ema_decay, ema_warmup))  # fmt: skip
+            applies = finite & ((state.step + 1) % every == 0)
+            ema_state = jax.tree_util.tree_map(lambda a, b: jnp.where(applies, a, b), moved, ema_state)
+        new_state = state.replace(
+            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state, ema=ema_state
+        )
         return new_state, metrics
 
     return step_fn
