@@ -183,15 +183,12 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, resuming: bool
             old = json.load(f)
         model_config.refuse_flat(old, path)
         changes, recorded = _changes(old, new), _flatten(old)
-        old_ema, new_ema = old.get("optim", {}).get("ema_decay", 0.0), new["optim"].get("ema_decay", 0.0)
-        was_ema = old_ema > 0
-        if was_ema != (new_ema > 0):  # the checkpoints' trees differ: an EMA cannot start or stop mid-run
-            raise ConfigError(
-                f"{workdir} was trained {'with' if was_ema else 'without'} an EMA of the weights "
-                f"(optim.ema_decay {old_ema} -> {new_ema}); "
-                "its checkpoints cannot resume the other way. Use a new --workdir, or keep optim.ema_decay "
-                f"{'> 0' if was_ema else '= 0'} (its value may change)."
-            )
+        for key, (was, now) in _state_shape(old.get("optim", {}), new["optim"]).items():
+            if was != now:  # the checkpoints' trees differ: no restore could work
+                raise ConfigError(
+                    f"{workdir} holds checkpoints written with {key} = {was}; this config has {now}, which "
+                    "changes what a checkpoint holds (optimizer state or EMA). Use a new --workdir, or keep the value."
+                )
         # Fields the recorded config lacks were added to jaxdet since: logged, not refused.
         added = [line for key, line in changes.items() if key not in recorded]
         model = [
@@ -222,6 +219,22 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, resuming: bool
         if old_steps is not None and old_steps != new_steps:
             notes.append(f"train.steps {old_steps} -> {new_steps}: the learning-rate schedule follows the new length")
     return notes
+
+
+def _state_shape(old: dict, new: dict) -> dict[str, tuple]:
+    """{what: (old, new)} for the config.optim settings that shape a checkpoint's trees."""
+
+    def shape(optim: dict) -> dict:
+        groups = [(g[0], bool(g[3]) if len(g) > 3 else False) for g in optim.get("param_groups") or []]
+        return {
+            "optim.name": optim.get("name"),
+            "optim.accumulate_steps > 1": optim.get("accumulate_steps", 1) > 1,
+            "optim.ema_decay > 0 (an EMA)": optim.get("ema_decay", 0.0) > 0,
+            "optim.param_groups' (regex, frozen)": groups,
+        }
+
+    was, now = shape(old), shape(new)
+    return {key: (was[key], now[key]) for key in was}
 
 
 def record(config: ml_collections.ConfigDict, workdir: str) -> None:

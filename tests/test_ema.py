@@ -137,7 +137,7 @@ def test_a_run_evaluates_and_checkpoints_the_average_and_resumes_exactly(data, c
             np.testing.assert_array_equal(a, b)
 
     # Turning the EMA off (or on) in a workdir is refused before anything is written.
-    with pytest.raises(ConfigError, match=r"trained with an EMA of the weights \(optim.ema_decay 0.7 -> 0.0\)"):
+    with pytest.raises(ConfigError, match=r"written with optim.ema_decay > 0 \(an EMA\) = True; this config has False"):
         configs.check_resume(configs.resolve(_config(data, compilation_cache)), full, resuming=True)
 
 

@@ -81,6 +81,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # (jaxdet/training/ema.py): decay (0 = off; YOLOv8 0.9999) and its ramp in updates (YOLOv8 2000).
     config.optim.ema_decay = 0.0
     config.optim.ema_warmup = 0
+    # Parameter groups (jaxdet/training/param_groups.py): (regex over parameter paths, lr
+    # multiplier, weight-decay multiplier, frozen), first match wins, e.g. (("^ResNet_0/", 0.1, 1.0, False),).
+    config.optim.param_groups = ()
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 1000

@@ -115,6 +115,8 @@ def _train(run: Run, ev: Evaluation, ckpts: Checkpoints, best: BestCheckpoint, t
         f"{len(run.train_source)} train images, {run.mesh.size} device(s), "
         f"global batch {cfg.train.batch_size}, steps {start}->{cfg.train.steps}"
     )
+    for line in run.group_lines:
+        _log(line)
     if ema.describe(cfg.optim):
         _log(ema.describe(cfg.optim))
     metrics: dict[str, float] = {}

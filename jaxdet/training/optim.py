@@ -6,6 +6,7 @@ import jax
 import optax
 
 from jaxdet.errors import ConfigError
+from jaxdet.training import param_groups
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("cosine", "step", "constant")
@@ -17,6 +18,7 @@ def check(optim) -> None:
         raise ConfigError(f"unknown optimizer {optim.name!r} (config.optim.name); valid: {OPTIMIZERS}")
     if optim.schedule not in SCHEDULES:
         raise ConfigError(f"unknown schedule {optim.schedule!r} (config.optim.schedule); valid: {SCHEDULES}")
+    param_groups.parse(optim)
 
 
 def learning_rate_schedule(optim, total_steps: int) -> optax.Schedule:
@@ -58,22 +60,37 @@ def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformatio
 
 
 def _make_chain(optim, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Clipping, then the update rule; with `optim.param_groups`, frozen gradients are zeroed
+    before clipping and each group gets the rule with its multipliers (optax.multi_transform:
+    a frozen group keeps no optimizer state)."""
     lr = learning_rate_schedule(optim, total_steps)
-    parts = []
-    if optim.grad_clip_norm > 0:
-        parts.append(optax.clip_by_global_norm(optim.grad_clip_norm))
+    clip = [optax.clip_by_global_norm(optim.grad_clip_norm)] if optim.grad_clip_norm > 0 else []
+    groups = param_groups.parse(optim)
+    if not groups:
+        # (one flat chain, as before groups existed: checkpoints' optimizer state keeps its tree)
+        return optax.chain(*clip, *_update_rule(optim, lr, optim.weight_decay)), lr
+    rules = {param_groups.DEFAULT: optax.chain(*_update_rule(optim, lr, optim.weight_decay))}
+    for i, g in enumerate(groups):
+        scaled = (lambda m: lambda step: m * lr(step))(g.lr_mult)
+        trained = lambda: optax.chain(*_update_rule(optim, scaled, optim.weight_decay * g.wd_mult))
+        rules[str(i)] = optax.set_to_zero() if g.frozen else trained()
+    frozen = [optax.masked(optax.set_to_zero(), lambda p: param_groups.frozen_mask(p, groups))]
+    split = optax.multi_transform(rules, lambda p: param_groups.labels(p, groups))
+    return optax.chain(*(frozen if any(g.frozen for g in groups) else []), *clip, split), lr
+
+
+def _update_rule(optim, lr: optax.Schedule, weight_decay: float) -> list[optax.GradientTransformation]:
+    """The update rule's transformations (weight decay and the optimizer), to chain."""
     if optim.name == "adamw":
-        parts.append(optax.adamw(lr, weight_decay=optim.weight_decay, mask=decay_mask))
+        return [optax.adamw(lr, weight_decay=weight_decay, mask=decay_mask)]
+    # Coupled (L2) decay for the others, as torch.optim's weight_decay.
+    parts = [optax.add_decayed_weights(weight_decay, mask=decay_mask)] if weight_decay > 0 else []
+    if optim.name == "sgd":
+        parts.append(optax.sgd(lr, momentum=optim.momentum or None, nesterov=False))
+    elif optim.name == "adam":
+        parts.append(optax.adam(lr))
+    elif optim.name == "rmsprop":
+        parts.append(optax.rmsprop(lr, momentum=optim.momentum))
     else:
-        # Coupled (L2) decay for the others, as torch.optim's weight_decay.
-        if optim.weight_decay > 0:
-            parts.append(optax.add_decayed_weights(optim.weight_decay, mask=decay_mask))
-        if optim.name == "sgd":
-            parts.append(optax.sgd(lr, momentum=optim.momentum or None, nesterov=False))
-        elif optim.name == "adam":
-            parts.append(optax.adam(lr))
-        elif optim.name == "rmsprop":
-            parts.append(optax.rmsprop(lr, momentum=optim.momentum))
-        else:
-            raise ConfigError(f"unknown optimizer {optim.name!r} (config.optim.name); valid: {OPTIMIZERS}")
-    return optax.chain(*parts), lr
+        raise ConfigError(f"unknown optimizer {optim.name!r} (config.optim.name); valid: {OPTIMIZERS}")
+    return parts

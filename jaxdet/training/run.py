@@ -13,7 +13,8 @@ from jaxdet import configs, detectors, kernels, parallel, summary
 from jaxdet.console import log as _log
 from jaxdet.data import pipeline, sources
 from jaxdet.data.classes import Classes
-from jaxdet.training import ema, optim, runtime
+from jaxdet.detectors import inference
+from jaxdet.training import ema, optim, param_groups, runtime
 from jaxdet.training.step import (
     TrainState,
     init_key,
@@ -46,6 +47,9 @@ class Run:
             config, len(self.class_names), parallel.AXIS, kernels.platform(self.mesh.devices.flat), self.mesh.size
         )
         self.tx, self.lr = optim.make_optimizer(config.optim, config.train.steps)
+        # Each parameter group with its size (a group that matches nothing is refused here, at start-up).
+        shapes = inference.abstract_variables(self.detector, config.data.image_size, self.mesh)["params"]
+        self.group_lines = param_groups.describe(shapes, param_groups.parse(config.optim))
         self.train_step = shard_train_step(make_train_step(self.detector, self.tx, self.lr, config.optim), self.mesh)
         self.term_grad_step = make_term_grad_step(self.detector, self.mesh)
         self.base_rng = jax.random.key(config.seed)
