@@ -183,7 +183,7 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, resuming: bool
             old = json.load(f)
         model_config.refuse_flat(old, path)
         changes, recorded = _changes(old, new), _flatten(old)
-        for key, (was, now) in _state_shape(old.get("optim", {}), new["optim"]).items():
+        for key, (was, now) in _state_shape(old, new).items():
             if was != now:  # the checkpoints' trees differ: no restore could work
                 raise ConfigError(
                     f"{workdir} holds checkpoints written with {key} = {was}; this config has {now}, which "
@@ -222,11 +222,13 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, resuming: bool
 
 
 def _state_shape(old: dict, new: dict) -> dict[str, tuple]:
-    """{what: (old, new)} for the config.optim settings that shape a checkpoint's trees."""
+    """{what: (old, new)} for the settings (of two recorded configs) that shape a checkpoint's trees."""
 
-    def shape(optim: dict) -> dict:
+    def shape(config: dict) -> dict:
+        optim = config.get("optim", {})
         groups = [(g[0], bool(g[3]) if len(g) > 3 else False) for g in optim.get("param_groups") or []]
         return {
+            "model.frozen_stages": config.get("model", {}).get("frozen_stages", -1),
             "optim.name": optim.get("name"),
             "optim.accumulate_steps > 1": optim.get("accumulate_steps", 1) > 1,
             "optim.ema_decay > 0 (an EMA)": optim.get("ema_decay", 0.0) > 0,

@@ -122,3 +122,41 @@ def test_a_run_logs_its_groups_and_trains_the_frozen_part_not_at_all(tfds_dir, t
     after = ocp.StandardCheckpointer().restore(str(tmp_path / "run" / "checkpoints" / "2" / "model"))["params"]
     np.testing.assert_array_equal(after["ResNet_0"]["Conv_0"]["kernel"], before["ResNet_0"]["Conv_0"]["kernel"])
     assert not np.array_equal(after["ResNet_0"]["BatchNorm_0"]["scale"], before["ResNet_0"]["BatchNorm_0"]["scale"])
+
+
+def test_frozen_stages_freeze_the_stem_and_the_first_stages_blocks_of_a_resnet():
+    """mmdetection's frozen_stages (torchvision's trainable_backbone_layers = 4 - k) on
+    ResNet-50's parameter tree: 3 + 4 blocks in stages 1-2."""
+    from experiments.configs import default
+    from jaxdet import detectors, parallel
+    from jaxdet.detectors import inference
+
+    config = default.get_config()
+    config.model.backbone = "resnet50"
+    config.model.frozen_stages = 2
+    det = detectors.build_detector(config, 5)
+    params = inference.abstract_variables(det, 64, parallel.make_mesh(jax.devices()[:1]))["params"]
+    groups = param_groups.of_config(config.optim, config.model)
+    frozen = {
+        path for path, is_frozen in zip(param_groups._paths(params), jax.tree_util.tree_leaves(
+            param_groups.frozen_mask(params, groups))) if is_frozen
+    }  # fmt: skip
+    blocks = {p.split("/")[1] for p in frozen if "Bottleneck" in p}
+    assert blocks == {f"Bottleneck_{i}" for i in range(7)}
+    assert any(p.startswith("ResNet_0/Conv_0/") for p in frozen)
+    assert not any(p.startswith(("ResNet_0/Bottleneck_7/", "FPN", "RetinaNetHead")) for p in frozen)
+    lines = param_groups.describe(params, groups)
+    assert lines[0].startswith("param group model.frozen_stages=2: the stem: frozen: ")
+    assert lines[1].startswith("param group model.frozen_stages=2: stages 1-2: frozen: ")
+
+
+def test_frozen_stages_outside_a_resnet_or_its_range_are_refused():
+    from experiments.configs import default
+
+    model = default.get_config().model
+    model.backbone, model.frozen_stages = "resnet50", 5
+    with pytest.raises(ConfigError, match=r"frozen_stages=5 must be -1 \(none\), 0 \(the stem\) or 1..4"):
+        param_groups.frozen_stages(model)
+    model.backbone, model.frozen_stages = "cspdarknet_n", 1
+    with pytest.raises(ConfigError, match=r"frozen_stages=1 needs a ResNet backbone; 'cspdarknet_n'"):
+        param_groups.frozen_stages(model)

@@ -28,6 +28,9 @@ SHARED: dict[str, Any] = dict(
     num_classes=0,  # 0 = as many as the data has; more keeps room for classes to come
     backbone="resnet_small",
     backbone_norm="batch",
+    # ResNet stages whose parameters are not trained (mmdetection's frozen_stages; torchvision's
+    # trainable_backbone_layers = 4 - k): -1 none, 0 the stem, k the stem and stages 1..k.
+    frozen_stages=-1,
     # A torchvision ResNet state_dict (.pth) loaded into the backbone at initialisation ("" = none);
     # see jaxdet/models/convert.py. With backbone_norm="frozen_batch" its norms stay fixed.
     backbone_weights="",

@@ -43,29 +43,30 @@ def decay_mask(params):
     return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(optim, total_steps: int, model=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optax chain for `config.optim` and its learning-rate schedule (by train step).
 
     With `optim.accumulate_steps = K > 1` the chain is wrapped in `optax.MultiSteps`: the
     gradients of K consecutive steps are averaged and applied once, so the effective
-    batch is K x train.batch_size; the schedule then advances once per K steps.
+    batch is K x train.batch_size; the schedule then advances once per K steps. `model`
+    (config.model) adds the groups its `frozen_stages` implies (training/param_groups.py).
     """
+    groups = param_groups.of_config(optim, model)
     k = optim.get("accumulate_steps", 1)
     if k < 1:
         raise ConfigError(f"config.optim.accumulate_steps must be >= 1, got {k}")
     if k > 1:
-        inner, inner_lr = _make_chain(optim, max(total_steps // k, 1))
+        inner, inner_lr = _make_chain(optim, max(total_steps // k, 1), groups)
         return optax.MultiSteps(inner, every_k_schedule=k), lambda step: inner_lr(step // k)
-    return _make_chain(optim, total_steps)
+    return _make_chain(optim, total_steps, groups)
 
 
-def _make_chain(optim, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def _make_chain(optim, total_steps: int, groups: list) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Clipping, then the update rule; with `optim.param_groups`, frozen gradients are zeroed
     before clipping and each group gets the rule with its multipliers (optax.multi_transform:
     a frozen group keeps no optimizer state)."""
     lr = learning_rate_schedule(optim, total_steps)
     clip = [optax.clip_by_global_norm(optim.grad_clip_norm)] if optim.grad_clip_norm > 0 else []
-    groups = param_groups.parse(optim)
     if not groups:
         # (one flat chain, as before groups existed: checkpoints' optimizer state keeps its tree)
         return optax.chain(*clip, *_update_rule(optim, lr, optim.weight_decay)), lr

@@ -29,10 +29,50 @@ class Group:
     lr_mult: float = 1.0
     wd_mult: float = 1.0
     frozen: bool = False
+    name: str = ""  # for the log (default: the pattern)
 
     @property
     def label(self) -> str:
-        return f"{self.pattern!r}"
+        return self.name or f"{self.pattern!r}"
+
+
+_BLOCK = "(Bottleneck|BasicBlock)_"
+
+
+def frozen_stages(model) -> list[Group]:
+    """The groups `model.frozen_stages` k implies for a ResNet backbone (mmdetection's
+    `frozen_stages`; torchvision's `trainable_backbone_layers` = 4 - k): -1 none, 0 the stem,
+    k the stem and the first k stages' blocks (the backbone's parameters sit under
+    "ResNet_0/": Conv_0 and its norm, then the blocks numbered through the stages)."""
+    from jaxdet.models.backbones import ResNetSpec, get_backbone_spec
+
+    k = model.get("frozen_stages", -1)
+    if k == -1:
+        return []
+    spec = get_backbone_spec(model.backbone)
+    if not isinstance(spec, ResNetSpec):
+        raise ConfigError(
+            f"config.model.frozen_stages={k} needs a ResNet backbone; {model.backbone!r} has no stages to freeze "
+            "(use optim.param_groups with frozen=True for its modules)"
+        )
+    if not isinstance(k, int) or not -1 <= k <= len(spec.stage_sizes):
+        raise ConfigError(
+            f"config.model.frozen_stages={k!r} must be -1 (none), 0 (the stem) or 1..{len(spec.stage_sizes)} "
+            "(the stem and that many stages)"
+        )
+    groups = [Group(f"(^|/)ResNet_0/(?!{_BLOCK})", frozen=True, name=f"model.frozen_stages={k}: the stem")]
+    blocks = sum(spec.stage_sizes[:k])
+    if blocks:
+        ids = "|".join(str(i) for i in range(blocks))
+        groups.append(
+            Group(f"(^|/)ResNet_0/{_BLOCK}({ids})/", frozen=True, name=f"model.frozen_stages={k}: stages 1-{k}")
+        )
+    return groups
+
+
+def of_config(optim, model=None) -> list[Group]:
+    """Every group: those `model.frozen_stages` implies, then `optim.param_groups`."""
+    return (frozen_stages(model) if model is not None else []) + parse(optim)
 
 
 def parse(optim) -> list[Group]:

@@ -46,10 +46,10 @@ class Run:
         self.detector = detectors.build_detector(
             config, len(self.class_names), parallel.AXIS, kernels.platform(self.mesh.devices.flat), self.mesh.size
         )
-        self.tx, self.lr = optim.make_optimizer(config.optim, config.train.steps)
+        self.tx, self.lr = optim.make_optimizer(config.optim, config.train.steps, config.model)
         # Each parameter group with its size (a group that matches nothing is refused here, at start-up).
         shapes = inference.abstract_variables(self.detector, config.data.image_size, self.mesh)["params"]
-        self.group_lines = param_groups.describe(shapes, param_groups.parse(config.optim))
+        self.group_lines = param_groups.describe(shapes, param_groups.of_config(config.optim, config.model))
         self.train_step = shard_train_step(make_train_step(self.detector, self.tx, self.lr, config.optim), self.mesh)
         self.term_grad_step = make_term_grad_step(self.detector, self.mesh)
         self.base_rng = jax.random.key(config.seed)
