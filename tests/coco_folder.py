@@ -137,3 +137,18 @@ def untrained_workdir(workdir: str) -> str:
     ckpts.wait()
     ckpts.close()
     return workdir
+
+
+def tiny_config(data: dict[str, str], cache: str, **train):
+    """The tiny default config on the COCO folder `data`: no prediction pictures, the
+    session's compilation cache, and `train` fields (steps, eval_every, ...) set."""
+    from experiments.configs import default
+
+    config = default.get_config("tiny")
+    for key, value in data.items():
+        config.data[key] = value
+    config.train.num_prediction_images = 0
+    config.train.compilation_cache_dir = cache
+    for key, value in train.items():
+        config.train[key] = value
+    return config

@@ -11,7 +11,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from coco_folder import write_coco
+from coco_folder import tiny_config, write_coco
 from orbax import checkpoint as ocp
 from test_train import _batch, _tiny
 
@@ -83,16 +83,10 @@ def data(tmp_path_factory):
     return write_coco(str(tmp_path_factory.mktemp("coco")), n_train=16, n_val=4)
 
 
-def _config(data, compilation_cache, **fields):
-    config = _tiny(**fields)
-    for key, value in data.items():
-        config.data[key] = value
-    config.train.steps = 4
-    config.train.eval_every = 2
-    config.train.checkpoint_every = 2
-    config.train.keep_checkpoints = 5
-    config.train.num_prediction_images = 0
-    config.train.compilation_cache_dir = compilation_cache
+def _config(data, compilation_cache, **optim_fields):
+    config = tiny_config(data, compilation_cache, steps=4, eval_every=2, checkpoint_every=2, keep_checkpoints=5)
+    for key, value in optim_fields.items():
+        config.optim[key] = value
     return config
 
 
@@ -107,7 +101,7 @@ def _items(workdir, step):
 
 def test_a_run_evaluates_and_checkpoints_the_average_and_resumes_exactly(data, compilation_cache, tmp_path, capsys):
     devices = jax.devices()[:1]
-    config = _config(data, compilation_cache, optim__ema_decay=0.7, optim__ema_warmup=2)
+    config = _config(data, compilation_cache, ema_decay=0.7, ema_warmup=2)
     full = str(tmp_path / "full")
     final = experiment.train_and_evaluate(config, full, devices)
     assert "evaluating the EMA of the weights (optim.ema_decay=0.7, ramp over 2 updates" in capsys.readouterr().out

@@ -7,25 +7,16 @@ import json
 import os
 
 import pytest
-from coco_folder import write_coco
+from coco_folder import tiny_config, write_coco
 
-from experiments.configs import default
 from jaxdet import experiment, sweep
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, compilation_cache):
     data = write_coco(str(tmp_path_factory.mktemp("coco")), n_train=8, n_val=4)
-    config = default.get_config("tiny")
-    for key, value in data.items():
-        config.data[key] = value
+    config = tiny_config(data, compilation_cache, steps=3, batch_size=4, eval_every=3, checkpoint_every=3)
     config.data.image_size = 64
-    config.train.steps = 3
-    config.train.batch_size = 4
-    config.train.eval_every = 3
-    config.train.checkpoint_every = 3
-    config.train.num_prediction_images = 0
-    config.train.compilation_cache_dir = compilation_cache
     return config
 
 
