@@ -85,3 +85,42 @@ def test_an_image_without_boxes_is_all_negative():
     for m in (3, 0):  # padded boxes only; no boxes at all
         got = atss_assign(anchors, (16,), np.zeros((m, 4), np.float32), np.zeros(m, bool))
         assert (np.asarray(got.label) == NEGATIVE).all() and (np.asarray(got.iou) == 0).all()
+
+
+def test_retinanet_trains_with_atss_targets_by_flag():
+    """`model.retinanet.assigner=atss`: RetinaNet's targets are ATSS's on its anchors, level
+    by level; the loss is finite and falls under gradient steps; other names are refused."""
+    import jax.numpy as jnp
+
+    from experiments.configs import default
+    from jaxdet import detectors
+    from jaxdet.errors import ConfigError
+
+    config = default.get_config("tiny")
+    config.model.retinanet.assigner = "atss"
+    config.data.image_size = 32
+    det = detectors.build_detector(config, 3)
+    batch = {
+        "boxes": jnp.array([[[2.0, 2.0, 20.0, 18.0], [8.0, 4.0, 30.0, 30.0]]]),
+        "labels": jnp.array([[1, 2]]),
+        "box_mask": jnp.array([[True, True]]),
+        "image_mask": jnp.array([True]),
+    }
+    sizes, topk = det.atss
+    direct = atss_assign(jnp.asarray(det.anchors), sizes, batch["boxes"][0], batch["box_mask"][0], topk)
+    targets = det.assign(batch)
+    np.testing.assert_array_equal(np.asarray(targets.positive[0]), np.asarray(direct.label) == POSITIVE)
+    assert int(np.asarray(targets.positive).sum()) > 0
+    variables = det.module.init({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)))
+    outputs = det.module.apply(variables, jnp.asarray(np.random.default_rng(0).uniform(0, 1, (1, 32, 32, 3))))
+    loss = jax.jit(lambda o: det.loss_fn(o, batch, jax.random.key(0))[0])
+    grad = jax.jit(jax.grad(lambda o: det.loss_fn(o, batch, jax.random.key(0))[0]))
+    history = [float(loss(outputs))]
+    for _ in range(3):
+        g = grad(outputs)
+        outputs = {k: v - 0.1 * g[k] for k, v in outputs.items()}
+        history.append(float(loss(outputs)))
+    assert np.all(np.isfinite(history)) and history[-1] < history[0], history
+    config.model.retinanet.assigner = "atts"
+    with pytest.raises(ConfigError, match=r"assigner='atts'; valid: \('max_iou', 'task_aligned', 'atss'\)"):
+        detectors.build_detector(config, 3)

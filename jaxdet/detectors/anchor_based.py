@@ -19,6 +19,7 @@ from jax import Array
 
 from jaxdet import anchors as anchor_ops
 from jaxdet import assigners, box_coder, postprocess
+from jaxdet.assigners.atss import atss_assign
 from jaxdet.detectors import base
 from jaxdet.losses import assigned
 from jaxdet.losses import terms as loss_terms
@@ -43,11 +44,18 @@ class AnchorDetector(base.OneLossSet):
     # (topk, alpha, beta): task-aligned assignment (TOOD) on the anchors' centres and the
     # current predictions, with soft classification targets, instead of max-IoU.
     tal: tuple[int, float, float] | None = None
+    # (anchors per level, topk): ATSS (Zhang et al. 2020; jaxdet/assigners/atss.py) instead of max-IoU.
+    atss: tuple[tuple[int, ...], int] | None = None
 
     def assign(self, batch: dict[str, Array], outputs: dict[str, Array] | None = None) -> assigned.Targets:
-        """Targets [B, A]: max-IoU (every ground-truth box keeps its best anchor), or with
-        `tal` task-aligned on `outputs` (constants: no gradient flows through matching)."""
+        """Targets [B, A]: max-IoU (every ground-truth box keeps its best anchor), with `atss`
+        ATSS, or with `tal` task-aligned on `outputs` (constants: no gradient flows through
+        matching)."""
         anchors = jnp.asarray(self.anchors)
+        if self.atss is not None:
+            sizes, topk = self.atss
+            asg = jax.vmap(lambda b, m: atss_assign(anchors, sizes, b, m, topk))(batch["boxes"], batch["box_mask"])
+            return assigned.targets_from_assignment(asg, batch, self.num_classes)
         if self.tal is None:
             fn = lambda b, m: assigners.max_iou_assign(anchors, b, m, self.fg_iou, self.bg_iou, True)  # noqa: E731
             asg = jax.vmap(fn)(batch["boxes"], batch["box_mask"])
