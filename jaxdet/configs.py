@@ -114,6 +114,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
         raise ConfigError(f"config.data.workers must be an integer (-1 = automatic), got {config.data.workers!r}")
     if not 0.0 <= config.data.mosaic_prob <= 1.0:
         raise ConfigError(f"config.data.mosaic_prob must be in [0, 1], got {config.data.mosaic_prob}")
+    d = config.data
+    if not 0.0 <= d.get("mixup_prob", 0.0) <= 1.0:
+        raise ConfigError(f"config.data.mixup_prob must be in [0, 1], got {d.mixup_prob}")
+    if not 0 <= d.get("close_mosaic_steps", 0) <= config.train.steps:
+        raise ConfigError(f"config.data.close_mosaic_steps={d.close_mosaic_steps} must be in [0, train.steps]")
+    for name, top in (("degrees", 180.0), ("translate", 1.0), ("scale", 1.0), ("shear", 89.0)):
+        value = d.get(f"affine_{name}", 0.0)
+        if not 0.0 <= value <= top:
+            raise ConfigError(f"config.data.affine_{name}={value} must be in [0, {top}] (0 = off)")
     if not 0 < config.data.scale_min <= config.data.scale_max:
         raise ConfigError(
             f"need 0 < data.scale_min <= data.scale_max, got {config.data.scale_min}, {config.data.scale_max}"

@@ -72,7 +72,8 @@ def test_workers_change_nothing_but_speed(tmp_path):
     """Batches from 2 worker processes equal the in-process ones, bitwise, with every
     augmentation on; a stream started at step 3 equals steps 3.. of one started at 0."""
     source = _source(tmp_path)
-    aug = dict(crop_prob=0.5, crop_min=0.5, color_jitter=(0.3, 0.3, 0.3, 0.05))
+    aug = dict(crop_prob=0.5, crop_min=0.5, color_jitter=(0.3, 0.3, 0.3, 0.05), affine=(10.0, 0.1, 0.3, 2.0),
+               mixup_prob=0.5, mosaic_until_step=4)  # fmt: skip
     streams = {}
     for workers in (0, 2):
         p = pipeline.Pipeline(source, 64, 6, workers=workers)

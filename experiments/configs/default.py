@@ -42,6 +42,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.crop_min = 0.5
     config.data.color_jitter = (0.0, 0.0, 0.0, 0.0)  # (brightness, contrast, saturation, hue), torchvision's
     config.data.mosaic_prob = 0.0  # Probability of a 2x2 mosaic (YOLOv4) per training example.
+    config.data.close_mosaic_steps = 0  # No mosaic in the last N steps (ultralytics' close_mosaic).
+    config.data.mixup_prob = 0.0  # Probability of mixing an example with a second one (YOLOv4 mixup).
+    # ultralytics' random affine after the mosaic (0 = off): rotation in degrees, translation and
+    # scale as fractions, shear in degrees; boxes cut below ultralytics' limits are dropped, counted.
+    config.data.affine_degrees = 0.0
+    config.data.affine_translate = 0.0
+    config.data.affine_scale = 0.0
+    config.data.affine_shear = 0.0
     config.data.eval_max_images = 0  # 0 = the whole eval split.
 
     # Shared fields (backbone, neck, classes, post-processing; jaxdet/detectors/config.py) and

@@ -115,3 +115,50 @@ def mosaic(tiles, size: int, corner: np.ndarray):
     clipped = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep = clipped >= 0.25 * area
     return image, boxes[keep], labels[keep]
+
+
+def random_affine(image: np.ndarray, boxes: np.ndarray, draw: np.ndarray, degrees: float, translate: float,
+                  scale: float, shear: float):  # fmt: skip
+    """ultralytics' random_perspective without perspective, on a square image (draw: 6
+    uniforms): rotation U(-degrees, degrees) and scale U(1 - scale, 1 + scale) about the
+    centre, shear U(-shear, shear) degrees on each axis, translation U(-translate,
+    translate) of the side on each axis; pixels from outside the source are 0. Each box
+    becomes the bounding box of its four corners, clipped to the image. Returns (image,
+    boxes, keep): `keep` marks the boxes still objects by ultralytics' rule (both sides
+    over 2 px, over 10% of their scaled area left, aspect ratio under 100); the caller
+    drops (and counts) the others."""
+    size = image.shape[0]
+    u = np.asarray(draw, np.float64) * 2.0 - 1.0  # U(-1, 1) each
+    c = np.array([[1.0, 0.0, -size / 2], [0.0, 1.0, -size / 2], [0.0, 0.0, 1.0]])
+    s = 1.0 + scale * u[1]
+    r = np.eye(3)
+    r[:2] = cv2.getRotationMatrix2D((0.0, 0.0), degrees * u[0], s)
+    sh = np.eye(3)
+    sh[0, 1], sh[1, 0] = np.tan(np.radians(shear * u[2])), np.tan(np.radians(shear * u[3]))
+    t = np.eye(3)
+    t[0, 2], t[1, 2] = (0.5 + translate * u[4]) * size, (0.5 + translate * u[5]) * size
+    m = t @ sh @ r @ c
+    if not np.allclose(m, np.eye(3)):
+        image = cv2.warpAffine(image, m[:2], (size, size), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+    n = len(boxes)
+    corners = np.ones((n * 4, 3))
+    corners[:, :2] = boxes[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n * 4, 2)
+    xy = (corners @ m.T)[:, :2].reshape(n, 8)
+    out = np.stack([xy[:, 0::2].min(1), xy[:, 1::2].min(1), xy[:, 0::2].max(1), xy[:, 1::2].max(1)], 1)
+    out = np.clip(out, 0.0, float(size)).astype(np.float32)
+    w0, h0 = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    w1, h1 = out[:, 2] - out[:, 0], out[:, 3] - out[:, 1]
+    ratio = np.maximum(w1 / (h1 + 1e-16), h1 / (w1 + 1e-16))
+    keep = (w1 > 2) & (h1 > 2) & (w1 * h1 / (w0 * h0 * s * s + 1e-16) > 0.1) & (ratio < 100)
+    return image, out, keep
+
+
+def mixup(first, second, ratio: float):
+    """YOLOv4 / ultralytics mixup of two (image, boxes, labels) examples of one size: pixels
+    ratio * first + (1 - ratio) * second (rounded), both images' boxes kept."""
+    image = np.round(first[0].astype(np.float32) * ratio + second[0].astype(np.float32) * (1.0 - ratio))
+    return (
+        np.clip(image, 0, 255).astype(np.uint8),
+        np.concatenate([first[1], second[1]]),
+        np.concatenate([first[2], second[2]]),
+    )

@@ -31,6 +31,10 @@ class Augmentation:
     crop_prob: float = 0.0
     crop_min: float = 0.5
     color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    # (degrees, translate, scale, shear): ultralytics' random affine after mosaic (augment.random_affine).
+    affine: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    mixup_prob: float = 0.0  # mixup with a second (mosaic) example, ratio ~ Beta(32, 32)
+    mosaic_until: int | None = None  # global positions from this one on get no mosaic (close_mosaic)
 
 
 class Examples:
@@ -96,22 +100,47 @@ class Examples:
         return image, boxes, ex.labels, scale
 
     def train(self, k: int) -> dict[str, np.ndarray]:
-        idx = self.index(k)
         why = f"training example {k}"
+        image, boxes, labels, scale, bad, dropped, image_id = self._composed(self.index(k), k, 0, why)
+        if self.aug.mixup_prob > 0 and self._rng(10, k).random() < self.aug.mixup_prob:
+            other = int(self._rng(11, k).integers(0, len(self.source)))
+            second = self._composed(other, k, 100, why)
+            ratio = float(self._rng(12, k).beta(32.0, 32.0))
+            image, boxes, labels = augment.mixup((image, boxes, labels), second[:3], ratio)
+            bad, dropped = bad if bad >= 0 else second[4], dropped + second[5]
+        return self.finish(image, boxes, labels, image_id, scale, True, bad, dropped)
+
+    def uses_mosaic(self, k: int, offset: int = 0) -> bool:
+        """Whether example k (its mixup partner with offset 100) is a mosaic: a pure function of (seed, k)."""
+        a = self.aug
+        if a.mosaic_prob <= 0 or (a.mosaic_until is not None and k >= a.mosaic_until):
+            return False
+        return self._rng(8 + offset, k).random() < a.mosaic_prob
+
+    def _composed(self, idx: int, k: int, offset: int, why: str):
+        """Image idx for position k, mosaic or alone, then the random affine: (image, boxes,
+        labels, scale, unreadable index or -1, boxes dropped, image id). `offset` shifts every
+        random purpose (0 for the example itself, as before mixup existed; 100 for its partner)."""
         ex, bad = self.read(idx, why)
-        if self.aug.mosaic_prob > 0 and self._rng(8, k).random() < self.aug.mosaic_prob:
-            others = self._rng(2, k).integers(0, len(self.source), 3)
-            tiles = [self._augmented(ex, self._rng(3, k))]
+        dropped = 0
+        if self.uses_mosaic(k, offset):
+            others = self._rng(2 + offset, k).integers(0, len(self.source), 3)
+            tiles = [self._augmented(ex, self._rng(3 + offset, k))]
             for j, other in enumerate(others):
                 tile_ex, tile_bad = self.read(int(other), why)
                 bad = tile_bad if bad < 0 else bad
-                tiles.append(self._augmented(tile_ex, self._rng(4 + j, k)))
-            corner = self._rng(7, k).uniform(0.25, 0.75, 2)
+                tiles.append(self._augmented(tile_ex, self._rng(4 + j + offset, k)))
+            corner = self._rng(7 + offset, k).uniform(0.25, 0.75, 2)
             image, boxes, labels = augment.mosaic([t[:3] for t in tiles], self.size, corner)
+            dropped += sum(len(t[1]) for t in tiles) - len(boxes)
             scale = tiles[0][3]
         else:
-            image, boxes, labels, scale = self._augmented(ex, self._rng(1, k))
-        return self.finish(image, boxes, labels, ex.image_id, scale, True, bad)
+            image, boxes, labels, scale = self._augmented(ex, self._rng(1 + offset, k))
+        if any(self.aug.affine):
+            draw = self._rng(9 + offset, k).random(6)
+            image, boxes, keep = augment.random_affine(image, boxes, draw, *self.aug.affine)
+            boxes, labels, dropped = boxes[keep], labels[keep], dropped + int((~keep).sum())
+        return image, boxes, labels, scale, bad, dropped, ex.image_id
 
     def eval(self, k: int) -> dict[str, np.ndarray]:
         """Example k of the split (k >= n: padding, image_mask False), resized and padded."""
@@ -124,16 +153,18 @@ class Examples:
                 raise self._unreadable(idx, e, "evaluation") from None
             blank = np.zeros((self.size, self.size, 3), np.uint8)
             no_boxes = np.zeros((0, 4), np.float32), np.zeros(0, np.int32)
-            return self.finish(blank, *no_boxes, self.source.image_id(idx), 1.0, False, idx)
+            return self.finish(blank, *no_boxes, self.source.image_id(idx), 1.0, False, idx, 0)
         image, boxes, scale = augment.resize(ex.image, ex.boxes, self.size)
         image, boxes = augment.crop_and_pad(image, boxes, self.size)
-        return self.finish(image, boxes, ex.labels, ex.image_id, scale, k < n, -1)
+        return self.finish(image, boxes, ex.labels, ex.image_id, scale, k < n, -1, 0)
 
-    def finish(self, image, boxes, labels, image_id, scale, image_ok, bad) -> dict[str, np.ndarray]:
-        """Pads the boxes to max_boxes; a box squeezed below one pixel no longer shows an object."""
+    def finish(self, image, boxes, labels, image_id, scale, image_ok, bad, dropped) -> dict[str, np.ndarray]:
+        """Pads the boxes to max_boxes; a box squeezed below one pixel no longer shows an
+        object and is dropped. `dropped_boxes` counts those and the `dropped` before (cut by
+        mosaic or the affine)."""
         wh = boxes[:, 2:] - boxes[:, :2]
         keep = (wh[:, 0] >= 1.0) & (wh[:, 1] >= 1.0)
-        boxes, labels = boxes[keep], labels[keep]
+        boxes, labels, dropped = boxes[keep], labels[keep], dropped + int((~keep).sum())
         m, k = self.max_boxes, min(len(boxes), self.max_boxes)
         out_boxes = np.zeros((m, 4), np.float32)
         out_labels = np.zeros((m,), np.int32)
@@ -147,5 +178,6 @@ class Examples:
             "image_id": np.int64(image_id),
             "scale": np.float32(scale),
             "truncated_boxes": np.int32(len(boxes) - k),
+            "dropped_boxes": np.int32(dropped),
             "bad_image": np.int64(bad),
         }

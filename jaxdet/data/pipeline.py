@@ -135,6 +135,9 @@ class Pipeline:
         crop_prob: float = 0.0,
         crop_min: float = 0.5,
         color_jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+        affine: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+        mixup_prob: float = 0.0,
+        mosaic_until_step: int | None = None,
     ) -> Batches:
         """Endless augmented batches for steps start_step, start_step + 1, ... (per process).
 
@@ -142,13 +145,18 @@ class Pipeline:
         process_count); process p builds slice p of each global batch (module docstring).
         With probability `mosaic_prob` an example is a 2x2 mosaic (YOLOv4); with
         `crop_prob` an image is first cropped to a random window (sides U(crop_min, 1));
-        `color_jitter` = (brightness, contrast, saturation, hue) as torchvision's ColorJitter.
+        `color_jitter` = (brightness, contrast, saturation, hue) as torchvision's ColorJitter;
+        `affine` = (degrees, translate, scale, shear), ultralytics' random affine after the
+        mosaic; with `mixup_prob` an example is mixed with a second one (YOLOv4 mixup); from
+        step `mosaic_until_step` on no example is a mosaic (ultralytics' close_mosaic).
         """
         if len(self.source) == 0:
             raise ConfigError("the training split is empty")
-        aug = Augmentation(hflip, tuple(scale_range), mosaic_prob, crop_prob, crop_min, tuple(color_jitter))
-        examples = Examples(self.source, self.image_size, self.max_boxes, seed, aug, self.skip_bad)
         global_bs = batch_size * process_count
+        until = None if mosaic_until_step is None else mosaic_until_step * global_bs
+        aug = Augmentation(hflip, tuple(scale_range), mosaic_prob, crop_prob, crop_min, tuple(color_jitter),
+                           tuple(affine), mixup_prob, until)  # fmt: skip
+        examples = Examples(self.source, self.image_size, self.max_boxes, seed, aug, self.skip_bad)
 
         def position(c: int) -> int:  # this process's c-th example -> its position in the global stream
             return (c // batch_size) * global_bs + process_index * batch_size + c % batch_size
@@ -216,6 +224,6 @@ def coco_ground_truth(table: AnnotationTable, leave_out: set[int] = frozenset(),
 
 
 def model_inputs(local: dict) -> dict:
-    """The batch fields the steps read (the pipeline's bookkeeping fields, truncated_boxes and
-    bad_image, stay on the host)."""
-    return {k: v for k, v in local.items() if k not in ("truncated_boxes", "bad_image")}
+    """The batch fields the steps read (the pipeline's bookkeeping fields, truncated_boxes,
+    dropped_boxes and bad_image, stay on the host)."""
+    return {k: v for k, v in local.items() if k not in ("truncated_boxes", "dropped_boxes", "bad_image")}

@@ -240,6 +240,9 @@ def _train_stream(run: Run, start: int):
         crop_prob=cfg.data.crop_prob,
         crop_min=cfg.data.crop_min,
         color_jitter=tuple(cfg.data.color_jitter),
+        affine=(cfg.data.affine_degrees, cfg.data.affine_translate, cfg.data.affine_scale, cfg.data.affine_shear),
+        mixup_prob=cfg.data.mixup_prob,
+        mosaic_until_step=cfg.train.steps - cfg.data.close_mosaic_steps if cfg.data.close_mosaic_steps else None,
     )
 
 

@@ -28,6 +28,7 @@ class Progress:
     def __init__(self, run):  # a training.run.Run
         self.run, self.cfg = run, run.config
         self.truncated = 0
+        self.dropped = 0  # boxes under 1 px after resizing, or cut by mosaic / the affine
         self.replaced = 0  # examples whose image was unreadable (data.skip_bad): replaced by the next one
         self.unreadable: set[int] = set()
         self.restart()
@@ -44,6 +45,7 @@ class Progress:
         """The global batch for this process's `local` slice; counts boxes lost to max_boxes and
         unreadable images replaced (each named the first time it is met)."""
         self.truncated += int(local["truncated_boxes"].sum())
+        self.dropped += int(local["dropped_boxes"].sum())
         bad = local["bad_image"][local["bad_image"] >= 0]
         self.replaced += len(bad)
         for index in sorted(set(int(i) for i in bad) - self.unreadable):
@@ -70,7 +72,7 @@ class Progress:
         if steps_timed:
             speed = {"images_per_sec": steps_timed * cfg.batch_size / max(dt, 1e-9)}
             eta_text = f"  {speed['images_per_sec']:.1f} img/s  ETA {(cfg.steps - done) * dt / steps_timed:.0f}s"
-        counts = {"truncated_boxes": self.truncated, "replaced_images": self.replaced}
+        counts = {"truncated_boxes": self.truncated, "dropped_boxes": self.dropped, "replaced_images": self.replaced}
         self.run.writer.write(done, "train", {**avg, **speed, **counts})
         if self.truncated:
             log(
