@@ -91,3 +91,29 @@ def top_pairs(scores: Array, boxes: Array, max_detections: int, score_threshold:
         classes=jnp.where(valid, flat % c, 0).astype(jnp.int32),
         valid=valid,
     )
+
+
+def hflip(detections: Detections, width: float) -> Detections:
+    """Detections of a left-right mirrored image mapped back onto the image (width pixels)."""
+    b = detections.boxes
+    boxes = jnp.stack([width - b[..., 2], b[..., 1], width - b[..., 0], b[..., 3]], axis=-1)
+    return detections._replace(boxes=jnp.where(detections.valid[..., None], boxes, 0.0))
+
+
+def merge(views: list[Detections], iou_threshold: float, max_detections: int, nms_form: str = "plain") -> Detections:
+    """Test-time augmentation: the detections of several views of the same images [B, D_i]
+    (boxes already on the original image) -> [B, max_detections], class-aware NMS over
+    their union (the best box of a cluster stays, as one view would report it)."""
+    boxes = jnp.concatenate([v.boxes for v in views], axis=1)
+    scores = jnp.concatenate([v.scores for v in views], axis=1)
+    classes = jnp.concatenate([v.classes for v in views], axis=1)
+    valid = jnp.concatenate([v.valid for v in views], axis=1)
+
+    def one(b, s, c, v):
+        kept = nms_ops.batched_nms(b, s, c, v, iou_threshold, max_detections, nms_form)
+        ok = kept >= 0
+        idx = jnp.maximum(kept, 0)
+        return Detections(jnp.where(ok[:, None], b[idx], 0.0), jnp.where(ok, s[idx], 0.0),
+                          jnp.where(ok, c[idx], 0), ok)  # fmt: skip
+
+    return jax.vmap(one)(boxes, scores, classes, valid)

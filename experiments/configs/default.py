@@ -93,6 +93,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # multiplier, weight-decay multiplier, frozen), first match wins, e.g. (("^ResNet_0/", 0.1, 1.0, False),).
     config.optim.param_groups = ()
 
+    config.eval = ml_collections.ConfigDict()
+    # Test-time augmentation at evaluation: "" (off) or "hflip" (the mirrored images' detections
+    # mapped back and merged by class-aware NMS at model.nms_iou_threshold).
+    config.eval.tta = ""
+
     config.train = ml_collections.ConfigDict()
     config.train.steps = 1000
     config.train.batch_size = 32  # Global, over all devices of all processes.

@@ -13,6 +13,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxdet import postprocess
 from jaxdet.parallel import AXIS
 
 # The fixed ImageNet statistics the backbone normalises with (pixels 0..255).
@@ -56,11 +57,14 @@ def abstract_variables(detector, image_size: int, mesh: Mesh) -> dict:
     return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), variables)
 
 
-def make_eval_step(detector, mesh: Mesh) -> Callable:
+def make_eval_step(detector, mesh: Mesh, flip_tta: dict | None = None) -> Callable:
     """jit(shard_map) of `(variables, batch) -> (detections, loss terms)` in eval mode
     (variables: {"params", "batch_stats"}).
 
-    Detections are split along "data" like the batch; the loss terms are averaged.
+    Detections are split along "data" like the batch; the loss terms are averaged (on the
+    images as given). `flip_tta` (iou_threshold, max_detections, nms_form): test-time
+    augmentation, the detections of the mirrored images mapped back and merged with the
+    others by class-aware NMS (postprocess.merge).
     """
 
     def eval_fn(variables: dict, batch: dict[str, jax.Array]):
@@ -68,7 +72,12 @@ def make_eval_step(detector, mesh: Mesh) -> Callable:
         outputs, _ = forward(detector, variables, batch, rng, train=False)
         _, terms = detector.loss_fn(outputs, batch, rng, axis_name=AXIS)
         terms = jax.lax.pmean(terms, AXIS)
-        return detector.predict(outputs)._asdict(), terms
+        detections = detector.predict(outputs)
+        if flip_tta is not None:
+            mirrored, _ = forward(detector, variables, {"image": batch["image"][:, :, ::-1]}, rng, train=False)
+            back = postprocess.hflip(detector.predict(mirrored), float(batch["image"].shape[2]))
+            detections = postprocess.merge([detections, back], **flip_tta)
+        return detections._asdict(), terms
 
     mapped = jax.shard_map(eval_fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(AXIS), P()), check_vma=False)
     return jax.jit(mapped)

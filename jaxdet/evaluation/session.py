@@ -16,6 +16,7 @@ from jaxdet.console import log
 from jaxdet.data import pipeline, sources
 from jaxdet.data.classes import Classes
 from jaxdet.detectors import inference
+from jaxdet.errors import ConfigError
 
 
 class EvalSession:
@@ -43,7 +44,7 @@ class EvalSession:
         source = sources.load(config.data, "eval", pi, pc, log=log)
         self.eval_source = source.take(0, config.data.eval_max_images // pc) if config.data.eval_max_images else source
         self._whole = None  # multi-process: the unsharded split's annotations, for COCO ground truth
-        self.eval_step = inference.make_eval_step(detector, mesh)
+        self.eval_step = inference.make_eval_step(detector, mesh, flip_tta(config))
         self.analysis_dir = output_dir or os.path.join(workdir, "eval")
         self.writer = writer or summary.MetricWriter(output_dir or workdir)
         # The last evaluation's per-class table and error breakdown (logged at the end).
@@ -65,3 +66,14 @@ class EvalSession:
         src = src.take(0, cfg.data.eval_max_images) if cfg.data.eval_max_images else src
         self._whole = src.annotations()
         return self._whole
+
+
+def flip_tta(config: ml_collections.ConfigDict) -> dict | None:
+    """`config.eval.tta` ("" or "hflip"): the eval step's flip_tta arguments, or None."""
+    tta = config.get("eval", {}).get("tta", "")
+    if tta not in ("", "hflip"):
+        raise ConfigError(f"config.eval.tta={tta!r}; valid: '' (off) or 'hflip' (the mirrored images too)")
+    if not tta:
+        return None
+    m = config.model
+    return dict(iou_threshold=m.nms_iou_threshold, max_detections=m.max_detections, nms_form="plain")
