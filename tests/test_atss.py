@@ -91,6 +91,7 @@ def test_retinanet_trains_with_atss_targets_by_flag():
     """`model.retinanet.assigner=atss`: RetinaNet's targets are ATSS's on its anchors, level
     by level; the loss is finite and falls under gradient steps; other names are refused."""
     import jax.numpy as jnp
+    from test_yolov8 import head_outputs, loss_history
 
     from experiments.configs import default
     from jaxdet import detectors
@@ -111,15 +112,7 @@ def test_retinanet_trains_with_atss_targets_by_flag():
     targets = det.assign(batch)
     np.testing.assert_array_equal(np.asarray(targets.positive[0]), np.asarray(direct.label) == POSITIVE)
     assert int(np.asarray(targets.positive).sum()) > 0
-    variables = det.module.init({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)))
-    outputs = det.module.apply(variables, jnp.asarray(np.random.default_rng(0).uniform(0, 1, (1, 32, 32, 3))))
-    loss = jax.jit(lambda o: det.loss_fn(o, batch, jax.random.key(0))[0])
-    grad = jax.jit(jax.grad(lambda o: det.loss_fn(o, batch, jax.random.key(0))[0]))
-    history = [float(loss(outputs))]
-    for _ in range(3):
-        g = grad(outputs)
-        outputs = {k: v - 0.1 * g[k] for k, v in outputs.items()}
-        history.append(float(loss(outputs)))
+    history = loss_history(det, batch, head_outputs(det, 32), 3)
     assert np.all(np.isfinite(history)) and history[-1] < history[0], history
     config.model.retinanet.assigner = "atts"
     with pytest.raises(ConfigError, match=r"assigner='atts'; valid: \('max_iou', 'task_aligned', 'atss'\)"):

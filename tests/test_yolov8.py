@@ -59,19 +59,30 @@ def test_retinanet_with_the_task_aligned_assigner():
         "box_mask": jnp.array([[True, False]]),
         "image_mask": jnp.array([True]),
     }
-    variables = det.module.init({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)))
-    outputs = det.module.apply(variables, jnp.asarray(np.random.default_rng(0).uniform(0, 1, (1, 32, 32, 3))))
+    outputs = head_outputs(det, 32)
     t = det.assign(batch, outputs)
     centers = 0.5 * (det.anchors[:, :2] + det.anchors[:, 2:])
     pos = np.asarray(t.positive[0])
     assert 0 < pos.sum() <= config.model.retinanet.tal_topk
     assert ((centers[pos] > [2, 2]) & (centers[pos] < [20, 18])).all()
     assert np.asarray(t.quality[0])[pos].max() > 0 and np.asarray(t.quality[0])[~pos].max() == 0
+    history = loss_history(det, batch, outputs, 5)
+    assert np.all(np.isfinite(history)) and min(history[1:]) < history[0], history
+
+
+def head_outputs(det, size: int) -> dict:
+    """The head outputs of a freshly initialised `det` on one random size x size image."""
+    variables = det.module.init({"params": jax.random.key(0)}, jnp.zeros((1, size, size, 3)))
+    return det.module.apply(variables, jnp.asarray(np.random.default_rng(0).uniform(0, 1, (1, size, size, 3))))
+
+
+def loss_history(det, batch: dict, outputs: dict, steps: int) -> list[float]:
+    """The loss before and after each of `steps` gradient steps (0.1) on the head outputs themselves."""
     loss = jax.jit(lambda o: det.loss_fn(o, batch, jax.random.key(0))[0])
     grad = jax.jit(jax.grad(lambda o: det.loss_fn(o, batch, jax.random.key(0))[0]))
     history = [float(loss(outputs))]
-    for _ in range(5):
+    for _ in range(steps):
         g = grad(outputs)
         outputs = {k: v - 0.1 * g[k] for k, v in outputs.items()}
         history.append(float(loss(outputs)))
-    assert np.all(np.isfinite(history)) and min(history[1:]) < history[0], history
+    return history
