@@ -240,9 +240,10 @@ def _train_stream(run: Run, start: int):
         crop_prob=cfg.data.crop_prob,
         crop_min=cfg.data.crop_min,
         color_jitter=tuple(cfg.data.color_jitter),
-        affine=(cfg.data.affine_degrees, cfg.data.affine_translate, cfg.data.affine_scale, cfg.data.affine_shear),
-        mixup_prob=cfg.data.mixup_prob,
-        mosaic_until_step=cfg.train.steps - cfg.data.close_mosaic_steps if cfg.data.close_mosaic_steps else None,
+        # (.get: a config built before these fields existed, e.g. a sweep's across an update, runs without them)
+        affine=tuple(cfg.data.get(f"affine_{k}", 0.0) for k in ("degrees", "translate", "scale", "shear")),
+        mixup_prob=cfg.data.get("mixup_prob", 0.0),
+        mosaic_until_step=cfg.train.steps - close if (close := cfg.data.get("close_mosaic_steps", 0)) else None,
     )
 
 
