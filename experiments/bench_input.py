@@ -32,6 +32,10 @@ _MOSAIC = flags.DEFINE_float("mosaic_prob", 0.0, "Grain side only: probability o
 _JITTER = flags.DEFINE_list(
     "color_jitter", ["0", "0", "0", "0"], "Grain side only: brightness,contrast,saturation,hue."
 )
+_AFFINE = flags.DEFINE_list(
+    "affine", ["0", "0", "0", "0"], "Grain side only: random affine (degrees, translate, scale, shear); 0s = off."
+)
+_MIXUP = flags.DEFINE_float("mixup_prob", 0.0, "Grain side only: probability of mixup with a second example.")
 _TF = flags.DEFINE_bool("tf_baseline", True, "Also time the former tf.data pipeline (needs TensorFlow).")
 _TARGET = flags.DEFINE_float("target", 350.0, "Training images/s to feed (RetinaNet-R50 640 px bf16 on an H100).")
 _JSON_OUT = flags.DEFINE_string("json_out", "", "Write the results here.")
@@ -109,15 +113,17 @@ def main(argv):
     size, batch = _IMAGE_SIZE.value, _BATCH.value
     results = []
     print(f"{len(source)} images in {_IMAGES.value}; {size} px, batch {batch}, flip + scale jitter; "
-          f"Grain side also: mosaic {_MOSAIC.value}, colour jitter {_JITTER.value}; {os.cpu_count()} CPUs")  # fmt: skip
+          f"Grain side also: mosaic {_MOSAIC.value}, colour jitter {_JITTER.value}, affine {_AFFINE.value}, "
+          f"mixup {_MIXUP.value}; {os.cpu_count()} CPUs")  # fmt: skip
     for name, ms in _decoders(source).items():
         results.append({"decoder": name, "ms_per_image": ms})
         print(f"decode one image, {name}: {ms:.2f} ms", flush=True)
     for w in (int(v) for v in _WORKERS.value):
         jitter = tuple(float(v) for v in _JITTER.value)
         stream = pipeline.Pipeline(source, size, 100, workers=w).train(
-            batch, 0, 0, True, (0.8, 1.2), _MOSAIC.value, color_jitter=jitter
-        )
+            batch, 0, 0, True, (0.8, 1.2), _MOSAIC.value, color_jitter=jitter,
+            affine=tuple(float(v) for v in _AFFINE.value), mixup_prob=_MIXUP.value,
+        )  # fmt: skip
         ips = _rate(stream, _BATCHES.value, _WARMUP.value)
         stream.close()
         results.append({"pipeline": "grain", "workers": w, "images_per_sec": ips})
