@@ -66,12 +66,17 @@ def select_detections(
     if min_size > 0:
         valid &= jnp.all(cand_boxes[:, 2:] - cand_boxes[:, :2] >= min_size, axis=1)
     kept = nms_ops.batched_nms(cand_boxes, top_scores, cls, valid, iou_threshold, max_detections, nms_form)
+    return _gather(kept, cand_boxes, top_scores, cls)
+
+
+def _gather(kept: Array, boxes: Array, scores: Array, classes: Array) -> Detections:
+    """The candidates an NMS kept (indices [D], -1 padded) as Detections [D]."""
     ok = kept >= 0
     idx = jnp.maximum(kept, 0)
     return Detections(
-        boxes=jnp.where(ok[:, None], cand_boxes[idx], 0.0),
-        scores=jnp.where(ok, top_scores[idx], 0.0),
-        classes=jnp.where(ok, cls[idx], 0),
+        boxes=jnp.where(ok[:, None], boxes[idx], 0.0),
+        scores=jnp.where(ok, scores[idx], 0.0),
+        classes=jnp.where(ok, classes[idx], 0),
         valid=ok,
     )
 
@@ -110,10 +115,6 @@ def merge(views: list[Detections], iou_threshold: float, max_detections: int, nm
     valid = jnp.concatenate([v.valid for v in views], axis=1)
 
     def one(b, s, c, v):
-        kept = nms_ops.batched_nms(b, s, c, v, iou_threshold, max_detections, nms_form)
-        ok = kept >= 0
-        idx = jnp.maximum(kept, 0)
-        return Detections(jnp.where(ok[:, None], b[idx], 0.0), jnp.where(ok, s[idx], 0.0),
-                          jnp.where(ok, c[idx], 0), ok)  # fmt: skip
+        return _gather(nms_ops.batched_nms(b, s, c, v, iou_threshold, max_detections, nms_form), b, s, c)
 
     return jax.vmap(one)(boxes, scores, classes, valid)

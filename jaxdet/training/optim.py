@@ -72,9 +72,11 @@ def _make_chain(optim, total_steps: int, groups: list) -> tuple[optax.GradientTr
         return optax.chain(*clip, *_update_rule(optim, lr, optim.weight_decay)), lr
     rules = {param_groups.DEFAULT: optax.chain(*_update_rule(optim, lr, optim.weight_decay))}
     for i, g in enumerate(groups):
-        scaled = (lambda m: lambda step: m * lr(step))(g.lr_mult)
-        trained = lambda: optax.chain(*_update_rule(optim, scaled, optim.weight_decay * g.wd_mult))
-        rules[str(i)] = optax.set_to_zero() if g.frozen else trained()
+        if g.frozen:
+            rules[str(i)] = optax.set_to_zero()
+            continue
+        scaled = (lambda m: lambda step: m * lr(step))(g.lr_mult)  # (binds this group's multiplier)
+        rules[str(i)] = optax.chain(*_update_rule(optim, scaled, optim.weight_decay * g.wd_mult))
     frozen = [optax.masked(optax.set_to_zero(), lambda p: param_groups.frozen_mask(p, groups))]
     split = optax.multi_transform(rules, lambda p: param_groups.labels(p, groups))
     return optax.chain(*(frozen if any(g.frozen for g in groups) else []), *clip, split), lr
