@@ -21,7 +21,7 @@ from jaxdet.training import preemption
 
 def run(main: Callable[[list[str]], None]) -> None:
     """`absl.app.run(main)`, with an override of a config field that does not exist
-    (`--config.model.simota_k=5` on RetinaNet, `--config.loss.localisation=l1`) reported as
+    (`--config.model.reg_max=5` on RetinaNet, `--config.loss.localisation=l1`) reported as
     `error: ...` naming the field, who reads it and what exists, instead of a traceback."""
     app.run(main, flags_parser=parse_flags)
 

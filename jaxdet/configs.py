@@ -123,10 +123,24 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
         value = d.get(f"affine_{name}", 0.0)
         if not 0.0 <= value <= top:
             raise ConfigError(f"config.data.affine_{name}={value} must be in [0, {top}] (0 = off)")
+    check_sizes("config.data.train_sizes", d.get("train_sizes", ()), config.model.max_level)
     if not 0 < config.data.scale_min <= config.data.scale_max:
         raise ConfigError(
             f"need 0 < data.scale_min <= data.scale_max, got {config.data.scale_min}, {config.data.scale_max}"
         )
+
+
+def check_sizes(field: str, sizes, max_level: int) -> tuple[int, ...]:
+    """`sizes` (canvas sides of multi-scale training or TTA) as a tuple; ConfigError naming
+    `field` unless each is a multiple of the largest stride 2^max_level."""
+    sizes, stride = tuple(sizes), 2**max_level
+    if any(not isinstance(size, int) or size < stride or size % stride for size in sizes):
+        near = sorted({max(stride, round(size / stride) * stride) for size in sizes if isinstance(size, int | float)})
+        raise ConfigError(
+            f"{field}={sizes}: each size must be a multiple of the largest stride, {stride} px "
+            f"(2^model.max_level), e.g. {tuple(near)}"
+        )
+    return sizes
 
 
 def eval_batch_size(config: ml_collections.ConfigDict, num_devices: int) -> int:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from jaxdet import boxes as box_ops
 from jaxdet.ops import nms as nms_ops
 
 
@@ -81,6 +82,24 @@ def _gather(kept: Array, boxes: Array, scores: Array, classes: Array) -> Detecti
     )
 
 
+def _fuse(kept: Detections, boxes: Array, scores: Array, classes: Array, valid: Array, iou_threshold: float,
+          num_views: int) -> Detections:  # fmt: skip
+    """One image's weighted box fusion (`merge`): candidates [N] onto the kept boxes [D]."""
+    overlap = box_ops.box_iou(boxes, kept.boxes)  # [N, D]
+    member = (overlap > iou_threshold) & (classes[:, None] == kept.classes[None]) & valid[:, None] & kept.valid[None]
+    cluster = jnp.argmax(member, axis=1)  # the first (highest-scoring) kept box it joins
+    joins = jax.nn.one_hot(cluster, kept.boxes.shape[0]) * jnp.any(member, axis=1)[:, None]  # [N, D]
+    weight = joins * scores[:, None]
+    total = jnp.sum(weight, axis=0)  # [D]
+    # A sum of products, not a matrix product: exact float32 on every backend (no TF32).
+    fused = jnp.sum(weight[:, :, None] * boxes[:, None, :], axis=0) / jnp.maximum(total, 1e-12)[:, None]
+    count = jnp.sum(joins, axis=0)
+    score = jnp.where(kept.valid, total / jnp.maximum(count, num_views), 0.0)
+    order = jnp.argsort(-jnp.where(kept.valid, score, -1.0), stable=True)  # by fused score, as detections are
+    out = Detections(jnp.where(kept.valid[:, None], fused, 0.0), score, kept.classes, kept.valid)
+    return jax.tree_util.tree_map(lambda x: x[order], out)
+
+
 def top_pairs(scores: Array, boxes: Array, max_detections: int, score_threshold: float, image_size: int) -> Detections:
     """Detections without NMS (set predictors, heatmap peaks): the `max_detections` best
     (candidate, class) pairs of scores [B, N, C] over all candidates, each with its
@@ -105,16 +124,40 @@ def hflip(detections: Detections, width: float) -> Detections:
     return detections._replace(boxes=jnp.where(detections.valid[..., None], boxes, 0.0))
 
 
-def merge(views: list[Detections], iou_threshold: float, max_detections: int, nms_form: str = "plain") -> Detections:
+def rescale(detections: Detections, factor: float) -> Detections:
+    """Detections with their boxes multiplied by `factor` (a view at another canvas size
+    mapped onto the original canvas)."""
+    if factor == 1.0:
+        return detections
+    return detections._replace(boxes=detections.boxes * factor)
+
+
+MERGES = ("nms", "wbf")
+
+
+def merge(
+    views: list[Detections], iou_threshold: float, max_detections: int, nms_form: str = "plain", method: str = "nms"
+) -> Detections:
     """Test-time augmentation: the detections of several views of the same images [B, D_i]
-    (boxes already on the original image) -> [B, max_detections], class-aware NMS over
-    their union (the best box of a cluster stays, as one view would report it)."""
+    (boxes already on the original image) -> [B, max_detections].
+
+    "nms": class-aware NMS over their union (the best box of a cluster stays, as one view
+    would report it). "wbf": weighted box fusion (Solovyev et al. 2019) with the NMS's
+    clusters: each box joins the highest-scoring kept box of its class it overlaps by more
+    than `iou_threshold` (the one that suppressed it); a cluster's box is the score-weighted
+    mean of its members' and its score the sum of theirs over max(members, views) (the
+    reference's "avg" score; the reference matches boxes against the growing fused box,
+    here against the cluster's best box, so that the shapes stay static).
+    """
+    if method not in MERGES:
+        raise ValueError(f"unknown TTA merge {method!r}; valid: {MERGES}")
     boxes = jnp.concatenate([v.boxes for v in views], axis=1)
     scores = jnp.concatenate([v.scores for v in views], axis=1)
     classes = jnp.concatenate([v.classes for v in views], axis=1)
     valid = jnp.concatenate([v.valid for v in views], axis=1)
 
     def one(b, s, c, v):
-        return _gather(nms_ops.batched_nms(b, s, c, v, iou_threshold, max_detections, nms_form), b, s, c)
+        kept = _gather(nms_ops.batched_nms(b, s, c, v, iou_threshold, max_detections, nms_form), b, s, c)
+        return kept if method == "nms" else _fuse(kept, b, s, c, v, iou_threshold, len(views))
 
     return jax.vmap(one)(boxes, scores, classes, valid)

@@ -107,7 +107,7 @@ def test_retinanet_trains_with_atss_targets_by_flag():
         "box_mask": jnp.array([[True, True]]),
         "image_mask": jnp.array([True]),
     }
-    sizes, topk = det.atss
+    sizes, topk = det.assigner.priors.level_sizes, dict(det.assigner.fields)["atss_topk"]
     direct = atss_assign(jnp.asarray(det.anchors), sizes, batch["boxes"][0], batch["box_mask"][0], topk)
     targets = det.assign(batch)
     np.testing.assert_array_equal(np.asarray(targets.positive[0]), np.asarray(direct.label) == POSITIVE)
@@ -115,5 +115,7 @@ def test_retinanet_trains_with_atss_targets_by_flag():
     history = loss_history(det, batch, head_outputs(det, 32), 3)
     assert np.all(np.isfinite(history)) and history[-1] < history[0], history
     config.model.retinanet.assigner = "atts"
-    with pytest.raises(ConfigError, match=r"assigner='atts'; valid: \('max_iou', 'task_aligned', 'atss'\)"):
+    with pytest.raises(
+        ConfigError, match=r"assigner='atts'; valid: \['atss', 'fcos', 'max_iou', 'simota', 'task_aligned'\]"
+    ):
         detectors.build_detector(config, 3)

@@ -116,7 +116,7 @@ def test_a_run_records_only_its_detectors_section_with_the_loss_implied_fields()
     assert "retinanet" in model and not {"yolo", "ssd", "faster_rcnn"} & set(model)
     assert model["retinanet"]["background_logit"] is False and model["retinanet"]["quality_branch"] is False
     flat = json.dumps(model)
-    for foreign in ("simota_k", "neg_pos_ratio", "rpn_fg_iou", "roi_per_image", "center_radius"):
+    for foreign in ("reg_max", "neg_pos_ratio", "rpn_fg_iou", "roi_per_image", "regress_range"):
         assert foreign not in flat
     config = default.get_config()
     config.loss.classification, config.loss.confidence = "softmax_cross_entropy", "iou_binary_cross_entropy"
@@ -150,9 +150,9 @@ def test_a_recipe_holds_its_own_detectors_section_only():
 
 def test_unknown_model_fields_fail_naming_who_reads_them():
     config = default.get_config()
-    config.model.simota_k = 5  # a yolo field, not a shared one
+    config.model.reg_max = 5  # a yolov8 field, not a shared one
     with pytest.raises(
-        ValueError, match=r"config.model.simota_k is not a shared field: it is read as config.model.yolo"
+        ValueError, match=r"config.model.reg_max is not a shared field: it is read as config.model.yolov8"
     ):
         configs.resolve(config)
     config = default.get_config()
@@ -160,8 +160,8 @@ def test_unknown_model_fields_fail_naming_who_reads_them():
     with pytest.raises(ValueError, match=r"fpn_channels: no detector reads it; shared fields: \[.*'neck_channels'"):
         configs.resolve(config)
     config = default.get_config()
-    config.model.retinanet.simota_k = 5
-    with pytest.raises(ValueError, match=r"config.model.retinanet.simota_k: retinanet has no such field.*fg_iou"):
+    config.model.retinanet.reg_max = 5
+    with pytest.raises(ValueError, match=r"config.model.retinanet.reg_max: retinanet has no such field.*fg_iou"):
         configs.resolve(config)
     config = default.get_config()
     config.model.retinanet.background_logit = True  # follows the loss: contradicting it is refused
@@ -172,10 +172,10 @@ def test_unknown_model_fields_fail_naming_who_reads_them():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.simota_k=5", r"config.model.simota_k is not a shared field: it is read as config.model.yolo"),
+        ("model.reg_max=5", r"config.model.reg_max is not a shared field: it is read as config.model.yolov8"),
         ("model.ssd.neg_pos_ratio=5", r"config.model.ssd.neg_pos_ratio is read by the ssd detector, but "
          r"config.model.name='retinanet'.*start from a config for ssd"),
-        ("model.retinanet.simota_k=5", r"retinanet has no such field; it is read as config.model.yolo.simota_k"),
+        ("model.retinanet.reg_max=5", r"retinanet has no such field; it is read as config.model.yolov8.reg_max"),
         ("model.retinanet.quality_branch=True", r"follows the losses .*set config.loss instead"),
         ("model.backbone.depth=3", r"config.model.backbone is a value, not a section"),
         ("loss.localisation=l1", r"config.loss has no such field; its fields: \[.*'localization'"),
@@ -193,10 +193,10 @@ def test_a_command_line_override_of_a_missing_field_names_where_it_is(override, 
 
 def test_the_command_line_reports_a_missing_field_without_a_traceback(tmp_path):
     cmd = [sys.executable, "-m", "experiments.train", "--config=experiments/configs/default.py:tiny",
-           f"--workdir={tmp_path}", "--config.model.simota_k=5"]  # fmt: skip
+           f"--workdir={tmp_path}", "--config.model.reg_max=5"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "error: config.model.simota_k is not a shared field: it is read as config.model.yolo" in proc.stderr
+    assert "error: config.model.reg_max is not a shared field: it is read as config.model.yolov8" in proc.stderr
 
 
 def test_switching_the_detector_by_flag_fills_its_section(tmp_path):

@@ -33,7 +33,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.allow_no_boxes = False
     # Input worker processes (decode + augment); -1 = automatic (half the cores, at most 16), 0 = in process.
     config.data.workers = -1
-    config.data.image_size = 128
+    config.data.image_size = 128  # The canvas side at evaluation (and in training without train_sizes).
+    # Multi-scale training: each step's canvas side drawn from these (multiples of the largest
+    # stride, 2^model.max_level), a pure function of (seed, step); one compiled step per size.
+    config.data.train_sizes = ()
     config.data.max_boxes = 16
     config.data.hflip = True
     config.data.scale_min = 0.8  # Scale jitter: longer side = image_size * U(scale_min, scale_max).
@@ -95,8 +98,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.eval = ml_collections.ConfigDict()
     # Test-time augmentation at evaluation: "" (off) or "hflip" (the mirrored images' detections
-    # mapped back and merged by class-aware NMS at model.nms_iou_threshold).
+    # mapped back), and more canvas sides (multiples of the largest stride; the images resized
+    # on the device, detections scaled back); views merged at model.nms_iou_threshold by
+    # class-aware "nms" or weighted box fusion "wbf" (jaxdet/postprocess.py: merge).
     config.eval.tta = ""
+    config.eval.tta_sizes = ()
+    config.eval.tta_merge = "nms"
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 1000

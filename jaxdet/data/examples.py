@@ -35,6 +35,10 @@ class Augmentation:
     affine: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     mixup_prob: float = 0.0  # mixup with a second (mosaic) example, ratio ~ Beta(32, 32)
     mosaic_until: int | None = None  # global positions from this one on get no mosaic (close_mosaic)
+    # Multi-scale training: each global batch's canvas side drawn from these (empty: image_size),
+    # per step = global position // global_batch, so every example of a batch has one size.
+    sizes: tuple[int, ...] = ()
+    global_batch: int = 1
 
 
 class Examples:
@@ -58,6 +62,13 @@ class Examples:
 
     def _rng(self, purpose: int, k: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, purpose, k])
+
+    def size_at(self, k: int) -> int:
+        """The canvas side of global position k: image_size, or with multi-scale training the
+        size its step draws (`train_size(seed, step, sizes)`)."""
+        if not self.aug.sizes:
+            return self.size
+        return train_size(self.seed, k // self.aug.global_batch, self.aug.sizes)
 
     def _unreadable(self, j: int, error: BadImage, why: str) -> ConfigError:
         return ConfigError(
@@ -83,28 +94,28 @@ class Examples:
             "is the image folder complete and readable?"
         )
 
-    def _augmented(self, ex, rng: np.random.Generator):
-        """One example cropped, resized (scale jitter), colour-jittered, padded and maybe flipped."""
+    def _augmented(self, ex, rng: np.random.Generator, size: int):
+        """One example cropped, resized (scale jitter) to a `size` canvas, colour-jittered, padded and maybe flipped."""
         a = self.aug
         image, boxes = ex.image, ex.boxes
         draw, crop_draw, color_draw = rng.random(4), rng.random(5), rng.random(4)
         if a.crop_prob > 0 and crop_draw[4] < a.crop_prob:
             image, boxes = augment.random_crop(image, boxes, crop_draw[:4], a.crop_min)
         lo, hi = a.scale_range
-        image, boxes, scale = augment.resize(image, boxes, self.size, lo + (hi - lo) * draw[0])
+        image, boxes, scale = augment.resize(image, boxes, size, lo + (hi - lo) * draw[0])
         if any(a.color_jitter):
             image = augment.color_jitter(image, color_draw, *a.color_jitter)
-        image, boxes = augment.crop_and_pad(image, boxes, self.size, draw[1], draw[2])
+        image, boxes = augment.crop_and_pad(image, boxes, size, draw[1], draw[2])
         if a.hflip and draw[3] < 0.5:
             image, boxes = augment.hflip(image, boxes)
         return image, boxes, ex.labels, scale
 
     def train(self, k: int) -> dict[str, np.ndarray]:
-        why = f"training example {k}"
-        image, boxes, labels, scale, bad, dropped, image_id = self._composed(self.index(k), k, 0, why)
+        why, size = f"training example {k}", self.size_at(k)
+        image, boxes, labels, scale, bad, dropped, image_id = self._composed(self.index(k), k, 0, why, size)
         if self.aug.mixup_prob > 0 and self._rng(10, k).random() < self.aug.mixup_prob:
             other = int(self._rng(11, k).integers(0, len(self.source)))
-            second = self._composed(other, k, 100, why)
+            second = self._composed(other, k, 100, why, size)
             ratio = float(self._rng(12, k).beta(32.0, 32.0))
             image, boxes, labels = augment.mixup((image, boxes, labels), second[:3], ratio)
             bad, dropped = bad if bad >= 0 else second[4], dropped + second[5]
@@ -117,25 +128,25 @@ class Examples:
             return False
         return self._rng(8 + offset, k).random() < a.mosaic_prob
 
-    def _composed(self, idx: int, k: int, offset: int, why: str):
-        """Image idx for position k, mosaic or alone, then the random affine: (image, boxes,
+    def _composed(self, idx: int, k: int, offset: int, why: str, size: int):
+        """Image idx for position k on a `size` canvas, mosaic or alone, then the random affine: (image, boxes,
         labels, scale, unreadable index or -1, boxes dropped, image id). `offset` shifts every
         random purpose (0 for the example itself, as before mixup existed; 100 for its partner)."""
         ex, bad = self.read(idx, why)
         dropped = 0
         if self.uses_mosaic(k, offset):
             others = self._rng(2 + offset, k).integers(0, len(self.source), 3)
-            tiles = [self._augmented(ex, self._rng(3 + offset, k))]
+            tiles = [self._augmented(ex, self._rng(3 + offset, k), size)]
             for j, other in enumerate(others):
                 tile_ex, tile_bad = self.read(int(other), why)
                 bad = tile_bad if bad < 0 else bad
-                tiles.append(self._augmented(tile_ex, self._rng(4 + j + offset, k)))
+                tiles.append(self._augmented(tile_ex, self._rng(4 + j + offset, k), size))
             corner = self._rng(7 + offset, k).uniform(0.25, 0.75, 2)
-            image, boxes, labels = augment.mosaic([t[:3] for t in tiles], self.size, corner)
+            image, boxes, labels = augment.mosaic([t[:3] for t in tiles], size, corner)
             dropped += sum(len(t[1]) for t in tiles) - len(boxes)
             scale = tiles[0][3]
         else:
-            image, boxes, labels, scale = self._augmented(ex, self._rng(1 + offset, k))
+            image, boxes, labels, scale = self._augmented(ex, self._rng(1 + offset, k), size)
         if any(self.aug.affine):
             draw = self._rng(9 + offset, k).random(6)
             image, boxes, keep = augment.random_affine(image, boxes, draw, *self.aug.affine)
@@ -181,3 +192,9 @@ class Examples:
             "dropped_boxes": np.int32(dropped),
             "bad_image": np.int64(bad),
         }
+
+
+def train_size(seed: int, step: int, sizes: tuple[int, ...]) -> int:
+    """The canvas side of training step `step` with multi-scale training: one of `sizes`,
+    drawn uniformly as a pure function of (seed, step) (the same on every process and resume)."""
+    return int(sizes[np.random.default_rng([seed & 0xFFFFFFFF, 13, step]).integers(len(sizes))])

@@ -138,6 +138,7 @@ class Pipeline:
         affine: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
         mixup_prob: float = 0.0,
         mosaic_until_step: int | None = None,
+        sizes: tuple[int, ...] = (),
     ) -> Batches:
         """Endless augmented batches for steps start_step, start_step + 1, ... (per process).
 
@@ -148,14 +149,16 @@ class Pipeline:
         `color_jitter` = (brightness, contrast, saturation, hue) as torchvision's ColorJitter;
         `affine` = (degrees, translate, scale, shear), ultralytics' random affine after the
         mosaic; with `mixup_prob` an example is mixed with a second one (YOLOv4 mixup); from
-        step `mosaic_until_step` on no example is a mosaic (ultralytics' close_mosaic).
+        step `mosaic_until_step` on no example is a mosaic (ultralytics' close_mosaic); with
+        `sizes` each step's canvas side is drawn from them (multi-scale training;
+        `examples.train_size`), else it is the pipeline's image_size.
         """
         if len(self.source) == 0:
             raise ConfigError("the training split is empty")
         global_bs = batch_size * process_count
         until = None if mosaic_until_step is None else mosaic_until_step * global_bs
         aug = Augmentation(hflip, tuple(scale_range), mosaic_prob, crop_prob, crop_min, tuple(color_jitter),
-                           tuple(affine), mixup_prob, until)  # fmt: skip
+                           tuple(affine), mixup_prob, until, tuple(sizes), global_bs)  # fmt: skip
         examples = Examples(self.source, self.image_size, self.max_boxes, seed, aug, self.skip_bad)
 
         def position(c: int) -> int:  # this process's c-th example -> its position in the global stream

@@ -1,5 +1,6 @@
-"""Anchor-based one-stage detectors (RetinaNet, SSD): max-IoU targets over a fixed set of
-anchors, R-CNN delta encoding, the shared dense loss path and batched NMS.
+"""Anchor-based one-stage detectors (RetinaNet, SSD): targets over a fixed set of anchors
+from any assigner of jaxdet/assigners/table.py (max-IoU by default), R-CNN delta
+encoding, the shared dense loss path and batched NMS.
 
 RetinaNet and SSD differ only in their anchors, heads and which anchors the
 classification term covers (all assigned ones vs. positives plus hard negatives); both
@@ -12,14 +13,13 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
 from jaxdet import anchors as anchor_ops
-from jaxdet import assigners, box_coder, postprocess
-from jaxdet.assigners.atss import atss_assign
+from jaxdet import box_coder, postprocess
+from jaxdet.assigners import table as assigner_table
 from jaxdet.detectors import base
 from jaxdet.losses import assigned
 from jaxdet.losses import terms as loss_terms
@@ -33,42 +33,22 @@ class AnchorDetector(base.OneLossSet):
     module: nn.Module
     anchors: np.ndarray
     losses: loss_terms.LossSet
-    fg_iou: float
-    bg_iou: float
+    assigner: assigner_table.Assigner  # max-IoU (RetinaNet's, SSD's), ATSS, task-aligned, SimOTA
     box_weights: tuple[float, float, float, float]
     detect_kwargs: dict[str, Any]
     cls_region: str = "assigned"  # assigned.REGIONS
     neg_pos_ratio: int = 3  # for cls_region="hard_negatives"
     level_sizes: tuple[int, ...] | None = None  # anchors per level: the pre-NMS top-k per level
     clip_size: int | None = None  # clip decoded boxes to [0, clip_size]^2 before NMS
-    # (topk, alpha, beta): task-aligned assignment (TOOD) on the anchors' centres and the
-    # current predictions, with soft classification targets, instead of max-IoU.
-    tal: tuple[int, float, float] | None = None
-    # (anchors per level, topk): ATSS (Zhang et al. 2020; jaxdet/assigners/atss.py) instead of max-IoU.
-    atss: tuple[tuple[int, ...], int] | None = None
 
     def assign(self, batch: dict[str, Array], outputs: dict[str, Array] | None = None) -> assigned.Targets:
-        """Targets [B, A]: max-IoU (every ground-truth box keeps its best anchor), with `atss`
-        ATSS, or with `tal` task-aligned on `outputs` (constants: no gradient flows through
-        matching)."""
-        anchors = jnp.asarray(self.anchors)
-        if self.atss is not None:
-            sizes, topk = self.atss
-            asg = jax.vmap(lambda b, m: atss_assign(anchors, sizes, b, m, topk))(batch["boxes"], batch["box_mask"])
-            return assigned.targets_from_assignment(asg, batch, self.num_classes)
-        if self.tal is None:
-            fn = lambda b, m: assigners.max_iou_assign(anchors, b, m, self.fg_iou, self.bg_iou, True)  # noqa: E731
-            asg = jax.vmap(fn)(batch["boxes"], batch["box_mask"])
-            return assigned.targets_from_assignment(asg, batch, self.num_classes)
-        centers = jnp.asarray(anchor_ops.centers(self.anchors))
-        boxes = jax.lax.stop_gradient(self.decode(outputs["box_deltas"]))
-        scores = jax.lax.stop_gradient(self.losses.class_probabilities(outputs["cls_logits"]))
+        """Targets [B, A] from the assigner (those that match on predictions read `outputs`)."""
 
-        def one(pb, sc, gb, gl, gm):
-            return assigners.task_aligned_assign(centers, pb, sc, gb, gl, gm, *self.tal)
+        def predictions():
+            boxes = self.decode(outputs["box_deltas"])
+            return boxes, self.losses.class_probabilities(outputs["cls_logits"])
 
-        asg = jax.vmap(one)(boxes, scores, batch["boxes"], batch["labels"], batch["box_mask"])
-        return assigned.targets_from_assignment(asg, batch, self.num_classes, soft=True)
+        return base.assigned_targets(self.assigner, batch, self.num_classes, predictions)
 
     def decode(self, deltas: Array) -> Array:
         """[B, A, 4] deltas -> xyxy boxes in input pixels."""

@@ -25,7 +25,9 @@ from jax import Array
 from jaxdet import anchors as anchor_ops
 from jaxdet import boxes as box_ops
 from jaxdet import postprocess
+from jaxdet.assigners import table as assigner_table
 from jaxdet.errors import ConfigError
+from jaxdet.losses import assigned
 from jaxdet.losses import terms as loss_terms
 from jaxdet.models.backbones import make_backbone
 from jaxdet.models.necks import NeckSpec, apply_neck
@@ -215,6 +217,18 @@ def class_scores(losses, cls_logits: Array, quality_logits: Array | None = None)
     if quality_logits is not None:
         probs = jnp.sqrt(probs * jax.nn.sigmoid(quality_logits)[..., None])
     return probs
+
+
+def assigned_targets(
+    assigner: assigner_table.Assigner,
+    batch: dict[str, Array],
+    num_classes: int,
+    predictions: Callable[[], tuple[Array, Array]],
+) -> assigned.Targets:
+    """Targets [B, A] from a dense detector's assigner; `predictions` () -> (decoded boxes
+    [B, A, 4], class scores [B, A, C]) is evaluated only for assigners that match on them."""
+    asg = assigner(batch, predictions)
+    return assigned.targets_from_assignment(asg, batch, num_classes, soft=assigner.soft)
 
 
 def refuse_distributions(losses, detector: str) -> None:

@@ -16,13 +16,13 @@ import functools
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
 from jaxdet import anchors as anchor_ops
-from jaxdet import assigners, box_coder, postprocess
+from jaxdet import box_coder, postprocess
+from jaxdet.assigners import table as assigner_table
 from jaxdet.detectors import base
 from jaxdet.errors import ConfigError
 from jaxdet.losses import assigned
@@ -40,7 +40,11 @@ def section() -> dict:
         # "centred", or "torchvision": its anchors' centres, i * (image_size // H) (the same
         # where 2^level divides the image size; at 800 px P6/P7 sit 61 and 114 px apart).
         point_style="centred",
-        center_radius=1.5,  # centre sampling, in strides (Chebyshev distance)
+        # Positives (jaxdet/assigners/table.py): "fcos" (centre sampling within center_radius
+        # strides, Chebyshev, and the size ranges below), "atss" (ATSS's FCOS: prior squares of
+        # prior_scale strides), "max_iou", "simota" or "task_aligned", and their fields.
+        **assigner_table.section_fields("fcos", center_radius=1.5),
+        prior_scale=8.0,
         # A level regresses max(l, t, r, b) in (lo, hi) x its stride, the first level from 0,
         # the last to infinity: FCOS's 0-64-128-256-512-inf for P3-P7.
         regress_range=(4.0, 8.0),
@@ -68,10 +72,8 @@ class FCOS(base.OneLossSet):
     module: nn.Module
     points: np.ndarray
     strides: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
     losses: loss_terms.LossSet
-    center_radius: float
+    assigner: assigner_table.Assigner
     detect_kwargs: dict[str, Any]
     level_sizes: tuple[int, ...] | None = None
     clip_size: int | None = None
@@ -83,13 +85,13 @@ class FCOS(base.OneLossSet):
     def encode(self, boxes: Array) -> Array:
         return box_coder.encode_ltrb(jnp.asarray(self.points), boxes, jnp.asarray(self.strides))
 
-    def assign(self, batch: dict[str, Array]) -> assigned.Targets:
-        points, strides = jnp.asarray(self.points), jnp.asarray(self.strides)
-        lower, upper = jnp.asarray(self.lower), jnp.asarray(self.upper)
-        fn = lambda b, m: assigners.fcos_assign(points, strides, b, m, lower, upper, self.center_radius)  # noqa: E731
-        return assigned.targets_from_assignment(
-            jax.vmap(fn)(batch["boxes"], batch["box_mask"]), batch, self.num_classes
-        )
+    def assign(self, batch: dict[str, Array], outputs: dict[str, Array] | None = None) -> assigned.Targets:
+        """Targets [B, P] from the assigner (those that match on predictions read `outputs`)."""
+
+        def predictions():
+            return self.decode(outputs["box_ltrb"]), self.scores(outputs)
+
+        return base.assigned_targets(self.assigner, batch, self.num_classes, predictions)
 
     def loss_fn(
         self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
@@ -98,15 +100,16 @@ class FCOS(base.OneLossSet):
         del rng
         terms = assigned.term_losses(
             self.losses,
-            self.assign(batch),
+            self.assign(batch, outputs),
             outputs["box_ltrb"],
             self.decode,
             self.encode,
             cls_logits=outputs["cls_logits"],
             conf_logits=outputs.get("ctr_logits"),
             axis_name=axis_name,
-            cls_region="everywhere",  # torchvision: every point, no ignore band
-            conf_region="everywhere",
+            # torchvision: every point (its assigner has no ignore band; max_iou's is left out).
+            cls_region="assigned",
+            conf_region="assigned",
             centers=jnp.asarray(self.points),
         )
         return self.losses.total(terms), terms
@@ -145,8 +148,10 @@ def build(config, ctx: base.BuildContext) -> FCOS:
     )
     module = base.dense_model(config, ctx, "fpn", lambda pyramid: head()(pyramid))
     level_sizes = anchor_ops.anchors_per_level(config.data.image_size, levels, 1)
+    priors = assigner_table.point_priors(points, strides, level_sizes, f.prior_scale, (lower, upper))
+    assigner = assigner_table.build(f, "config.model.fcos", "fcos", priors)
     return FCOS(
-        module, points, strides, lower, upper, losses, f.center_radius, base.detect_kwargs(m, ctx.kernels),
+        module, points, strides, losses, assigner, base.detect_kwargs(m, ctx.kernels),
         level_sizes=level_sizes if f.topk_per_level else None,
         clip_size=config.data.image_size if f.clip_boxes else None,
     )  # fmt: skip

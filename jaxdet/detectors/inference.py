@@ -4,6 +4,7 @@ predict step (detections alone). Training's step (training/step.py) uses `forwar
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -57,14 +58,48 @@ def abstract_variables(detector, image_size: int, mesh: Mesh) -> dict:
     return jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), variables)
 
 
-def make_eval_step(detector, mesh: Mesh, flip_tta: dict | None = None) -> Callable:
+@dataclasses.dataclass(frozen=True)
+class TTA:
+    """Test-time augmentation of the eval step: the mirrored images (`flip`), each canvas
+    side of `sizes` (with the detector built for it: {size: detector}; the batch's images
+    resized on the device), each view's detections mapped back onto the batch's canvas and
+    merged by `merge` ("nms" or "wbf", postprocess.merge) at `iou_threshold`."""
+
+    flip: bool
+    sizes: tuple[tuple[int, Any], ...]
+    merge: str
+    iou_threshold: float
+    max_detections: int
+    nms_form: str = "plain"
+
+
+def tta_views(
+    detector, tta: TTA, variables: dict, images: jax.Array, rng: jax.Array, plain: postprocess.Detections | None = None
+) -> list[postprocess.Detections]:
+    """The detections of every view `tta` asks for, on the canvas of `images` [B, S, S, 3]:
+    the plain view (`plain` when given) first, its mirror, then each size and its mirror."""
+    side = images.shape[1]
+
+    def predict(det, x):
+        return det.predict(forward(det, variables, {"image": x}, rng, train=False)[0])
+
+    views = []
+    for size, det in ((side, detector), *tta.sizes):
+        x = images if size == side else jax.image.resize(images, (images.shape[0], size, size, 3), "linear")
+        found = [plain if size == side and plain is not None else predict(det, x)]
+        if tta.flip:
+            found.append(postprocess.hflip(predict(det, x[:, :, ::-1]), float(size)))
+        views += [postprocess.rescale(d, side / size) for d in found]
+    return views
+
+
+def make_eval_step(detector, mesh: Mesh, tta: TTA | None = None) -> Callable:
     """jit(shard_map) of `(variables, batch) -> (detections, loss terms)` in eval mode
     (variables: {"params", "batch_stats"}).
 
     Detections are split along "data" like the batch; the loss terms are averaged (on the
-    images as given). `flip_tta` (iou_threshold, max_detections, nms_form): test-time
-    augmentation, the detections of the mirrored images mapped back and merged with the
-    others by class-aware NMS (postprocess.merge).
+    images as given). `tta`: test-time augmentation, the detections of every view (`TTA`)
+    mapped back onto the image and merged.
     """
 
     def eval_fn(variables: dict, batch: dict[str, jax.Array]):
@@ -73,10 +108,9 @@ def make_eval_step(detector, mesh: Mesh, flip_tta: dict | None = None) -> Callab
         _, terms = detector.loss_fn(outputs, batch, rng, axis_name=AXIS)
         terms = jax.lax.pmean(terms, AXIS)
         detections = detector.predict(outputs)
-        if flip_tta is not None:
-            mirrored, _ = forward(detector, variables, {"image": batch["image"][:, :, ::-1]}, rng, train=False)
-            back = postprocess.hflip(detector.predict(mirrored), float(batch["image"].shape[2]))
-            detections = postprocess.merge([detections, back], **flip_tta)
+        if tta is not None:
+            views = tta_views(detector, tta, variables, batch["image"], rng, detections)
+            detections = postprocess.merge(views, tta.iou_threshold, tta.max_detections, tta.nms_form, tta.merge)
         return detections._asdict(), terms
 
     mapped = jax.shard_map(eval_fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(AXIS), P()), check_vma=False)

@@ -8,14 +8,12 @@ import functools
 import jax.numpy as jnp
 
 from jaxdet import anchors as anchor_ops
+from jaxdet.assigners import table as assigner_table
 from jaxdet.detectors import base
 from jaxdet.detectors.anchor_based import AnchorDetector
-from jaxdet.errors import ConfigError
 from jaxdet.losses import terms as loss_terms
 from jaxdet.models import convert
 from jaxdet.models.heads.retinanet import RetinaNetHead
-
-ASSIGNERS = ("max_iou", "task_aligned", "atss")
 
 
 def section() -> dict:
@@ -28,16 +26,9 @@ def section() -> dict:
         aspect_ratios=(1.0,),
         anchor_offset=0.5,  # anchor centres at (i + offset) * stride
         anchor_style="centred",  # or "torchvision": its rounded anchors at offset 0 (jaxdet.anchors)
-        # "max_iou" (fg_iou / bg_iou below), "task_aligned" (TOOD: the tal_topk anchors of
-        # highest score^tal_alpha x CIoU^tal_beta whose centres lie in the box, soft targets) or
-        # "atss" (ATSS: the atss_topk nearest anchors per level, IoU >= their mean + std).
-        assigner="max_iou",
-        fg_iou=0.5,
-        bg_iou=0.4,
-        tal_topk=13,
-        tal_alpha=1.0,
-        tal_beta=6.0,
-        atss_topk=9,
+        # Positives and negatives (jaxdet/assigners/table.py): "max_iou" (fg_iou / bg_iou,
+        # torchvision's), "atss", "task_aligned" (TOOD, soft targets) or "simota", and their fields.
+        **assigner_table.section_fields("max_iou"),
         box_weights=(1.0, 1.0, 1.0, 1.0),
         # Post-processing as torchvision's and detectron2's RetinaNet: model.pre_nms_topk
         # candidates per level (False: over all levels), boxes clipped to the image before NMS.
@@ -51,11 +42,6 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
     m, r = config.model, config.model.retinanet
     losses = loss_terms.build_loss_set(config.loss, ctx.num_classes)
     base.refuse_distributions(losses, "retinanet")
-    if r.assigner not in ASSIGNERS:
-        raise ConfigError(f"config.model.retinanet.assigner={r.assigner!r}; valid: {ASSIGNERS}")
-    for name, field in (("task_aligned", "tal_topk"), ("atss", "atss_topk")):
-        if r.assigner == name and r[field] < 1:
-            raise ConfigError(f"config.model.retinanet.{field}={r[field]}; need at least 1 anchor per box")
     scales = anchor_ops.octave_scales(r.num_scales)
     anchors = base.section_anchors(config, "retinanet", scales)
     per_location = anchor_ops.anchors_per_location(scales, r.aspect_ratios)
@@ -73,20 +59,16 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
     module = base.dense_model(config, ctx, "fpn", lambda pyramid: head()(pyramid))
     levels = range(m.min_level, m.max_level + 1)
     level_sizes = anchor_ops.anchors_per_level(config.data.image_size, levels, per_location)
+    priors = assigner_table.anchor_priors(anchors, level_sizes, levels)
     return AnchorDetector(
         module,
         anchors,
         losses,
-        r.fg_iou,
-        r.bg_iou,
+        assigner_table.build(r, "config.model.retinanet", "retinanet", priors),
         tuple(r.box_weights),
         base.detect_kwargs(m, ctx.kernels),
         level_sizes=level_sizes if r.topk_per_level else None,
         clip_size=config.data.image_size if r.clip_boxes else None,
-        tal=(r.tal_topk, r.tal_alpha, r.tal_beta) if r.assigner == "task_aligned" else None,
-        atss=(tuple(anchor_ops.anchors_per_level(config.data.image_size, levels, per_location)), r.atss_topk)
-        if r.assigner == "atss"
-        else None,
     )
 
 

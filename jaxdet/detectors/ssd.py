@@ -1,14 +1,17 @@
-"""SSD (Liu et al. 2016): multi-scale default boxes, per-level heads, max-IoU targets and
-hard negative mining (the classification term covers the positives and the 3 hardest
-negatives per positive, a static shape via ranking)."""
+"""SSD (Liu et al. 2016): multi-scale default boxes, per-level heads, max-IoU targets (or
+any assigner of jaxdet/assigners/table.py) and hard negative mining (the classification
+term covers the positives and the 3 hardest negatives per positive, a static shape via
+ranking)."""
 
 from __future__ import annotations
 
 import functools
 
 import jax.numpy as jnp
+import ml_collections
 
 from jaxdet import anchors as anchor_ops
+from jaxdet.assigners import table as assigner_table
 from jaxdet.detectors import base
 from jaxdet.detectors.anchor_based import AnchorDetector
 from jaxdet.losses import terms as loss_terms
@@ -24,7 +27,10 @@ def section() -> dict:
         # Aspect ratios (width / height) per level; one list = the same on every level.
         aspect_ratios=((1.0, 2.0, 0.5),),
         box_offset=0.5,  # default-box centres at (i + offset) * stride
-        iou_threshold=0.5,  # positives at IoU >= this, negatives below (every box keeps its best)
+        iou_threshold=0.5,  # max_iou: positives at IoU >= this, negatives below (every box keeps its best)
+        # Positives and negatives (jaxdet/assigners/table.py): "max_iou" (at iou_threshold,
+        # SSD's), "atss", "task_aligned" or "simota", and their fields.
+        **assigner_table.section_fields("max_iou", fg_iou=None, bg_iou=None),
         neg_pos_ratio=3,
         box_weights=(10.0, 10.0, 5.0, 5.0),  # SSD's "variances" 0.1, 0.2
     )
@@ -41,6 +47,10 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
         ratios = ratios * len(levels)
     shapes = anchor_ops.ssd_box_shapes(len(levels), s.min_scale, s.max_scale, ratios)
     anchors = anchor_ops.ssd_default_boxes(config.data.image_size, levels, shapes, s.box_offset)
+    level_sizes = [h * w * len(x) for (h, w), x in zip(anchor_ops.level_shapes(config.data.image_size, levels), shapes)]
+    priors = assigner_table.anchor_priors(anchors, level_sizes, levels)
+    # SSD's one threshold is max-IoU's fg_iou and bg_iou.
+    section = ml_collections.ConfigDict({**s.to_dict(), "fg_iou": s.iou_threshold, "bg_iou": s.iou_threshold})
     head = functools.partial(
         ssd_head,
         num_logits=losses.num_logits,
@@ -53,8 +63,7 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
         base.dense_model(config, ctx, "ssd_extras", head),
         anchors,
         losses,
-        s.iou_threshold,
-        s.iou_threshold,
+        assigner_table.build(section, "config.model.ssd", "ssd", priors),
         tuple(s.box_weights),
         base.detect_kwargs(m, ctx.kernels),
         cls_region="hard_negatives",

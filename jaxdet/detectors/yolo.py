@@ -21,7 +21,8 @@ import numpy as np
 from jax import Array
 
 from jaxdet import anchors as anchor_ops
-from jaxdet import assigners, box_coder, postprocess
+from jaxdet import box_coder, postprocess
+from jaxdet.assigners import table as assigner_table
 from jaxdet.detectors import base
 from jaxdet.losses import assigned
 from jaxdet.losses import terms as loss_terms
@@ -37,8 +38,11 @@ def section() -> dict:
         head_convs=2,
         head_norm="group",
         point_offset=0.5,  # grid points at (i + offset) * stride
-        center_radius=2.5,  # SimOTA's candidate radius, in strides
-        simota_k=10,  # the largest dynamic k
+        # Positives (jaxdet/assigners/table.py): "simota" (YOLOX's: candidates within
+        # center_radius strides, dynamic k up to simota_k), "task_aligned", "atss" or "max_iou"
+        # (on prior squares of prior_scale strides), and their fields.
+        **assigner_table.section_fields("simota"),
+        prior_scale=8.0,
     )
 
 
@@ -62,8 +66,7 @@ class YOLO(base.OneLossSet):
     points: np.ndarray
     strides: np.ndarray
     losses: loss_terms.LossSet
-    center_radius: float
-    simota_k: int
+    assigner: assigner_table.Assigner
     detect_kwargs: dict[str, Any]
 
     def decode(self, raw: Array) -> Array:
@@ -79,17 +82,10 @@ class YOLO(base.OneLossSet):
             probs = probs * jax.nn.sigmoid(outputs["obj_logits"])[..., None]
         return probs
 
-    def assign(self, outputs: dict[str, Array], batch: dict[str, Array]) -> assigned.Targets:
-        """SimOTA: costs from the current predictions (no gradient flows through them)."""
-        points, strides = jnp.asarray(self.points), jnp.asarray(self.strides)
-        pred_boxes = jax.lax.stop_gradient(self.decode(outputs["box_ltrb"]))
-        scores = jax.lax.stop_gradient(self.scores(outputs))
-
-        def one(pb, sc, gb, gl, gm):
-            return assigners.simota_assign(points, strides, pb, sc, gb, gl, gm, self.center_radius, self.simota_k)
-
-        asg = jax.vmap(one)(pred_boxes, scores, batch["boxes"], batch["labels"], batch["box_mask"])
-        return assigned.targets_from_assignment(asg, batch, self.num_classes)
+    def assign(self, batch: dict[str, Array], outputs: dict[str, Array]) -> assigned.Targets:
+        """Targets [B, P] from the assigner (SimOTA's costs from the current predictions)."""
+        predictions = lambda: (self.decode(outputs["box_ltrb"]), self.scores(outputs))  # noqa: E731
+        return base.assigned_targets(self.assigner, batch, self.num_classes, predictions)
 
     def loss_fn(
         self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
@@ -98,7 +94,7 @@ class YOLO(base.OneLossSet):
         del rng
         terms = assigned.term_losses(
             self.losses,
-            self.assign(outputs, batch),
+            self.assign(batch, outputs),
             outputs["box_ltrb"],
             self.decode,
             self.encode,
@@ -107,8 +103,8 @@ class YOLO(base.OneLossSet):
             axis_name=axis_name,
             # With objectness, background is the confidence term's job (YOLOX); without it,
             # classification must also learn background at every point.
-            cls_region="positives" if self.losses.has_confidence else "everywhere",
-            conf_region="everywhere",
+            cls_region="positives" if self.losses.has_confidence else "assigned",
+            conf_region="assigned",
             centers=jnp.asarray(self.points),
         )
         return self.losses.total(terms), terms
@@ -135,7 +131,10 @@ def build(config, ctx: base.BuildContext) -> YOLO:
         kernels=ctx.kernels,
     )
     module = base.dense_model(config, ctx, "pan", lambda pyramid: head()(pyramid))
-    return YOLO(module, points, strides, losses, y.center_radius, y.simota_k, base.detect_kwargs(m, ctx.kernels))
+    level_sizes = anchor_ops.anchors_per_level(config.data.image_size, levels, 1)
+    priors = assigner_table.point_priors(points, strides, level_sizes, y.prior_scale)
+    assigner = assigner_table.build(y, "config.model.yolo", "yolo", priors)
+    return YOLO(module, points, strides, losses, assigner, base.detect_kwargs(m, ctx.kernels))
 
 
 DEFINITION = base.register(

@@ -24,7 +24,8 @@ import numpy as np
 from jax import Array
 
 from jaxdet import anchors as anchor_ops
-from jaxdet import assigners, box_coder, postprocess
+from jaxdet import box_coder, postprocess
+from jaxdet.assigners import table as assigner_table
 from jaxdet.detectors import base
 from jaxdet.errors import ConfigError
 from jaxdet.losses import assigned
@@ -40,9 +41,11 @@ def section() -> dict:
     return dict(
         reg_max=16,  # distance bins per side: 0 .. reg_max - 1 strides
         point_offset=0.5,
-        tal_topk=10,
-        tal_alpha=0.5,  # alignment = score^alpha x CIoU^beta
-        tal_beta=6.0,
+        # Positives (jaxdet/assigners/table.py): "task_aligned" (ultralytics': the tal_topk points
+        # of highest score^tal_alpha x CIoU^tal_beta inside the box, soft targets), "simota",
+        # "atss" or "max_iou" (on prior squares of prior_scale strides), and their fields.
+        **assigner_table.section_fields("task_aligned", tal_topk=10, tal_alpha=0.5),
+        prior_scale=8.0,
     )
 
 
@@ -56,7 +59,7 @@ class YOLOv8(base.OneLossSet):
     strides: np.ndarray
     losses: loss_terms.LossSet
     reg_max: int
-    tal: tuple[int, float, float]  # topk, alpha, beta
+    assigner: assigner_table.Assigner
     detect_kwargs: dict[str, Any]
 
     def distances(self, box_dist: Array) -> Array:
@@ -76,18 +79,14 @@ class YOLOv8(base.OneLossSet):
         """[B, P, C]: class probability (with a confidence branch, the geometric mean with it)."""
         return base.class_scores(self.losses, outputs["cls_logits"], outputs.get("obj_logits"))
 
-    def assign(self, outputs: dict[str, Array], batch: dict[str, Array]) -> assigned.Targets:
-        """TAL on the current predictions (constants: no gradient flows through matching)."""
-        points = jnp.asarray(self.points)
-        pred_boxes = jax.lax.stop_gradient(self.decode(self.distances(outputs["box_dist"])))
-        scores = jax.lax.stop_gradient(self.losses.class_probabilities(outputs["cls_logits"]))
-        topk, alpha, beta = self.tal
+    def assign(self, batch: dict[str, Array], outputs: dict[str, Array]) -> assigned.Targets:
+        """Targets [B, P] from the assigner (TAL's alignment from the current predictions)."""
 
-        def one(pb, sc, gb, gl, gm):
-            return assigners.task_aligned_assign(points, pb, sc, gb, gl, gm, topk, alpha, beta)
+        def predictions():
+            boxes = self.decode(self.distances(outputs["box_dist"]))
+            return boxes, self.losses.class_probabilities(outputs["cls_logits"])
 
-        asg = jax.vmap(one)(pred_boxes, scores, batch["boxes"], batch["labels"], batch["box_mask"])
-        return assigned.targets_from_assignment(asg, batch, self.num_classes, soft=True)
+        return base.assigned_targets(self.assigner, batch, self.num_classes, predictions)
 
     def loss_fn(
         self, outputs: dict[str, Array], batch: dict[str, Array], rng: Array, axis_name: str | None = None
@@ -96,16 +95,17 @@ class YOLOv8(base.OneLossSet):
         del rng
         terms = assigned.term_losses(
             self.losses,
-            self.assign(outputs, batch),
+            self.assign(batch, outputs),
             self.distances(outputs["box_dist"]),
             self.decode,
             self.encode,
             cls_logits=outputs["cls_logits"],
             conf_logits=outputs.get("obj_logits"),
             axis_name=axis_name,
-            cls_region="everywhere",
-            conf_region="everywhere",
-            normalize_by="quality",
+            cls_region="assigned",
+            conf_region="assigned",
+            # ultralytics divides by the sum of TAL's soft targets; hard assigners by the positives.
+            normalize_by="quality" if self.assigner.soft else "positives",
             centers=jnp.asarray(self.points),
             distribution=outputs["box_dist"],
         )
@@ -122,8 +122,6 @@ def build(config, ctx: base.BuildContext) -> YOLOv8:
     losses = loss_terms.build_loss_set(config.loss, ctx.num_classes)
     if y.reg_max < 2:
         raise ConfigError(f"config.model.yolov8.reg_max={y.reg_max}; need at least 2 bins")
-    if y.tal_topk < 1:
-        raise ConfigError(f"config.model.yolov8.tal_topk={y.tal_topk}; need at least 1 point per box")
     levels = list(range(m.min_level, m.max_level + 1))
     points, strides = anchor_ops.point_grid(config.data.image_size, levels, y.point_offset)
     dtype = jnp.dtype(config.train.compute_dtype)
@@ -139,8 +137,10 @@ def build(config, ctx: base.BuildContext) -> YOLOv8:
         )(pyramid)
 
     module = base.dense_model(config, ctx, "c2f_pan", head, neck=neck, head_takes_train=True)
-    tal = (y.tal_topk, y.tal_alpha, y.tal_beta)
-    return YOLOv8(module, points, strides, losses, y.reg_max, tal, base.detect_kwargs(m, ctx.kernels))
+    level_sizes = anchor_ops.anchors_per_level(config.data.image_size, levels, 1)
+    priors = assigner_table.point_priors(points, strides, level_sizes, y.prior_scale)
+    assigner = assigner_table.build(y, "config.model.yolov8", "yolov8", priors)
+    return YOLOv8(module, points, strides, losses, y.reg_max, assigner, base.detect_kwargs(m, ctx.kernels))
 
 
 DEFINITION = base.register(

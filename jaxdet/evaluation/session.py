@@ -11,12 +11,13 @@ import jax
 import ml_collections
 from jax.sharding import Mesh
 
-from jaxdet import configs, summary
+from jaxdet import configs, detectors, kernels, postprocess, summary
 from jaxdet.console import log
 from jaxdet.data import pipeline, sources
 from jaxdet.data.classes import Classes
 from jaxdet.detectors import inference
 from jaxdet.errors import ConfigError
+from jaxdet.parallel import AXIS
 
 
 class EvalSession:
@@ -44,7 +45,7 @@ class EvalSession:
         source = sources.load(config.data, "eval", pi, pc, log=log)
         self.eval_source = source.take(0, config.data.eval_max_images // pc) if config.data.eval_max_images else source
         self._whole = None  # multi-process: the unsharded split's annotations, for COCO ground truth
-        self.eval_step = inference.make_eval_step(detector, mesh, flip_tta(config))
+        self.eval_step = inference.make_eval_step(detector, mesh, tta(config, len(self.class_names), mesh))
         self.analysis_dir = output_dir or os.path.join(workdir, "eval")
         self.writer = writer or summary.MetricWriter(output_dir or workdir)
         # The last evaluation's per-class table and error breakdown (logged at the end).
@@ -68,12 +69,23 @@ class EvalSession:
         return self._whole
 
 
-def flip_tta(config: ml_collections.ConfigDict) -> dict | None:
-    """`config.eval.tta` ("" or "hflip"): the eval step's flip_tta arguments, or None."""
-    tta = config.get("eval", {}).get("tta", "")
-    if tta not in ("", "hflip"):
-        raise ConfigError(f"config.eval.tta={tta!r}; valid: '' (off) or 'hflip' (the mirrored images too)")
-    if not tta:
+def tta(config: ml_collections.ConfigDict, num_classes: int, mesh: Mesh) -> inference.TTA | None:
+    """The eval step's test-time augmentation from config.eval: `tta` ("" or "hflip": the
+    mirrored images too), `tta_sizes` (more canvas sides, each with its own detector) and
+    `tta_merge` ("nms" or "wbf"); None when neither adds a view."""
+    ev = config.get("eval", {})
+    flip, merge = ev.get("tta", ""), ev.get("tta_merge", "nms")
+    sizes = configs.check_sizes("config.eval.tta_sizes", ev.get("tta_sizes", ()), config.model.max_level)
+    if flip not in ("", "hflip"):
+        raise ConfigError(f"config.eval.tta={flip!r}; valid: '' (off) or 'hflip' (the mirrored images too)")
+    if merge not in postprocess.MERGES:
+        raise ConfigError(f"config.eval.tta_merge={merge!r}; valid: {postprocess.MERGES} (class-aware NMS, or fusion)")
+    sizes = tuple(size for size in sizes if size != config.data.image_size)
+    if not flip and not sizes:
         return None
+    platform = kernels.platform(mesh.devices.flat)
+    built = detectors.build_at_sizes(config, sizes, "config.eval.tta_sizes", num_classes, AXIS, platform, mesh.size)
     m = config.model
-    return dict(iou_threshold=m.nms_iou_threshold, max_detections=m.max_detections, nms_form="plain")
+    return inference.TTA(
+        bool(flip), tuple((size, built[size]) for size in sizes), merge, m.nms_iou_threshold, m.max_detections
+    )

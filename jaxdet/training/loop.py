@@ -135,17 +135,18 @@ def _train(run: Run, ev: Evaluation, ckpts: Checkpoints, best: BestCheckpoint, t
                 start = cfg.train.steps  # (no more steps)
         for step in range(start, cfg.train.steps):
             batch = reporter.batch(next(stream))
+            train_step, term_grad_step, compiles = run.steps_for(batch["image"].shape[1])
             every = cfg.train.term_grad_norms_every
             if every and step % every == 0:
                 # On the state before this step's update: the gradients this step applies.
-                run.writer.write(step, "diagnostics", jax.device_get(run.term_grad_step(state, batch, run.base_rng)))
-            state, step_metrics = run.train_step(state, batch, run.base_rng)
+                run.writer.write(step, "diagnostics", jax.device_get(term_grad_step(state, batch, run.base_rng)))
+            state, step_metrics = train_step(state, batch, run.base_rng)
             done = step + 1
             guard.push(done, step_metrics)
             if step == start:
                 jax.block_until_ready(state)
                 _log(f"step {done}: first step (compilation included) took {time.time() - t_start:.1f}s since start")
-            reporter.add(done, step_metrics, timed=step != start)
+            reporter.add(done, step_metrics, timed=not compiles)  # a step that compiled is not timed
             ckpts.save(done, state.items(), force=done == cfg.train.steps)
             early_stop = False
             if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
@@ -244,6 +245,7 @@ def _train_stream(run: Run, start: int):
         affine=tuple(cfg.data.get(f"affine_{k}", 0.0) for k in ("degrees", "translate", "scale", "shear")),
         mixup_prob=cfg.data.get("mixup_prob", 0.0),
         mosaic_until_step=cfg.train.steps - close if (close := cfg.data.get("close_mosaic_steps", 0)) else None,
+        sizes=tuple(cfg.data.get("train_sizes", ())),
     )
 
 

@@ -4,7 +4,7 @@ split and eval step are an evaluation.session.EvalSession, built beside it.)"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import ml_collections
@@ -43,17 +43,41 @@ class Run:
         self.train_source = src = sources.load(config.data, "train", log=_log)
         self.classes = Classes.of_model(src.class_names, src.category_ids, config.model.num_classes)
         self.class_names = list(self.classes.names)
-        self.detector = detectors.build_detector(
-            config, len(self.class_names), parallel.AXIS, kernels.platform(self.mesh.devices.flat), self.mesh.size
-        )
+        # One detector and one step per canvas size (multi-scale training: data.train_sizes),
+        # sharing one set of weights; each step compiles at its first call, once per size.
+        train_sizes = tuple(config.data.get("train_sizes", ())) or (config.data.image_size,)
+        by_size = detectors.build_at_sizes(
+            config, train_sizes, "config.data.train_sizes", len(self.class_names),
+            parallel.AXIS, kernels.platform(self.mesh.devices.flat), self.mesh.size,
+        )  # fmt: skip
+        self.detector = by_size[config.data.image_size]
         self.tx, self.lr = optim.make_optimizer(config.optim, config.train.steps, config.model)
         # Each parameter group with its size (a group that matches nothing is refused here, at start-up).
         shapes = inference.abstract_variables(self.detector, config.data.image_size, self.mesh)["params"]
         self.group_lines = param_groups.describe(shapes, param_groups.of_config(config.optim, config.model))
-        self.train_step = shard_train_step(make_train_step(self.detector, self.tx, self.lr, config.optim), self.mesh)
-        self.term_grad_step = make_term_grad_step(self.detector, self.mesh)
+        self._steps = {
+            size: (
+                shard_train_step(make_train_step(det, self.tx, self.lr, config.optim), self.mesh),
+                make_term_grad_step(det, self.mesh),
+            )
+            for size, det in by_size.items()
+            if size in train_sizes
+        }
+        self.sizes_used: list[int] = []
         self.base_rng = jax.random.key(config.seed)
         self.writer = summary.MetricWriter(workdir)
+
+    def steps_for(self, size: int) -> tuple[Callable, Callable, bool]:
+        """(train step, term-gradient step, first use) for a batch of size x size canvases."""
+        if size not in self._steps:
+            raise ValueError(f"a {size} px training batch: the run has steps for {sorted(self._steps)} px only")
+        first = size not in self.sizes_used
+        if first:
+            self.sizes_used.append(size)
+            if len(self._steps) > 1:
+                n, of = len(self.sizes_used), len(self._steps)
+                _log(f"multi-scale training: compiling the step for {size} px ({n} of {of} sizes)")
+        return (*self._steps[size], first)
 
     def initial_state(self, pretrained: bool = False) -> TrainState:
         """Freshly initialised state; with `pretrained`, torchvision weights loaded as configured
