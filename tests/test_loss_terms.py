@@ -114,6 +114,7 @@ def test_sweep_table_shows_each_arms_terms(tmp_path):
     assert "| a | 0.500 |" in open(md).read() and "0.250 | 0.250 | 0.250 | 0.250" in open(md).read()
 
 
+@pytest.mark.slow  # (the default suite stays under 15 minutes on 2 cores; CI skips slow)
 def test_faster_rcnn_trains_with_a_term_flag_and_reports_its_four_terms(tfds_dir, tmp_path, compilation_cache):
     """`--config.loss.terms.roi_box=giou` through the command line: metrics.jsonl, the
     progress line, the validation losses and the per-term gradient diagnostics all carry

@@ -47,6 +47,7 @@ def _restore(workdir: str, step: int, like=None) -> dict:
     return out
 
 
+@pytest.mark.slow  # (the default suite stays under 15 minutes on 2 cores; CI skips slow)
 def test_one_four_and_eight_devices_give_the_same_parameters():
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tests", "scaling_helper.py")],

@@ -52,6 +52,7 @@ def _terms(losses, outputs, batch):
     return terms, targets
 
 
+@pytest.mark.slow  # (the default suite stays under 15 minutes on 2 cores; CI skips slow)
 def test_matching_is_the_minimum_total_cost_by_brute_force():
     losses = _losses()
     outputs, batch = _problem()

@@ -30,19 +30,16 @@ def test_a_ray_sweep_equals_the_serial_sweep(base, tmp_path, capsys):
     # (Both on every CPU device the suite's XLA_FLAGS make, as the workers inherit them.)
     serial = sweep.run_sweep(base, str(tmp_path / "serial"), grid, [0], experiment.train_and_evaluate)
     launcher = sweep.make_launcher("ray", str(tmp_path / "ray"), cpus_per_arm=1)
-    on_ray = sweep.run_sweep(base, str(tmp_path / "ray"), grid, [0, 1], experiment.train_and_evaluate, launcher)
+    on_ray = sweep.run_sweep(base, str(tmp_path / "ray"), grid, [0], experiment.train_and_evaluate, launcher)
     out = capsys.readouterr().out
-    assert "sweep: 4/4 done, 0 running, 0 queued, 0 failed" in out
+    assert "sweep: 2/2 done, 0 running, 0 queued, 0 failed" in out
     assert all(r["final"].get("AP") is not None and r["error"] is None for r in on_ray)
+    # Bit for bit: the same computation in another process, and the two arms differ.
     ray_finals = _finals(on_ray)
-    # Bit for bit: the same computation in another process (the serial side runs seed 0 only,
-    # to keep the suite short); seed 1 is another run.
-    assert {key: ray_finals[key] for key in _finals(serial)} == _finals(serial)
-    arm = on_ray[0]["arm"]
-    assert ray_finals[(arm, 0)] != ray_finals[(arm, 1)]
+    assert ray_finals == _finals(serial) and len(set(map(str, ray_finals.values()))) == 2
     # Each run had its own process, its output in its own train.log.
     pids = {json.load(open(os.path.join(r["workdir"], "sweep_task.json")))["pid"] for r in on_ray}
-    assert len(pids) == 4 and os.getpid() not in pids
+    assert len(pids) == 2 and os.getpid() not in pids
     assert "done in" in open(os.path.join(on_ray[0]["workdir"], "train.log")).read()
     import ray
 
