@@ -159,7 +159,7 @@ class Assigner:
         return jax.vmap(lambda g0, g1, g2, *pr: spec.run(priors, fields, (g0, g1, g2), pr))(*gt, *pred)
 
 
-def build(section, path: str, detector: str, priors: Priors, predictions: bool = True) -> Assigner:
+def build(section, path: str, detector: str, priors: Priors, predictions: bool = True, **fields) -> Assigner:
     """The assigner `section.assigner` names, checked against what `detector` offers.
 
     section: the detector's config section (reads `assigner` and that assigner's fields);
@@ -177,7 +177,7 @@ def build(section, path: str, detector: str, priors: Priors, predictions: bool =
             f"{path}.assigner={name!r} needs {' and '.join(INPUTS[k] for k in missing)}, which {detector} "
             f"does not have; {detector} takes {takes}"
         )
-    values = {k: section[k] for k in TABLE[name].fields}
+    values = {k: fields[k] if k in fields else section[k] for k in TABLE[name].fields}
     _check(values, path, name)
     return Assigner(name, priors, tuple(sorted(values.items())))
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 
 import jax.numpy as jnp
-import ml_collections
 
 from jaxdet import anchors as anchor_ops
 from jaxdet.assigners import table as assigner_table
@@ -49,8 +48,6 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
     anchors = anchor_ops.ssd_default_boxes(config.data.image_size, levels, shapes, s.box_offset)
     level_sizes = [h * w * len(x) for (h, w), x in zip(anchor_ops.level_shapes(config.data.image_size, levels), shapes)]
     priors = assigner_table.anchor_priors(anchors, level_sizes, levels)
-    # SSD's one threshold is max-IoU's fg_iou and bg_iou.
-    section = ml_collections.ConfigDict({**s.to_dict(), "fg_iou": s.iou_threshold, "bg_iou": s.iou_threshold})
     head = functools.partial(
         ssd_head,
         num_logits=losses.num_logits,
@@ -63,7 +60,8 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
         base.dense_model(config, ctx, "ssd_extras", head),
         anchors,
         losses,
-        assigner_table.build(section, "config.model.ssd", "ssd", priors),
+        # SSD's one threshold is max-IoU's fg_iou and bg_iou.
+        assigner_table.build(s, "config.model.ssd", "ssd", priors, fg_iou=s.iou_threshold, bg_iou=s.iou_threshold),
         tuple(s.box_weights),
         base.detect_kwargs(m, ctx.kernels),
         cls_region="hard_negatives",
