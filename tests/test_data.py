@@ -43,6 +43,25 @@ def test_embedded_dataset_is_read_with_random_access(tfds_dir):
     assert np.abs(ex.image.astype(int) - truth["image"]).mean() < 6  # JPEG quality 92
 
 
+def _prepare_and_count(data_dir: str) -> int:
+    from jaxdet.data import sources
+
+    return len(sources.tfds_source("jaxdet_shapes", "validation", data_dir))
+
+
+def test_processes_preparing_one_fresh_dataset_at_once_all_succeed(tmp_path):
+    """A sweep's runs start together on a fresh disk: without the preparation lock every
+    process but one failed renaming its copy into place ("Cannot rename ... already exists")."""
+    import concurrent.futures
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(3, mp_context=ctx) as pool:
+        sizes = list(pool.map(_prepare_and_count, [str(tmp_path)] * 3))
+    assert sizes == [sizes[0]] * 3 and sizes[0] > 0
+    assert len([p for p in (tmp_path / "jaxdet_shapes").iterdir() if p.name.startswith("incomplete")]) == 0
+
+
 def test_split_expressions_and_a_misspelt_split(tfds_dir):
     from jaxdet.data.sources import tfds_source
     from jaxdet.errors import ConfigError

@@ -14,6 +14,7 @@ Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 import ml_collections
@@ -49,6 +50,25 @@ def _shard(source, index: int, count: int):
     return source.take(index * n // count, (index + 1) * n // count)
 
 
+def _prepared(name: str, data_dir: str | None):
+    """The dataset's builder, prepared as ArrayRecord if it was not. Preparation holds an
+    exclusive lock beside the dataset's folder: processes that start together on a fresh
+    disk (a sweep's runs, a job's processes) would otherwise each prepare it, and every one
+    but the first fail renaming its copy into place (TFDS's "Cannot rename ... already
+    exists"). Prepared data is not locked, so read-only data directories work."""
+    builder = readers.tfds_builder(name, data_dir)
+    if os.path.isdir(builder.data_dir):
+        return builder
+    folder = os.path.dirname(builder.data_dir)  # <data_dir>/<name>; versions inside
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, ".prepare.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # (Built again: whoever held the lock before may have prepared it meanwhile.)
+        builder = readers.tfds_builder(name, data_dir)
+        builder.download_and_prepare(file_format="array_record")
+    return builder
+
+
 def tfds_source(name: str, split: str, data_dir: str | None = None) -> readers.TfdsSource:
     """A TFDS detection split (features `image`, `objects/bbox|label`) read with `tfds.data_source`.
 
@@ -57,9 +77,8 @@ def tfds_source(name: str, split: str, data_dir: str | None = None) -> readers.T
     and need TensorFlow for that one step, then are read without it). Data prepared as
     TFRecord (no random access) is refused with the command that converts it.
     """
-    builder = readers.tfds_builder(name, data_dir)
     try:
-        builder.download_and_prepare(file_format="array_record")
+        builder = _prepared(name, data_dir)
     except ImportError as e:
         raise ConfigError(
             f"preparing TFDS dataset {name!r} needs a package that is not installed ({e}); catalogue datasets "
