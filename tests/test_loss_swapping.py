@@ -242,6 +242,29 @@ def test_sweep_parsing_and_errors():
         sweep.parse_sweep(config, ["train.cpu_devices=1,2"])
 
 
+def test_linked_sweep_axis_changes_its_fields_together():
+    """'a,b=(..),(..)': one axis (a recipe against another), each value typed as its field."""
+    config = default.get_config()
+    keys = "data.mosaic_prob,data.mixup_prob,data.close_mosaic_steps,data.train_sizes"
+    grid = sweep.parse_sweep(config, [f"{keys}=(0,0,0,()), (1,0.1,100,(96,128))", "optim.ema_decay=0,0.99"])
+    assert len(grid) == 4 and grid[2][keys] == (1.0, 0.1, 100, (96, 128))
+    cfg = sweep.apply(config, grid[2], seed=3)
+    assert (cfg.data.mosaic_prob, cfg.data.mixup_prob, cfg.data.close_mosaic_steps) == (1.0, 0.1, 100)
+    assert isinstance(cfg.data.close_mosaic_steps, int) and cfg.data.train_sizes == (96, 128) and cfg.seed == 3
+    name = sweep.arm_name(grid[2])
+    assert name == (
+        "data.mosaic_prob=1.0,data.mixup_prob=0.1,data.close_mosaic_steps=100,data.train_sizes=_96,_128_,"
+        "optim.ema_decay=0.0"
+    )
+    records = [{"arm": sweep.arm_name(o), "overrides": o, "seed": 0, "final": {}} for o in grid]
+    pairs = sweep.results.comparisons(records)
+    assert (name, sweep.arm_name(grid[0]), keys) in pairs and len(pairs) == 4
+    with pytest.raises(ValueError, match="each value must be a tuple of 2 values, one per field"):
+        sweep.parse_sweep(config, ["data.mosaic_prob,data.mixup_prob=(1,0.1,3)"])
+    with pytest.raises(ValueError, match="no field 'mixup'"):
+        sweep.parse_sweep(config, ["data.mosaic_prob,data.mixup=(1,0.1)"])
+
+
 @pytest.mark.slow  # ~60 s (two tiny training runs): `pytest -m slow`; parsing and errors are tested above
 def test_two_arm_sweep_writes_results(tfds_dir, tmp_path, capsys):
     from jaxdet import experiment

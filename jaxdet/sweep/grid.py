@@ -36,38 +36,77 @@ def _convert(config: ml_collections.ConfigDict, key: str, text: str):
     return text
 
 
+def _split_top(text: str) -> list[str]:
+    """Splits on the commas outside brackets, so tuple values like (0.5,1.0) and linked
+    values like (1,(96,128)) survive."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch in "([") - (ch in ")]")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
+def _linked(config: ml_collections.ConfigDict, key: str, text: str) -> tuple:
+    """One value of a linked axis `k1,k2,...=(v1,v2,...),...`: the fields change together
+    (a recipe against another), each value parsed as its own field's type."""
+    keys = [k.strip() for k in key.split(",")]
+    try:
+        values = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        values = None
+    if not isinstance(values, tuple) or len(values) != len(keys):
+        raise ConfigError(
+            f"--sweep {key}=...: each value must be a tuple of {len(keys)} values, one per field, e.g. "
+            f"({','.join('v' + str(i + 1) for i in range(len(keys)))}); got {text!r}"
+        )
+    return tuple(_convert(config, k, v if isinstance(v, str) else repr(v)) for k, v in zip(keys, values))
+
+
+def _fields(overrides: dict[str, object]) -> list[tuple[str, object]]:
+    """(field, value) pairs, a linked axis' key and tuple spread over its fields."""
+    out = []
+    for key, value in overrides.items():
+        out.extend(zip(key.split(","), value) if "," in key else [(key, value)])
+    return out
+
+
 def parse_sweep(config: ml_collections.ConfigDict, specs: Sequence[str]) -> list[dict[str, object]]:
-    """['a.b=1,2', 'c.d=x,y'] -> the grid of overrides [{'a.b': 1, 'c.d': 'x'}, ...]."""
+    """['a.b=1,2', 'c.d=x,y'] -> the grid of overrides [{'a.b': 1, 'c.d': 'x'}, ...]. A key
+    naming several fields, 'a.b,c.d=(1,x),(2,y)', is one axis whose fields change together."""
     axes = []
     for spec in specs:
         if "=" not in spec:
             raise ConfigError(f"--sweep {spec!r}: expected KEY=VALUE1,VALUE2,...")
         key, values = spec.split("=", 1)
-        key = key.strip()
-        if key == "seed":
+        key = ",".join(k.strip() for k in key.split(","))
+        if "seed" in key.split(","):
             raise ConfigError("sweep over seeds with --seeds, not --sweep seed=...")
-        if key == "train.cpu_devices":  # (JAX's CPU device count is set once per process)
+        if "train.cpu_devices" in key.split(","):  # (JAX's CPU device count is set once per process)
             raise ConfigError(
                 "--sweep train.cpu_devices=...: the CPU device count is one per process; set it for the whole "
                 "sweep with --config.train.cpu_devices=N, or run one sweep per count"
             )
-        # Split on commas outside brackets, so tuple values like (0.5,1.0) survive.
-        items = [v.strip() for v in re.split(r",(?![^()\[\]]*[)\]])", values) if v.strip()]
+        items = [v.strip() for v in _split_top(values) if v.strip()]
         if not items:
             raise ConfigError(f"--sweep {spec!r}: no values")
-        axes.append([(key, _convert(config, key, v)) for v in items])
+        if "," in key:
+            axes.append([(key, _linked(config, key, v)) for v in items])
+        else:
+            axes.append([(key, _convert(config, key, v)) for v in items])
     return [dict(combo) for combo in itertools.product(*axes)]
 
 
 def arm_name(overrides: dict[str, object]) -> str:
     """A readable, filesystem-safe name: 'loss.localization=giou,optim.learning_rate=0.001'."""
-    text = ",".join(f"{k}={v}" for k, v in overrides.items())
+    text = ",".join(f"{k}={v}" for k, v in _fields(overrides))
     return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", text) or "base"
 
 
 def apply(config: ml_collections.ConfigDict, overrides: dict[str, object], seed: int) -> ml_collections.ConfigDict:
     cfg = copy.deepcopy(config)
-    for key, value in overrides.items():
+    for key, value in _fields(overrides):
         node = cfg
         *parents, leaf = key.split(".")
         for p in parents:
