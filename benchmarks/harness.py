@@ -95,7 +95,7 @@ def _setup(config: ml_collections.ConfigDict, num_classes: int, steps: int, warm
     detector = detectors.build_detector(
         config, num_classes, parallel.AXIS, kernels.platform(mesh.devices.flat), mesh.size
     )
-    tx, lr = optim.make_optimizer(config.optim, max(config.train.steps, steps + warmup))
+    tx, lr = optim.make_optimizer(config.optim, max(config.train.steps, steps + warmup), config.model)
     state = init_state(detector, tx, init_key(seed), config.data.image_size, mesh)
     local = synthetic_batch(config.train.batch_size, config.data.image_size, config.data.max_boxes, num_classes, seed)
     return config, mesh, detector, tx, lr, state, parallel.global_batch(mesh, local)

@@ -60,6 +60,19 @@ def build_model(detector: str, num_classes: int, image_size: int, model_kwargs: 
     )
 
 
+def freeze_stages(model, k: int) -> int:
+    """torchvision's `trainable_backbone_layers = 4 - k` on a randomly initialised model
+    (its builders ignore that argument without weights): the ResNet stem and stages 1..k
+    stop requiring gradients, as jaxdet's `model.frozen_stages` k. Returns the count frozen."""
+    if k < 0:
+        return 0
+    prefixes = ("conv1.", "bn1.", *(f"layer{i}." for i in range(1, k + 1)))
+    frozen = [p for name, p in model.backbone.body.named_parameters() if name.startswith(prefixes)]
+    for p in frozen:
+        p.requires_grad_(False)
+    return sum(p.numel() for p in frozen)
+
+
 def bench_torchvision(
     detector: str,
     image_size: int,
@@ -72,6 +85,7 @@ def bench_torchvision(
     seed: int = 0,
     model_kwargs: dict | None = None,
     mode: str = "train",
+    frozen_stages: int = -1,
 ) -> dict[str, Any]:
     """Times torchvision's training step (mode "train") or its eval-mode forward with its
     post-processing (mode "inference": `model(images)` under `torch.inference_mode`);
@@ -82,13 +96,14 @@ def bench_torchvision(
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     model = build_model(detector, num_classes, image_size, model_kwargs).to(device)
+    freeze_stages(model, frozen_stages)
     amp = cuda and compute_dtype == "bfloat16"
     if amp:
         model = model.to(memory_format=torch.channels_last)
     if mode not in ("train", "inference"):
         raise ValueError(f"mode={mode!r}; valid: 'train', 'inference'")
     model.train(mode == "train")
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9, weight_decay=1e-4)
 
     data = synthetic_batch(batch, image_size, max_boxes, num_classes, seed)
     offset = 1 if detector in _BACKGROUND_CLASS else 0

@@ -128,6 +128,7 @@ def main(argv):
             "compute_dtype": config.train.compute_dtype,
             "model_kwargs": _torchvision_kwargs(config, _MODE.value),
             "mode": _MODE.value,
+            "frozen_stages": config.model.get("frozen_stages", -1),  # (the same stages stop training)
         }
         results.append(_torch_side(args))
         print(benchmark.format_result(results[1]))

@@ -86,6 +86,31 @@ def test_torchvision_side_matches_inputs():
     assert r["framework"] == "torchvision" and np.all(np.isfinite(r["losses"]))
 
 
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_both_sides_of_the_bench_freeze_the_same_resnet_parameters(k):
+    """`--compare=torchvision` with `model.frozen_stages` k: torchvision's side stops the same
+    parameters (stem and stages 1..k of ResNet-50) as jaxdet's optimizer does."""
+    pytest.importorskip("torchvision")
+    import jax
+
+    from benchmarks.torchvision_side import build_model, freeze_stages
+    from experiments.configs import retinanet_r50
+    from jaxdet import detectors, parallel
+    from jaxdet.detectors import inference
+    from jaxdet.training import param_groups
+
+    config = retinanet_r50.get_config()
+    config.model.frozen_stages = k
+    det = detectors.build_detector(config, 5)
+    params = inference.abstract_variables(det, 64, parallel.make_mesh(jax.devices()[:1]))["params"]
+    mask = param_groups.frozen_mask(params, param_groups.of_config(config.optim, config.model))
+    ours = sum(
+        int(np.prod(p.shape)) for p, f in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(mask)) if f
+    )
+    theirs = freeze_stages(build_model("retinanet", 5, 64), k)
+    assert ours == theirs > 0
+
+
 def test_inference_bench_times_the_predict_step_which_gives_evaluations_detections():
     import jax
 

@@ -56,6 +56,7 @@ def _torchvision(config) -> None:
     config.data.image_size = 800
     config.data.max_boxes = 100
     m.backbone, m.backbone_norm, m.neck_channels = "resnet50", "frozen_batch", 256
+    m.frozen_stages = 1  # torchvision's trainable_backbone_layers=3 (its default with weights)
     m.min_level, m.max_level, m.neck_extra = 2, 6, "pool"
     m.max_detections = 100
     f.anchor_size, f.anchor_offset, f.anchor_style = 8.0, 0.0, "torchvision"  # 32 px on P2

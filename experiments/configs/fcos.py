@@ -43,6 +43,7 @@ def _torchvision(config) -> None:
     config.data.image_size = 800
     config.data.max_boxes = 100
     m.backbone, m.backbone_norm, m.neck_channels = "resnet50", "frozen_batch", 256
+    m.frozen_stages = 1  # torchvision's trainable_backbone_layers=3 (its default with weights)
     m.min_level, m.max_level, m.neck_extra = 3, 7, "conv"
     m.score_threshold, m.nms_iou_threshold, m.max_detections = 0.2, 0.6, 100
     f.head_convs, f.head_norm, f.point_offset, f.point_style = 4, "group", 0.0, "torchvision"

@@ -53,6 +53,8 @@ def get_config(arg: str | None = None):
     config.train.checkpoint_every = 2000
     if arg == "torchvision":
         config.model.backbone_norm = "frozen_batch"  # torchvision's FrozenBatchNorm2d
+        # torchvision's trainable_backbone_layers=3 (its default with weights): stem and layer1 fixed.
+        config.model.frozen_stages = 1
         r.anchor_style = "torchvision"
         r.anchor_offset = 0.0
         r.topk_per_level, r.clip_boxes = True, True  # its postprocess_detections
