@@ -5,7 +5,8 @@ arms are compared seed by seed.
 
 grid.py: the arms and seeds; runs.py: running them (tasks.py: one run as a unit of work;
 launchers.py: serial, Ray, SLURM through submitit); stats.py: paired comparisons;
-results.py: results.md / results.json / results.png.
+results.py: results.md / results.json / results.png; evaluations.py: evaluation-only arms
+(eval.* settings such as TTA) over a finished sweep's checkpoints.
 """
 
 from jaxdet.sweep.grid import apply, arm_name, parse_seeds, parse_sweep

@@ -33,6 +33,8 @@ def _convert(config: ml_collections.ConfigDict, key: str, text: str):
         return type(current)(float(text)) if isinstance(current, float) else int(text)
     if isinstance(current, (tuple, list)):
         return tuple(ast.literal_eval(text))
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]  # quoted, as an empty value must be: eval.tta='',hflip
     return text
 
 
@@ -50,18 +52,16 @@ def _split_top(text: str) -> list[str]:
 
 def _linked(config: ml_collections.ConfigDict, key: str, text: str) -> tuple:
     """One value of a linked axis `k1,k2,...=(v1,v2,...),...`: the fields change together
-    (a recipe against another), each value parsed as its own field's type."""
-    keys = [k.strip() for k in key.split(",")]
-    try:
-        values = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        values = None
-    if not isinstance(values, tuple) or len(values) != len(keys):
+    (a recipe against another), each value parsed as its own field's type (text as in a
+    one-field axis: `('',hflip)`, `(1,0.1,(96,128))`)."""
+    keys = key.split(",")
+    parts = _split_top(text[1:-1]) if text.startswith("(") and text.endswith(")") else []
+    if len(parts) != len(keys):
         raise ConfigError(
             f"--sweep {key}=...: each value must be a tuple of {len(keys)} values, one per field, e.g. "
             f"({','.join('v' + str(i + 1) for i in range(len(keys)))}); got {text!r}"
         )
-    return tuple(_convert(config, k, v if isinstance(v, str) else repr(v)) for k, v in zip(keys, values))
+    return tuple(_convert(config, k, v.strip()) for k, v in zip(keys, parts))
 
 
 def _fields(overrides: dict[str, object]) -> list[tuple[str, object]]:

@@ -74,12 +74,15 @@ def _fmt(x: float, digits: int = 4) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:+.{digits}f}"
 
 
-def write_results(records: list[dict], workdir: str, baseline: str | None = None) -> tuple[str, str]:
-    """results.md, results.json and results.png in `workdir`; returns the .md and .png paths."""
+def write_results(
+    records: list[dict], workdir: str, baseline: str | None = None, seconds_label: str = "train time (s)"
+) -> tuple[str, str]:
+    """results.md, results.json and results.png in `workdir`; returns the .md and .png paths.
+    `seconds_label`: the table's heading for the records' "seconds"."""
     arms = list(dict.fromkeys(r["arm"] for r in records))
     seeds = sorted({r["seed"] for r in records})
     terms = terms_of(records)
-    header = ["arm", *TABLE_KEYS, *[f"final {t}" for t in terms], "train time (s)"]
+    header = ["arm", *TABLE_KEYS, *[f"final {t}" for t in terms], seconds_label]
     lines = [
         f"Seeds: {', '.join(map(str, seeds))} (mean ± sample std over seeds)",
         "",
@@ -105,6 +108,7 @@ def write_results(records: list[dict], workdir: str, baseline: str | None = None
         lines += [f"- {f['arm']} seed {f['seed']}: FAILED: {f['error']}" for f in failed]
     paired, table = paired_table(records, baseline)
     lines += table
+    os.makedirs(workdir, exist_ok=True)
     md = os.path.join(workdir, "results.md")
     with open(md, "w") as f:
         f.write("\n".join(lines) + "\n")
