@@ -16,7 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
-from jaxdet.evaluation import evaluator
+from jaxdet import experiment
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A config file (default: the run's own).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory.")
@@ -28,7 +28,7 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     cli.start(argv)
     with cli.user_errors():
-        evaluator.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value, out=_OUT.value)
+        experiment.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value, out=_OUT.value)
 
 
 if __name__ == "__main__":

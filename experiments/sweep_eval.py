@@ -15,7 +15,7 @@ import os
 from absl import flags
 
 from experiments import cli
-from jaxdet import sweep
+from jaxdet import experiment, sweep
 from jaxdet.sweep import evaluations
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finished sweep's directory (with results.json).")
@@ -29,7 +29,9 @@ flags.mark_flags_as_required(["workdir", "sweep"])
 def main(argv):
     cli.start(argv)
     with cli.user_errors():
-        records = evaluations.evaluate_arms(_WORKDIR.value, _SWEEP.value, _CHECKPOINT.value)
+        records = evaluations.evaluate_arms(
+            _WORKDIR.value, _SWEEP.value, _CHECKPOINT.value, experiment.evaluate_checkpoint
+        )
         out = _OUT.value or os.path.join(_WORKDIR.value, "evaluations")
         md, png = sweep.write_results(records, out, _BASELINE.value, seconds_label="eval time (s)")
     print(open(md).read())

@@ -27,3 +27,20 @@ def train_and_evaluate(
         return Evaluation(EvalSession(run.config, run.classes, run.detector, run.mesh, run.workdir, run.writer))
 
     return loop.train_and_evaluate(config, workdir, devices, evaluation)
+
+
+def evaluate_checkpoint(config, workdir: str, which: str = "latest", out: str | None = None) -> dict[str, float]:
+    """evaluation's `evaluate_checkpoint`, able to read an EMA run's trained weights
+    (`config.eval.weights="trained"`) from its training state."""
+    from jaxdet.evaluation.evaluator import evaluate_checkpoint as evaluate
+
+    return evaluate(config, workdir, which, out=out, training_items=_training_items)
+
+
+def _training_items(config: ml_collections.ConfigDict, detector, mesh) -> dict:
+    """Both checkpoint items of a freshly initialised TrainState of the run's structure."""
+    from jaxdet.training import optim
+    from jaxdet.training.step import init_key, init_state
+
+    tx, _ = optim.make_optimizer(config.optim, config.train.steps, config.model)
+    return init_state(detector, tx, init_key(config.seed), config.data.image_size, mesh, with_ema=True).items()

@@ -130,6 +130,30 @@ def test_a_run_evaluates_and_checkpoints_the_average_and_resumes_exactly(data, c
         for a, b in zip(items[name], resumed[name], strict=True):
             np.testing.assert_array_equal(a, b)
 
+    # The EMA never feeds back into training: the same run without it ends with the trained
+    # weights the EMA run keeps in its train item (up to float rounding: the two compiled steps
+    # differ by the EMA's update, and XLA may fuse the weights' update differently), and
+    # eval.weights="trained" on the EMA run evaluates them: EMA on/off as a pair from one run.
+    plain_dir = str(tmp_path / "plain")
+    plain = experiment.train_and_evaluate(_config(data, compilation_cache), plain_dir, devices)
+    ema_trained = jax.tree_util.tree_leaves(ocp.StandardCheckpointer().restore(
+        os.path.join(full, "checkpoints", "4", "train"))["variables"])  # fmt: skip
+    for a, b in zip(_items(plain_dir, 4)["model"], ema_trained, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    trained = configs.load_recorded(full)[0]
+    trained.eval.weights = "trained"
+    off = experiment.evaluate_checkpoint(trained, full, "latest", out=str(tmp_path / "trained_eval"))
+    assert off["loss_classification"] == pytest.approx(plain["loss_classification"], rel=1e-5)
+    assert off["loss_classification"] != pytest.approx(final["loss_classification"], rel=1e-3)  # not the EMA's
+    assert "ema" not in off
+    with pytest.raises(ConfigError, match="this run has no EMA"):
+        trained.optim.ema_decay = 0.0
+        experiment.evaluate_checkpoint(trained, plain_dir, "latest", out=str(tmp_path / "refused"))
+    with pytest.raises(ConfigError, match="eval.weights='trained' is for experiments.eval"):
+        bad = _config(data, compilation_cache, ema_decay=0.7)
+        bad.eval.weights = "trained"
+        experiment.train_and_evaluate(bad, str(tmp_path / "bad"), devices)
+
     # Turning the EMA off (or on) in a workdir is refused before anything is written.
     with pytest.raises(ConfigError, match=r"written with optim.ema_decay > 0 \(an EMA\) = True; this config has False"):
         configs.check_resume(configs.resolve(_config(data, compilation_cache)), full, resuming=True)

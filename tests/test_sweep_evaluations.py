@@ -49,7 +49,7 @@ def test_each_run_is_evaluated_per_setting_once_and_paired_within_its_arm(tmp_pa
 
 def test_training_fields_and_an_unfinished_sweep_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="results.json does not exist: evaluation arms re-use a finished sweep"):
-        evaluations.evaluate_arms(str(tmp_path), ["eval.tta=hflip"], evaluate=None)
+        evaluations.evaluate_arms(str(tmp_path), ["eval.tta=hflip"], "latest", evaluate=None)
     _finished_sweep(tmp_path, seeds=(0,))
     with pytest.raises(ConfigError, match="loss.localization changes training: sweep it with python -m experiments"):
-        evaluations.evaluate_arms(str(tmp_path), ["eval.tta,loss.localization=('',l1)"], evaluate=lambda *a, **k: {})
+        evaluations.evaluate_arms(str(tmp_path), ["eval.tta,loss.localization=('',l1)"], "latest", lambda *a, **k: {})

@@ -104,6 +104,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.tta = ""
     config.eval.tta_sizes = ()
     config.eval.tta_merge = "nms"
+    # What experiments.eval reads: "model" (the checkpoints' model item: the EMA with
+    # optim.ema_decay) or "trained" (an EMA run's trained weights: the EMA on/off pair of one run).
+    config.eval.weights = "model"
 
     config.train = ml_collections.ConfigDict()
     config.train.steps = 1000

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import ml_collections
@@ -83,8 +83,8 @@ def evaluate(session: EvalSession, variables: dict, step: int, interrupt=lambda:
         files.write_atomic(os.path.join(session.analysis_dir, "detections.json"), json.dumps(results))
         metrics["unreadable_images"] = len(unreadable)
     metrics.update({f"loss_{k}": v / max(batches, 1) for k, v in term_sums.items()})
-    if session.config.optim.get("ema_decay", 0.0) > 0:  # the run's weights are an EMA (training/ema.py)
-        metrics["ema"] = 1.0
+    if session.config.optim.get("ema_decay", 0.0) > 0 and session.config.eval.get("weights", "model") == "model":
+        metrics["ema"] = 1.0  # the weights evaluated are an EMA (training/ema.py)
     session.writer.write(step, "eval", metrics)
     return metrics
 
@@ -184,9 +184,12 @@ def evaluate_checkpoint(
     which: str = "latest",
     devices: Sequence[jax.Device] | None = None,
     out: str | None = None,
+    training_items: Callable | None = None,
 ) -> dict[str, float]:
     """Evaluates a run's checkpoint: `which` is "latest", "best" or a step number, on
-    `devices` (None: all).
+    `devices` (None: all). `training_items(config, detector, mesh)`: both checkpoint items of
+    a fresh training state, the restore target when `config.eval.weights="trained"`
+    (jaxdet/experiment.py supplies it: evaluation does not import training).
 
     The classes (and, when `config` is None, the config) are the ones the run recorded in
     its workdir; only the evaluation split is read. Everything it writes goes to `out`
@@ -208,15 +211,22 @@ def evaluate_checkpoint(
             resolved, len(classes.names), parallel.AXIS, kernels.platform(mesh.devices.flat), mesh.size
         )
         session = EvalSession(resolved, classes, detector, mesh, workdir, output_dir=out)
-        # The weights alone: the checkpoint's "model" item (no optimizer state is read).
-        target = {"model": inference.abstract_variables(detector, resolved.data.image_size, mesh)}
+        weights = evaluated_weights(resolved)
+        if weights == "model":  # the weights alone: the checkpoint's "model" item (no optimizer state is read)
+            target = {"model": inference.abstract_variables(detector, resolved.data.image_size, mesh)}
+        elif training_items is None:
+            raise ConfigError("config.eval.weights='trained' needs the run's training state: use experiments.eval")
+        else:  # the "train" item holds them, beside the optimizer state, whose tree the restore needs
+            target = training_items(resolved, detector, mesh)
         items, step = ckpts.restore_newest(target, checkpoints.candidates(ckpts, which, step), log=_log)
     finally:
         ckpts.close()
     if items is None:
         raise ConfigError(f"no checkpoint in {ckpts.directory} restores (see the lines above)")
     configs.record(resolved, out)  # the config evaluated, beside its results
-    metrics = evaluate(session, items["model"], step)
+    if weights == "trained":
+        _log("evaluating the run's trained weights, not their EMA (eval.weights='trained')")
+    metrics = evaluate(session, items["model"] if weights == "model" else items["train"]["variables"], step)
     if "AP" in metrics:
         keys = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
         _log(f"{which} checkpoint, step {step}: " + "  ".join(f"{k} {metrics[k]:.4f}" for k in keys))
@@ -225,6 +235,25 @@ def evaluate_checkpoint(
     _log(f"results in {out} (metrics.jsonl, config.json, per_class.md, pr_curves.png, errors.txt, detections.json)")
     session.writer.close()
     return metrics
+
+
+WEIGHTS = ("model", "trained")  # config.eval.weights
+
+
+def evaluated_weights(config) -> str:
+    """`config.eval.weights` checked: "model" (the checkpoints' model item: the EMA when the
+    run keeps one) or "trained" (an EMA run's trained weights, kept beside it in the "train"
+    item: the weights the run would have without the EMA, which never feeds back into
+    training). ConfigError for another value or "trained" on a run without an EMA."""
+    weights = config.eval.get("weights", "model")
+    if weights not in WEIGHTS:
+        raise ConfigError(f"config.eval.weights={weights!r}; valid: {WEIGHTS}")
+    if weights == "trained" and not config.optim.get("ema_decay", 0.0) > 0:
+        raise ConfigError(
+            "config.eval.weights='trained' reads the trained weights a run with an EMA keeps beside it; this run "
+            "has no EMA (optim.ema_decay=0), so its model item is its trained weights: use eval.weights='model'"
+        )
+    return weights
 
 
 def _writable(directory: str) -> None:

@@ -54,16 +54,14 @@ def parse_eval_grid(config: ml_collections.ConfigDict, specs: Sequence[str]) -> 
 def evaluate_arms(
     workdir: str,
     specs: Sequence[str],
-    checkpoint: str = "latest",
-    evaluate: Callable | None = None,
+    checkpoint: str,
+    evaluate: Callable,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """One record per (training arm, seed, evaluation arm), shaped as the sweep's
     (results.write_results): overrides = the training arm's and the evaluation arm's.
-    `evaluate(config, run_workdir, checkpoint, out=...)` -> metrics (default: the
-    evaluator's `evaluate_checkpoint`)."""
-    if evaluate is None:
-        from jaxdet.evaluation.evaluator import evaluate_checkpoint as evaluate
+    `evaluate(config, run_workdir, checkpoint, out=...)` -> metrics
+    (jaxdet.experiment.evaluate_checkpoint, which reads eval.weights="trained" too)."""
     arms, seeds = _finished_sweep(workdir)
     records, grid = [], None
     for train_arm, train_overrides in arms.items():

@@ -14,6 +14,7 @@ from jaxdet.console import log as _log
 from jaxdet.data import pipeline, sources
 from jaxdet.data.classes import Classes
 from jaxdet.detectors import inference
+from jaxdet.errors import ConfigError
 from jaxdet.training import ema, optim, param_groups, runtime
 from jaxdet.training.step import (
     TrainState,
@@ -37,6 +38,11 @@ class Run:
         configs.validate(config, self.mesh.size, jax.process_count())
         optim.check(config.optim)
         ema.check(config.optim)
+        if config.eval.get("weights", "model") != "model":
+            raise ConfigError(
+                f"config.eval.weights={config.eval.weights!r} is for experiments.eval / experiments.sweep_eval on a "
+                "finished run: training's evaluations read the checkpoints' model item, which the best checkpoint keeps"
+            )
         runtime.check_processes_agree(configs.fingerprint(config))
         # The whole training split's annotations on every process; each reads the images of its
         # slice of every global batch, so a run's batches do not depend on the number of processes.
