@@ -41,3 +41,71 @@ def test_per_example_gradients_equal_a_loop_of_grad(recipe):
         np.testing.assert_allclose(got["grad_norm"][i], optax.global_norm(grads), rtol=1e-4, atol=1e-6)
     assert got["grad_norm"].shape == (3,) and np.all(got["grad_norm"] > 0)
     assert len(set(np.round(got["loss"], 5))) == 3  # three different examples, three values
+
+
+def test_each_kind_of_annotation_error_ranks_first_on_its_crafted_box():
+    """Four annotated boxes and what a model would say about them: a correct box, a box with
+    the wrong class, a shifted box, a box on nothing; plus an object nobody annotated."""
+    from jaxdet.audit import suspects
+    from jaxdet.postprocess import Detections
+
+    boxes = np.array(
+        [[[10, 10, 40, 40], [50, 10, 80, 40], [10, 50, 40, 80], [50, 50, 80, 80], [0, 0, 0, 0]]], np.float32
+    )
+    labels = np.array([[0, 1, 0, 2, 0]])
+    mask = np.array([[True, True, True, True, False]])
+    det = Detections(
+        boxes=np.array(
+            [
+                [
+                    [10, 10, 40, 40],
+                    [50, 10, 80, 40],
+                    [50, 10, 80, 40],
+                    [22, 50, 52, 80],
+                    [90, 90, 120, 120],
+                    [0, 0, 0, 0],
+                ]
+            ],
+            np.float32,
+        ),  # fmt: skip
+        scores=np.array([[0.9, 0.2, 0.8, 0.85, 0.95, 0.0]], np.float32),
+        classes=np.array([[0, 1, 0, 0, 1, 0]], np.int32),
+        valid=np.array([[True, True, True, True, True, False]]),
+    )
+    s = jax.device_get(suspects.box_suspicions(boxes, labels, mask, det))
+    for kind, box in (("wrong_class", 1), ("poor_box", 2), ("spurious_box", 3)):
+        assert np.argmax(s[kind][0]) == box, (kind, s[kind])
+    np.testing.assert_allclose(s["wrong_class"][0], [0, 0.6, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(s["poor_box"][0], [0, 0, 0.85, 0, 0], atol=1e-6)  # IoU 18/42 = 0.43
+    np.testing.assert_allclose(s["spurious_box"][0], [0.1, 0.2, 0.15, 1.0, 0], atol=1e-6)
+    assert list(s["other_class"][0]) == [-1, 0, -1, -1, -1]
+    np.testing.assert_allclose(s["missing_box"][0], [0, 0, 0, 0, 0.95, 0], atol=1e-6)
+
+
+def test_the_audit_of_a_run_writes_every_image_and_box_once_with_the_datasets_ids(tmp_path, compilation_cache):
+    """experiments.audit's pass on a tiny run: every training image and annotated box once,
+    under the dataset's own image and category ids and original pixels; the JSON's
+    rankings and the gallery written."""
+    import json
+    import os
+
+    from coco_folder import tiny_config, write_coco
+
+    from jaxdet import experiment
+    from jaxdet.audit import tool
+
+    data = write_coco(str(tmp_path / "coco"), n_train=10, n_val=4)
+    workdir = str(tmp_path / "run")
+    config = tiny_config(data, compilation_cache, steps=4, eval_every=4, checkpoint_every=4)
+    experiment.train_and_evaluate(config, workdir, jax.devices()[:1])
+    out = tool.audit(workdir, "train", top_k=5, batch_size=4, log=lambda _: None)
+    doc = json.load(open(os.path.join(out, "audit.json")))
+    truth = json.load(open(data["train_annotations"]))
+    assert sorted(r["image_id"] for r in doc["images"]) == sorted(i["id"] for i in truth["images"])
+    assert all(r["grad_norm"] > 0 and r["self_influence"] == pytest.approx(r["grad_norm"] ** 2) for r in doc["images"])
+    annotated = sorted((a["image_id"], a["category_id"], *a["bbox"]) for a in truth["annotations"])
+    audited = sorted((b["image_id"], b["category_id"], *np.round(b["bbox"], 3)) for b in doc["boxes"])
+    assert audited == annotated
+    assert set(doc["rankings"]) == {"wrong_class", "poor_box", "spurious_box", "missing_box"}
+    shown = sorted(os.listdir(os.path.join(out, "gallery")))
+    assert len(shown) == min(5, len(doc["suspects"])) > 0 and shown[0].startswith("001_")

@@ -36,9 +36,14 @@ def head_names(params: dict, pattern: str | None = None) -> list[str]:
 
 
 def per_example_fn(detector, heads: list[str]) -> Callable:
-    """jit of `(variables, batch, rng) -> {"loss": [B], <term>: [B], "grad_norm": [B]}`:
-    for each of the B examples of `batch` (images [B, S, S, 3] and its targets), its
-    weighted loss, each named loss term and the global norm of d loss / d params[heads]."""
+    """jit of `per_example`."""
+    return jax.jit(per_example(detector, heads))
+
+
+def per_example(detector, heads: list[str]) -> Callable:
+    """`(variables, batch, rng) -> {"loss": [B], <term>: [B], "grad_norm": [B]}`: for each
+    of the B examples of `batch` (images [B, S, S, 3] and its targets), its weighted loss,
+    each named loss term and the global norm of d loss / d params[heads]."""
 
     def one(variables: dict, example: dict, rng: jax.Array) -> dict:
         batch = jax.tree_util.tree_map(lambda x: x[None], example)
@@ -53,4 +58,4 @@ def per_example_fn(detector, heads: list[str]) -> Callable:
         (total, terms), grads = jax.value_and_grad(loss, has_aux=True)({k: params[k] for k in heads})
         return {"loss": total, **terms, "grad_norm": optax.global_norm(grads)}
 
-    return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
+    return jax.vmap(one, in_axes=(None, 0, None))

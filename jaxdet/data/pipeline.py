@@ -179,13 +179,19 @@ class Pipeline:
         """Every example once, in order; the last batch is padded with image_mask False."""
         n = len(self.source)
         total = -(-n // batch_size) * batch_size
-        examples = Examples(self.source, self.image_size, self.max_boxes, 0, Augmentation(), self.skip_bad)
-        ds = grain.MapDataset.range(total).map(examples.eval).batch(batch_size)
+        ds = grain.MapDataset.range(total).map(self._eval_examples().eval).batch(batch_size)
 
         def describe(b: int) -> str:
             return f"evaluation images {b * batch_size}..{min(n, (b + 1) * batch_size) - 1}"
 
         return Batches(ds, self.workers, describe)
+
+    def eval_example(self, index: int) -> dict[str, np.ndarray]:
+        """Example `index` of the split as `eval` gives it (resized and padded, no batch axis)."""
+        return self._eval_examples().eval(index)
+
+    def _eval_examples(self) -> Examples:
+        return Examples(self.source, self.image_size, self.max_boxes, 0, Augmentation(), self.skip_bad)
 
 
 def coco_ground_truth(table: AnnotationTable, leave_out: set[int] = frozenset(), categories=None) -> dict:

@@ -42,6 +42,20 @@ def to_original(boxes: np.ndarray, scale: float, height: int, width: int) -> np.
     return np.clip(out, 0.0, [width, height, width, height]).astype(np.float32)
 
 
+def restore_weights(workdir: str, which: str, detector, image_size: int, mesh) -> tuple[dict, int]:
+    """(variables, step) of a run's checkpoint `which` (latest, best or a step): the weights
+    alone, its "model" item, no optimizer built or read."""
+    ckpts, step = checkpoints.find(workdir, which)
+    try:
+        target = {"model": inference.abstract_variables(detector, image_size, mesh)}
+        items, step = ckpts.restore_newest(target, checkpoints.candidates(ckpts, which, step))
+    finally:
+        ckpts.close()
+    if items is None:
+        raise ConfigError(f"no checkpoint in {ckpts.directory} restores (see the lines above)")
+    return items["model"], step
+
+
 class Predictor:
     """A restored detector that runs on one image at a time (any size, JPEG or PNG)."""
 
@@ -52,16 +66,7 @@ class Predictor:
         devices = jax.local_devices()[:1]
         self.detector = detectors.build_detector(cfg, len(self.class_names), None, devices[0].platform)
         mesh = parallel.make_mesh(devices)
-        ckpts, step = checkpoints.find(workdir, which)
-        try:  # the weights alone: the checkpoint's "model" item, no optimizer built or read
-            target = {"model": inference.abstract_variables(self.detector, cfg.data.image_size, mesh)}
-            items, step = ckpts.restore_newest(target, checkpoints.candidates(ckpts, which, step))
-        finally:
-            ckpts.close()
-        if items is None:
-            raise ConfigError(f"no checkpoint in {ckpts.directory} restores (see the lines above)")
-        self.step = step
-        self.variables = items["model"]
+        self.variables, self.step = restore_weights(workdir, which, self.detector, cfg.data.image_size, mesh)
         self._run = inference.make_predict_step(self.detector, mesh)
 
     def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
