@@ -9,7 +9,9 @@ its loss terms and the norm of its own gradient with respect to the head's param
 box how the model sees it (wrong class, poor box, spurious box), and the confident
 detections no annotation explains (missing boxes). Writes audit.json and a gallery of the
 top suspects (PNG: annotations white, detections by class, the suspect red) to --out,
-by default workdir/audit/<split>-step<N>.
+by default workdir/audit/<split>-step<N>. With --changes (experiments.inject_noise), also
+score.json and the table: per noise type, precision and recall at k = the corrupted
+count, for the audit's ranking, ranking by loss alone, and a random order.
 """
 
 from absl import flags
@@ -26,16 +28,21 @@ _TOP_K = flags.DEFINE_integer("top_k", 24, "Suspects drawn in the gallery.")
 _PARAMS = flags.DEFINE_string("params", None, "Regex over top-level parameter modules (default: the head).")
 _MATCH_IOU = flags.DEFINE_float("match_iou", 0.5, "IoU at which a detection finds an annotated box.")
 _NEAR_IOU = flags.DEFINE_float("near_iou", 0.3, "IoU under which nothing is near (spurious / missing boxes).")
+_CHANGES = flags.DEFINE_string(
+    "changes", None, "experiments.inject_noise's changes.json: score the audit against the injected noise."
+)
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     cli.start(argv)
     with cli.user_errors():
-        tool.audit(
+        out = tool.audit(
             _WORKDIR.value, _SPLIT.value, _CHECKPOINTS.value, _OUT.value, _BATCH.value, _TOP_K.value,
             _PARAMS.value, _MATCH_IOU.value, _NEAR_IOU.value,
         )  # fmt: skip
+        if _CHANGES.value:
+            print("\n".join(tool.score_against(out, _CHANGES.value)))
 
 
 if __name__ == "__main__":

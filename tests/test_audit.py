@@ -109,3 +109,49 @@ def test_the_audit_of_a_run_writes_every_image_and_box_once_with_the_datasets_id
     assert set(doc["rankings"]) == {"wrong_class", "poor_box", "spurious_box", "missing_box"}
     shown = sorted(os.listdir(os.path.join(out, "gallery")))
     assert len(shown) == min(5, len(doc["suspects"])) > 0 and shown[0].startswith("001_")
+
+
+def test_injected_noise_is_disjoint_recorded_and_leaves_the_input_alone(tmp_path):
+    import copy
+    import json
+
+    from coco_folder import write_coco
+
+    from jaxdet.audit import noise
+
+    coco = json.load(open(write_coco(str(tmp_path), n_train=40, n_val=1)["train_annotations"]))
+    before = copy.deepcopy(coco)
+    noisy, changes = noise.inject(coco, flip=0.1, shift=0.1, delete=0.1, seed=3)
+    assert coco == before
+    n = len(coco["annotations"])
+    assert [len(changes[k]) for k in ("flip", "shift", "delete")] == [round(0.1 * n)] * 3
+    ids = [c["id"] for k in changes for c in changes[k]]
+    assert len(set(ids)) == len(ids)  # disjoint
+    assert len(noisy["annotations"]) == n - len(changes["delete"])
+    by_id = {a["id"]: a for a in noisy["annotations"]}
+    assert not {c["id"] for c in changes["delete"]} & set(by_id)
+    for c in changes["flip"]:
+        assert by_id[c["id"]]["category_id"] == c["noisy_category_id"] != c["category_id"]
+    for c in changes["shift"]:
+        x, y, w, h = by_id[c["id"]]["bbox"]
+        assert by_id[c["id"]]["bbox"] == c["noisy_bbox"] != c["bbox"] and x >= 0 and y >= 0 and x + w <= 64
+    with pytest.raises(ValueError, match="at most 1"):
+        noise.inject(coco, flip=0.5, shift=0.4, delete=0.2)
+
+
+def test_the_score_counts_hits_at_k_for_the_audit_and_its_baselines():
+    from jaxdet.audit import score
+
+    box = lambda i, b, **kw: {"image_id": i, "bbox": b, **kw}  # noqa: E731
+    changes = {"flip": [box(1, [0, 0, 10, 10], noisy_category_id=2), box(2, [5, 5, 10, 10], noisy_category_id=1)]}
+    boxes = [box(1, [0, 0, 10, 10]), box(2, [5, 5, 10, 10]), box(3, [0, 0, 4, 4]), box(4, [1, 1, 4, 4])]
+    audit = {
+        "images": [{"image_id": i, "loss": loss} for i, loss in ((1, 0.1), (2, 0.9), (3, 0.8), (4, 0.2))],
+        "boxes": boxes, "missing": [],
+        "rankings": {"wrong_class": [boxes[0], boxes[3], boxes[1]]},
+    }  # fmt: skip
+    s = score.score(audit, changes)["flip"]
+    assert s["k"] == 2 and s["audit"] == (0.5, 0.5)  # top 2: image 1 (hit), image 4
+    assert s["loss_only"] == (0.5, 0.5)  # by loss: image 2 (hit), image 3
+    assert s["random"] == (0.5, 0.5)  # 2 of 4 candidates
+    assert score.table({"flip": s})[2] == "| flip | 2 | 0.50 / 0.50 | 0.50 / 0.50 | 0.50 / 0.50 |"

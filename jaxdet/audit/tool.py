@@ -3,6 +3,7 @@ the annotations it disagrees with (runner.py, report.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -10,8 +11,8 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from jaxdet import configs, detectors, parallel
-from jaxdet.audit import report
+from jaxdet import configs, detectors, files, parallel
+from jaxdet.audit import report, score
 from jaxdet.audit.per_example import head_names
 from jaxdet.audit.runner import make_audit_step, run_pass
 from jaxdet.data import pipeline, sources
@@ -73,3 +74,11 @@ def audit(
     report.gallery(top, data.eval_example, predict, list(classes.names), os.path.join(out, "gallery"))
     log(f"audit: wrote {os.path.join(out, 'audit.json')} and {len(top)} pictures in {os.path.join(out, 'gallery')}")
     return out
+
+
+def score_against(out: str, changes_path: str) -> list[str]:
+    """Scores out/audit.json against inject_noise's changes; writes out/score.json, returns the table."""
+    with open(os.path.join(out, "audit.json")) as f, open(changes_path) as g:
+        scores = score.score(json.load(f), json.load(g))
+    files.write_atomic(os.path.join(out, "score.json"), json.dumps(scores))
+    return score.table(scores)
