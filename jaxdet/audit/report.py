@@ -38,6 +38,16 @@ def suspects(found: Pass) -> list[dict]:
     return sorted(items, key=lambda s: -s["suspicion"])
 
 
+def top_per_kind(found: Pass, k: int) -> list[dict]:
+    """Up to `k` suspects for the gallery, taken in turn from each kind's ranking (the
+    kinds' scores are not on one scale, and one kind would fill the gallery otherwise)."""
+    ranked = {kind: [{"kind": kind, "suspicion": r[kind], **r} for r in rs] for kind, rs in rankings(found).items()}
+    out: list[dict] = []
+    for r in range(max((len(v) for v in ranked.values()), default=0)):
+        out += [ranked[kind][r] for kind in ALL_KINDS if r < len(ranked[kind])]
+    return out[:k]
+
+
 def write_json(found: Pass, path: str, header: dict) -> None:
     """audit.json: `header` (run, checkpoint, split), images (by grad_norm, highest first),
     boxes, missing (unexplained detections), rankings per kind and suspects overall."""
@@ -53,15 +63,16 @@ def write_json(found: Pass, path: str, header: dict) -> None:
 
 
 def gallery(top: list[dict], example: Callable[[int], dict], predict: Callable[[np.ndarray], dict],
-            class_names: list[str], out_dir: str, upscale: int = 3) -> list[str]:  # fmt: skip
+            class_names: list[str], out_dir: str, upscale: int = 3, min_score: float = 0.3) -> list[str]:  # fmt: skip
     """One PNG per suspect in `top`, named <rank>_<kind>_image<id>.png; `example(index)` is
-    the evaluation pipeline's example, `predict(image)` its detections in canvas pixels."""
+    the evaluation pipeline's example, `predict(image)` its detections in canvas pixels, of
+    which those scoring `min_score` or more are drawn."""
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for rank, s in enumerate(top):
         ex = example(s["index"])
         dets = predict(ex["image"])
-        keep = dets["valid"]
+        keep = dets["valid"] & (dets["scores"] >= min_score)
         picture = visualize.draw_boxes(
             ex["image"], dets["boxes"][keep], dets["classes"][keep], dets["scores"][keep], class_names,
             gt_boxes=ex["boxes"][ex["box_mask"]], upscale=upscale,

@@ -7,8 +7,8 @@
   (near_iou <= IoU < match_iou): its score there - the score at a good IoU;
 - spurious box: nothing detected on the box (any class, IoU >= near_iou): 1 - the best
   score there;
-- missing box: a confident detection that no annotated box explains (IoU < near_iou with
-  every box, any class): its score.
+- missing box: a confident detection (score >= `confident`) that no annotated box explains
+  (IoU < near_iou with every box, any class): its score.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def box_suspicions(
     detections: Detections,
     match_iou: float = 0.5,
     near_iou: float = 0.3,
+    confident: float = 0.5,
 ) -> dict[str, jax.Array]:
     """Annotated boxes [B, G, 4] xyxy, labels [B, G], mask [B, G] against `detections`
     ([B, D]) in the same pixels -> {kind: [B, G]} for KINDS, "best_iou" [B, G] (same class),
@@ -62,5 +63,7 @@ def box_suspicions(
             jnp.take_along_axis(detections.classes, jnp.argmax(other_good, axis=-1), axis=-1),
             -1,
         ),  # fmt: skip
-        "missing_box": jnp.where(detections.valid & ~explained, detections.scores, 0.0),
+        "missing_box": jnp.where(
+            detections.valid & ~explained & (detections.scores >= confident), detections.scores, 0.0
+        ),
     }

@@ -70,7 +70,7 @@ def audit(
     def predict(image: np.ndarray) -> dict:  # one image's detections, canvas pixels
         return {k: np.asarray(v)[0] for k, v in run(variables, image[None])._asdict().items()}
 
-    top = report.suspects(found)[:top_k]
+    top = report.top_per_kind(found, top_k)
     report.gallery(top, data.eval_example, predict, list(classes.names), os.path.join(out, "gallery"))
     log(f"audit: wrote {os.path.join(out, 'audit.json')} and {len(top)} pictures in {os.path.join(out, 'gallery')}")
     return out
