@@ -157,3 +157,25 @@ def test_the_score_counts_hits_at_k_for_the_audit_and_its_baselines():
     assert s["loss_only"] == (0.5, 0.5)  # by loss: image 2 (hit), image 3
     assert s["random"] == (0.5, 0.5)  # 2 of 4 candidates
     assert score.table({"flip": s})[2] == "| flip | 2 | 0.50 / 0.50 | 0.50 / 0.50 | 0.50 / 0.50 |"
+
+
+@pytest.mark.slow  # ~100 s: every detector's audit step compiled once
+@pytest.mark.parametrize("recipe", ["yolov8", "fcos", "yolo", "ssd", "centernet", "detr", "faster_rcnn"])
+def test_every_detector_has_an_audit_step(recipe):
+    import importlib
+
+    from jaxdet.audit.runner import make_audit_step
+
+    config = importlib.import_module(f"experiments.configs.{recipe}").get_config("tiny")
+    size = config.data.image_size
+    det = detectors.build_detector(config, 3)
+    variables = jax.jit(lambda x: det.module.init({"params": init_key(0), "sampling": init_key(1)}, x))(
+        np.zeros((1, size, size, 3), np.float32)
+    )
+    batch = {k: np.asarray(v) for k, v in synthetic_batch(2, size, config.data.max_boxes, 3).items()}
+    numbers, found, _ = jax.device_get(make_audit_step(det, audit.head_names(variables["params"]), 0.5, 0.3)(
+        variables, batch))  # fmt: skip
+    assert (
+        numbers["grad_norm"].shape == (2,) and np.all(np.isfinite(numbers["loss"])) and np.all(numbers["grad_norm"] > 0)
+    )
+    assert found["spurious_box"].shape == batch["box_mask"].shape
