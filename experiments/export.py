@@ -1,0 +1,49 @@
+"""Export a trained run as one artifact, post-processing included, that runs without
+jaxdet's detector code:
+
+    python -m experiments.export --workdir=runs/default --format=stablehlo [--checkpoint=best] \
+        [--batch=1|8|dynamic] [--out=DIR]
+    python -m jaxdet.export.load --artifact=DIR --images='photos/*.jpg' --out=detections.json
+
+stablehlo: the forward pass, decoding and post-processing as one serialized `jax.export`
+program with the weights inside, plus metadata.json (input size, normalisation, class
+names and the dataset's category ids, score threshold, jaxdet version, config hash). Its
+detections equal `experiments.predict`'s on the same checkpoint (tests/test_export.py).
+Default --out: <workdir>/export/stablehlo-step<N>.
+"""
+
+from absl import flags
+
+from experiments import cli
+from jaxdet.errors import ConfigError
+from jaxdet.export import stablehlo
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's directory.")
+_FORMAT = flags.DEFINE_enum("format", "stablehlo", ["stablehlo", "onnx", "savedmodel"], "The artifact's format.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best or a step number.")
+_BATCH = flags.DEFINE_string("batch", "1", "Images per call: a number, or 'dynamic' (a symbolic batch).")
+_OUT = flags.DEFINE_string("out", None, "Output directory (default: <workdir>/export/<format>-step<N>).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    cli.start(argv)
+    with cli.user_errors():
+        if _FORMAT.value != "stablehlo":
+            raise ConfigError(
+                f"--format={_FORMAT.value} is not built yet (issue: export); --format=stablehlo runs anywhere JAX runs"
+            )
+        batch = _BATCH.value if _BATCH.value == "dynamic" else _int(_BATCH.value)
+        out = stablehlo.export(_WORKDIR.value, _CHECKPOINT.value, batch, _OUT.value)
+    print(f"wrote {out}/model.stablehlo and {out}/metadata.json")
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--batch={text!r}: a number of images >= 1, or 'dynamic'") from None
+
+
+if __name__ == "__main__":
+    cli.run(main)
