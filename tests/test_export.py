@@ -66,3 +66,38 @@ def test_the_artifact_in_a_fresh_process_gives_predicts_detections(run, tmp_path
         np.testing.assert_allclose(d["scores"], ref["scores"], atol=1e-5)
         total += len(d["classes"])
     assert total > 0
+
+
+@pytest.mark.slow  # ~90 s: every detector exported twice
+@pytest.mark.parametrize("recipe", ["fcos", "yolov8", "yolo", "ssd", "centernet", "detr", "faster_rcnn"])
+def test_every_detector_exports_with_a_fixed_and_a_symbolic_batch(recipe):
+    """The serialized program's detections equal the jitted function's, on random pixels."""
+    import importlib
+
+    import jax.numpy as jnp
+
+    from jaxdet import detectors
+    from jaxdet.detectors.inference import forward
+    from jaxdet.training.step import init_key
+
+    config = importlib.import_module(f"experiments.configs.{recipe}").get_config("tiny")
+    config.model.kernels = "plain"
+    size = config.data.image_size
+    det = detectors.build_detector(config, 3)
+    variables = jax.jit(lambda x: det.module.init({"params": init_key(0), "sampling": init_key(1)}, x))(
+        np.zeros((1, size, size, 3), np.float32)
+    )
+
+    def run(images):
+        outputs, _ = forward(det, variables, {"image": images}, jax.random.key(0), train=False)
+        return det.predict(outputs)._asdict()
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+    want = jax.device_get(jax.jit(run)(x))
+    for batch in (2, jax.export.symbolic_shape("b")[0]):
+        exported = jax.export.deserialize(
+            jax.export.export(jax.jit(run))(jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)).serialize()
+        )
+        got = jax.device_get(exported.call(x))
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], atol=1e-4, err_msg=f"{recipe} {key} batch {batch}")
