@@ -146,7 +146,8 @@ def test_the_score_counts_hits_at_k_for_the_audit_and_its_baselines():
 
     box = lambda i, b, **kw: {"image_id": i, "bbox": b, **kw}  # noqa: E731
     changes = {"flip": [box(1, [0, 0, 10, 10], noisy_category_id=2), box(2, [5, 5, 10, 10], noisy_category_id=1)]}
-    boxes = [box(1, [0, 0, 10, 10]), box(2, [5, 5, 10, 10]), box(3, [0, 0, 4, 4]), box(4, [1, 1, 4, 4])]
+    boxes = [box(1, [0, 0, 10, 10], wrong_class=0.9), box(2, [5, 5, 10, 10], wrong_class=0.7),
+             box(3, [0, 0, 4, 4], wrong_class=0.0), box(4, [1, 1, 4, 4], wrong_class=0.8)]  # fmt: skip
     audit = {
         "images": [{"image_id": i, "loss": loss} for i, loss in ((1, 0.1), (2, 0.9), (3, 0.8), (4, 0.2))],
         "boxes": boxes, "missing": [],
@@ -173,8 +174,13 @@ def test_every_detector_has_an_audit_step(recipe):
         np.zeros((1, size, size, 3), np.float32)
     )
     batch = {k: np.asarray(v) for k, v in synthetic_batch(2, size, config.data.max_boxes, 3).items()}
-    numbers, found, _ = jax.device_get(make_audit_step(det, audit.head_names(variables["params"]), 0.5, 0.3)(
+    numbers, found, dets = jax.device_get(make_audit_step(det, audit.head_names(variables["params"]), 0.5, 0.3)(
         variables, batch))  # fmt: skip
+    # The detections come from the per-example forward passes: the batched forward's.
+    outputs, _ = inference.forward(det, variables, batch, jax.random.key(0), train=False)
+    want = jax.device_get(det.predict(outputs)._asdict())
+    for key in want:
+        np.testing.assert_allclose(dets[key], want[key], atol=1e-4, err_msg=key)
     assert (
         numbers["grad_norm"].shape == (2,) and np.all(np.isfinite(numbers["loss"])) and np.all(numbers["grad_norm"] > 0)
     )

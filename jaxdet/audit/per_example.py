@@ -36,14 +36,17 @@ def head_names(params: dict, pattern: str | None = None) -> list[str]:
 
 
 def per_example_fn(detector, heads: list[str]) -> Callable:
-    """jit of `per_example`."""
-    return jax.jit(per_example(detector, heads))
+    """jit of `per_example` (the numbers alone)."""
+    per = per_example(detector, heads)
+    return jax.jit(lambda variables, batch, rng: per(variables, batch, rng)[0])
 
 
 def per_example(detector, heads: list[str]) -> Callable:
-    """`(variables, batch, rng) -> {"loss": [B], <term>: [B], "grad_norm": [B]}`: for each
-    of the B examples of `batch` (images [B, S, S, 3] and its targets), its weighted loss,
-    each named loss term and the global norm of d loss / d params[heads]."""
+    """`(variables, batch, rng) -> ({"loss": [B], <term>: [B], "grad_norm": [B]}, outputs)`:
+    for each of the B examples of `batch` (images [B, S, S, 3] and its targets), its weighted
+    loss, each named loss term and the global norm of d loss / d params[heads]; `outputs`
+    are the head outputs of the same forward passes, batched as the detector's own
+    ([B, ...]), for its `predict` (no second forward pass)."""
 
     def one(variables: dict, example: dict, rng: jax.Array) -> dict:
         batch = jax.tree_util.tree_map(lambda x: x[None], example)
@@ -53,9 +56,11 @@ def per_example(detector, heads: list[str]) -> Callable:
         def loss(head: dict):
             full = {"params": {**rest, **head}, "batch_stats": variables.get("batch_stats", {})}
             outputs, _ = forward(detector, full, batch, rng, train=False)
-            return detector.loss_fn(outputs, batch, rng)
+            total, terms = detector.loss_fn(outputs, batch, rng)
+            return total, (terms, outputs)
 
-        (total, terms), grads = jax.value_and_grad(loss, has_aux=True)({k: params[k] for k in heads})
-        return {"loss": total, **terms, "grad_norm": optax.global_norm(grads)}
+        (total, (terms, outputs)), grads = jax.value_and_grad(loss, has_aux=True)({k: params[k] for k in heads})
+        unbatched = jax.tree_util.tree_map(lambda x: x[0], outputs)  # (vmap puts the examples' axis back)
+        return {"loss": total, **terms, "grad_norm": optax.global_norm(grads)}, unbatched
 
     return jax.vmap(one, in_axes=(None, 0, None))

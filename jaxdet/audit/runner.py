@@ -15,7 +15,6 @@ import numpy as np
 from jaxdet.audit import suspects
 from jaxdet.audit.per_example import per_example
 from jaxdet.data import pipeline
-from jaxdet.detectors.inference import forward
 
 
 @dataclasses.dataclass
@@ -32,13 +31,12 @@ def make_audit_step(detector, heads: list[str], match_iou: float, near_iou: floa
     numbers = per_example(detector, heads)
 
     def step(variables: dict, batch: dict):
-        rng = jax.random.key(0)
-        outputs, _ = forward(detector, variables, batch, rng, train=False)
+        per_image, outputs = numbers(variables, batch, jax.random.key(0))
         detections = detector.predict(outputs)
         found = suspects.box_suspicions(
             batch["boxes"], batch["labels"], batch["box_mask"], detections, match_iou, near_iou
         )
-        return numbers(variables, batch, rng), found, detections._asdict()
+        return per_image, found, detections._asdict()
 
     return jax.jit(step)
 

@@ -4,36 +4,39 @@ baselines: ranking by the image's loss alone, and a random order (expected value
 
 from __future__ import annotations
 
+import numpy as np
+
 from jaxdet.audit.noise import KIND_OF
+from jaxdet.boxes import box_iou
 
 
-def _iou(a: list[float], b: list[float]) -> float:
-    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    w = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
-    h = max(0.0, min(ay2, by2) - max(a[1], b[1]))
-    inter = w * h
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
+def _xyxy(items: list[dict], key: str = "bbox") -> np.ndarray:
+    b = np.asarray([it[key] for it in items], np.float32).reshape(-1, 4)
+    return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
 
 
-def _hit(item: dict, change: dict, noise: str) -> bool:
-    """Whether an audited box (a detection for deletions) is the changed annotation."""
-    if item["image_id"] != change["image_id"]:
-        return False
-    if noise == "delete":  # an unexplained detection where the deleted box was
-        return _iou(item["bbox"], change["bbox"]) >= 0.5
-    noisy = change.get("noisy_bbox", change["bbox"])
-    return _iou(item["bbox"], noisy) >= 0.99  # the same annotation (pixels round-trip through the canvas)
+def _hits(candidates: list[dict], changes: list[dict], noise: str) -> np.ndarray:
+    """[N, K] whether candidate n is changed annotation k: an audited box (pixels round-trip
+    through the canvas: IoU >= 0.99 with the noisy box), or for deletions an unexplained
+    detection where the deleted box was (IoU >= 0.5)."""
+    if not candidates:
+        return np.zeros((0, len(changes)), bool)
+    key, threshold = ("bbox", 0.5) if noise == "delete" else ("noisy_bbox", 0.99)
+    theirs = _xyxy([{**c, "noisy_bbox": c.get("noisy_bbox", c["bbox"])} for c in changes], key)
+    iou = np.asarray(box_iou(_xyxy(candidates), theirs))
+    same = np.asarray([c["image_id"] for c in candidates])[:, None] == np.asarray([c["image_id"] for c in changes])
+    return same & (iou >= threshold)
 
 
-def _precision_recall(ranked: list[dict], changes: list[dict], noise: str, k: int) -> tuple[float, float]:
-    found, used = 0, set()
-    for item in ranked[:k]:
-        match = next((j for j, c in enumerate(changes) if j not in used and _hit(item, c, noise)), None)
-        if match is not None:
-            used.add(match)
+def _precision_recall(order: list[int], hits: np.ndarray, k: int) -> tuple[float, float]:
+    """Precision and recall at k of candidates in `order`, each change found once."""
+    found, used = 0, np.zeros(hits.shape[1], bool)
+    for n in order[:k]:
+        free = np.nonzero(hits[n] & ~used)[0]
+        if free.size:
+            used[free[0]] = True
             found += 1
-    return found / max(k, 1), found / max(len(changes), 1)
+    return found / max(k, 1), found / max(hits.shape[1], 1)
 
 
 def table(scores: dict[str, dict]) -> list[str]:
@@ -57,14 +60,18 @@ def score(audit: dict, changes: dict[str, list[dict]]) -> dict[str, dict]:
             continue
         k = len(todo)
         candidates = audit["missing"] if noise == "delete" else audit["boxes"]
-        by_loss = sorted(candidates, key=lambda c: -image_loss.get(c["image_id"], 0.0))
-        hits = sum(any(_hit(c, ch, noise) for ch in todo) for c in candidates)
-        random = min(hits / max(len(candidates), 1), 1.0)  # expected hits in k draws / k; recall the same (k = changes)
+        hits = _hits(candidates, todo, noise)
+        # The audit's ranking of its kind (as audit.json's rankings) and the loss-only one, over the same candidates.
+        by_kind = sorted((n for n, c in enumerate(candidates) if c[kind] > 0), key=lambda n: -candidates[n][kind])
+        by_loss = sorted(range(len(candidates)), key=lambda n: -image_loss.get(candidates[n]["image_id"], 0.0))
+        random = min(
+            hits.any(axis=1).sum() / max(len(candidates), 1), 1.0
+        )  # expected hits in k draws / k; recall alike
         out[noise] = {
             "k": k,
             "candidates": len(candidates),
-            "audit": _precision_recall(audit["rankings"][kind], todo, noise, k),
-            "loss_only": _precision_recall(by_loss, todo, noise, k),
-            "random": (random, random),
+            "audit": _precision_recall(by_kind, hits, k),
+            "loss_only": _precision_recall(by_loss, hits, k),
+            "random": (float(random), float(random)),
         }
     return out

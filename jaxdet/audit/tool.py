@@ -16,6 +16,7 @@ from jaxdet.audit import report, score
 from jaxdet.audit.per_example import head_names
 from jaxdet.audit.runner import make_audit_step, run_pass
 from jaxdet.data import pipeline, sources
+from jaxdet.detectors import inference
 from jaxdet.detectors.inference import forward
 from jaxdet.errors import ConfigError
 from jaxdet.evaluation.predict import restore_weights
@@ -46,12 +47,12 @@ def audit(
     source = sources.load(config.data, split, log=log)
     data = pipeline.Pipeline.from_config(source, config.data)
     batch_size = batch_size or config.train.eval_batch_size
+    heads = head_names(inference.abstract_variables(detector, config.data.image_size, mesh)["params"], params)
+    audit_step = make_audit_step(detector, heads, match_iou, near_iou)  # (one jitted step: compiled once)
     influence: dict[int, float] = {}
-    step = heads = found = None
+    step = found = None
     for which in checkpoints:
         variables, step = restore_weights(workdir, which, detector, config.data.image_size, mesh)
-        heads = heads or head_names(variables["params"], params)
-        audit_step = make_audit_step(detector, heads, match_iou, near_iou)  # (jit: compiled once, cached)
         log(f"audit: checkpoint step {step}, {len(source)} images of split {split!r}, gradient over {heads}")
         start = time.perf_counter()
         found = run_pass(audit_step, variables, data, batch_size, classes, log)
