@@ -15,7 +15,8 @@ import os
 import jax
 import jax.numpy as jnp
 
-from jaxdet import __version__, configs, detectors, files, parallel
+import jaxdet
+from jaxdet import configs, detectors, files, parallel
 from jaxdet.detectors.inference import PIXEL_MEAN, PIXEL_STD, forward
 from jaxdet.errors import ConfigError
 from jaxdet.evaluation.predict import restore_weights
@@ -75,7 +76,7 @@ def export(workdir: str, which: str = "latest", batch: int | str = 1, out: str |
         "category_ids": [int(i) for i in classes.ids],
         "score_threshold": float(config.model.score_threshold),
         "max_detections": int(config.model.max_detections),
-        "jaxdet_version": __version__,
+        "jaxdet_version": jaxdet.__version__,
         "config_hash": configs.fingerprint(config),
         "checkpoint_step": int(step),
         "workdir": os.path.abspath(workdir),
