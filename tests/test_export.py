@@ -42,7 +42,7 @@ def run(tmp_path_factory, compilation_cache):
     return workdir
 
 
-@pytest.mark.parametrize("batch", [2, "dynamic"])
+@pytest.mark.parametrize("batch", [2, pytest.param("dynamic", marks=pytest.mark.slow)])  # (~15 s each)
 def test_the_artifact_in_a_fresh_process_gives_predicts_detections(run, tmp_path, batch):
     out = stablehlo.export(run, batch=batch, out=str(tmp_path / "artifact"))
     meta = json.load(open(os.path.join(out, "metadata.json")))
