@@ -100,13 +100,20 @@ def test_the_audit_of_a_run_writes_every_image_and_box_once_with_the_datasets_id
     experiment.train_and_evaluate(config, workdir, jax.devices()[:1])
     out = tool.audit(workdir, "train", top_k=5, batch_size=4, log=lambda _: None)
     doc = json.load(open(os.path.join(out, "audit.json")))
+    read = lambda name: [json.loads(line) for line in open(os.path.join(out, doc["records"][name]))]  # noqa: E731
+    images, boxes = read("images"), read("boxes")
+    assert doc["counts"] == {"images": len(images), "boxes": len(boxes), "missing": len(read("missing"))}
     truth = json.load(open(data["train_annotations"]))
-    assert sorted(r["image_id"] for r in doc["images"]) == sorted(i["id"] for i in truth["images"])
-    assert all(r["grad_norm"] > 0 and r["self_influence"] == pytest.approx(r["grad_norm"] ** 2) for r in doc["images"])
+    assert sorted(r["image_id"] for r in images) == sorted(i["id"] for i in truth["images"])
+    assert all(r["grad_norm"] > 0 and r["self_influence"] == pytest.approx(r["grad_norm"] ** 2) for r in images)
+    assert [r["image_id"] for r in doc["top_images"]] == [
+        r["image_id"] for r in sorted(images, key=lambda r: -r["grad_norm"])
+    ]
     annotated = sorted((a["image_id"], a["category_id"], *a["bbox"]) for a in truth["annotations"])
-    audited = sorted((b["image_id"], b["category_id"], *np.round(b["bbox"], 3)) for b in doc["boxes"])
+    audited = sorted((b["image_id"], b["category_id"], *np.round(b["bbox"], 3)) for b in boxes)
     assert audited == annotated
     assert set(doc["rankings"]) == {"wrong_class", "poor_box", "spurious_box", "missing_box"}
+    assert not [f for f in os.listdir(out) if f.endswith(".partial")]
     shown = sorted(os.listdir(os.path.join(out, "gallery")))
     assert len(shown) == min(5, len(doc["suspects"])) > 0 and shown[0].startswith("001_")
     kinds = [name.split("_image")[0][4:] for name in shown]  # the kinds take turns: no kind fills the gallery
@@ -146,18 +153,45 @@ def test_the_score_counts_hits_at_k_for_the_audit_and_its_baselines():
 
     box = lambda i, b, **kw: {"image_id": i, "bbox": b, **kw}  # noqa: E731
     changes = {"flip": [box(1, [0, 0, 10, 10], noisy_category_id=2), box(2, [5, 5, 10, 10], noisy_category_id=1)]}
-    boxes = [box(1, [0, 0, 10, 10], wrong_class=0.9), box(2, [5, 5, 10, 10], wrong_class=0.7),
-             box(3, [0, 0, 4, 4], wrong_class=0.0), box(4, [1, 1, 4, 4], wrong_class=0.8)]  # fmt: skip
-    audit = {
-        "images": [{"image_id": i, "loss": loss} for i, loss in ((1, 0.1), (2, 0.9), (3, 0.8), (4, 0.2))],
-        "boxes": boxes, "missing": [],
-        "rankings": {"wrong_class": [boxes[0], boxes[3], boxes[1]]},
-    }  # fmt: skip
-    s = score.score(audit, changes)["flip"]
+    boxes = [box(1, [0, 0, 10, 10], wrong_class=0.9, image_loss=0.1),
+             box(2, [5, 5, 10, 10], wrong_class=0.7, image_loss=0.9),
+             box(3, [0, 0, 4, 4], wrong_class=0.0, image_loss=0.8),
+             box(4, [1, 1, 4, 4], wrong_class=0.8, image_loss=0.2)]  # fmt: skip
+    s = score.score(boxes, [], changes)["flip"]
     assert s["k"] == 2 and s["audit"] == (0.5, 0.5)  # top 2: image 1 (hit), image 4
     assert s["loss_only"] == (0.5, 0.5)  # by loss: image 2 (hit), image 3
     assert s["random"] == (0.5, 0.5)  # 2 of 4 candidates
     assert score.table({"flip": s})[2] == "| flip | 2 | 0.50 / 0.50 | 0.50 / 0.50 | 0.50 / 0.50 |"
+
+
+def test_the_records_stream_to_disk_and_memory_holds_only_the_kept_top(tmp_path):
+    """Memory bounded whatever the split's size: 20,000 boxes through a writer keeping 5
+    leave 5 per ranking in memory, those equal to the top 5 of a full stable sort, and
+    every record in the files."""
+    import json
+
+    from jaxdet.audit.records import JsonLines, RecordWriter
+
+    rng = np.random.default_rng(0)
+    writer, every = RecordWriter(str(tmp_path), keep=5), []
+    for b in range(100):
+        boxes = [
+            {"image_id": b, "box": g, "wrong_class": float(rng.choice([0.0, 0.5, rng.random()])),
+             "poor_box": 0.0, "spurious_box": float(rng.random())}
+            for g in range(200)
+        ]  # fmt: skip
+        images = [{"image_id": b, "index": b, "grad_norm": float(rng.random())}]
+        writer.add(images, boxes, [])
+        every += boxes
+        assert all(len(top) <= 5 for top in (*writer.rankings.values(), writer.suspects, writer.top_images))
+    names = writer.close()
+    on_disk = list(JsonLines(str(tmp_path / names["boxes"])))
+    assert on_disk == every and writer.counts == {"images": 100, "boxes": 20000, "missing": 0}
+    want = sorted((b for b in every if b["wrong_class"] > 0), key=lambda b: -b["wrong_class"])[:5]
+    assert [(r["image_id"], r["box"]) for r in writer.rankings["wrong_class"].sorted()] == [
+        (b["image_id"], b["box"]) for b in want
+    ]
+    assert json.loads(open(tmp_path / names["images"]).readline())["image_id"] == 0
 
 
 @pytest.mark.slow  # ~100 s: every detector's audit step compiled once

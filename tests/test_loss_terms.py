@@ -47,6 +47,7 @@ def _terms(**loss):
     return float(total), {k: float(v) for k, v in terms.items()}, det
 
 
+@pytest.mark.slow  # (~50 s; the default suite stays under 15 minutes on 2 cores)
 def test_faster_rcnn_has_four_terms_and_a_term_flag_changes_only_its_term():
     total, base, det = _terms()
     assert list(base) == FASTER_RCNN_TERMS and list(det.term_weights) == FASTER_RCNN_TERMS

@@ -39,6 +39,7 @@ def get_config(arg: str | None = None):
     r.anchor_size = 4.0
     r.num_scales = 3
     r.aspect_ratios = (0.5, 1.0, 2.0)
+    r.assigner = "max_iou"  # the paper's and torchvision's (fg 0.5 / bg 0.4), not default.py's ATSS
     config.loss.classification = "sigmoid_focal"
     config.loss.localization = "l1"
     config.loss.localization_weight = 1.0

@@ -1,6 +1,7 @@
-"""The audit's outputs: audit.json (every image's and box's numbers, the ranking of each
-kind of suspected error, and the suspects overall) and a gallery of the top suspects
-(one PNG each: annotations in white, the model's detections by class, the suspect in red)."""
+"""The audit's outputs: audit.json (the top of each ranking of suspected errors and the
+suspects overall; records.py streams every record to JSON-lines files beside it) and a
+gallery of the top suspects (one PNG each: annotations in white, the model's detections by
+class, the suspect in red)."""
 
 from __future__ import annotations
 
@@ -12,52 +13,21 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from jaxdet import files, visualize
-from jaxdet.audit.runner import Pass
-from jaxdet.audit.suspects import KINDS
-
-ALL_KINDS = (*KINDS, "missing_box")
+from jaxdet.audit.records import RecordWriter
 
 
-def rankings(found: Pass) -> dict[str, list[dict]]:
-    """{kind: the boxes (detections for missing_box) with a positive score of that kind,
-    highest first}."""
-    out = {kind: sorted((b for b in found.boxes if b[kind] > 0), key=lambda b, k=kind: -b[k]) for kind in KINDS}
-    out["missing_box"] = sorted(found.missing, key=lambda d: -d["missing_box"])
-    return out
-
-
-def suspects(found: Pass) -> list[dict]:
-    """Every box and unexplained detection as one suspect of its most likely kind, highest
-    suspicion first: {"kind", "suspicion", and the box's fields}."""
-    items = []
-    for b in found.boxes:
-        kind = max(KINDS, key=lambda k: b[k])
-        if b[kind] > 0:
-            items.append({"kind": kind, "suspicion": b[kind], **b})
-    items += [{"kind": "missing_box", "suspicion": d["missing_box"], **d} for d in found.missing]
-    return sorted(items, key=lambda s: -s["suspicion"])
-
-
-def top_per_kind(found: Pass, k: int) -> list[dict]:
-    """Up to `k` suspects for the gallery, taken in turn from each kind's ranking (the
-    kinds' scores are not on one scale, and one kind would fill the gallery otherwise)."""
-    ranked = {kind: [{"kind": kind, "suspicion": r[kind], **r} for r in rs] for kind, rs in rankings(found).items()}
-    out: list[dict] = []
-    for r in range(max((len(v) for v in ranked.values()), default=0)):
-        out += [ranked[kind][r] for kind in ALL_KINDS if r < len(ranked[kind])]
-    return out[:k]
-
-
-def write_json(found: Pass, path: str, header: dict) -> None:
-    """audit.json: `header` (run, checkpoint, split), images (by grad_norm, highest first),
-    boxes, missing (unexplained detections), rankings per kind and suspects overall."""
+def write_json(writer: RecordWriter, record_files: dict[str, str], path: str, header: dict) -> None:
+    """audit.json: `header` (run, checkpoint, split), the record counts and files (every
+    image, annotated box and unexplained detection, one JSON object per line, in dataset
+    order), and the top `keep` of each ranking: images by gradient norm, each kind's
+    suspects, and the suspects overall (every item as its most likely kind)."""
     doc = {
         **header,
-        "images": sorted(found.images, key=lambda r: -r["grad_norm"]),
-        "boxes": found.boxes,
-        "missing": found.missing,
-        "rankings": rankings(found),
-        "suspects": suspects(found),
+        "counts": writer.counts,
+        "records": record_files,
+        "top_images": writer.top_images.sorted(),
+        "rankings": {kind: top.sorted() for kind, top in writer.rankings.items()},
+        "suspects": writer.suspects.sorted(),
     }
     files.write_atomic(path, json.dumps(doc))
 

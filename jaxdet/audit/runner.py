@@ -1,11 +1,11 @@
 """One pass of a trained detector over a split for the audit: per image its loss terms and
 head-gradient norm (per_example.py), per annotated box and per detection the suspicions
 (suspects.py), all from one compiled step per batch, streamed through the evaluation
-pipeline (no augmentation), so memory stays that of one batch whatever the split's size."""
+pipeline (no augmentation); each batch's records go to a callback (records.RecordWriter
+streams them to disk), so the pass holds one batch whatever the split's size."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 
@@ -15,15 +15,6 @@ import numpy as np
 from jaxdet.audit import suspects
 from jaxdet.audit.per_example import per_example
 from jaxdet.data import pipeline
-
-
-@dataclasses.dataclass
-class Pass:
-    """What one pass found, in the dataset's ids and original pixels (boxes xywh)."""
-
-    images: list[dict] = dataclasses.field(default_factory=list)  # image_id, index, loss, <terms>, grad_norm
-    boxes: list[dict] = dataclasses.field(default_factory=list)  # image_id, index, box, category_id, kinds...
-    missing: list[dict] = dataclasses.field(default_factory=list)  # image_id, index, box, category_id, score
 
 
 def make_audit_step(detector, heads: list[str], match_iou: float, near_iou: float) -> Callable:
@@ -48,18 +39,20 @@ def _xywh(box: np.ndarray, scale: float) -> list[float]:
 
 def run_pass(
     step: Callable, variables: dict, data: pipeline.Pipeline, batch_size: int, classes,
+    on_batch: Callable[[list[dict], list[dict], list[dict]], None],
     log: Callable[[str], None] = print, every_s: float = 30.0,
-) -> Pass:  # fmt: skip
-    """Streams every example of `data` once through `step`; logs progress and an ETA every
-    `every_s` seconds."""
-    found, n = Pass(), len(data.source)
+) -> None:  # fmt: skip
+    """Streams every example of `data` once through `step`, handing each batch's records
+    (images, annotated boxes, unexplained detections: `_records`) to `on_batch`; logs
+    progress and an ETA every `every_s` seconds."""
+    n = len(data.source)
     start = last = time.perf_counter()
     stream = data.eval(batch_size)
     try:
         for b, local in enumerate(stream):
             inputs = jax.device_put(pipeline.model_inputs(local))
             numbers, sus, dets = jax.device_get(step(variables, inputs))
-            _collect(found, b * batch_size, local, numbers, sus, dets, classes)
+            on_batch(*_records(b * batch_size, local, numbers, sus, dets, classes))
             now = time.perf_counter()
             if now - last >= every_s:
                 done = min(n, (b + 1) * batch_size)
@@ -68,25 +61,30 @@ def run_pass(
                 last = now
     finally:
         stream.close()
-    return found
 
 
-def _collect(found: Pass, first: int, local: dict, numbers: dict, sus: dict, dets: dict, classes) -> None:
+def _records(first: int, local: dict, numbers: dict, sus: dict, dets: dict, classes) -> tuple[list, list, list]:
+    """One batch's records in the dataset's ids and original pixels (boxes xywh): images
+    (image_id, index, loss, <terms>, grad_norm), annotated boxes and unexplained detections
+    (each with its image's loss, for the loss-only ranking)."""
+    images, boxes, missing = [], [], []
     for i in np.nonzero(local["image_mask"])[0]:
         image_id, scale, index = int(local["image_id"][i]), float(local["scale"][i]), first + int(i)
-        found.images.append({"image_id": image_id, "index": index, **{k: float(v[i]) for k, v in numbers.items()}})
+        images.append({"image_id": image_id, "index": index, **{k: float(v[i]) for k, v in numbers.items()}})
         for g in np.nonzero(local["box_mask"][i])[0]:
             other = int(sus["other_class"][i, g])
-            found.boxes.append({
-                "image_id": image_id, "index": index, "box": int(g),
+            boxes.append({
+                "image_id": image_id, "index": index, "box": int(g), "image_loss": images[-1]["loss"],
                 "bbox": _xywh(local["boxes"][i, g], scale),
                 "category_id": classes.category_id(int(local["labels"][i, g])),
                 **{k: float(sus[k][i, g]) for k in (*suspects.KINDS, "best_iou", "score")},
                 "other_category_id": classes.category_id(other) if other >= 0 else None,
             })  # fmt: skip
         for d in np.nonzero(sus["missing_box"][i] > 0)[0]:
-            found.missing.append({
-                "image_id": image_id, "index": index, "bbox": _xywh(dets["boxes"][i, d], scale),
+            missing.append({
+                "image_id": image_id, "index": index, "image_loss": images[-1]["loss"],
+                "bbox": _xywh(dets["boxes"][i, d], scale),
                 "category_id": classes.category_id(int(dets["classes"][i, d])),
                 "missing_box": float(sus["missing_box"][i, d]),
             })  # fmt: skip
+    return images, boxes, missing

@@ -4,39 +4,52 @@ baselines: ranking by the image's loss alone, and a random order (expected value
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from jaxdet.audit.noise import KIND_OF
+from jaxdet.audit.records import TopK
 from jaxdet.boxes import box_iou
 
 
-def _xyxy(items: list[dict], key: str = "bbox") -> np.ndarray:
-    b = np.asarray([it[key] for it in items], np.float32).reshape(-1, 4)
+def _xyxy(boxes: list) -> np.ndarray:
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
     return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
 
 
-def _hits(candidates: list[dict], changes: list[dict], noise: str) -> np.ndarray:
-    """[N, K] whether candidate n is changed annotation k: an audited box (pixels round-trip
-    through the canvas: IoU >= 0.99 with the noisy box), or for deletions an unexplained
-    detection where the deleted box was (IoU >= 0.5)."""
-    if not candidates:
-        return np.zeros((0, len(changes)), bool)
-    key, threshold = ("bbox", 0.5) if noise == "delete" else ("noisy_bbox", 0.99)
-    theirs = _xyxy([{**c, "noisy_bbox": c.get("noisy_bbox", c["bbox"])} for c in changes], key)
-    iou = np.asarray(box_iou(_xyxy(candidates), theirs))
-    same = np.asarray([c["image_id"] for c in candidates])[:, None] == np.asarray([c["image_id"] for c in changes])
-    return same & (iou >= threshold)
+class _Changes:
+    """One noise type's changes grouped by image, to find which a candidate is: an audited
+    box (pixels round-trip through the canvas: IoU >= 0.99 with the noisy box), or for
+    deletions an unexplained detection where the deleted box was (IoU >= 0.5)."""
+
+    def __init__(self, changes: list[dict], noise: str):
+        key, self.threshold = ("bbox", 0.5) if noise == "delete" else ("noisy_bbox", 0.99)
+        by_image: dict[int, list[int]] = {}
+        for n, c in enumerate(changes):
+            by_image.setdefault(c["image_id"], []).append(n)
+        self.by_image = {i: (np.asarray(ns), _xyxy([changes[n].get(key, changes[n]["bbox"]) for n in ns]))
+                         for i, ns in by_image.items()}  # fmt: skip
+        self.count = len(changes)
+
+    def hits(self, candidate: dict) -> np.ndarray:
+        """Indices of the changes `candidate` is."""
+        if candidate["image_id"] not in self.by_image:
+            return np.zeros(0, np.int64)
+        ns, theirs = self.by_image[candidate["image_id"]]
+        iou = np.asarray(box_iou(_xyxy([candidate["bbox"]]), theirs))[0]
+        return ns[iou >= self.threshold]
 
 
-def _precision_recall(order: list[int], hits: np.ndarray, k: int) -> tuple[float, float]:
-    """Precision and recall at k of candidates in `order`, each change found once."""
-    found, used = 0, np.zeros(hits.shape[1], bool)
-    for n in order[:k]:
-        free = np.nonzero(hits[n] & ~used)[0]
-        if free.size:
+def _precision_recall(ranked: list[dict], changes: _Changes, k: int) -> tuple[float, float]:
+    """Precision and recall at k of the `ranked` candidates, each change found once."""
+    found, used = 0, np.zeros(changes.count, bool)
+    for c in ranked[:k]:
+        free = [n for n in changes.hits(c) if not used[n]]
+        if free:
             used[free[0]] = True
             found += 1
-    return found / max(k, 1), found / max(hits.shape[1], 1)
+    return found / max(k, 1), found / max(changes.count, 1)
 
 
 def table(scores: dict[str, dict]) -> list[str]:
@@ -48,30 +61,31 @@ def table(scores: dict[str, dict]) -> list[str]:
     return lines
 
 
-def score(audit: dict, changes: dict[str, list[dict]]) -> dict[str, dict]:
-    """{noise: {"k", "audit": (precision, recall), "loss_only": ..., "random": ...}} for each
-    noise type with changes. Loss-only ranks the same candidates (boxes; detections for
-    deletions) by their image's loss; random is the expected value of a random order."""
-    image_loss = {r["image_id"]: r["loss"] for r in audit["images"]}
+def score(boxes: Iterable[dict], missing: Iterable[dict], changes: dict[str, list[dict]]) -> dict[str, dict]:
+    """{noise: {"k", "candidates", "audit": (precision, recall), "loss_only": ..., "random": ...}}
+    for each noise type with changes; `boxes` and `missing` are the audit's records (read
+    once per noise type, so a JsonLines streams them; memory: k candidates per ranking).
+    The audit ranks the candidates (boxes; detections for deletions) by its kind's score,
+    loss-only by their image's loss; random is the expected value of a random order."""
     out = {}
     for noise, kind in KIND_OF.items():
         todo = changes.get(noise, [])
         if not todo:
             continue
-        k = len(todo)
-        candidates = audit["missing"] if noise == "delete" else audit["boxes"]
-        hits = _hits(candidates, todo, noise)
-        # The audit's ranking of its kind (as audit.json's rankings) and the loss-only one, over the same candidates.
-        by_kind = sorted((n for n, c in enumerate(candidates) if c[kind] > 0), key=lambda n: -candidates[n][kind])
-        by_loss = sorted(range(len(candidates)), key=lambda n: -image_loss.get(candidates[n]["image_id"], 0.0))
-        random = min(
-            hits.any(axis=1).sum() / max(len(candidates), 1), 1.0
-        )  # expected hits in k draws / k; recall alike
+        k, them = len(todo), _Changes(todo, noise)
+        by_kind, by_loss, n, hit = TopK(k), TopK(k), 0, 0
+        for c in missing if noise == "delete" else boxes:
+            n += 1
+            hit += bool(them.hits(c).size)
+            if c[kind] > 0:
+                by_kind.push(c[kind], c)
+            by_loss.push(c["image_loss"], c)
+        random = min(hit / max(n, 1), 1.0)  # expected hits in k draws / k; recall alike
         out[noise] = {
             "k": k,
-            "candidates": len(candidates),
-            "audit": _precision_recall(by_kind, hits, k),
-            "loss_only": _precision_recall(by_loss, hits, k),
+            "candidates": n,
+            "audit": _precision_recall(by_kind.sorted(), them, k),
+            "loss_only": _precision_recall(by_loss.sorted(), them, k),
             "random": (float(random), float(random)),
         }
     return out

@@ -1,8 +1,8 @@
-"""Ablation: how RetinaNet chooses its positives. The default experiment with max-IoU
+"""Ablation: how RetinaNet chooses its positives. The default experiment (ATSS since these results) with max-IoU
 (0.5 / 0.4, torchvision's), ATSS (Zhang et al. 2020) and task-aligned assignment (TOOD):
 
     python -m experiments.sweep --config=experiments/configs/ablations/retinanet_assigner.py \
-        --workdir=runs/ablations/retinanet_assigner --seeds=0-1 \
+        --workdir=runs/ablations/retinanet_assigner --seeds=0-2 \
         --sweep='model.retinanet.assigner=max_iou,atss,task_aligned' --launcher=ray --cpus_per_arm=1
 
 The loss, anchors and schedule stay the default's; only the targets change (task-aligned
