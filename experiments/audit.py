@@ -31,7 +31,10 @@ _KEEP = flags.DEFINE_integer(
 )
 _PARAMS = flags.DEFINE_string("params", None, "Regex over top-level parameter modules (default: the head).")
 _MATCH_IOU = flags.DEFINE_float("match_iou", 0.5, "IoU at which a detection finds an annotated box.")
-_NEAR_IOU = flags.DEFINE_float("near_iou", 0.3, "IoU under which nothing is near (spurious / missing boxes).")
+_NEAR_IOU = flags.DEFINE_float(
+    "near_iou", 0.1, "IoU under which nothing is near (spurious / missing boxes); from it up to --match_iou: poor box."
+)
+_MISSING_SCORE = flags.DEFINE_float("missing_score", 0.3, "Score from which an unexplained detection is a missing box.")
 _CHANGES = flags.DEFINE_string(
     "changes", None, "experiments.inject_noise's changes.json: score the audit against the injected noise."
 )
@@ -43,7 +46,7 @@ def main(argv):
     with cli.user_errors():
         out = tool.audit(
             _WORKDIR.value, _SPLIT.value, _CHECKPOINTS.value, _OUT.value, _BATCH.value, _TOP_K.value,
-            _PARAMS.value, _MATCH_IOU.value, _NEAR_IOU.value, _KEEP.value,
+            _PARAMS.value, _MATCH_IOU.value, _NEAR_IOU.value, _MISSING_SCORE.value, _KEEP.value,
         )  # fmt: skip
         if _CHANGES.value:
             print("\n".join(tool.score_against(out, _CHANGES.value)))

@@ -9,7 +9,9 @@ stablehlo: the forward pass, decoding and post-processing as one serialized `jax
 program with the weights inside, plus metadata.json (input size, normalisation, class
 names and the dataset's category ids, score threshold, jaxdet version, config hash). Its
 detections equal `experiments.predict`'s on the same checkpoint (tests/test_export.py).
-Default --out: <workdir>/export/stablehlo-step<N>.
+onnx: the same function as one ONNX model (fixed batch), converted from its jaxpr by
+jaxdet.export.onnx (a rule per primitive; one without fails naming it); onnxruntime runs it.
+Default --out: <workdir>/export/<format>-step<N>.
 """
 
 from absl import flags
@@ -29,13 +31,19 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     cli.start(argv)
     with cli.user_errors():
-        if _FORMAT.value != "stablehlo":
-            raise ConfigError(
-                f"--format={_FORMAT.value} is not built yet (issue: export); --format=stablehlo runs anywhere JAX runs"
-            )
         batch = _BATCH.value if _BATCH.value == "dynamic" else _int(_BATCH.value)
-        out = stablehlo.export(_WORKDIR.value, _CHECKPOINT.value, batch, _OUT.value)
-    print(f"wrote {out}/model.stablehlo and {out}/metadata.json")
+        if _FORMAT.value == "stablehlo":
+            out, name = stablehlo.export(_WORKDIR.value, _CHECKPOINT.value, batch, _OUT.value), stablehlo.PROGRAM
+        elif _FORMAT.value == "onnx":
+            from jaxdet.export.onnx import export as onnx_export  # (onnx is the [onnx] extra)
+
+            out, name = onnx_export.export(_WORKDIR.value, _CHECKPOINT.value, batch, _OUT.value), onnx_export.MODEL
+        else:
+            raise ConfigError(
+                f"--format={_FORMAT.value} is not built yet (issue: export); --format=stablehlo runs anywhere JAX "
+                "runs, --format=onnx in onnxruntime"
+            )
+    print(f"wrote {out}/{name} and {out}/metadata.json")
 
 
 def _int(text: str) -> int:

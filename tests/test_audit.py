@@ -162,6 +162,10 @@ def test_the_score_counts_hits_at_k_for_the_audit_and_its_baselines():
     assert s["loss_only"] == (0.5, 0.5)  # by loss: image 2 (hit), image 3
     assert s["random"] == (0.5, 0.5)  # 2 of 4 candidates
     assert score.table({"flip": s})[2] == "| flip | 2 | 0.50 / 0.50 | 0.50 / 0.50 | 0.50 / 0.50 |"
+    # Fewer candidates than changes: a random order takes them all and finds what they hold.
+    deleted = {"delete": [box(1, [20, 20, 10, 10]), box(2, [30, 30, 5, 5])]}
+    d = score.score([], [box(1, [20, 20, 10, 10], missing_box=0.6, image_loss=0.1)], deleted)["delete"]
+    assert d["candidates"] == 1 and d["audit"] == d["loss_only"] == d["random"] == (0.5, 0.5)
 
 
 def test_the_records_stream_to_disk_and_memory_holds_only_the_kept_top(tmp_path):
@@ -219,3 +223,29 @@ def test_every_detector_has_an_audit_step(recipe):
         numbers["grad_norm"].shape == (2,) and np.all(np.isfinite(numbers["loss"])) and np.all(numbers["grad_norm"] > 0)
     )
     assert found["spurious_box"].shape == batch["box_mask"].shape
+
+
+def test_cleaning_removes_the_suspected_annotations_adds_the_missing_and_counts_the_unmatched():
+    import copy
+
+    from jaxdet.audit import clean
+
+    ann = lambda i, im, c, b: {"id": i, "image_id": im, "category_id": c, "bbox": b, "area": b[2] * b[3]}  # noqa: E731
+    annotations = [ann(10, 1, 3, [0, 0, 10, 10]), ann(11, 1, 4, [0, 0, 10, 10]), ann(12, 2, 3, [5, 5, 8, 8])]
+    coco = {"images": [{"id": 1}, {"id": 2}], "categories": [{"id": 3}, {"id": 4}], "annotations": annotations}
+    before = copy.deepcopy(coco)
+    sus = lambda im, c, b, **kw: {"image_id": im, "category_id": c, "bbox": b, **kw}  # noqa: E731
+    boxes = [sus(1, 4, [0.0, 0.0001, 10.0, 9.9999], wrong_class=0.9, poor_box=0.0, spurious_box=0.0),  # annotation 11
+             sus(2, 4, [5, 5, 8, 8], wrong_class=0.0, poor_box=0.7, spurious_box=0.0),  # category differs: unmatched
+             sus(1, 3, [0, 0, 10, 10], wrong_class=0.2, poor_box=0.0, spurious_box=0.0)]  # below the top 1  # fmt: skip
+    missing = [sus(2, 4, [20, 20, 6, 6], missing_box=0.8), sus(2, 3, [30, 30, 6, 6], missing_box=0.6)]
+    top = clean.top_suspects(boxes, missing, 1, ["wrong_class", "poor_box", "missing_box"])
+    assert [len(v) for v in top.values()] == [1, 1, 1] and top["wrong_class"][0]["bbox"][1] == 0.0001
+    cleaned, actions = clean.apply(coco, top)
+    assert coco == before  # the input is left alone
+    assert [a["id"] for a in actions["removed"]] == [11] and actions["unmatched"] == 1
+    assert [a["id"] for a in cleaned["annotations"]] == [10, 12, 13]
+    assert cleaned["annotations"][-1] == {"id": 13, "image_id": 2, "category_id": 4, "bbox": [20, 20, 6, 6],
+                                          "area": 36, "iscrowd": 0, "audit_added": True}  # fmt: skip
+    with pytest.raises(ValueError, match="unknown suspect kinds"):
+        clean.top_suspects(boxes, missing, 1, ["wrong_box"])

@@ -1,5 +1,6 @@
-"""The StableHLO artifact (jaxdet/export) against `predict` on the same checkpoint, run
-in a fresh process that never imports the detector code."""
+"""The exported artifacts (jaxdet/export: StableHLO, ONNX) against `predict` on the same
+checkpoint, run in a fresh process that never imports the detector code (nor, for ONNX,
+jax)."""
 
 import json
 import os
@@ -15,6 +16,7 @@ from PIL import Image
 from jaxdet import experiment
 from jaxdet.evaluation.predict import Predictor
 from jaxdet.export import stablehlo
+from jaxdet.export.onnx import export as onnx_export
 
 _RUNNER = """
 import json, sys
@@ -27,8 +29,26 @@ for path in sys.argv[2:]:
     d = artifact(np.asarray(Image.open(path).convert("RGB")))
     out.append({k: np.asarray(v).tolist() for k, v in d.items()})
 loaded = sorted(m for m in sys.modules if m.startswith("jaxdet"))
-print(json.dumps({"detections": out, "modules": loaded}))
+print(json.dumps({"detections": out, "modules": loaded, "jax": "jax" in sys.modules}))
 """
+
+
+def assert_same_detections(got: dict, ref: dict, box_atol: float = 1e-3, score_atol: float = 1e-5) -> None:
+    """Same count; scores position by position within `score_atol` (both lists are sorted);
+    each detection equal to the reference's at its position (class, box within `box_atol`),
+    or, where scores tie within `score_atol` (another runtime's rounding may order a tie
+    the other way), to one of the tied reference detections."""
+    scores, ref_scores = np.asarray(got["scores"]), np.asarray(ref["scores"])
+    assert scores.shape == ref_scores.shape, (scores.shape, ref_scores.shape)
+    np.testing.assert_allclose(scores, ref_scores, atol=score_atol)
+    boxes, ref_boxes = np.asarray(got["boxes"]).reshape(-1, 4), np.asarray(ref["boxes"]).reshape(-1, 4)
+    used = np.zeros(len(ref_scores), bool)
+    for i in range(len(scores)):
+        tied = np.nonzero(~used & (np.abs(ref_scores - scores[i]) <= score_atol))[0]
+        same = [j for j in tied if got["classes"][i] == ref["classes"][j]
+                and np.abs(boxes[i] - ref_boxes[j]).max() <= box_atol]  # fmt: skip
+        assert same, f"detection {i} ({got['classes'][i]}, {scores[i]}, {boxes[i]}) is not the reference's"
+        used[i if i in same else same[0]] = True
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +121,78 @@ def test_every_detector_exports_with_a_fixed_and_a_symbolic_batch(recipe):
         got = jax.device_get(exported.call(x))
         for key in want:
             np.testing.assert_allclose(got[key], want[key], atol=1e-4, err_msg=f"{recipe} {key} batch {batch}")
+
+
+def test_the_onnx_artifact_in_onnxruntime_gives_predicts_detections(run, tmp_path):
+    """model.onnx in onnxruntime, in a fresh process without jax, against predict on images
+    of three other sizes; the metadata rides in the model too."""
+    import onnx
+
+    out = onnx_export.export(run, batch=2, out=str(tmp_path / "artifact"))
+    meta = json.load(open(os.path.join(out, "metadata.json")))
+    assert meta["format"] == "onnx" and meta["category_ids"] == [17, 44] and meta["batch"] == 2
+    props = {p.key: p.value for p in onnx.load(os.path.join(out, "model.onnx")).metadata_props}
+    assert json.loads(props["jaxdet"]) == meta
+    rng = np.random.default_rng(1)
+    paths = []
+    for k, (h, w) in enumerate([(50, 90), (120, 70), (64, 64)]):
+        paths.append(str(tmp_path / f"im{k}.png"))
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(paths[-1])
+    proc = subprocess.run([sys.executable, "-c", _RUNNER, out, *paths], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not got["jax"] and "jaxdet.export.load" in got["modules"]
+    predictor = Predictor(run)
+    total = 0
+    for path, d in zip(paths, got["detections"], strict=True):
+        ref = predictor(np.asarray(Image.open(path).convert("RGB")))
+        assert_same_detections(d, {k: np.asarray(v).tolist() for k, v in ref.items()})
+        total += len(d["classes"])
+    assert total > 0
+
+
+@pytest.mark.slow  # ~40 s: every detector converted and run in onnxruntime
+@pytest.mark.parametrize("recipe", ["default", "fcos", "yolov8", "yolo", "ssd", "centernet", "detr", "faster_rcnn"])
+def test_every_detector_exports_to_onnx_with_the_jitted_functions_detections(recipe):
+    """Random weights, every candidate kept (score threshold 0), random pixels: the ONNX
+    model's detections in onnxruntime equal the jitted function's."""
+    import importlib
+
+    import jax.numpy as jnp
+    import onnxruntime
+
+    from jaxdet import detectors
+    from jaxdet.detectors.inference import forward
+    from jaxdet.export.onnx import to_onnx
+    from jaxdet.training.step import init_key
+
+    config = importlib.import_module(f"experiments.configs.{recipe}").get_config("tiny")
+    config.model.kernels = "plain"
+    config.model.score_threshold = 0.0
+    size = config.data.image_size
+    det = detectors.build_detector(config, 3)
+    variables = jax.jit(lambda x: det.module.init({"params": init_key(0), "sampling": init_key(1)}, x))(
+        np.zeros((1, size, size, 3), np.float32)
+    )
+    # Fresh heads score every candidate alike (their bias initialisation), and a tie among
+    # hundreds is broken by rounding: noise on the weights spreads the scores, as training does.
+    rng = np.random.default_rng(1)
+    noise = lambda v: v + 0.05 * rng.normal(size=v.shape).astype(v.dtype)  # noqa: E731
+    variables = {**variables, "params": jax.tree.map(noise, variables["params"])}
+
+    def run(images):
+        outputs, _ = forward(det, variables, {"image": images}, jax.random.key(0), train=False)
+        return det.predict(outputs)._asdict()
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+    want = jax.device_get(jax.jit(run)(x))
+    model = to_onnx(run, jax.ShapeDtypeStruct(x.shape, jnp.float32))
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": x}), strict=True))
+    np.testing.assert_array_equal(got["valid"], want["valid"])
+    for b in range(2):
+        keep = want["valid"][b]
+        assert keep.sum() > 0 and np.all(np.isfinite(want["scores"][b][keep]))
+        assert_same_detections(
+            {k: v[b][keep] for k, v in got.items()}, {k: np.asarray(v)[b][keep] for k, v in want.items()}
+        )

@@ -17,7 +17,9 @@ from jaxdet.audit.per_example import per_example
 from jaxdet.data import pipeline
 
 
-def make_audit_step(detector, heads: list[str], match_iou: float, near_iou: float) -> Callable:
+def make_audit_step(
+    detector, heads: list[str], match_iou: float, near_iou: float, missing_score: float = 0.3
+) -> Callable:
     """jit of `(variables, batch) -> (per-example numbers, suspicions, detections)`."""
     numbers = per_example(detector, heads)
 
@@ -25,7 +27,7 @@ def make_audit_step(detector, heads: list[str], match_iou: float, near_iou: floa
         per_image, outputs = numbers(variables, batch, jax.random.key(0))
         detections = detector.predict(outputs)
         found = suspects.box_suspicions(
-            batch["boxes"], batch["labels"], batch["box_mask"], detections, match_iou, near_iou
+            batch["boxes"], batch["labels"], batch["box_mask"], detections, match_iou, near_iou, missing_score
         )
         return per_image, found, detections._asdict()
 

@@ -28,8 +28,8 @@ def box_suspicions(
     mask: jax.Array,
     detections: Detections,
     match_iou: float = 0.5,
-    near_iou: float = 0.3,
-    confident: float = 0.5,
+    near_iou: float = 0.1,
+    confident: float = 0.3,
 ) -> dict[str, jax.Array]:
     """Annotated boxes [B, G, 4] xyxy, labels [B, G], mask [B, G] against `detections`
     ([B, D]) in the same pixels -> {kind: [B, G]} for KINDS, "best_iou" [B, G] (same class),

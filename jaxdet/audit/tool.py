@@ -32,7 +32,8 @@ def audit(
     top_k: int = 24,
     params: str | None = None,
     match_iou: float = 0.5,
-    near_iou: float = 0.3,
+    near_iou: float = 0.1,
+    missing_score: float = 0.3,
     keep: int = 1000,
     log: Callable[[str], None] = print,
 ) -> str:
@@ -56,7 +57,7 @@ def audit(
     data = pipeline.Pipeline.from_config(source, config.data)
     batch_size = batch_size or config.train.eval_batch_size
     heads = head_names(inference.abstract_variables(detector, config.data.image_size, mesh)["params"], params)
-    audit_step = make_audit_step(detector, heads, match_iou, near_iou)  # (one jitted step: compiled once)
+    audit_step = make_audit_step(detector, heads, match_iou, near_iou, missing_score)  # (one jitted step: compiled once)
     # Earlier checkpoints add each image's squared gradient norm (8 bytes an image); the
     # last one's pass writes the records and the suspicions.
     influence = np.zeros(len(source), np.float64)
@@ -93,7 +94,8 @@ def audit(
         writer.discard()
         raise
     header = {"workdir": os.path.abspath(workdir), "split": split, "checkpoints": list(checkpoints), "step": step,
-              "gradient_over": heads, "match_iou": match_iou, "near_iou": near_iou}  # fmt: skip
+              "gradient_over": heads, "match_iou": match_iou, "near_iou": near_iou,
+              "missing_score": missing_score}  # fmt: skip
     report.write_json(writer, writer.close(), os.path.join(out, "audit.json"), header)
     run = jax.jit(lambda v, x: detector.predict(forward(detector, v, {"image": x}, jax.random.key(0), False)[0]))
 

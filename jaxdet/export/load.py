@@ -1,5 +1,6 @@
-"""Runs an exported StableHLO artifact (stablehlo.py) on images: imports jax, numpy and
-`jaxdet.data.canvas` (resize and pad as evaluation does), never the detector's code.
+"""Runs an exported artifact on images: StableHLO (stablehlo.py) through jax, ONNX
+(onnx/export.py) through onnxruntime without jax; both with numpy and `jaxdet.data.canvas`
+(resize and pad as evaluation does), never the detector's code.
 
     python -m jaxdet.export.load --artifact=DIR --images='photos/*.jpg' --out=detections.json
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import numpy as np
 
 from jaxdet.data.canvas import preprocess, to_original
@@ -19,17 +19,35 @@ class Artifact:
     """A loaded artifact: `artifact(image)` -> {boxes [N, 4] xyxy original pixels, scores
     [N], classes [N] (labels), category_ids [N]} for the valid detections."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, threads: int = 0):
         with open(os.path.join(directory, "metadata.json")) as f:
             self.metadata = json.load(f)
-        with open(os.path.join(directory, "model.stablehlo"), "rb") as f:
-            self.exported = jax.export.deserialize(bytearray(f.read()))
         self.size = int(self.metadata["input_size"])
         self.batch = self.metadata["batch"]
+        self.format = self.metadata["format"]
+        if self.format == "onnx":
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads  # 0: onnxruntime's choice (every core)
+            self.session = onnxruntime.InferenceSession(
+                os.path.join(directory, "model.onnx"), options, providers=["CPUExecutionProvider"]
+            )
+            self.names = [o.name for o in self.session.get_outputs()]
+        elif self.format == "stablehlo":
+            import jax
+
+            with open(os.path.join(directory, "model.stablehlo"), "rb") as f:
+                self.exported = jax.export.deserialize(bytearray(f.read()))
+        else:
+            raise ValueError(f"{directory}: unknown artifact format {self.format!r} (stablehlo or onnx)")
 
     def batch_call(self, canvases: np.ndarray) -> dict[str, np.ndarray]:
         """float32 [B, S, S, 3] -> the program's fixed-size detections ([B, D, ...])."""
-        return {k: np.asarray(v) for k, v in self.exported.call(np.asarray(canvases, np.float32)).items()}
+        canvases = np.asarray(canvases, np.float32)
+        if self.format == "onnx":
+            return dict(zip(self.names, self.session.run(None, {"images": canvases}), strict=True))
+        return {k: np.asarray(v) for k, v in self.exported.call(canvases).items()}
 
     def __call__(self, image: np.ndarray) -> dict[str, np.ndarray]:
         h, w = image.shape[:2]
