@@ -57,7 +57,8 @@ def audit(
     data = pipeline.Pipeline.from_config(source, config.data)
     batch_size = batch_size or config.train.eval_batch_size
     heads = head_names(inference.abstract_variables(detector, config.data.image_size, mesh)["params"], params)
-    audit_step = make_audit_step(detector, heads, match_iou, near_iou, missing_score)  # (one jitted step: compiled once)
+    # One jitted step, compiled once for every checkpoint.
+    audit_step = make_audit_step(detector, heads, match_iou, near_iou, missing_score)
     # Earlier checkpoints add each image's squared gradient norm (8 bytes an image); the
     # last one's pass writes the records and the suspicions.
     influence = np.zeros(len(source), np.float64)
