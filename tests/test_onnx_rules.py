@@ -129,3 +129,20 @@ def test_convolutions_pooling_and_dot_products():
 def test_a_primitive_without_a_rule_is_named():
     with pytest.raises(Unsupported, match="'atan2'"):
         to_onnx(lambda a: jnp.arctan2(a, a + 1), jax.ShapeDtypeStruct((3,), jnp.float32))
+
+
+def test_greedy_nms_becomes_onnx_non_max_suppression_with_the_same_kept_set():
+    """jaxdet_greedy_nms (vmapped over images, invalid boxes among them, both forms) as
+    ONNX's NonMaxSuppression keeps exactly the boxes the JAX forms keep."""
+    from jaxdet.ops import nms
+
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 40, (3, 300, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(2, 20, (3, 300, 2))], -1).astype(np.float32)
+    valid = jnp.asarray(rng.uniform(size=(3, 300)) > 0.1)
+    for form in ("plain", "cpu"):
+        fn = lambda b: jax.vmap(lambda bb, v: nms.greedy_keep(bb, v, 0.5, form))(b, valid)  # noqa: E731
+        model = to_onnx(fn, jax.ShapeDtypeStruct(boxes.shape, jnp.float32))
+        assert "NonMaxSuppression" in {n.op_type for n in model.graph.node}
+        _check(fn, boxes)
+    assert 20 < int(np.asarray(fn(boxes)).sum()) < 800  # boxes both kept and suppressed

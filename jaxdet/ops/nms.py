@@ -25,6 +25,8 @@ class-offset trick of `batched_nms`.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import Array
@@ -88,7 +90,15 @@ def greedy_keep(sorted_boxes: Array, sorted_valid: Array, iou_threshold: float, 
     Args: sorted_boxes [N, 4] xyxy; sorted_valid bool [N] (invalid boxes are neither kept
     nor suppress); form "cpu" (sequential) or "plain" (blocked): the same result.
     """
-    if check_form(form) == "cpu":
+    return jaxdet_greedy_nms(sorted_boxes, sorted_valid, jnp.float32(iou_threshold), check_form(form))
+
+
+@functools.partial(jax.jit, static_argnames="form")
+def jaxdet_greedy_nms(sorted_boxes: Array, sorted_valid: Array, iou_threshold: Array, form: str) -> Array:
+    """greedy_keep's computation as a named call: jaxprs show it as one `jit` equation named
+    jaxdet_greedy_nms (vmapped or not), which the ONNX export replaces with ONNX's own
+    NonMaxSuppression (jaxdet/export/onnx/nms.py); traced inside a program it compiles inline."""
+    if form == "cpu":
         return _keep_sequential(sorted_boxes, sorted_valid, iou_threshold)
     return _keep_blocked(sorted_boxes, sorted_valid, iou_threshold)
 

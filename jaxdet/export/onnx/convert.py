@@ -17,6 +17,7 @@ from jaxdet.export.onnx.graph import OPSET, Graph, value_info
 
 Rule = Callable[[Graph, core.JaxprEqn, list[str]], list[str]]
 RULES: dict[str, Rule] = {}
+NAMED: dict[str, Rule] = {}  # jit-named functions converted whole (e.g. greedy NMS), not inlined
 _INLINED = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
             "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr", "remat": "jaxpr",
             "checkpoint": "jaxpr"}  # fmt: skip
@@ -30,6 +31,16 @@ def rule(*names: str) -> Callable[[Rule], Rule]:
     def register(fn: Rule) -> Rule:
         for name in names:
             RULES[name] = fn
+        return fn
+
+    return register
+
+
+def named_rule(name: str) -> Callable[[Rule], Rule]:
+    """Registers the ONNX form of the jitted function called `name` (its jit equation's name)."""
+
+    def register(fn: Rule) -> Rule:
+        NAMED[name] = fn
         return fn
 
     return register
@@ -64,7 +75,9 @@ def emit(g: Graph, jaxpr: core.Jaxpr, consts: Sequence, inputs: Sequence[str]) -
     for eqn in _live(jaxpr):
         ins = [read(v) for v in eqn.invars]
         name = eqn.primitive.name
-        if name in _INLINED:
+        if name in ("jit", "pjit") and eqn.params.get("name") in NAMED:  # a call with an ONNX form of its own
+            outs = NAMED[eqn.params["name"]](g, eqn, ins)
+        elif name in _INLINED:
             sub = eqn.params[_INLINED[name]]
             closed = sub if hasattr(sub, "consts") else core.ClosedJaxpr(sub, ())
             outs = emit(g, closed.jaxpr, closed.consts, ins)
