@@ -51,7 +51,8 @@ def main(argv):
 
     predictor = Predictor(_WORKDIR.value, _CHECKPOINT.value)
     size = predictor.config.data.image_size
-    print(f"{predictor.config.model.name} at {size} px, checkpoint step {predictor.step}, {jax.devices()[0].device_kind}")
+    device = jax.devices()[0].device_kind
+    print(f"{predictor.config.model.name} at {size} px, checkpoint step {predictor.step}, {device}")
     print("| batch | jaxdet predict ms/image | StableHLO ms/image | onnxruntime ms/image | StableHLO MB | ONNX MB |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
