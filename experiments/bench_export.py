@@ -5,7 +5,9 @@ its ONNX artifact in onnxruntime, side by side in one process (median after warm
 
 Each side maps the same canvases [B, S, S, 3] to detections (the model, decoding and
 post-processing; not the image resize, which all three share). Artifacts go to a
-temporary folder; their sizes are printed with the times.
+temporary folder; their sizes are printed with the times. First, --images images of
+random other sizes go through predict and each artifact (batch 1): how many agree in
+count, classes and order, and the largest box and score differences.
 """
 
 import os
@@ -27,6 +29,7 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best or a ste
 _BATCHES = flags.DEFINE_list("batches", ["1", "8"], "Images per call.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed calls per side (the median is reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed calls after compilation or session start.")
+_IMAGES = flags.DEFINE_integer("images", 20, "Images of random other sizes to compare each artifact with predict on.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -41,6 +44,27 @@ def _median_ms(fn, canvases: np.ndarray, warmup: int, steps: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def _agreement(predictor: Predictor, artifact: Artifact, n: int) -> str:
+    """Each of `n` random images (sides 40-200 px) through predict and the artifact: whether
+    count, classes and order agree, and the largest box and score differences."""
+    rng = np.random.default_rng(0)
+    same, box, score, total = 0, 0.0, 0.0, 0
+    for _ in range(n):
+        image = rng.integers(0, 255, (int(rng.integers(40, 200)), int(rng.integers(40, 200)), 3), dtype=np.uint8)
+        ref, got = predictor(image), artifact(image)
+        total += len(ref["scores"])
+        if len(ref["scores"]) != len(got["scores"]) or not np.array_equal(ref["classes"], got["classes"]):
+            continue
+        same += 1
+        if len(ref["scores"]):
+            box = max(box, float(np.abs(ref["boxes"] - got["boxes"]).max()))
+            score = max(score, float(np.abs(ref["scores"] - got["scores"]).max()))
+    return (
+        f"{same}/{n} images same count, classes and order ({total} detections); "
+        f"max |box| {box:.2g} px, |score| {score:.2g}"
+    )
+
+
 def _size_mb(directory: str, name: str) -> float:
     return os.path.getsize(os.path.join(directory, name)) / 1e6
 
@@ -53,9 +77,12 @@ def main(argv):
     size = predictor.config.data.image_size
     device = jax.devices()[0].device_kind
     print(f"{predictor.config.model.name} at {size} px, checkpoint step {predictor.step}, {device}")
-    print("| batch | jaxdet predict ms/image | StableHLO ms/image | onnxruntime ms/image | StableHLO MB | ONNX MB |")
-    print("|---|---|---|---|---|---|")
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        if _IMAGES.value:
+            for fmt, export in (("stablehlo", stablehlo.export), ("onnx", onnx_export.export)):
+                artifact = Artifact(export(_WORKDIR.value, _CHECKPOINT.value, 1, os.path.join(tmp, f"check_{fmt}")))
+                print(f"{fmt} against predict: {_agreement(predictor, artifact, _IMAGES.value)}")
         for batch in [int(b) for b in _BATCHES.value]:
             canvases = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
             shlo = stablehlo.export(_WORKDIR.value, _CHECKPOINT.value, batch, os.path.join(tmp, f"shlo{batch}"))
@@ -66,10 +93,13 @@ def main(argv):
                 "onnx": Artifact(onnx_dir).batch_call,
             }
             ms = {name: _median_ms(fn, canvases, _WARMUP.value, _STEPS.value) / batch for name, fn in sides.items()}
-            print(
+            rows.append(
                 f"| {batch} | {ms['jaxdet']:.1f} | {ms['stablehlo']:.1f} | {ms['onnx']:.1f} "
                 f"| {_size_mb(shlo, stablehlo.PROGRAM):.1f} | {_size_mb(onnx_dir, onnx_export.MODEL):.1f} |"
             )
+    print("| batch | jaxdet predict ms/image | StableHLO ms/image | onnxruntime ms/image | StableHLO MB | ONNX MB |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":
