@@ -76,24 +76,47 @@ def test_pointwise_conv_equals_lax_conv(stride, size):
     assert "conv_general_dilated" not in str(jaxpr)  # the matrix-product form was taken
 
 
-@pytest.mark.parametrize("padding", ["SAME", ((1, 1), (1, 1))])
-def test_large_3x3_conv_weight_gradient_by_taps_equals_lax_conv(monkeypatch, padding):
+def _taps_above(monkeypatch, macs: float) -> None:
+    monkeypatch.setattr(cpu_conv, "TAPS_WEIGHT_GRAD_ABOVE_MACS", {f: macs for f in kernels.CPU_FAMILIES})
+
+
+@pytest.mark.parametrize("padding, stride, size", [("SAME", 1, (7, 6)), (((1, 1), (1, 1)), 1, (7, 6)),
+                                                   (((1, 1), (1, 1)), 2, (7, 6)), ("SAME", 2, (7, 9))])  # fmt: skip
+def test_large_3x3_conv_weight_gradient_by_taps_equals_lax_conv(monkeypatch, padding, stride, size):
     rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.normal(size=(2, 7, 6, 4)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(2, *size, 4)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32)
-    monkeypatch.setattr(cpu_conv, "TAPS_WEIGHT_GRAD_ABOVE_MACS", 0)  # take the form at this tiny size
-    assert "custom_vjp_call" in str(_conv_pair(x, w, (1, 1), padding))
-    monkeypatch.setattr(cpu_conv, "TAPS_WEIGHT_GRAD_ABOVE_MACS", 1e12)
-    assert "custom_vjp_call" not in str(_conv_pair(x, w, (1, 1), padding))
+    _taps_above(monkeypatch, 0)  # take the form at this tiny size
+    assert "custom_vjp_call" in str(_conv_pair(x, w, (stride, stride), padding))
+    _taps_above(monkeypatch, 1e12)
+    assert "custom_vjp_call" not in str(_conv_pair(x, w, (stride, stride), padding))
 
 
-def test_other_convolutions_are_left_to_lax():
+def test_other_convolutions_are_left_to_lax(monkeypatch):
+    _taps_above(monkeypatch, 0)  # whatever their size: it is their shape that rules them out
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=(1, 9, 9, 4)), jnp.float32)
-    for shape, stride, padding in [((3, 3, 4, 2), (2, 2), ((1, 1), (1, 1))), ((7, 7, 4, 2), (2, 2), ((3, 3), (3, 3)))]:
+    for shape, stride, padding in [((3, 3, 4, 2), (1, 1), "VALID"), ((7, 7, 4, 2), (2, 2), ((3, 3), (3, 3)))]:
         w = jnp.asarray(rng.normal(size=shape), jnp.float32)
         jaxpr = str(_conv_pair(x, w, stride, padding))
         assert "conv_general_dilated" in jaxpr and "custom_vjp_call" not in jaxpr
+
+
+def test_the_taps_threshold_follows_the_cpu_family_and_is_logged(monkeypatch):
+    """The threshold is the family's (measured apart, cpu_conv's docstring); the env variable
+    overrides the detection and a wrong value is refused naming the valid ones."""
+    for family in kernels.CPU_FAMILIES:
+        monkeypatch.setenv(kernels.FAMILY_ENV, family)
+        assert cpu_conv.taps_above_macs() == cpu_conv.TAPS_WEIGHT_GRAD_ABOVE_MACS[family]
+        assert f"CPU family {family}:" in kernels.describe("cpu", "cpu")
+    assert cpu_conv.TAPS_WEIGHT_GRAD_ABOVE_MACS["avx512"] < cpu_conv.TAPS_WEIGHT_GRAD_ABOVE_MACS["generic"]
+    assert kernels.describe("plain", "gpu") == "kernel forms: plain (gpu)"
+    monkeypatch.setenv(kernels.FAMILY_ENV, "avx1024")
+    valid = r"valid \('avx512', 'generic'\)"
+    with pytest.raises(ConfigError, match=r"JAXDET_CPU_FAMILY='avx1024': not a CPU family; " + valid):
+        kernels.cpu_family()
+    monkeypatch.delenv(kernels.FAMILY_ENV)
+    assert kernels.cpu_family() in kernels.CPU_FAMILIES
 
 
 def test_frozen_batch_norm_is_a_fixed_affine_map():

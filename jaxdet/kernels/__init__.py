@@ -10,10 +10,17 @@ as a static field, so the choice is visible in the model and testable on any bac
 - "auto": the CPU forms on a CPU mesh, the plain forms elsewhere (the default);
 - "cpu": the CPU forms on any backend (tests compare them with the plain forms);
 - "plain": the plain forms everywhere.
+
+Within the CPU forms, a size threshold can depend on the host CPU's family (`cpu_family`):
+XLA:CPU's library kernels use AVX-512 where the CPU has it, and which form wins moves with
+that (kernels/cpu_conv.py). The family is read from the CPU's features, never guessed from
+its name, and a run logs it (`describe`).
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Sequence
 
 import jax
@@ -22,6 +29,10 @@ from jaxdet.errors import ConfigError
 
 POLICIES = ("auto", "cpu", "plain")
 FORMS = ("cpu", "plain")  # what a policy resolves to
+# CPU families whose forms were measured apart: x86 with AVX-512F (Intel Xeon since
+# Skylake-SP, AMD since Zen 4) and the rest (AVX2 x86 such as AMD EPYC Zen 2/3, Arm, ...).
+CPU_FAMILIES = ("avx512", "generic")
+FAMILY_ENV = "JAXDET_CPU_FAMILY"  # overrides the detection (benchmarks time both on one host)
 
 
 def resolve(policy: str, platform: str) -> str:
@@ -47,3 +58,36 @@ def check_form(form: str) -> str:
     if form not in FORMS:
         raise ValueError(f"kernel form {form!r}: resolve the policy first (jaxdet.kernels.resolve); valid {FORMS}")
     return form
+
+
+@functools.cache
+def _detected_family() -> str:
+    try:  # Linux; elsewhere the measured default ("generic")
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "avx512" if "avx512f" in line.split(":", 1)[1].split() else "generic"
+    except OSError:
+        pass
+    return "generic"
+
+
+def cpu_family() -> str:
+    """The host CPU's family in CPU_FAMILIES: "avx512" where /proc/cpuinfo lists avx512f, else
+    "generic"; the environment variable JAXDET_CPU_FAMILY overrides it (checked)."""
+    family = os.environ.get(FAMILY_ENV) or _detected_family()
+    if family not in CPU_FAMILIES:
+        raise ConfigError(f"{FAMILY_ENV}={family!r}: not a CPU family; valid {CPU_FAMILIES}")
+    return family
+
+
+def describe(form: str, platform: str) -> str:
+    """One log line: the resolved kernel form and, for the CPU forms, what the host CPU chose."""
+    if check_form(form) == "plain":
+        return f"kernel forms: plain ({platform})"
+    from jaxdet.kernels import cpu_conv  # (imports this package)
+
+    return (
+        f"kernel forms: cpu ({platform}; CPU family {cpu_family()}: 3x3 weight gradients by taps above "
+        f"{cpu_conv.taps_above_macs():.0e} multiply-adds)"
+    )

@@ -11,12 +11,17 @@ with jax 0.10.2 (BENCHMARKS.md):
   transposed ([C, pixels]) before the weight-gradient product: ~15 ms per 8 MB map in
   ResNet-50's layer3. The explicit `dot_general(x, g)` over the pixel axis has no
   transpose: ResNet-50 stages fwd+bwd 842 -> 522 ms (layer1), 843 -> 654 ms (layer3).
-- 3x3 stride-1 convolutions with many multiply-adds (RetinaNet's classification conv at
-  P3, Faster R-CNN's RPN and FPN convs at P2) compute their weight gradient as nine matrix
-  products, one per kernel tap, instead of XLA's weight-gradient convolution, which is
-  2.5-3.5x slower than the forward at those sizes (64x64x256 -> 720: 391 -> 167 ms;
-  128x128x256 -> 256: 747 -> 337 ms). Smaller ones keep XLA's (faster there: 64x64x256
-  -> 256: 61 ms vs 90 ms).
+- 3x3 convolutions (padding 1, any stride) with many multiply-adds compute their weight
+  gradient as nine matrix products, one per kernel tap, instead of XLA's weight-gradient
+  convolution (which transposes its input to [C, H, W, N] first and runs as a convolution
+  with a 64x64 window). Where that wins depends on the CPU family (`kernels.cpu_family`):
+  * generic (measured on AMD EPYC, AVX2): only above ~6e9 multiply-adds, where XLA's is
+    2.5-3.5x slower than the forward (64x64x256 -> 720: 391 -> 167 ms; 128x128x256 -> 256:
+    747 -> 337 ms); below, XLA's is faster (64x64x256 -> 256: 61 ms vs 90 ms).
+  * avx512 (measured on an Intel Xeon with AVX-512 and AMX): the products run on AVX-512
+    kernels and win from ~1e9 multiply-adds, strided ones included (batch 2: 64x64x256 ->
+    256: 196-284 -> 79-85 ms; 32x32x256 -> 256: 23-30 -> 15 ms; 128x128x64 -> 64: 88-94 ->
+    71 ms; stride 2 128x128x128 -> 128: 56 -> 37 ms; 16x16x256 -> 256 (3e8): 3.7 vs 4.2 ms).
 
 The kernel policy (`jaxdet.kernels`) chooses this module on a CPU mesh; any other
 convolution (dilated, grouped, other layouts) goes to `lax.conv_general_dilated` unchanged.
@@ -28,9 +33,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxdet import kernels
+
 # Multiply-adds of a 3x3 convolution above which the per-tap weight gradient wins on
-# XLA:CPU (measured crossing: 4.8e9 slower, 7.6e9 faster; see the module docstring).
-TAPS_WEIGHT_GRAD_ABOVE_MACS = 6e9
+# XLA:CPU, per CPU family (module docstring): generic, crossing between 4.8e9 (slower) and
+# 7.6e9 (faster); avx512, between 3e8 (slower) and 1.2e9 (faster).
+TAPS_WEIGHT_GRAD_ABOVE_MACS = {"generic": 6e9, "avx512": 1e9}
 
 # flax's NHWC x HWIO -> NHWC, as `lax.conv_dimension_numbers` spells it.
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
@@ -50,13 +58,20 @@ def conv_general_dilated(
             sy, sx = window_strides
             x = lhs[:, ::sy, ::sx] if (sy, sx) != (1, 1) else lhs  # a strided 1x1 conv subsamples
             return _pointwise_mm(x, rhs[0, 0], precision)
-        same_3x3 = rhs.shape[:2] == (3, 3) and tuple(window_strides) == (1, 1) and pads == ((1, 1), (1, 1))
-        if same_3x3 and lhs.shape[0] * lhs.shape[1] * lhs.shape[2] * rhs.size > TAPS_WEIGHT_GRAD_ABOVE_MACS:
-            return _conv3x3_taps(lhs, rhs, precision)
+        if rhs.shape[:2] == (3, 3) and pads == ((1, 1), (1, 1)):
+            stride = tuple(int(s) for s in window_strides)
+            out_pixels = lhs.shape[0] * (-(-lhs.shape[1] // stride[0])) * (-(-lhs.shape[2] // stride[1]))
+            if out_pixels * rhs.size > taps_above_macs():
+                return _conv3x3_taps(lhs, rhs, stride, precision)
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
         feature_group_count, precision=precision, **kwargs,
     )  # fmt: skip
+
+
+def taps_above_macs() -> float:
+    """The multiply-adds above which a 3x3 weight gradient is taken by taps, on this host's CPU."""
+    return TAPS_WEIGHT_GRAD_ABOVE_MACS[kernels.cpu_family()]
 
 
 def _is_plain(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, kwargs) -> bool:
@@ -103,35 +118,34 @@ _pointwise_mm = jax.custom_vjp(_pointwise_plain, nondiff_argnums=(2,))
 _pointwise_mm.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
-def _conv3x3_plain(x, w, precision):
-    return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_NHWC, precision=precision)
+def _conv3x3_plain(x, w, stride, precision):
+    return lax.conv_general_dilated(x, w, stride, ((1, 1), (1, 1)), dimension_numbers=_NHWC, precision=precision)
 
 
-def _conv3x3_taps_fwd(x, w, precision):
-    return _conv3x3_plain(x, w, precision), (x, w)
+def _conv3x3_taps_fwd(x, w, stride, precision):
+    return _conv3x3_plain(x, w, stride, precision), (x, w)
 
 
-def _conv3x3_taps_bwd(precision, res, g):
+def _conv3x3_taps_bwd(stride, precision, res, g):
     x, w = res
     # Input gradient: XLA's own (the transposed convolution, as autodiff would build it).
-    _, vjp_x = jax.vjp(lambda x: _conv3x3_plain(x, w, precision), x)
+    _, vjp_x = jax.vjp(lambda x: _conv3x3_plain(x, w, stride, precision), x)
     (dx,) = vjp_x(g)
-    # Weight gradient, tap (i, j): sum over pixels of x shifted by (i-1, j-1) times g.
-    b, h, wd, c = x.shape
+    # Weight gradient, tap (i, j): sum over output pixels p of x at (stride * p + (i, j) - 1) times g at p.
+    c = x.shape[-1]
+    _, ho, wo, _ = g.shape
+    (sy, sx) = stride
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     g2 = g.reshape(-1, g.shape[-1])
-    taps = [
-        [
-            lax.dot_general(
-                xp[:, i : i + h, j : j + wd].reshape(-1, c), g2, (((0,), (0,)), ((), ())), precision=precision
-            )
-            for j in range(3)
-        ]
-        for i in range(3)
-    ]
+
+    def tap(i, j):
+        xs = xp[:, i : i + sy * (ho - 1) + 1 : sy, j : j + sx * (wo - 1) + 1 : sx]
+        return lax.dot_general(xs.reshape(-1, c), g2, (((0,), (0,)), ((), ())), precision=precision)
+
+    taps = [[tap(i, j) for j in range(3)] for i in range(3)]
     dw = jnp.stack([jnp.stack(row) for row in taps])  # [3, 3, Cin, Cout]
     return dx, dw.astype(w.dtype)
 
 
-_conv3x3_taps = jax.custom_vjp(_conv3x3_plain, nondiff_argnums=(2,))
+_conv3x3_taps = jax.custom_vjp(_conv3x3_plain, nondiff_argnums=(2, 3))
 _conv3x3_taps.defvjp(_conv3x3_taps_fwd, _conv3x3_taps_bwd)

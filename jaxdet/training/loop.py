@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxdet import configs
+from jaxdet import configs, kernels
 from jaxdet.checkpoints import Checkpoints, DiskFull
 from jaxdet.console import log as _log
 from jaxdet.errors import ConfigError
@@ -115,6 +115,8 @@ def _train(run: Run, ev: Evaluation, ckpts: Checkpoints, best: BestCheckpoint, t
         f"{len(run.train_source)} train images, {run.mesh.size} device(s), "
         f"global batch {cfg.train.batch_size}, steps {start}->{cfg.train.steps}"
     )
+    platform = kernels.platform(run.mesh.devices.flat)
+    _log(kernels.describe(kernels.resolve(cfg.model.kernels, platform), platform))
     for line in run.group_lines:
         _log(line)
     if ema.describe(cfg.optim):
