@@ -87,6 +87,7 @@ def test_an_image_without_boxes_is_all_negative():
         assert (np.asarray(got.label) == NEGATIVE).all() and (np.asarray(got.iou) == 0).all()
 
 
+@pytest.mark.slow  # ATSS is RetinaNet's default: every default-suite RetinaNet run trains with it
 def test_retinanet_trains_with_atss_targets_by_flag():
     """`model.retinanet.assigner=atss`: RetinaNet's targets are ATSS's on its anchors, level
     by level; the loss is finite and falls under gradient steps; other names are refused."""

@@ -49,6 +49,7 @@ def _prepare_and_count(data_dir: str) -> int:
     return len(sources.tfds_source("jaxdet_shapes", "validation", data_dir))
 
 
+@pytest.mark.slow  # (the suite's time: 26 s)
 def test_processes_preparing_one_fresh_dataset_at_once_all_succeed(tmp_path):
     """A sweep's runs start together on a fresh disk: without the preparation lock every
     process but one failed renaming its copy into place ("Cannot rename ... already exists")."""

@@ -46,7 +46,7 @@ def _steps(config, devices, batches):
     return states
 
 
-@pytest.mark.parametrize("n_devices, every", [(1, 1), (4, 1), (1, 2)])
+@pytest.mark.parametrize("n_devices, every", [(1, 1), (4, 1), pytest.param(1, 2, marks=pytest.mark.slow)])
 def test_the_train_steps_average_is_ultralytics_ema_of_the_weights(n_devices, every):
     config = _tiny(optim__ema_decay=0.9, optim__ema_warmup=3, optim__accumulate_steps=every)
     states = _steps(config, jax.devices()[:n_devices], [_batch(8, 64, seed=s) for s in range(4)])

@@ -49,6 +49,7 @@ def test_a_multiscale_run_compiles_one_step_per_size_and_resumes_bitwise(tmp_pat
     config = default.get_config("tiny")
     config.data.train_sizes = (32, 64)
     config.data.workers = 0
+    config.train.num_prediction_images = 0  # (the test's time)
     config.train.log_every = 1
     drawn = {train_size(config.seed, s, (32, 64)) for s in range(config.train.steps)}
     assert drawn == {32, 64}  # both sizes train within the tiny run

@@ -81,6 +81,7 @@ def test_an_unreadable_image_stops_the_run_but_keeps_its_checkpoint(data, tmp_pa
     assert [r["unreadable_images"] for r in _rows(workdir, "eval")] == [1.0, 1.0]
 
 
+@pytest.mark.slow  # (the suite's time; SIGTERM during training: test_resilience.py)
 def test_an_evaluation_stopped_by_sigterm_is_done_on_resume(data, tmp_path, compilation_cache):
     workdir, log = str(tmp_path / "run"), str(tmp_path / "first.log")
     settings = {"train.steps": 4, "train.eval_every": 2, "train.checkpoint_every": 2, "train.eval_batch_size": 1}
@@ -181,6 +182,7 @@ def _mount_tmpfs(path, size: str) -> None:
         pytest.skip("needs to mount a small tmpfs (root in CI): the disk-full case runs on a real full file system")
 
 
+@pytest.mark.slow  # (the suite's time; needs root to mount a tmpfs)
 def test_a_full_disk_stops_with_one_error_line_and_keeps_the_checkpoints(data, tmp_path, compilation_cache):
     mount = tmp_path / "small"
     _mount_tmpfs(mount, "9m")  # room for ~3 tiny checkpoints
