@@ -132,18 +132,21 @@ def _conv3x3_taps_bwd(stride, precision, res, g):
     _, vjp_x = jax.vjp(lambda x: _conv3x3_plain(x, w, stride, precision), x)
     (dx,) = vjp_x(g)
     # Weight gradient, tap (i, j): sum over output pixels p of x at (stride * p + (i, j) - 1) times g at p.
-    c = x.shape[-1]
-    _, ho, wo, _ = g.shape
+    # A scan over the nine taps, so that one shifted copy of x is alive at a time (as nine
+    # independent products, XLA kept all nine: +1.1 GB peak in a RetinaNet-R50 step).
+    b, _, _, c = x.shape
+    _, ho, wo, co = g.shape
     (sy, sx) = stride
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    g2 = g.reshape(-1, g.shape[-1])
+    g2 = g.reshape(-1, co)
+    window = (b, sy * (ho - 1) + 1, sx * (wo - 1) + 1, c)
 
-    def tap(i, j):
-        xs = xp[:, i : i + sy * (ho - 1) + 1 : sy, j : j + sx * (wo - 1) + 1 : sx]
-        return lax.dot_general(xs.reshape(-1, c), g2, (((0,), (0,)), ((), ())), precision=precision)
+    def tap(carry, offset):
+        xs = lax.dynamic_slice(xp, (0, offset[0], offset[1], 0), window)[:, ::sy, ::sx]
+        return carry, lax.dot_general(xs.reshape(-1, c), g2, (((0,), (0,)), ((), ())), precision=precision)
 
-    taps = [[tap(i, j) for j in range(3)] for i in range(3)]
-    dw = jnp.stack([jnp.stack(row) for row in taps])  # [3, 3, Cin, Cout]
+    offsets = jnp.array([(i, j) for i in range(3) for j in range(3)], jnp.int32)
+    dw = lax.scan(tap, None, offsets)[1].reshape(3, 3, c, co)  # [3, 3, Cin, Cout]
     return dx, dw.astype(w.dtype)
 
 
