@@ -27,6 +27,15 @@ _BATCH = flags.DEFINE_string("batch", "1", "Images per call: a number, or 'dynam
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: <workdir>/export/<format>-step<N>).")
 flags.mark_flags_as_required(["workdir"])
 
+# Measured (docs/export.md): jax2tf puts the StableHLO program in an XlaCallModule op, which
+# tensorflow 2.21 (the newest for Python 3.11) cannot read from jax 0.10.2.
+SAVEDMODEL_REFUSED = (
+    "--format=savedmodel is not offered: jax2tf embeds the StableHLO program in an XlaCallModule op, and "
+    "tensorflow 2.21 reads StableHLO up to v1.13.7 while jax 0.10.2 writes v1.15.0 (top_k as a composite op), "
+    "so the SavedModel fails when TF runs it ('failed to deserialize portable artifact'); TFLite has no "
+    "XlaCallModule kernel at all. Use --format=stablehlo (anywhere JAX runs) or --format=onnx (onnxruntime)"
+)
+
 
 def main(argv):
     cli.start(argv)
@@ -39,10 +48,7 @@ def main(argv):
 
             out, name = onnx_export.export(_WORKDIR.value, _CHECKPOINT.value, batch, _OUT.value), onnx_export.MODEL
         else:
-            raise ConfigError(
-                f"--format={_FORMAT.value} is not built yet (issue: export); --format=stablehlo runs anywhere JAX "
-                "runs, --format=onnx in onnxruntime"
-            )
+            raise ConfigError(SAVEDMODEL_REFUSED)
     print(f"wrote {out}/{name} and {out}/metadata.json")
 
 

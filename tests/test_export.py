@@ -196,3 +196,22 @@ def test_every_detector_exports_to_onnx_with_the_jitted_functions_detections(rec
         assert_same_detections(
             {k: v[b][keep] for k, v in got.items()}, {k: np.asarray(v)[b][keep] for k, v in want.items()}
         )
+
+
+def test_savedmodel_is_refused_because_tensorflow_cannot_run_jaxs_stablehlo(tmp_path):
+    """The reason the CLI gives is checked, not assumed: a jax2tf SavedModel of a top_k (as in
+    every detector's post-processing) fails when TensorFlow runs it. When a TensorFlow that
+    reads this jax's StableHLO is pinned, this test fails: then build the format."""
+    tf = pytest.importorskip("tensorflow")
+    from jax.experimental import jax2tf
+
+    proc = subprocess.run([sys.executable, "-m", "experiments.export", f"--workdir={tmp_path}", "--format=savedmodel"],
+                          capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))  # fmt: skip
+    assert proc.returncode != 0 and "--format=savedmodel is not offered" in proc.stderr, proc.stderr[-2000:]
+    module = tf.Module()
+    fn = jax2tf.convert(lambda x: jax.lax.top_k(x, 2)[0])
+    module.f = tf.function(fn, input_signature=[tf.TensorSpec((5,), tf.float32)], autograph=False)
+    tf.saved_model.save(module, str(tmp_path / "sm"))
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    with pytest.raises(Exception, match="failed to deserialize portable artifact"):
+        loaded.f(tf.constant([1.0, 5.0, 3.0, 4.0, 2.0]))
