@@ -93,12 +93,9 @@ def _initial_outputs(detector: str, classification: str, confidence: str) -> dic
 
 # Faster R-CNN's column is the slowest (~10 s per loss: two stages to trace) and shares the
 # loss code with the others; it runs with `pytest -m slow` to keep the default suite in budget.
-# Slow here (the suite's time): Faster R-CNN, and the detectors whose real train steps the
-# default suite runs elsewhere (test_detr.py; the swapped-assigner and neck tests for the YOLOs).
-SWAP_DETECTORS = [
-    pytest.param(d, marks=pytest.mark.slow) if d in ("faster_rcnn", "detr", "yolo", "yolov8") else d
-    for d in sorted(detectors.DETECTORS)
-]
+# Also slow: detectors whose train steps run elsewhere (test_detr.py; YOLOs: assigner, neck tests).
+_SLOW = ("faster_rcnn", "detr", "yolo", "yolov8")
+SWAP_DETECTORS = [pytest.param(d, marks=pytest.mark.slow) if d in _SLOW else d for d in sorted(detectors.DETECTORS)]
 # The whole matrix is (detector x loss); the default suite runs every loss on the four
 # anchor-based / YOLOX columns; the newer detectors' columns (their losses go through the
 # same dense path; ~2-5 s of compile per cell) run with `pytest -m slow`, to keep the
