@@ -1,12 +1,14 @@
-"""Where a RetinaNet-R50 training step spends its time, on jaxdet and on torchvision.
+"""Where a RetinaNet-R50 or FCOS-R50 training step spends its time, on jaxdet and on torchvision.
 
     python -m experiments.bench_breakdown      # 512 px, batch 2, 80 classes: BENCHMARKS.md's CPU table
+    python -m experiments.bench_breakdown --detector=fcos   # fcos.py:torchvision vs fcos_resnet50_fpn
 
 Times, on both sides (needs the `bench` extra), forward and forward + backward of:
 - the whole network (backbone + FPN + head, with a dummy loss);
 - its parts: ResNet-50's stem (conv, BatchNorm, ReLU, max-pool) and its four stages
   (BatchNorm in training mode; gradients with respect to the parameters and the stage's
-  input), and the RetinaNet head on five random 256-channel levels.
+  input), and the detector's head (RetinaNet's, or FCOS's with GroupNorm towers) on five
+  random 256-channel levels.
 `experiments.bench` gives the whole step; the step minus the network is target
 assignment + losses + optimizer update. Medians of 5 runs after 2 warm-ups.
 """
@@ -18,12 +20,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
-from experiments.configs import retinanet_r50
+from experiments.configs import fcos, retinanet_r50
 from jaxdet import detectors, kernels
 from jaxdet.data.synthetic import synthetic_batch
 from jaxdet.detectors import inference
 from jaxdet.models.backbones import Bottleneck
+from jaxdet.models.heads.fcos import FCOSHead
 from jaxdet.models.heads.retinanet import RetinaNetHead
 from jaxdet.models.layers import Conv, make_norm, max_pool_3x3_s2
 
@@ -38,6 +42,12 @@ STAGES = (
 )
 HEAD_LEVELS = range(3, 8)
 KERNELS = kernels.resolve("auto", kernels.platform())  # the forms a training run here would use
+# Per detector: its jaxdet config (as experiments.bench compares it) and its head on 256 channels.
+DETECTORS = {
+    "retinanet": (retinanet_r50.get_config, lambda: RetinaNetHead(CLASSES, 9, 4, 256, "none", kernels=KERNELS)),
+    "fcos": (lambda: fcos.get_config("torchvision"), lambda: FCOSHead(CLASSES, 256, 4, "group", kernels=KERNELS)),
+}
+_DETECTOR = flags.DEFINE_enum("detector", "retinanet", list(DETECTORS), "Whose network and head to time.")
 
 
 def _median_time(fn) -> float:
@@ -66,9 +76,11 @@ def _dummy_loss(outputs) -> jax.Array:
     return sum(jnp.mean(o) for o in jax.tree_util.tree_leaves(outputs))
 
 
-def jaxdet_network(batch) -> tuple[float, float]:
-    config = retinanet_r50.get_config()
+def jaxdet_network(batch, detector: str) -> tuple[float, float]:
+    config = DETECTORS[detector][0]()
     config.data.image_size, config.train.batch_size = SIZE, BATCH
+    # As torchvision's builders without weights: BatchNorm in training mode, every stage trained.
+    config.model.backbone_norm, config.model.frozen_stages = "batch", -1
     det = detectors.build_detector(config, CLASSES, None)
     images = inference.normalize(jnp.asarray(batch["image"]))
     key = jax.random.key(0)
@@ -112,7 +124,7 @@ def _time_module(module, inputs, wrt_inputs: bool, mutable=("batch_stats",)) -> 
     return _time_jax(loss, variables["params"], inputs, wrt_inputs=wrt_inputs)
 
 
-def jaxdet_parts() -> dict[str, tuple[float, float]]:
+def jaxdet_parts(detector: str) -> dict[str, tuple[float, float]]:
     rng = np.random.default_rng(0)
     times = {}
     for name, shape, blocks, width, stride in STAGES:
@@ -121,9 +133,7 @@ def jaxdet_parts() -> dict[str, tuple[float, float]]:
     levels = {
         lvl: jnp.asarray(rng.normal(size=(BATCH, SIZE >> lvl, SIZE >> lvl, 256)), jnp.float32) for lvl in HEAD_LEVELS
     }
-    times["head"] = _time_module(
-        RetinaNetHead(CLASSES, 9, 4, 256, "none", kernels=KERNELS), levels, wrt_inputs=True, mutable=()
-    )
+    times["head"] = _time_module(DETECTORS[detector][1](), levels, wrt_inputs=True, mutable=())
     return times
 
 
@@ -142,10 +152,15 @@ def _time_torch(model, forward, loss) -> tuple[float, float]:
     return no_grad, _median_time(lambda: run(True))
 
 
-def torchvision_parts() -> dict[str, tuple[float, float]]:
+def _sum_of_means(out) -> "torch.Tensor":  # noqa: F821
+    return sum(v.float().mean() for v in out.values())
+
+
+def torchvision_parts(detector: str) -> dict[str, tuple[float, float]]:
     import torch
     from torchvision.models import resnet50
-    from torchvision.models.detection.retinanet import RetinaNetHead as TorchHead
+    from torchvision.models.detection.fcos import FCOSHead as TorchFCOSHead
+    from torchvision.models.detection.retinanet import RetinaNetHead as TorchRetinaNetHead
 
     net = resnet50().train()
     modules = {
@@ -157,36 +172,36 @@ def torchvision_parts() -> dict[str, tuple[float, float]]:
         x = torch.randn(b, c, h, w, requires_grad=blocks > 0)
         times[name] = _time_torch(modules[name], lambda: modules[name](x), lambda out: out.mean())
     levels = [torch.randn(BATCH, 256, SIZE >> lvl, SIZE >> lvl, requires_grad=True) for lvl in HEAD_LEVELS]
-    head_loss = lambda out: out["cls_logits"].mean() + out["bbox_regression"].mean()  # noqa: E731
-    head = TorchHead(256, 9, CLASSES)
-    times["head"] = _time_torch(head, lambda: head(levels), head_loss)
+    head = TorchRetinaNetHead(256, 9, CLASSES) if detector == "retinanet" else TorchFCOSHead(256, 1, CLASSES)
+    times["head"] = _time_torch(head, lambda: head(levels), _sum_of_means)
     return times
 
 
-def torchvision_network(batch) -> tuple[float, float]:
+def torchvision_network(batch, detector: str) -> tuple[float, float]:
     import torch
-    from torchvision.models.detection import retinanet_resnet50_fpn
+    from torchvision.models import detection
 
-    model = retinanet_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=CLASSES, min_size=SIZE, max_size=SIZE
-    ).train()
+    build = detection.retinanet_resnet50_fpn if detector == "retinanet" else detection.fcos_resnet50_fpn
+    model = build(weights=None, weights_backbone=None, num_classes=CLASSES, min_size=SIZE, max_size=SIZE).train()
     images = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous() / 255.0
 
     forward = lambda: model.head(list(model.backbone(images).values()))  # noqa: E731
-    return _time_torch(model, forward, lambda out: sum(v.float().mean() for v in out.values()))
+    return _time_torch(model, forward, _sum_of_means)
 
 
-def main() -> None:
+def main(argv) -> None:
+    del argv
+    detector = _DETECTOR.value
     batch = synthetic_batch(BATCH, SIZE, 100, CLASSES)
     print(
         f"{'part':<10} {'jaxdet fwd':>10} {'fwd+bwd':>9} {'torch fwd':>10} {'fwd+bwd':>9} {'jaxdet/torch fwd+bwd':>21}"
     )
-    ours, theirs = jaxdet_parts(), torchvision_parts()
-    ours["network"], theirs["network"] = jaxdet_network(batch), torchvision_network(batch)
+    ours, theirs = jaxdet_parts(detector), torchvision_parts(detector)
+    ours["network"], theirs["network"] = jaxdet_network(batch, detector), torchvision_network(batch, detector)
     for name in ours:
         (jf, jb), (tf, tb) = ours[name], theirs[name]
         print(f"{name:<10} {jf * 1e3:8.0f}ms {jb * 1e3:7.0f}ms {tf * 1e3:8.0f}ms {tb * 1e3:7.0f}ms {jb / tb:21.2f}")
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)
