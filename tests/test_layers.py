@@ -76,9 +76,8 @@ def test_pointwise_conv_equals_lax_conv(stride, size):
     assert "conv_general_dilated" not in str(jaxpr)  # the matrix-product form was taken
 
 
-def _taps_above(monkeypatch, macs: float, narrow: float = 0.0) -> None:
+def _taps_above(monkeypatch, macs: float) -> None:
     monkeypatch.setattr(cpu_conv, "TAPS_WEIGHT_GRAD_ABOVE_MACS", {f: macs for f in kernels.CPU_FAMILIES})
-    monkeypatch.setattr(cpu_conv, "NARROW_OUTPUT_RATIO", {f: narrow for f in kernels.CPU_FAMILIES})
 
 
 @pytest.mark.parametrize("padding, stride, size", [("SAME", 1, (7, 6)), (((1, 1), (1, 1)), 1, (7, 6)),
@@ -93,21 +92,8 @@ def test_large_3x3_conv_weight_gradient_by_taps_equals_lax_conv(monkeypatch, pad
     assert "custom_vjp_call" not in str(_conv_pair(x, w, (stride, stride), padding))
 
 
-@pytest.mark.parametrize("padding, size, cout", [("SAME", (7, 6), 1), (((1, 1), (1, 1)), (5, 9), 3)])
-def test_narrow_3x3_conv_weight_gradient_by_shifted_output_gradients_equals_lax(monkeypatch, padding, size, cout):
-    rng = np.random.default_rng(5)
-    x = jnp.asarray(rng.normal(size=(2, *size, 9)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(3, 3, 9, cout)), jnp.float32)
-    _taps_above(monkeypatch, 1e12, narrow=1 / 3)
-    assert "_conv3x3_narrow" in str(_conv_pair(x, w, (1, 1), padding))
-    # Wider outputs, and strided convolutions, are not narrow-output ones.
-    wide = jnp.asarray(rng.normal(size=(3, 3, 9, 4)), jnp.float32)
-    assert "custom_vjp_call" not in str(_conv_pair(x, wide, (1, 1), padding))
-    assert "custom_vjp_call" not in str(_conv_pair(x, w, (2, 2), padding))
-
-
 def test_other_convolutions_are_left_to_lax(monkeypatch):
-    _taps_above(monkeypatch, 0, narrow=1.0)  # whatever their size: it is their shape that rules them out
+    _taps_above(monkeypatch, 0)  # whatever their size: it is their shape that rules them out
     rng = np.random.default_rng(4)
     x = jnp.asarray(rng.normal(size=(1, 9, 9, 4)), jnp.float32)
     for shape, stride, padding in [((3, 3, 4, 2), (1, 1), "VALID"), ((7, 7, 4, 2), (2, 2), ((3, 3), (3, 3)))]:
@@ -122,7 +108,6 @@ def test_the_taps_threshold_follows_the_cpu_family_and_is_logged(monkeypatch):
     for family in kernels.CPU_FAMILIES:
         monkeypatch.setenv(kernels.FAMILY_ENV, family)
         assert cpu_conv.taps_above_macs() == cpu_conv.TAPS_WEIGHT_GRAD_ABOVE_MACS[family]
-        assert cpu_conv.narrow_output_ratio() == cpu_conv.NARROW_OUTPUT_RATIO[family]
         assert f"CPU family {family}:" in kernels.describe("cpu", "cpu")
     assert cpu_conv.TAPS_WEIGHT_GRAD_ABOVE_MACS["avx512"] < cpu_conv.TAPS_WEIGHT_GRAD_ABOVE_MACS["generic"]
     assert kernels.describe("plain", "gpu") == "kernel forms: plain (gpu)"

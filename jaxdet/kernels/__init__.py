@@ -87,9 +87,7 @@ def describe(form: str, platform: str) -> str:
         return f"kernel forms: plain ({platform})"
     from jaxdet.kernels import cpu_conv  # (imports this package)
 
-    ratio = cpu_conv.narrow_output_ratio()
-    narrow = f"from shifted output gradients where Cout <= {ratio:.2f} Cin" if ratio else "no narrow-output form"
     return (
         f"kernel forms: cpu ({platform}; CPU family {cpu_family()}: 3x3 weight gradients by taps above "
-        f"{cpu_conv.taps_above_macs():.0e} multiply-adds, {narrow})"
+        f"{cpu_conv.taps_above_macs():.0e} multiply-adds)"
     )

@@ -23,16 +23,6 @@ with jax 0.10.2 (BENCHMARKS.md):
     256: 196-284 -> 79-85 ms; 32x32x256 -> 256: 23-30 -> 15 ms; 128x128x64 -> 64: 88-94 ->
     71 ms; stride 2 128x128x128 -> 128: 56 -> 37 ms; 16x16x256 -> 256 (3e8): 3.7 vs 4.2 ms).
 
-- 3x3 convolutions (stride 1, padding 1) whose output has at most a third of the input's
-  channels (heads' last convs: boxes, centre-ness, class logits) compute their weight
-  gradient as one matrix product of the padded input with nine shifted copies of the
-  output gradient ([Cin, pixels] x [pixels, 9 Cout]): the copies are of the narrow
-  tensor, and the input is read once. Measured on avx512 only (batch 2, 64x64x256 ->
-  Cout, forward + backward): Cout 1: 13.7 -> 3.3 ms, 4: 16.6 -> 4.8, 36: 37.7 -> 15.1,
-  80: 79.1 -> 37.0 (taps: ~45); 32x32x256 -> 36: 9.0 -> 5.2; at 16x16 and below, and
-  with 64 input channels, within 1 ms of XLA's. On generic CPUs this form is off (not
-  measured there).
-
 The kernel policy (`jaxdet.kernels`) chooses this module on a CPU mesh; any other
 convolution (dilated, grouped, other layouts) goes to `lax.conv_general_dilated` unchanged.
 """
@@ -49,9 +39,6 @@ from jaxdet import kernels
 # XLA:CPU, per CPU family (module docstring): generic, crossing between 4.8e9 (slower) and
 # 7.6e9 (faster); avx512, between 3e8 (slower) and 1.2e9 (faster).
 TAPS_WEIGHT_GRAD_ABOVE_MACS = {"generic": 6e9, "avx512": 1e9}
-# Output/input channel ratio up to which a stride-1 3x3 convolution takes its weight gradient
-# from shifted copies of the output gradient, per CPU family (0: never).
-NARROW_OUTPUT_RATIO = {"generic": 0.0, "avx512": 1 / 3}
 
 # flax's NHWC x HWIO -> NHWC, as `lax.conv_dimension_numbers` spells it.
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
@@ -73,8 +60,6 @@ def conv_general_dilated(
             return _pointwise_mm(x, rhs[0, 0], precision)
         if rhs.shape[:2] == (3, 3) and pads == ((1, 1), (1, 1)):
             stride = tuple(int(s) for s in window_strides)
-            if stride == (1, 1) and rhs.shape[3] <= narrow_output_ratio() * rhs.shape[2]:
-                return _conv3x3_narrow(lhs, rhs, precision)
             out_pixels = lhs.shape[0] * (-(-lhs.shape[1] // stride[0])) * (-(-lhs.shape[2] // stride[1]))
             if out_pixels * rhs.size > taps_above_macs():
                 return _conv3x3_taps(lhs, rhs, stride, precision)
@@ -87,11 +72,6 @@ def conv_general_dilated(
 def taps_above_macs() -> float:
     """The multiply-adds above which a 3x3 weight gradient is taken by taps, on this host's CPU."""
     return TAPS_WEIGHT_GRAD_ABOVE_MACS[kernels.cpu_family()]
-
-
-def narrow_output_ratio() -> float:
-    """Output/input channels up to which a 3x3 weight gradient uses shifted output gradients, on this host's CPU."""
-    return NARROW_OUTPUT_RATIO[kernels.cpu_family()]
 
 
 def _is_plain(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, kwargs) -> bool:
@@ -172,30 +152,3 @@ def _conv3x3_taps_bwd(stride, precision, res, g):
 
 _conv3x3_taps = jax.custom_vjp(_conv3x3_plain, nondiff_argnums=(2, 3))
 _conv3x3_taps.defvjp(_conv3x3_taps_fwd, _conv3x3_taps_bwd)
-
-
-def _conv3x3_narrow_fwd(x, w, precision):
-    return _conv3x3_plain(x, w, (1, 1), precision), (x, w)
-
-
-def _conv3x3_narrow_bwd(precision, res, g):
-    x, w = res
-    _, vjp_x = jax.vjp(lambda x: _conv3x3_plain(x, w, (1, 1), precision), x)
-    (dx,) = vjp_x(g)
-    # Weight gradient, tap (i, j): sum over padded-input pixels v of xp[v] times g[v - (i, j)],
-    # g shifted by (i, j) onto the padded grid (zero where v - (i, j) falls outside g).
-    # The nine shifted copies side by side make one product: [Cin, pixels] x [pixels, 9 Cout].
-    c, co = x.shape[-1], g.shape[-1]
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    shifted = [jnp.pad(g, ((0, 0), (i, 2 - i), (j, 2 - j), (0, 0))) for i in range(3) for j in range(3)]
-    g9 = jnp.concatenate(shifted, axis=-1).reshape(-1, 9 * co)
-    dw = lax.dot_general(xp.reshape(-1, c), g9, (((0,), (0,)), ((), ())), precision=precision)
-    return dx, dw.reshape(c, 3, 3, co).transpose(1, 2, 0, 3).astype(w.dtype)  # [3, 3, Cin, Cout]
-
-
-def _conv3x3_narrow_plain(x, w, precision):
-    return _conv3x3_plain(x, w, (1, 1), precision)
-
-
-_conv3x3_narrow = jax.custom_vjp(_conv3x3_narrow_plain, nondiff_argnums=(2,))
-_conv3x3_narrow.defvjp(_conv3x3_narrow_fwd, _conv3x3_narrow_bwd)
