@@ -76,13 +76,16 @@ def test_pointwise_conv_equals_lax_conv(stride, size):
     assert "conv_general_dilated" not in str(jaxpr)  # the matrix-product form was taken
 
 
-def _taps_above(monkeypatch, macs: float) -> None:
+def _taps_above(monkeypatch, macs: float, many_pixels: tuple[int, float] | None = None) -> None:
     monkeypatch.setattr(cpu_conv, "TAPS_WEIGHT_GRAD_ABOVE_MACS", {f: macs for f in kernels.CPU_FAMILIES})
+    monkeypatch.setattr(cpu_conv, "TAPS_MANY_PIXELS", {f: many_pixels for f in kernels.CPU_FAMILIES})
 
 
+@pytest.mark.parametrize("family", kernels.CPU_FAMILIES)  # (their products' layouts differ)
 @pytest.mark.parametrize("padding, stride, size", [("SAME", 1, (7, 6)), (((1, 1), (1, 1)), 1, (7, 6)),
                                                    (((1, 1), (1, 1)), 2, (7, 6)), ("SAME", 2, (7, 9))])  # fmt: skip
-def test_large_3x3_conv_weight_gradient_by_taps_equals_lax_conv(monkeypatch, padding, stride, size):
+def test_large_3x3_conv_weight_gradient_by_taps_equals_lax_conv(monkeypatch, padding, stride, size, family):
+    monkeypatch.setenv(kernels.FAMILY_ENV, family)
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.normal(size=(2, *size, 4)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32)
@@ -90,6 +93,17 @@ def test_large_3x3_conv_weight_gradient_by_taps_equals_lax_conv(monkeypatch, pad
     assert "custom_vjp_call" in str(_conv_pair(x, w, (stride, stride), padding))
     _taps_above(monkeypatch, 1e12)
     assert "custom_vjp_call" not in str(_conv_pair(x, w, (stride, stride), padding))
+
+
+def test_many_pixel_3x3_convs_take_the_taps_from_the_lower_threshold(monkeypatch):
+    rng = np.random.default_rng(5)
+    w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32)
+    _taps_above(monkeypatch, 1e12, many_pixels=(84, 0))  # 84 output pixels or more, any size
+    for size, taps in [((2, 7, 6), True), ((1, 7, 6), False), ((2, 13, 13), True)]:  # 84, 42, 338 pixels
+        x = jnp.asarray(rng.normal(size=(*size, 4)), jnp.float32)
+        assert ("custom_vjp_call" in str(_conv_pair(x, w, (1, 1), "SAME"))) == taps
+    _taps_above(monkeypatch, 1e12, many_pixels=(84, 1e6))  # enough pixels, too few multiply-adds
+    assert "custom_vjp_call" not in str(_conv_pair(jnp.ones((2, 7, 6, 4)), w, (1, 1), "SAME"))
 
 
 def test_other_convolutions_are_left_to_lax(monkeypatch):
@@ -109,6 +123,7 @@ def test_the_taps_threshold_follows_the_cpu_family_and_is_logged(monkeypatch):
         monkeypatch.setenv(kernels.FAMILY_ENV, family)
         assert cpu_conv.taps_above_macs() == cpu_conv.TAPS_WEIGHT_GRAD_ABOVE_MACS[family]
         assert f"CPU family {family}:" in kernels.describe("cpu", "cpu")
+        assert cpu_conv.takes_taps(10**6, 2e8) == (family == "avx512")  # the many-pixel rule: avx512 only
     assert cpu_conv.TAPS_WEIGHT_GRAD_ABOVE_MACS["avx512"] < cpu_conv.TAPS_WEIGHT_GRAD_ABOVE_MACS["generic"]
     assert kernels.describe("plain", "gpu") == "kernel forms: plain (gpu)"
     monkeypatch.setenv(kernels.FAMILY_ENV, "avx1024")

@@ -87,7 +87,9 @@ def describe(form: str, platform: str) -> str:
         return f"kernel forms: plain ({platform})"
     from jaxdet.kernels import cpu_conv  # (imports this package)
 
+    many = cpu_conv.TAPS_MANY_PIXELS[cpu_family()]
+    also = f", or from {many[1]:.0e} with {many[0]} output pixels or more" if many else ""
     return (
         f"kernel forms: cpu ({platform}; CPU family {cpu_family()}: 3x3 weight gradients by taps above "
-        f"{cpu_conv.taps_above_macs():.0e} multiply-adds)"
+        f"{cpu_conv.taps_above_macs():.0e} multiply-adds{also})"
     )

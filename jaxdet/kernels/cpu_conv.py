@@ -22,6 +22,10 @@ with jax 0.10.2 (BENCHMARKS.md):
     kernels and win from ~1e9 multiply-adds, strided ones included (batch 2: 64x64x256 ->
     256: 196-284 -> 79-85 ms; 32x32x256 -> 256: 23-30 -> 15 ms; 128x128x64 -> 64: 88-94 ->
     71 ms; stride 2 128x128x128 -> 128: 56 -> 37 ms; 16x16x256 -> 256 (3e8): 3.7 vs 4.2 ms).
+    There the products take the output gradient transposed once, [Cout, pixels] x [pixels,
+    Cin]: XLA:CPU runs that layout at ~320 GFLOP/s against ~210 for a product contracting
+    both operands' pixel axis (forward + both gradients, 64x64x256 -> 256: 84.5 -> 68.3 ms;
+    torch 77 ms; 32x32x64 -> 64 at batch 32: 51.2 -> 43.1 ms).
 
 The kernel policy (`jaxdet.kernels`) chooses this module on a CPU mesh; any other
 convolution (dilated, grouped, other layouts) goes to `lax.conv_general_dilated` unchanged.
@@ -39,6 +43,16 @@ from jaxdet import kernels
 # XLA:CPU, per CPU family (module docstring): generic, crossing between 4.8e9 (slower) and
 # 7.6e9 (faster); avx512, between 3e8 (slower) and 1.2e9 (faster).
 TAPS_WEIGHT_GRAD_ABOVE_MACS = {"generic": 6e9, "avx512": 1e9}
+# ... and, per family, (output pixels, multiply-adds) at or above both of which the taps win
+# too: on avx512 (with the transposed products below) a many-pixel map's weight gradient is
+# faster by taps from ~2e8 multiply-adds (batch 32, 16x16x64 -> 64: 13.0 -> 10.7 ms;
+# 32x32x32 -> 32: 19.1 -> 12.1 ms; 8x32x32x128 -> 128 at 1.2e9: 43.6 -> 20.7 ms), while
+# few-pixel ones are not (2x16x16x256 -> 256: 5.3 vs 5.5 ms; 2x32x32x128 -> 128: 4.7 vs 5.3).
+TAPS_MANY_PIXELS = {"generic": None, "avx512": (8192, 2e8)}
+# Whether the taps' products take the output gradient transposed once ([Cout, pixels] x
+# [pixels, Cin], faster on avx512: `_conv3x3_taps_bwd`), or contract both operands' pixel
+# axis (as measured on generic CPUs, where a transposed copy cost ~15 ms per 8 MB map).
+TAPS_TRANSPOSED_GRADIENT = {"generic": False, "avx512": True}
 
 # flax's NHWC x HWIO -> NHWC, as `lax.conv_dimension_numbers` spells it.
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
@@ -61,8 +75,8 @@ def conv_general_dilated(
         if rhs.shape[:2] == (3, 3) and pads == ((1, 1), (1, 1)):
             stride = tuple(int(s) for s in window_strides)
             out_pixels = lhs.shape[0] * (-(-lhs.shape[1] // stride[0])) * (-(-lhs.shape[2] // stride[1]))
-            if out_pixels * rhs.size > taps_above_macs():
-                return _conv3x3_taps(lhs, rhs, stride, precision)
+            if takes_taps(out_pixels, out_pixels * rhs.size):
+                return _conv3x3_taps(lhs, rhs, stride, precision, TAPS_TRANSPOSED_GRADIENT[kernels.cpu_family()])
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
         feature_group_count, precision=precision, **kwargs,
@@ -72,6 +86,13 @@ def conv_general_dilated(
 def taps_above_macs() -> float:
     """The multiply-adds above which a 3x3 weight gradient is taken by taps, on this host's CPU."""
     return TAPS_WEIGHT_GRAD_ABOVE_MACS[kernels.cpu_family()]
+
+
+def takes_taps(out_pixels: int, macs: float) -> bool:
+    """Whether a 3x3 convolution with `out_pixels` output pixels (batch included) and `macs`
+    multiply-adds takes its weight gradient by taps on this host's CPU."""
+    many = TAPS_MANY_PIXELS[kernels.cpu_family()]
+    return macs > taps_above_macs() or (many is not None and out_pixels >= many[0] and macs >= many[1])
 
 
 def _is_plain(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count, kwargs) -> bool:
@@ -118,15 +139,15 @@ _pointwise_mm = jax.custom_vjp(_pointwise_plain, nondiff_argnums=(2,))
 _pointwise_mm.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
-def _conv3x3_plain(x, w, stride, precision):
+def _conv3x3_plain(x, w, stride, precision, transposed_gradient=False):
     return lax.conv_general_dilated(x, w, stride, ((1, 1), (1, 1)), dimension_numbers=_NHWC, precision=precision)
 
 
-def _conv3x3_taps_fwd(x, w, stride, precision):
+def _conv3x3_taps_fwd(x, w, stride, precision, transposed_gradient):
     return _conv3x3_plain(x, w, stride, precision), (x, w)
 
 
-def _conv3x3_taps_bwd(stride, precision, res, g):
+def _conv3x3_taps_bwd(stride, precision, transposed_gradient, res, g):
     x, w = res
     # Input gradient: XLA's own (the transposed convolution, as autodiff would build it).
     _, vjp_x = jax.vjp(lambda x: _conv3x3_plain(x, w, stride, precision), x)
@@ -134,21 +155,30 @@ def _conv3x3_taps_bwd(stride, precision, res, g):
     # Weight gradient, tap (i, j): sum over output pixels p of x at (stride * p + (i, j) - 1) times g at p.
     # A scan over the nine taps, so that one shifted copy of x is alive at a time (as nine
     # independent products, XLA kept all nine: +1.1 GB peak in a RetinaNet-R50 step).
+    # `transposed_gradient` (avx512): each tap's product is [Cout, pixels] x [pixels, Cin],
+    # with g transposed once before the loop. XLA:CPU multiplies [M, K] x [K, N] operands
+    # ~1.5x faster there than a product contracting both operands' leading axis (8192x256 by
+    # 8192x256: 209 vs 319 GFLOP/s), and one transposed copy of g costs less than it saves
+    # over nine taps (64x64x256 -> 256 weight gradient: 50.9 -> 38.9 ms).
     b, _, _, c = x.shape
     _, ho, wo, co = g.shape
     (sy, sx) = stride
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    g2 = g.reshape(-1, co)
+    g2 = jnp.transpose(g.reshape(-1, co)) if transposed_gradient else g.reshape(-1, co)  # [Cout, P] or [P, Cout]
     window = (b, sy * (ho - 1) + 1, sx * (wo - 1) + 1, c)
 
     def tap(carry, offset):
-        xs = lax.dynamic_slice(xp, (0, offset[0], offset[1], 0), window)[:, ::sy, ::sx]
-        return carry, lax.dot_general(xs.reshape(-1, c), g2, (((0,), (0,)), ((), ())), precision=precision)
+        xs = lax.dynamic_slice(xp, (0, offset[0], offset[1], 0), window)[:, ::sy, ::sx].reshape(-1, c)
+        if transposed_gradient:  # (the product's transpose stays outside the loop: inside, XLA folds it back)
+            return carry, lax.dot(g2, xs, precision=precision)  # [Cout, Cin]
+        return carry, lax.dot_general(xs, g2, (((0,), (0,)), ((), ())), precision=precision)  # [Cin, Cout]
 
     offsets = jnp.array([(i, j) for i in range(3) for j in range(3)], jnp.int32)
-    dw = lax.scan(tap, None, offsets)[1].reshape(3, 3, c, co)  # [3, 3, Cin, Cout]
-    return dx, dw.astype(w.dtype)
+    dw = lax.scan(tap, None, offsets)[1]
+    if transposed_gradient:
+        dw = jnp.transpose(dw, (0, 2, 1))
+    return dx, dw.reshape(3, 3, c, co).astype(w.dtype)  # [3, 3, Cin, Cout]
 
 
-_conv3x3_taps = jax.custom_vjp(_conv3x3_plain, nondiff_argnums=(2, 3))
+_conv3x3_taps = jax.custom_vjp(_conv3x3_plain, nondiff_argnums=(2, 3, 4))
 _conv3x3_taps.defvjp(_conv3x3_taps_fwd, _conv3x3_taps_bwd)
