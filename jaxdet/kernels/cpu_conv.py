@@ -140,6 +140,7 @@ _pointwise_mm.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
 def _conv3x3_plain(x, w, stride, precision, transposed_gradient=False):
+    # (`transposed_gradient` is the taps backward's layout choice: the forward ignores it.)
     return lax.conv_general_dilated(x, w, stride, ((1, 1), (1, 1)), dimension_numbers=_NHWC, precision=precision)
 
 
