@@ -123,15 +123,28 @@ def test_the_taps_threshold_follows_the_cpu_family_and_is_logged(monkeypatch):
         monkeypatch.setenv(kernels.FAMILY_ENV, family)
         assert cpu_conv.taps_above_macs() == cpu_conv.TAPS_WEIGHT_GRAD_ABOVE_MACS[family]
         assert f"CPU family {family}:" in kernels.describe("cpu", "cpu")
-        assert cpu_conv.takes_taps(10**6, 2e8) == (family == "avx512")  # the many-pixel rule: avx512 only
-    assert cpu_conv.TAPS_WEIGHT_GRAD_ABOVE_MACS["avx512"] < cpu_conv.TAPS_WEIGHT_GRAD_ABOVE_MACS["generic"]
+        many = cpu_conv.takes_taps(10**6, 2e8)  # the many-pixel rule: measured to win on avx512_amx only
+        assert many == (family == "avx512_amx") and (", or from" in kernels.describe("cpu", "cpu")) == many
+    for family in ("avx512_amx", "avx512"):
+        assert cpu_conv.TAPS_WEIGHT_GRAD_ABOVE_MACS[family] < cpu_conv.TAPS_WEIGHT_GRAD_ABOVE_MACS["generic"]
     assert kernels.describe("plain", "gpu") == "kernel forms: plain (gpu)"
     monkeypatch.setenv(kernels.FAMILY_ENV, "avx1024")
-    valid = r"valid \('avx512', 'generic'\)"
+    valid = r"valid \('avx512_amx', 'avx512', 'generic'\)"
     with pytest.raises(ConfigError, match=r"JAXDET_CPU_FAMILY='avx1024': not a CPU family; " + valid):
         kernels.cpu_family()
     monkeypatch.delenv(kernels.FAMILY_ENV)
     assert kernels.cpu_family() in kernels.CPU_FAMILIES
+
+
+def test_the_cpu_family_is_read_from_the_feature_flags():
+    """/proc/cpuinfo flags of the machines each family was measured on (abridged), and an Arm's."""
+    xeon = {"fma", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16"}
+    zen4 = {"fma", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512ifma", "sha_ni"}
+    zen3 = {"fma", "avx2", "sha_ni", "vaes"}
+    arm = {"fp", "asimd", "sve", "sve2"}
+    families = [kernels.family_of_flags(f) for f in (xeon, zen4, zen3, arm)]
+    assert families == ["avx512_amx", "avx512", "generic", "generic"]
+    assert set(families) == set(kernels.CPU_FAMILIES)  # every family is reachable
 
 
 def test_frozen_batch_norm_is_a_fixed_affine_map():

@@ -29,9 +29,13 @@ from jaxdet.errors import ConfigError
 
 POLICIES = ("auto", "cpu", "plain")
 FORMS = ("cpu", "plain")  # what a policy resolves to
-# CPU families whose forms were measured apart: x86 with AVX-512F (Intel Xeon since
-# Skylake-SP, AMD since Zen 4) and the rest (AVX2 x86 such as AMD EPYC Zen 2/3, Arm, ...).
-CPU_FAMILIES = ("avx512", "generic")
+# CPU families whose forms were measured apart (BENCHMARKS.md, one table each), told apart by
+# the features /proc/cpuinfo lists: "avx512_amx", AVX-512F with AMX tiles (measured on an
+# Intel Xeon; float32 products do not use AMX: its flag tells that Xeon apart from the AMD
+# Zen 4 below, where one of the Xeon's forms loses); "avx512", AVX-512F without AMX (measured
+# on an AMD EPYC Zen 4; Intel Skylake-SP to Ice Lake fall here too, unmeasured); "generic",
+# the rest (AVX2 x86 such as AMD EPYC Zen 2/3, Arm, ...).
+CPU_FAMILIES = ("avx512_amx", "avx512", "generic")
 FAMILY_ENV = "JAXDET_CPU_FAMILY"  # overrides the detection (benchmarks time both on one host)
 
 
@@ -60,21 +64,28 @@ def check_form(form: str) -> str:
     return form
 
 
+def family_of_flags(flags: set[str] | frozenset[str]) -> str:
+    """The CPU family (CPU_FAMILIES) of a CPU with these feature flags (/proc/cpuinfo's names)."""
+    if "avx512f" not in flags:
+        return "generic"
+    return "avx512_amx" if "amx_tile" in flags else "avx512"
+
+
 @functools.cache
 def _detected_family() -> str:
     try:  # Linux; elsewhere the measured default ("generic")
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return "avx512" if "avx512f" in line.split(":", 1)[1].split() else "generic"
+                    return family_of_flags(set(line.split(":", 1)[1].split()))
     except OSError:
         pass
     return "generic"
 
 
 def cpu_family() -> str:
-    """The host CPU's family in CPU_FAMILIES: "avx512" where /proc/cpuinfo lists avx512f, else
-    "generic"; the environment variable JAXDET_CPU_FAMILY overrides it (checked)."""
+    """The host CPU's family in CPU_FAMILIES, from the flags /proc/cpuinfo lists (`family_of_flags`);
+    the environment variable JAXDET_CPU_FAMILY overrides it (checked)."""
     family = os.environ.get(FAMILY_ENV) or _detected_family()
     if family not in CPU_FAMILIES:
         raise ConfigError(f"{FAMILY_ENV}={family!r}: not a CPU family; valid {CPU_FAMILIES}")

@@ -18,14 +18,22 @@ with jax 0.10.2 (BENCHMARKS.md):
   * generic (measured on AMD EPYC, AVX2): only above ~6e9 multiply-adds, where XLA's is
     2.5-3.5x slower than the forward (64x64x256 -> 720: 391 -> 167 ms; 128x128x256 -> 256:
     747 -> 337 ms); below, XLA's is faster (64x64x256 -> 256: 61 ms vs 90 ms).
-  * avx512 (measured on an Intel Xeon with AVX-512 and AMX): the products run on AVX-512
+  * avx512_amx (measured on an Intel Xeon with AVX-512 and AMX): the products run on AVX-512
     kernels and win from ~1e9 multiply-adds, strided ones included (batch 2: 64x64x256 ->
     256: 196-284 -> 79-85 ms; 32x32x256 -> 256: 23-30 -> 15 ms; 128x128x64 -> 64: 88-94 ->
     71 ms; stride 2 128x128x128 -> 128: 56 -> 37 ms; 16x16x256 -> 256 (3e8): 3.7 vs 4.2 ms).
     There the products take the output gradient transposed once, [Cout, pixels] x [pixels,
     Cin]: XLA:CPU runs that layout at ~320 GFLOP/s against ~210 for a product contracting
     both operands' pixel axis (forward + both gradients, 64x64x256 -> 256: 84.5 -> 68.3 ms;
-    torch 77 ms; 32x32x64 -> 64 at batch 32: 51.2 -> 43.1 ms).
+    torch 77 ms; 32x32x64 -> 64 at batch 32: 51.2 -> 43.1 ms), and many-pixel maps win
+    from 2e8 multiply-adds.
+  * avx512 (measured on an AMD EPYC Zen 4, AVX-512 without AMX): XLA's weight gradient is
+    slow there too (the class conv 64x64x256 -> 720: 484 vs 283-291 ms by taps), and the
+    transposed products beat the plain ones (in 19 of 25 shapes), but from 1e9 to 5e9
+    multiply-adds taps and XLA's are within the run-to-run spread (64x64x256 -> 256: 140
+    and 106 vs 109 and 115 ms) and the many-pixel rule loses (batch 32, 16x16x64 -> 64 and
+    32x32x32 -> 32, 3e8: 13.3-14.4 vs 14.5-17.7 ms in four runs): the threshold and the
+    layout of avx512_amx, without its many-pixel rule.
 
 The kernel policy (`jaxdet.kernels`) chooses this module on a CPU mesh; any other
 convolution (dilated, grouped, other layouts) goes to `lax.conv_general_dilated` unchanged.
@@ -41,18 +49,20 @@ from jaxdet import kernels
 
 # Multiply-adds of a 3x3 convolution above which the per-tap weight gradient wins on
 # XLA:CPU, per CPU family (module docstring): generic, crossing between 4.8e9 (slower) and
-# 7.6e9 (faster); avx512, between 3e8 (slower) and 1.2e9 (faster).
-TAPS_WEIGHT_GRAD_ABOVE_MACS = {"generic": 6e9, "avx512": 1e9}
+# 7.6e9 (faster); avx512_amx, between 3e8 (slower) and 1.2e9 (faster); avx512, at parity
+# from 1.2e9 to 4.8e9 and faster above.
+TAPS_WEIGHT_GRAD_ABOVE_MACS = {"avx512_amx": 1e9, "avx512": 1e9, "generic": 6e9}
 # ... and, per family, (output pixels, multiply-adds) at or above both of which the taps win
-# too: on avx512 (with the transposed products below) a many-pixel map's weight gradient is
-# faster by taps from ~2e8 multiply-adds (batch 32, 16x16x64 -> 64: 13.0 -> 10.7 ms;
+# too: on avx512_amx (with the transposed products below) a many-pixel map's weight gradient
+# is faster by taps from ~2e8 multiply-adds (batch 32, 16x16x64 -> 64: 13.0 -> 10.7 ms;
 # 32x32x32 -> 32: 19.1 -> 12.1 ms; 8x32x32x128 -> 128 at 1.2e9: 43.6 -> 20.7 ms), while
-# few-pixel ones are not (2x16x16x256 -> 256: 5.3 vs 5.5 ms; 2x32x32x128 -> 128: 4.7 vs 5.3).
-TAPS_MANY_PIXELS = {"generic": None, "avx512": (8192, 2e8)}
+# few-pixel ones are not (2x16x16x256 -> 256: 5.3 vs 5.5 ms; 2x32x32x128 -> 128: 4.7 vs 5.3);
+# on avx512 (Zen 4) the same maps are slower by taps (13.3 -> 14.5, 14.4 -> 17.7 ms).
+TAPS_MANY_PIXELS = {"avx512_amx": (8192, 2e8), "avx512": None, "generic": None}
 # Whether the taps' products take the output gradient transposed once ([Cout, pixels] x
-# [pixels, Cin], faster on avx512: `_conv3x3_taps_bwd`), or contract both operands' pixel
+# [pixels, Cin], faster with AVX-512: `_conv3x3_taps_bwd`), or contract both operands' pixel
 # axis (as measured on generic CPUs, where a transposed copy cost ~15 ms per 8 MB map).
-TAPS_TRANSPOSED_GRADIENT = {"generic": False, "avx512": True}
+TAPS_TRANSPOSED_GRADIENT = {"avx512_amx": True, "avx512": True, "generic": False}
 
 # flax's NHWC x HWIO -> NHWC, as `lax.conv_dimension_numbers` spells it.
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
@@ -156,8 +166,8 @@ def _conv3x3_taps_bwd(stride, precision, transposed_gradient, res, g):
     # Weight gradient, tap (i, j): sum over output pixels p of x at (stride * p + (i, j) - 1) times g at p.
     # A scan over the nine taps, so that one shifted copy of x is alive at a time (as nine
     # independent products, XLA kept all nine: +1.1 GB peak in a RetinaNet-R50 step).
-    # `transposed_gradient` (avx512): each tap's product is [Cout, pixels] x [pixels, Cin],
-    # with g transposed once before the loop. XLA:CPU multiplies [M, K] x [K, N] operands
+    # `transposed_gradient` (both AVX-512 families): each tap's product is [Cout, pixels] x
+    # [pixels, Cin], with g transposed once before the loop. XLA:CPU multiplies [M, K] x [K, N] operands
     # ~1.5x faster there than a product contracting both operands' leading axis (8192x256 by
     # 8192x256: 209 vs 319 GFLOP/s), and one transposed copy of g costs less than it saves
     # over nine taps (64x64x256 -> 256 weight gradient: 50.9 -> 38.9 ms).
