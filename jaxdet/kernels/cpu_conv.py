@@ -167,10 +167,10 @@ def _conv3x3_taps_bwd(stride, precision, transposed_gradient, res, g):
     # A scan over the nine taps, so that one shifted copy of x is alive at a time (as nine
     # independent products, XLA kept all nine: +1.1 GB peak in a RetinaNet-R50 step).
     # `transposed_gradient` (both AVX-512 families): each tap's product is [Cout, pixels] x
-    # [pixels, Cin], with g transposed once before the loop. XLA:CPU multiplies [M, K] x [K, N] operands
-    # ~1.5x faster there than a product contracting both operands' leading axis (8192x256 by
-    # 8192x256: 209 vs 319 GFLOP/s), and one transposed copy of g costs less than it saves
-    # over nine taps (64x64x256 -> 256 weight gradient: 50.9 -> 38.9 ms).
+    # [pixels, Cin], with g transposed once before the loop. XLA:CPU multiplies [M, K] x
+    # [K, N] operands ~1.5x faster there than a product contracting both operands' leading
+    # axis (8192x256 by 8192x256: 209 vs 319 GFLOP/s), and one transposed copy of g costs
+    # less than it saves over nine taps (64x64x256 -> 256 weight gradient: 50.9 -> 38.9 ms).
     b, _, _, c = x.shape
     _, ho, wo, co = g.shape
     (sy, sx) = stride
