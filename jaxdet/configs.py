@@ -55,7 +55,13 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     for field in ("backbone_weights", "detector_weights"):
         path = config.model.get(field, "")
         if path and not os.path.isfile(os.path.expanduser(path)):
-            raise ConfigError(f"config.model.{field}={path!r}: no such file (a torchvision state_dict .pth)")
+            raise ConfigError(f"config.model.{field}={path!r}: no such file (a torchvision .pth or .safetensors)")
+        if path and config.model.get("init_from"):
+            raise ConfigError(
+                f"config.model.init_from and config.model.{field} are both set: use one (init_from reads "
+                "torchvision files too)"
+            )
+
     if config.model.get("detector_weights") and model_config.get_definition(config.model.name).convert is None:
         have = sorted(name for name, definition in model_config.DETECTORS.items() if definition.convert)
         raise ConfigError(

@@ -37,6 +37,9 @@ SHARED: dict[str, Any] = dict(
     # A whole torchvision detector state_dict (retinanet_resnet50_fpn, fcos_resnet50_fpn,
     # fasterrcnn_resnet50_fpn), "" = none.
     detector_weights="",
+    # Fine-tuning: the first weights from a jaxdet workdir (":best", ":<step>"), a torchvision .pth
+    # or a .safetensors file, onto this run's classes (jaxdet/training/init_from.py); "" = none.
+    init_from="",
     # BatchNorm statistics over the global batch when the mesh has several devices (detectron2's
     # SyncBN), so a run's result does not depend on how many devices share its batch.
     sync_batch_norm=True,

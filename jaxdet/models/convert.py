@@ -81,10 +81,10 @@ def _resnet_spec(backbone: str) -> ResNetSpec:
     return spec
 
 
-def _resnet_fpn(sd: StateDict, variables: dict, backbone: str) -> Writer:
+def _resnet_fpn(sd: StateDict, variables: dict, backbone: str, keep: frozenset[str]) -> Writer:
     """A writer with the detector's ResNet <- `backbone.body` and FPN <- `backbone.fpn`
-    (its P6/P7 convs where the jaxdet FPN has them) done."""
-    w = Writer(sd, variables)
+    (its P6/P7 convs where the jaxdet FPN has them) done; `keep` as `Writer`'s."""
+    w = Writer(sd, variables, keep)
     _write_resnet(w, ("ResNet_0",), _resnet_spec(backbone), "backbone.body.")
     fpn = w.vars["params"]["FPN_0"]
     levels = sorted(int(k[7:]) for k in fpn if k.startswith("lateral"))
@@ -93,18 +93,22 @@ def _resnet_fpn(sd: StateDict, variables: dict, backbone: str) -> Writer:
     return w
 
 
-def resnet_from_torchvision(sd: StateDict, variables: dict, backbone: str, path=("ResNet_0",)) -> tuple[dict, Report]:
+def resnet_from_torchvision(
+    sd: StateDict, variables: dict, backbone: str, path=("ResNet_0",), keep: frozenset[str] = frozenset()
+) -> tuple[dict, Report]:
     """Loads a torchvision ResNet-18/34/50 (classifier or a detector's `backbone.body`) into
     the ResNet at `path` of `variables` ({"params", "batch_stats"}); returns (variables, report)."""
     tv = "" if "conv1.weight" in sd else "backbone.body." if "backbone.body.conv1.weight" in sd else None
     if tv is None:
         raise ConfigError("not a torchvision ResNet state_dict: no 'conv1.weight' or 'backbone.body.conv1.weight'")
-    w = Writer(sd, variables)
+    w = Writer(sd, variables, keep)
     _write_resnet(w, tuple(path), _resnet_spec(backbone), tv)
     return w.vars, w.report.finish(sd, tv)
 
 
-def retinanet_from_torchvision(sd: StateDict, variables: dict, backbone: str) -> tuple[dict, Report]:
+def retinanet_from_torchvision(
+    sd: StateDict, variables: dict, backbone: str, keep: frozenset[str] = frozenset()
+) -> tuple[dict, Report]:
     """A torchvision `retinanet_resnet50_fpn` (v1) state_dict -> jaxdet RetinaNet variables.
 
     jaxdet settings that match it: backbone resnet50, backbone_norm frozen_batch, levels
@@ -116,7 +120,7 @@ def retinanet_from_torchvision(sd: StateDict, variables: dict, backbone: str) ->
             "this is torchvision's retinanet_resnet50_fpn_v2 (GroupNorm head, P6 from C5); "
             "jaxdet converts v1 (retinanet_resnet50_fpn)"
         )
-    w = _resnet_fpn(sd, variables, backbone)
+    w = _resnet_fpn(sd, variables, backbone, keep)
     head = w.vars["params"]["RetinaNetHead_0"]
     n_convs = len([k for k in head if k.startswith("cls_conv")])
     for i in range(n_convs):
@@ -128,14 +132,16 @@ def retinanet_from_torchvision(sd: StateDict, variables: dict, backbone: str) ->
     return w.vars, w.report.finish(sd)
 
 
-def fcos_from_torchvision(sd: StateDict, variables: dict, backbone: str) -> tuple[dict, Report]:
+def fcos_from_torchvision(
+    sd: StateDict, variables: dict, backbone: str, keep: frozenset[str] = frozenset()
+) -> tuple[dict, Report]:
     """A torchvision `fcos_resnet50_fpn` state_dict -> jaxdet FCOS variables.
 
     Matching jaxdet settings: `experiments/configs/fcos.py:torchvision` (resnet50 with
     frozen_batch norms, levels 3..7 with neck_extra "conv", 256 channels, 4-conv GroupNorm
     towers, a centre-ness branch: confidence "centerness"), sigmoid classification with as
     many classes as the checkpoint."""
-    w = _resnet_fpn(sd, variables, backbone)
+    w = _resnet_fpn(sd, variables, backbone, keep)
     head = w.vars["params"]["FCOSHead_0"]
     for i in range(len([k for k in head if k.startswith("cls_conv")])):
         for ours, theirs in (("cls", "classification_head"), ("box", "regression_head")):
@@ -149,14 +155,16 @@ def fcos_from_torchvision(sd: StateDict, variables: dict, backbone: str) -> tupl
     return w.vars, w.report.finish(sd)
 
 
-def faster_rcnn_from_torchvision(sd: StateDict, variables: dict, backbone: str) -> tuple[dict, Report]:
+def faster_rcnn_from_torchvision(
+    sd: StateDict, variables: dict, backbone: str, keep: frozenset[str] = frozenset()
+) -> tuple[dict, Report]:
     """A torchvision `fasterrcnn_resnet50_fpn` (v1) state_dict -> jaxdet Faster R-CNN variables.
 
     Matching jaxdet settings: backbone resnet50, backbone_norm frozen_batch, levels 2..5
     (or 2..6 with fpn_extra "pool"), fpn_channels 256, 3 anchors per position (num_scales
     1, aspect_ratios (0.5, 1, 2)), fc_dim 1024, roi_aligned False, softmax classification
     with one class fewer than the checkpoint's (its column 0 is the background)."""
-    w = _resnet_fpn(sd, variables, backbone)
+    w = _resnet_fpn(sd, variables, backbone, keep)
     levels = sorted(int(k[7:]) for k in w.vars["params"]["FPN_0"] if k.startswith("lateral"))
     w.conv(("rpn", "conv"), w.first("rpn.head.conv.0.0.weight", "rpn.head.conv.weight")[:-7])
     w.conv(("rpn", "objectness"), "rpn.head.cls_logits")
@@ -176,6 +184,20 @@ def faster_rcnn_from_torchvision(sd: StateDict, variables: dict, backbone: str) 
     w.put(("params", "BoxHead_0", "box", "kernel"), box_w[4:].T)  # jaxdet has no background box
     w.put(("params", "BoxHead_0", "box", "bias"), box_b[4:])
     return w.vars, w.report.finish(sd)
+
+
+def torchvision_kind(sd: StateDict) -> str | None:
+    """What a torchvision-named state_dict holds: "faster_rcnn", "fcos", "retinanet" (the
+    detector whose converter reads it), "resnet" (a classifier or a bare backbone), or None."""
+    if "rpn.head.cls_logits.weight" in sd:
+        return "faster_rcnn"
+    if "head.regression_head.bbox_ctrness.weight" in sd:
+        return "fcos"
+    if "head.classification_head.cls_logits.weight" in sd:
+        return "retinanet"
+    if "conv1.weight" in sd or "backbone.body.conv1.weight" in sd:
+        return "resnet"
+    return None
 
 
 def load_pretrained(model_config, variables: dict, converter=None, log=print) -> dict:

@@ -1,7 +1,9 @@
 """Reading torchvision state_dicts and writing their tensors into jaxdet variables.
 
 `load_state_dict` reads a `.pth` with `torch.load(path, weights_only=True)` (tensors
-only, never pickle code). `Writer` copies tensors into a copy of an initialised model's
+only, never pickle code), or a `.safetensors` file with the `safetensors` package's
+numpy API (no torch: the format Hugging Face and timm publish in; timm's ResNets use
+torchvision's names). `Writer` copies tensors into a copy of an initialised model's
 variables, converting layouts (conv [O, I, kh, kw] -> flax [kh, kw, I, O], linear
 [O, I] -> [I, O], BatchNorm -> scale, bias, mean, var) and checking every shape; its
 `Report` lists the tensors it used, so the callers report the unused ones. The
@@ -21,7 +23,10 @@ StateDict = dict[str, np.ndarray]
 
 
 def load_state_dict(path: str) -> StateDict:
-    """A `.pth` state_dict as numpy arrays (float32), read with weights_only=True."""
+    """A `.pth` state_dict (read with weights_only=True) or a `.safetensors` file as numpy
+    arrays (float32; integer buffers such as BatchNorm's num_batches_tracked left out)."""
+    if path.endswith(".safetensors"):
+        return _floating(read_safetensors(path))
     try:
         import torch
     except ImportError as e:
@@ -39,12 +44,37 @@ def load_state_dict(path: str) -> StateDict:
     return {k: v.detach().float().numpy() for k, v in obj.items() if v.is_floating_point()}
 
 
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+    """Every tensor of a `.safetensors` file, as stored (bfloat16 as ml_dtypes' bfloat16)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(path)
+    except FileNotFoundError:
+        raise ConfigError(f"weights file {path!r} does not exist") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ConfigError(f"could not read {path!r} as a .safetensors file: {e}") from e
+    prefix = "module."  # saved from a DistributedDataParallel wrapper: torchvision's names under it
+    if tensors and all(k.startswith(prefix) for k in tensors):
+        tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def _floating(tensors: dict[str, np.ndarray]) -> StateDict:
+    return {k: np.asarray(v, np.float32) for k, v in tensors.items() if np.issubdtype(v.dtype, np.floating)}
+
+
 @dataclasses.dataclass
 class Report:
     """Which torchvision tensors were used; `unused` ones are reported, not silently ignored."""
 
     used: set[str] = dataclasses.field(default_factory=set)
     unused: list[str] = dataclasses.field(default_factory=list)
+    # Variable paths ("params/.../kernel") written, and those left at their initial values
+    # because the checkpoint's shape differs there (class-dependent tensors, `Writer.keep`).
+    written: set[str] = dataclasses.field(default_factory=set)
+    reinitialised: list[str] = dataclasses.field(default_factory=list)
 
     def finish(self, sd: StateDict, prefix: str = "") -> Report:
         self.unused = sorted(k for k in sd if k.startswith(prefix) and k not in self.used)
@@ -52,10 +82,14 @@ class Report:
 
 
 class Writer:
-    """Copies state_dict tensors into a (deep-copied) variables tree, checking shapes."""
+    """Copies state_dict tensors into a (deep-copied) variables tree, checking shapes.
 
-    def __init__(self, sd: StateDict, variables: dict):
-        self.sd, self.vars, self.report = sd, _to_dict(variables), Report()
+    `keep`: variable paths ("params/RetinaNetHead_0/cls_logits/kernel") whose shape follows
+    the class count: where the checkpoint's shape differs (other classes), the variable
+    keeps its initial value and is listed in `report.reinitialised` instead of failing."""
+
+    def __init__(self, sd: StateDict, variables: dict, keep: frozenset[str] = frozenset()):
+        self.sd, self.vars, self.report, self.keep = sd, _to_dict(variables), Report(), keep
 
     def take(self, key: str) -> np.ndarray:
         if key not in self.sd:
@@ -79,12 +113,17 @@ class Writer:
         old = node.get(path[-1])
         if old is None:
             raise ConfigError(f"jaxdet model has no {'/'.join(path)} (check the config's architecture)")
+        name = "/".join(path)
+        if tuple(old.shape) != tuple(value.shape) and name in self.keep:
+            self.report.reinitialised.append(name)
+            return
         if tuple(old.shape) != tuple(value.shape):
             raise ConfigError(
                 f"shape mismatch for {'/'.join(path)}: jaxdet {tuple(old.shape)}, torchvision {tuple(value.shape)} "
                 "(number of classes, anchors per position, FPN width or backbone depth differ?)"
             )
         node[path[-1]] = np.asarray(value, np.asarray(old).dtype)
+        self.report.written.add(name)
 
     def conv(self, path: tuple[str, ...], key: str, bias: bool = True) -> None:
         self.put(("params", *path, "kernel"), self.take(key + ".weight").transpose(2, 3, 1, 0))

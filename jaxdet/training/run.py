@@ -15,7 +15,7 @@ from jaxdet.data import pipeline, sources
 from jaxdet.data.classes import Classes
 from jaxdet.detectors import inference
 from jaxdet.errors import ConfigError
-from jaxdet.training import ema, optim, param_groups, runtime
+from jaxdet.training import ema, init_from, optim, param_groups, runtime
 from jaxdet.training.step import (
     TrainState,
     init_key,
@@ -38,6 +38,8 @@ class Run:
         configs.validate(config, self.mesh.size, jax.process_count())
         optim.check(config.optim)
         ema.check(config.optim)
+        if config.model.get("init_from"):
+            init_from.parse(config.model.init_from)  # neither a run nor a weights file: refused before any work
         if config.eval.get("weights", "model") != "model":
             raise ConfigError(
                 f"config.eval.weights={config.eval.weights!r} is for experiments.eval / experiments.sweep_eval on a "
@@ -86,22 +88,27 @@ class Run:
         return (*self._steps[size], first)
 
     def initial_state(self, pretrained: bool = False) -> TrainState:
-        """Freshly initialised state; with `pretrained`, torchvision weights loaded as configured
-        (config.model.backbone_weights / detector_weights)."""
+        """Freshly initialised state; with `pretrained`, the weights config.model.init_from
+        names (training/init_from.py: another run or a weights file, onto this run's classes)
+        or torchvision's (config.model.backbone_weights / detector_weights) loaded into it."""
         with_ema = ema.enabled(self.config.optim)
         state = init_state(
             self.detector, self.tx, init_key(self.config.seed), self.config.data.image_size, self.mesh, with_ema
         )
         m = self.config.model
-        if not pretrained or not (m.get("backbone_weights") or m.get("detector_weights")):
+        if not pretrained or not (m.get("backbone_weights") or m.get("detector_weights") or m.get("init_from")):
             return state
-        from jaxdet.models import convert  # torch is imported only when weights are loaded
-
         host = jax.device_get(state.variables)
-        loaded = convert.load_pretrained(m, host, detectors.get_definition(m.name).convert, log=_log)
+        if m.get("init_from"):
+            loaded = init_from.transfer(self.config, host, self.class_names, self.mesh, log=_log)
+        else:
+            from jaxdet.models import convert  # torch is imported only when weights are loaded
+
+            loaded = convert.load_pretrained(m, host, detectors.get_definition(m.name).convert, log=_log)
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         loaded = jax.device_put(loaded, replicated)
-        # The optimizer state depends on the parameters' shapes only, so it stays as initialised.
+        # The optimizer state depends on the parameters' shapes only, so it stays as initialised
+        # (a new run: nothing of the source's optimizer, step or EMA carries over).
         loaded = {"params": loaded["params"], "batch_stats": loaded["batch_stats"]}
         return state.replace(**loaded, ema=loaded if with_ema else None)
 
