@@ -28,7 +28,7 @@ from torchvision_helpers import (  # noqa: E402
     torchvision_detector,
 )
 
-from experiments.configs import default, faster_rcnn, retinanet_r50  # noqa: E402
+from experiments.configs import default, faster_rcnn, fcos, retinanet_r50  # noqa: E402
 from jaxdet import detectors  # noqa: E402
 from jaxdet.errors import ConfigError  # noqa: E402
 from jaxdet.models import convert  # noqa: E402
@@ -135,3 +135,65 @@ def test_bad_weight_files_are_named(tmp_path):
     with pytest.raises(ConfigError, match="tensors-only"):
         convert.load_state_dict(str(tmp_path / "pickle.pth"))
     assert os.path.exists(tmp_path / "pickle.pth")
+
+
+def _safetensors(model, tmp_path) -> str:
+    from safetensors.numpy import save_file
+
+    path = str(tmp_path / "weights.safetensors")
+    save_file({k: v.detach().numpy() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50])
+def test_timm_resnets_as_safetensors_give_timms_features(depth, tmp_path):
+    timm = pytest.importorskip("timm")
+    tm = timm.create_model(f"resnet{depth}", pretrained=False).eval()
+    randomize_norms(tm)
+    sd = convert.load_state_dict(_safetensors(tm, tmp_path))  # no torch needed for this read
+    module = ResNet(get_backbone_spec(f"resnet{depth}"), "frozen_batch")
+    image = random_images()
+    variables = jax.device_get(module.init(jax.random.key(0), image[:1], train=False))
+    variables, report = convert.resnet_from_torchvision(sd, variables, f"resnet{depth}", path=())
+    assert report.unused == ["fc.bias", "fc.weight"]
+    feats = module.apply(variables, image, train=False)
+    with torch.no_grad():
+        x = tm.maxpool(tm.act1(tm.bn1(tm.conv1(nchw(image)))))
+        for level, layer in zip((2, 3, 4, 5), (tm.layer1, tm.layer2, tm.layer3, tm.layer4)):
+            x = layer(x)
+            close(feats[level], x, f"timm resnet{depth} C{level}")
+
+
+@pytest.mark.parametrize(
+    "name, recipe, classes",
+    [("retinanet_resnet50_fpn", retinanet_r50, 7), ("fcos_resnet50_fpn", fcos, 7), ("fasterrcnn_resnet50_fpn", faster_rcnn, 6)],
+)
+def test_torchvision_detectors_as_safetensors_equal_their_pth(name, recipe, classes, tmp_path):
+    tv = torchvision_detector(name, classes)
+    config = recipe.get_config("torchvision")
+    config.data.image_size = SIZE
+    n = classes - 1 if recipe is faster_rcnn else classes
+    _, from_pth = detector(config, n, tmp_path, save(tv, tmp_path))
+    _, from_safetensors = detector(config, n, tmp_path, _safetensors(tv, tmp_path))
+    for a, b in zip(jax.tree_util.tree_leaves(from_pth), jax.tree_util.tree_leaves(from_safetensors)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_torchvision_detector_fine_tunes_onto_other_classes(tmp_path):
+    from jaxdet import configs, parallel
+    from jaxdet.training import init_from
+
+    tv = torchvision_detector("retinanet_resnet50_fpn", 7)
+    config = configs.resolve(retinanet_r50.get_config("torchvision"))
+    config.data.image_size = SIZE
+    config.model.init_from = _safetensors(tv, tmp_path)
+    det = detectors.build_detector(config, 2, None)
+    init = jax.device_get(det.module.init({"params": jax.random.key(0)}, jnp.zeros((1, SIZE, SIZE, 3)), train=False))
+    lines = []
+    out = init_from.transfer(config, init, ["x", "y"], parallel.make_mesh(jax.devices()[:1]), log=lines.append)
+    head = out["params"]["RetinaNetHead_0"]
+    np.testing.assert_array_equal(head["cls_logits"]["bias"], init["params"]["RetinaNetHead_0"]["cls_logits"]["bias"])
+    np.testing.assert_array_equal(
+        head["cls_conv0"]["kernel"], tv.head.classification_head.conv[0][0].weight.detach().numpy().transpose(2, 3, 1, 0)
+    )
+    assert "re-initialised 2 class-dependent, 0 not in the source" in lines[0]

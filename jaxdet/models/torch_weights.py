@@ -62,7 +62,8 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def _floating(tensors: dict[str, np.ndarray]) -> StateDict:
-    return {k: np.asarray(v, np.float32) for k, v in tensors.items() if np.issubdtype(v.dtype, np.floating)}
+    # (bfloat16 is ml_dtypes', which numpy does not count as a floating type)
+    return {k: np.asarray(v, np.float32) for k, v in tensors.items() if v.dtype.name.startswith(("float", "bfloat"))}
 
 
 @dataclasses.dataclass
