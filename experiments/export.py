@@ -11,7 +11,8 @@ names and the dataset's category ids, score threshold, jaxdet version, config ha
 detections equal `experiments.predict`'s on the same checkpoint (tests/test_export.py).
 onnx: the same function as one ONNX model (fixed batch), converted from its jaxpr by
 jaxdet.export.onnx (a rule per primitive; one without fails naming it); onnxruntime runs it.
-Default --out: <workdir>/export/<format>-step<N>.
+Default --out: <workdir>/export/<format>-step<N>. A folder that already holds an artifact is
+refused (one `error:` line) unless --overwrite.
 """
 
 from absl import flags
@@ -25,6 +26,7 @@ _FORMAT = flags.DEFINE_enum("format", "stablehlo", ["stablehlo", "onnx", "savedm
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best or a step number.")
 _BATCH = flags.DEFINE_string("batch", "1", "Images per call: a number, or 'dynamic' (a symbolic batch).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: <workdir>/export/<format>-step<N>).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an artifact already in --out (else refused).")
 flags.mark_flags_as_required(["workdir"])
 
 # Measured (docs/export.md): jax2tf puts the StableHLO program in an XlaCallModule op, which
@@ -42,11 +44,11 @@ def main(argv):
     with cli.user_errors():
         batch = _BATCH.value if _BATCH.value == "dynamic" else _int(_BATCH.value)
         if _FORMAT.value == "stablehlo":
-            out, name = stablehlo.export(_WORKDIR.value, _CHECKPOINT.value, batch, _OUT.value), stablehlo.PROGRAM
+            out, name = stablehlo.export(_WORKDIR.value, _CHECKPOINT.value, batch, _OUT.value, _OVERWRITE.value), stablehlo.PROGRAM
         elif _FORMAT.value == "onnx":
             from jaxdet.export.onnx import export as onnx_export  # (onnx is the [onnx] extra)
 
-            out, name = onnx_export.export(_WORKDIR.value, _CHECKPOINT.value, batch, _OUT.value), onnx_export.MODEL
+            out, name = onnx_export.export(_WORKDIR.value, _CHECKPOINT.value, batch, _OUT.value, _OVERWRITE.value), onnx_export.MODEL
         else:
             raise ConfigError(SAVEDMODEL_REFUSED)
     print(f"wrote {out}/{name} and {out}/metadata.json")

@@ -14,6 +14,7 @@ from coco_folder import tiny_config, write_coco
 from PIL import Image
 
 from jaxdet import experiment
+from jaxdet.errors import ConfigError
 from jaxdet.evaluation.predict import Predictor
 from jaxdet.export import stablehlo
 from jaxdet.export.onnx import export as onnx_export
@@ -196,6 +197,23 @@ def test_every_detector_exports_to_onnx_with_the_jitted_functions_detections(rec
         assert_same_detections(
             {k: v[b][keep] for k, v in got.items()}, {k: np.asarray(v)[b][keep] for k, v in want.items()}
         )
+
+
+def test_an_earlier_artifact_is_never_written_over(run, tmp_path):
+    out = tmp_path / "artifact"
+    out.mkdir()
+    (out / "metadata.json").write_text("{}")
+    proc = subprocess.run([sys.executable, "-m", "experiments.export", f"--workdir={run}", f"--out={out}"],
+                          capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))  # fmt: skip
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: --out={out} already holds an artifact (metadata.json): choose another --out, or pass "
+                      "--overwrite to replace it"], proc.stderr[-2000:]  # fmt: skip
+    assert (out / "metadata.json").read_text() == "{}"
+    with pytest.raises(ConfigError, match="already holds an artifact"):
+        onnx_export.export(run, batch=1, out=str(out))
+    stablehlo.export(run, batch=1, out=str(out), overwrite=True)
+    assert json.loads((out / "metadata.json").read_text())["batch"] == 1
 
 
 def test_savedmodel_is_refused_because_tensorflow_cannot_run_jaxs_stablehlo(tmp_path):

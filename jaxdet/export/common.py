@@ -14,6 +14,7 @@ import jax
 import jaxdet
 from jaxdet import configs, detectors, files, parallel
 from jaxdet.detectors.inference import PIXEL_MEAN, PIXEL_STD, forward
+from jaxdet.errors import ConfigError
 from jaxdet.evaluation.predict import restore_weights
 
 METADATA = "metadata.json"
@@ -47,6 +48,19 @@ def prepare(workdir: str, which: str = "latest") -> Prepared:
         return detector.predict(outputs)._asdict()
 
     return Prepared(config, classes, run, int(step), size)
+
+
+def check_out(out: str, overwrite: bool) -> None:
+    """Refuses (ConfigError) an `out` folder that already holds an artifact, unless `overwrite`:
+    an export never replaces an earlier one unasked."""
+    if os.path.isfile(out):
+        raise ConfigError(f"--out={out} is a file; an artifact is a folder")
+    held = [name for name in (METADATA, "model.stablehlo", "model.onnx") if os.path.exists(os.path.join(out, name))]
+    if held and not overwrite:
+        raise ConfigError(
+            f"--out={out} already holds an artifact ({', '.join(held)}): choose another --out, or pass "
+            "--overwrite to replace it"
+        )
 
 
 def write_metadata(out: str, prepared: Prepared, fmt: str, batch, workdir: str, **extra) -> dict:

@@ -15,16 +15,21 @@ import jax
 import jax.numpy as jnp
 
 from jaxdet.errors import ConfigError
-from jaxdet.export.common import METADATA, prepare, write_metadata
+from jaxdet.export.common import METADATA, check_out, prepare, write_metadata
 
 PROGRAM = "model.stablehlo"
 __all__ = ["METADATA", "PROGRAM", "export"]
 
 
-def export(workdir: str, which: str = "latest", batch: int | str = 1, out: str | None = None) -> str:
+def export(
+    workdir: str, which: str = "latest", batch: int | str = 1, out: str | None = None, overwrite: bool = False
+) -> str:
     """Writes the artifact of `workdir`'s checkpoint `which` to `out` (default
-    <workdir>/export/stablehlo-step<N>); `batch` an int or "dynamic". Returns `out`."""
+    <workdir>/export/stablehlo-step<N>; one that holds an artifact is refused unless
+    `overwrite`); `batch` an int or "dynamic". Returns `out`."""
     prepared = prepare(workdir, which)
+    out = out or os.path.join(workdir, "export", f"stablehlo-step{prepared.step}")
+    check_out(out, overwrite)
     size, config = prepared.size, prepared.config
     if batch == "dynamic":
         (b,) = jax.export.symbolic_shape("b")
@@ -41,7 +46,6 @@ def export(workdir: str, which: str = "latest", batch: int | str = 1, out: str |
             f"{config.model.name} does not export with a symbolic batch ({type(e).__name__}: {str(e)[:300]}); "
             "export a fixed batch (--batch=N)"
         ) from None
-    out = out or os.path.join(workdir, "export", f"stablehlo-step{prepared.step}")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, PROGRAM + ".tmp"), "wb") as f:
         f.write(exported.serialize())

@@ -15,25 +15,29 @@ import jax.numpy as jnp
 from onnx import helper
 
 from jaxdet.errors import ConfigError
-from jaxdet.export.common import prepare, write_metadata
+from jaxdet.export.common import check_out, prepare, write_metadata
 from jaxdet.export.onnx.convert import Unsupported, to_onnx
 
 MODEL = "model.onnx"
 
 
-def export(workdir: str, which: str = "latest", batch: int | str = 1, out: str | None = None) -> str:
+def export(
+    workdir: str, which: str = "latest", batch: int | str = 1, out: str | None = None, overwrite: bool = False
+) -> str:
     """Writes the ONNX artifact of `workdir`'s checkpoint `which` to `out` (default
-    <workdir>/export/onnx-step<N>); returns `out`."""
+    <workdir>/export/onnx-step<N>; one that holds an artifact is refused unless `overwrite`);
+    returns `out`."""
     if batch == "dynamic" or not isinstance(batch, int) or batch < 1:
         raise ConfigError(f"--batch={batch!r}: ONNX artifacts have a fixed batch, a number of images >= 1")
     prepared = prepare(workdir, which)
+    out = out or os.path.join(workdir, "export", f"onnx-step{prepared.step}")
+    check_out(out, overwrite)
     size = prepared.size
     try:
         model = to_onnx(prepared.run, jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32),
                         doc=f"jaxdet {prepared.config.model.name}, step {prepared.step}")  # fmt: skip
     except Unsupported as e:
         raise ConfigError(f"{prepared.config.model.name} does not export to ONNX: {e}") from None
-    out = out or os.path.join(workdir, "export", f"onnx-step{prepared.step}")
     os.makedirs(out, exist_ok=True)
     meta = write_metadata(out, prepared, "onnx", batch, workdir, opset=model.opset_import[0].version)
     helper.set_model_props(model, {"jaxdet": json.dumps(meta)})
