@@ -59,6 +59,19 @@ def test_voc_boxes_classes_difficult_and_negatives(tmp_path):
     assert val.labels(0).tolist() == [0] and val.name(0) == "c.jpg"
 
 
+def test_voc_clipping_names_the_corner_convention_and_zero_based_files_read_as_written(tmp_path):
+    root = _voc(tmp_path, {"a": [_voc_object("dog", (0, 0, 10, 20))], "b": [], "c": []})  # a tool's 0-based corners
+    data, report = load_voc(root, "train", ["dog"])
+    np.testing.assert_allclose(data.boxes(0), [[0, 0, 10, 20]])  # (-1, -1) clipped to the image
+    assert report.lines()[1] == (
+        "  1 boxes reached outside their image and were clipped to it (VOC's 1-based corners: xmin=0 lies "
+        "outside; data.voc_zero_based=True reads 0-based files)"
+    )
+    root = _voc(tmp_path / "zero", {"a": [_voc_object("dog", (2, 3, 10, 20))], "b": [], "c": []})
+    data, report = load_voc(root, "train", ["dog"], zero_based=True)
+    np.testing.assert_allclose(data.boxes(0), [[2, 3, 10, 20]]) and report.clipped_boxes == 0
+
+
 def test_voc_errors_name_the_file(tmp_path):
     root = _voc(tmp_path, {"a": [_voc_object("dog", (1, 1, 10, 20))], "c": []}, train=("a", "zzz"))
     with pytest.raises(ConfigError, match=r"zzz\.xml.*does not exist"):

@@ -27,6 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.val_annotations = ""
     config.data.val_images = ""
     config.data.root = ""  # data.format="voc_xml" or "yolo_txt": the dataset folder
+    config.data.voc_zero_based = False  # voc_xml: True for tools that write 0-based corners (VOC's are 1-based)
     config.data.skip_bad = False  # True: unreadable images are replaced (training) or left out (eval), counted
     # A split left with no boxes (all dropped, or none annotated) stops the run at start-up: no
     # metric could come out of it. True allows it (e.g. training on negatives on purpose).

@@ -30,6 +30,7 @@ class LoadReport:
     boxes: int = 0
     crowd_boxes: int = 0
     clipped_boxes: int = 0
+    clip_note: str = ""  # the format's coordinate convention, said where clipping is reported
     dropped_boxes: dict[str, int] = dataclasses.field(default_factory=dict)
     skipped_images: list[str] = dataclasses.field(default_factory=list)
 
@@ -64,7 +65,7 @@ class LoadReport:
             f"{self.boxes} boxes, {self.crowd_boxes} crowd boxes (evaluation only)"
         ]
         if self.clipped_boxes:
-            out.append(f"  {self.clipped_boxes} boxes reached outside their image and were clipped to it")
+            out.append(f"  {self.clipped_boxes} boxes reached outside their image and were clipped to it{self.clip_note}")
         for why, n in sorted(self.dropped_boxes.items()):
             out.append(f"  {n} boxes dropped: {why}")
         if self.skipped_images:

@@ -126,7 +126,9 @@ def load(data: ml_collections.ConfigDict, which: str, process_index: int = 0, pr
     elif data.format == "voc_xml":
         images = os.path.join(data.root, "JPEGImages")
         names = voc_xml.voc_class_names(data.root)
-        table, report = voc_xml.load_voc(data.root, prefix, names, skip_bad=data.skip_bad)
+        table, report = voc_xml.load_voc(
+            data.root, prefix, names, skip_bad=data.skip_bad, zero_based=data.get("voc_zero_based", False)
+        )
     elif data.format == "yolo_txt":
         images = os.path.join(data.root, "images", prefix)
         names = yolo_txt.yolo_class_names(data.root)

@@ -3,7 +3,8 @@
     DIR/JPEGImages/<id>.jpg  DIR/Annotations/<id>.xml  DIR/ImageSets/Main/{train,val}.txt
 
 Class names are every object name in the annotations of both lists, sorted. VOC pixel
-indices are 1-based: (xmin - 1, ymin - 1, xmax, ymax) as in detectron2. Objects marked
+indices are 1-based: (xmin - 1, ymin - 1, xmax, ymax) as in detectron2 (data.voc_zero_based=True:
+(xmin, ymin, xmax, ymax), for tools that write 0-based files). Objects marked
 `difficult` are neither trained on nor counted in evaluation (they become ignore
 regions, COCO's crowd), as in mmdetection and the VOC metric.
 """
@@ -62,10 +63,19 @@ def _size(ann) -> tuple[int, int] | None:
 
 
 def load_voc(
-    root: str, split: str, class_names: list[str], skip_bad: bool = False
+    root: str, split: str, class_names: list[str], skip_bad: bool = False, zero_based: bool = False
 ) -> tuple[AnnotationTable, LoadReport]:
-    """Reads ImageSets/Main/<split>.txt's images and annotations (see the module docstring)."""
+    """Reads ImageSets/Main/<split>.txt's images and annotations (see the module docstring);
+    `zero_based`: corners as 0-based pixel indices (some labelling tools), not VOC's 1-based."""
     report = LoadReport(source=f"{root} ({split})")
+    # Labelling tools that write VOC's 1-based corners put an object at the image's edge at
+    # xmin=0, which lies outside: clipping it is right, and the log line says why it happens.
+    report.clip_note = (
+        " (0-based corners: data.voc_zero_based=True)"
+        if zero_based
+        else " (VOC's 1-based corners: xmin=0 lies outside; data.voc_zero_based=True reads 0-based files)"
+    )
+    offset = 0.0 if zero_based else 1.0
     label_of = {name: i for i, name in enumerate(class_names)}
     out = Annotated(list(class_names), list(range(len(class_names))))
     for number, image_id in enumerate(_split_ids(root, split), start=1):
@@ -88,7 +98,7 @@ def load_voc(
                 x1, y1, x2, y2 = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
             except (AttributeError, TypeError, ValueError):
                 raise ConfigError(f"{where}: an object {cls!r} has no numeric bndbox xmin/ymin/xmax/ymax") from None
-            box = clip_box([x1 - 1.0, y1 - 1.0, x2, y2], width, height, report)
+            box = clip_box([x1 - offset, y1 - offset, x2, y2], width, height, report)
             if box is not None:
                 difficult = (obj.findtext("difficult") or "0").strip() == "1"
                 (ignore if difficult else objects).append((box, label_of[cls]))
