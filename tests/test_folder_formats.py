@@ -69,7 +69,8 @@ def test_voc_clipping_names_the_corner_convention_and_zero_based_files_read_as_w
     )
     root = _voc(tmp_path / "zero", {"a": [_voc_object("dog", (2, 3, 10, 20))], "b": [], "c": []})
     data, report = load_voc(root, "train", ["dog"], zero_based=True)
-    np.testing.assert_allclose(data.boxes(0), [[2, 3, 10, 20]]) and report.clipped_boxes == 0
+    np.testing.assert_allclose(data.boxes(0), [[2, 3, 10, 20]])
+    assert report.clipped_boxes == 0
 
 
 def test_voc_errors_name_the_file(tmp_path):
