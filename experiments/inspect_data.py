@@ -4,7 +4,9 @@
     python -m experiments.inspect_data --config=... --out=DIR --config.data.format=coco_json ...
 
 Writes OUT/report.txt (images, boxes per image, class histogram, box sizes, the load
-report, input images/s with the config's augmentation), OUT/{train,val}_*.png plots and
+report, data.max_boxes as training decides it, the fit report: which boxes the config's
+detector can reach on its canvas and what to change when too few, input images/s with
+the config's augmentation), OUT/{train,val}_*.png plots and
 OUT/train_sample_NN.png / val_sample_NN.png images with their ground-truth boxes.
 """
 
@@ -14,7 +16,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
-from jaxdet.data import inspect, pipeline, sources
+from jaxdet import configs, detectors
+from jaxdet.data import fit, inspect, pipeline, sources
+from jaxdet.detectors import reach
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (get_config).")
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
@@ -37,6 +41,12 @@ def main(argv):
         stats = inspect.statistics(src.annotations())
         lines += inspect.report_lines(stats, names, split)
         inspect.plot_statistics(stats, names, out, split)
+    cfg = configs.resolve(cfg)
+    with cli.user_errors():
+        cfg.data.max_boxes = fit.resolve_max_boxes(cfg.data, train_src.annotations().box_counts(), log=lines.append)
+        detector = detectors.build_detector(cfg, len(names), None)
+    lines += reach.report_lines(detector, train_src.annotations(), cfg)
+    print("\n".join(lines))
     d = cfg.data
     augment = dict(crop_prob=d.crop_prob, crop_min=d.crop_min, color_jitter=tuple(d.color_jitter))
     train = pipeline.Pipeline(train_src, d.image_size, d.max_boxes, d.workers, d.skip_bad)

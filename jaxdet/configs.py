@@ -103,8 +103,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     sources.validate(config.data)
     if config.train.early_stop_patience < 0:
         raise ConfigError(f"config.train.early_stop_patience must be >= 0, got {config.train.early_stop_patience}")
-    if config.data.max_boxes < 1:
-        raise ConfigError(f"config.data.max_boxes must be >= 1, got {config.data.max_boxes}")
+    if not isinstance(config.data.max_boxes, int) or config.data.max_boxes < 0:
+        raise ConfigError(
+            f"config.data.max_boxes must be an integer >= 0 (0 = the training split's most boxes per image), "
+            f"got {config.data.max_boxes!r}"
+        )
     if not 0.0 <= config.data.crop_prob <= 1.0 or not 0.0 < config.data.crop_min <= 1.0:
         raise ConfigError(
             f"need data.crop_prob in [0, 1] and data.crop_min in (0, 1], got {config.data.crop_prob}, "

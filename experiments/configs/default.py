@@ -38,7 +38,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Multi-scale training: each step's canvas side drawn from these (multiples of the largest
     # stride, 2^model.max_level), a pure function of (seed, step); one compiled step per size.
     config.data.train_sizes = ()
-    config.data.max_boxes = 16
+    # Boxes per training example, padded: 0 = automatic, the training split's most in one image (x4 with
+    # mosaic, x2 with mixup) rounded up to a multiple of 8, decided and logged at start-up (jaxdet/data/fit.py).
+    config.data.max_boxes = 0
+    # At start-up, log which boxes the detector's priors can reach on the canvas (jaxdet/detectors/reach.py).
+    config.data.fit_report = True
     config.data.hflip = True
     config.data.scale_min = 0.8  # Scale jitter: longer side = image_size * U(scale_min, scale_max).
     config.data.scale_max = 1.2

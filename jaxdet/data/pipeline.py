@@ -112,6 +112,11 @@ class Pipeline:
     """Train and eval streams over a random-access source (see the module docstring)."""
 
     def __init__(self, source, image_size: int, max_boxes: int, workers: int = 0, skip_bad: bool = False):
+        if max_boxes < 1:  # (0 = automatic is a config value, resolved at start-up: jaxdet/data/fit.py)
+            raise ConfigError(
+                f"a pipeline needs data.max_boxes >= 1, got {max_boxes}: resolve 0 (automatic) against the training "
+                "split first (jaxdet.data.fit.resolve_max_boxes)"
+            )
         self.source, self.image_size, self.max_boxes = source, image_size, max_boxes
         self.workers = default_workers() if workers < 0 else workers
         self.skip_bad = skip_bad

@@ -13,7 +13,7 @@ from jax.sharding import Mesh
 
 from jaxdet import configs, detectors, kernels, postprocess, summary
 from jaxdet.console import log
-from jaxdet.data import pipeline, sources
+from jaxdet.data import fit, pipeline, sources
 from jaxdet.data.classes import Classes
 from jaxdet.detectors import inference
 from jaxdet.errors import ConfigError
@@ -44,6 +44,8 @@ class EvalSession:
         pi, pc = jax.process_index(), jax.process_count()
         source = sources.load(config.data, "eval", pi, pc, log=log)
         self.eval_source = source.take(0, config.data.eval_max_images // pc) if config.data.eval_max_images else source
+        if not config.data.max_boxes:  # (a config no training run resolved; the metrics' ground truth is never cut)
+            config.data.max_boxes = fit.resolve_max_boxes(config.data, source.annotations().box_counts(), log)
         self._whole = None  # multi-process: the unsharded split's annotations, for COCO ground truth
         self.eval_step = inference.make_eval_step(detector, mesh, tta(config, len(self.class_names), mesh))
         self.analysis_dir = output_dir or os.path.join(workdir, "eval")

@@ -11,9 +11,9 @@ import ml_collections
 
 from jaxdet import configs, detectors, kernels, parallel, summary
 from jaxdet.console import log as _log
-from jaxdet.data import pipeline, sources
+from jaxdet.data import fit, pipeline, sources
 from jaxdet.data.classes import Classes
-from jaxdet.detectors import inference
+from jaxdet.detectors import inference, reach
 from jaxdet.errors import ConfigError
 from jaxdet.training import ema, init_from, optim, param_groups, runtime
 from jaxdet.training.step import (
@@ -51,6 +51,8 @@ class Run:
         self.train_source = src = sources.load(config.data, "train", log=_log)
         self.classes = Classes.of_model(src.class_names, src.category_ids, config.model.num_classes)
         self.class_names = list(self.classes.names)
+        # data.max_boxes = 0: fitted to the split, and recorded so (a resume fits it again, equal).
+        config.data.max_boxes = fit.resolve_max_boxes(config.data, src.annotations().box_counts(), log=_log)
         # One detector and one step per canvas size (multi-scale training: data.train_sizes),
         # sharing one set of weights; each step compiles at its first call, once per size.
         train_sizes = tuple(config.data.get("train_sizes", ())) or (config.data.image_size,)
@@ -59,6 +61,9 @@ class Run:
             parallel.AXIS, kernels.platform(self.mesh.devices.flat), self.mesh.size,
         )  # fmt: skip
         self.detector = by_size[config.data.image_size]
+        if config.data.get("fit_report", True):  # what the detector's priors can reach of these boxes
+            for line in reach.report_lines(self.detector, src.annotations(), config):
+                _log(line)
         self.tx, self.lr = optim.make_optimizer(config.optim, config.train.steps, config.model)
         # Each parameter group with its size (a group that matches nothing is refused here, at start-up).
         shapes = inference.abstract_variables(self.detector, config.data.image_size, self.mesh)["params"]
