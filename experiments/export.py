@@ -44,11 +44,17 @@ def main(argv):
     with cli.user_errors():
         batch = _BATCH.value if _BATCH.value == "dynamic" else _int(_BATCH.value)
         if _FORMAT.value == "stablehlo":
-            out, name = stablehlo.export(_WORKDIR.value, _CHECKPOINT.value, batch, _OUT.value, _OVERWRITE.value), stablehlo.PROGRAM
+            out, name = (
+                stablehlo.export(_WORKDIR.value, _CHECKPOINT.value, batch, _OUT.value, _OVERWRITE.value),
+                stablehlo.PROGRAM,
+            )
         elif _FORMAT.value == "onnx":
             from jaxdet.export.onnx import export as onnx_export  # (onnx is the [onnx] extra)
 
-            out, name = onnx_export.export(_WORKDIR.value, _CHECKPOINT.value, batch, _OUT.value, _OVERWRITE.value), onnx_export.MODEL
+            out, name = (
+                onnx_export.export(_WORKDIR.value, _CHECKPOINT.value, batch, _OUT.value, _OVERWRITE.value),
+                onnx_export.MODEL,
+            )
         else:
             raise ConfigError(SAVEDMODEL_REFUSED)
     print(f"wrote {out}/{name} and {out}/metadata.json")

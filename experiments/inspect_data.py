@@ -46,7 +46,6 @@ def main(argv):
         cfg.data.max_boxes = fit.resolve_max_boxes(cfg.data, train_src.annotations().box_counts(), log=lines.append)
         detector = detectors.build_detector(cfg, len(names), None)
     lines += reach.report_lines(detector, train_src.annotations(), cfg)
-    print("\n".join(lines))
     d = cfg.data
     augment = dict(crop_prob=d.crop_prob, crop_min=d.crop_min, color_jitter=tuple(d.color_jitter))
     train = pipeline.Pipeline(train_src, d.image_size, d.max_boxes, d.workers, d.skip_bad)

@@ -98,7 +98,9 @@ def test_the_audit_of_a_run_writes_every_image_and_box_once_with_the_datasets_id
     workdir = str(tmp_path / "run")
     config = tiny_config(data, compilation_cache, steps=4, eval_every=4, checkpoint_every=4)
     experiment.train_and_evaluate(config, workdir, jax.devices()[:1])
-    out = tool.audit(workdir, "train", top_k=5, batch_size=4, log=lambda _: None)
+    lines = []
+    out = tool.audit(workdir, "train", top_k=5, batch_size=4, log=lines.append)
+    assert [line for line in lines if line.startswith("audit: 10 images in ")], lines  # the pass's last progress line
     doc = json.load(open(os.path.join(out, "audit.json")))
     read = lambda name: [json.loads(line) for line in open(os.path.join(out, doc["records"][name]))]  # noqa: E731
     images, boxes = read("images"), read("boxes")

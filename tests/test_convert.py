@@ -166,7 +166,11 @@ def test_timm_resnets_as_safetensors_give_timms_features(depth, tmp_path):
 
 @pytest.mark.parametrize(
     "name, recipe, classes",
-    [("retinanet_resnet50_fpn", retinanet_r50, 7), ("fcos_resnet50_fpn", fcos, 7), ("fasterrcnn_resnet50_fpn", faster_rcnn, 6)],
+    [
+        ("retinanet_resnet50_fpn", retinanet_r50, 7),
+        ("fcos_resnet50_fpn", fcos, 7),
+        ("fasterrcnn_resnet50_fpn", faster_rcnn, 6),
+    ],
 )
 def test_torchvision_detectors_as_safetensors_equal_their_pth(name, recipe, classes, tmp_path):
     tv = torchvision_detector(name, classes)
@@ -194,6 +198,7 @@ def test_a_torchvision_detector_fine_tunes_onto_other_classes(tmp_path):
     head = out["params"]["RetinaNetHead_0"]
     np.testing.assert_array_equal(head["cls_logits"]["bias"], init["params"]["RetinaNetHead_0"]["cls_logits"]["bias"])
     np.testing.assert_array_equal(
-        head["cls_conv0"]["kernel"], tv.head.classification_head.conv[0][0].weight.detach().numpy().transpose(2, 3, 1, 0)
+        head["cls_conv0"]["kernel"],
+        tv.head.classification_head.conv[0][0].weight.detach().numpy().transpose(2, 3, 1, 0),
     )
     assert "re-initialised 2 class-dependent, 0 not in the source" in lines[0]

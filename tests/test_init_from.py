@@ -134,17 +134,18 @@ def test_a_run_fine_tunes_from_another_run_onto_other_classes(tmp_path, capsys):
     with open(os.path.join(workdir, "classes.json")) as f:
         assert [c["id"] for c in json.load(f)] == [3, 7]  # the new data's classes
     # The step-0 weights are the source's, but for the class logits: a fresh prior-probability init.
-    from jaxdet.evaluation.predict import restore_weights
-
     config, classes = configs.load_recorded(workdir)
     det = detectors.build_detector(config, len(classes), None)
     mesh = parallel.make_mesh(jax.local_devices()[:1])
-    variables, step = restore_weights(workdir, "1", det, 64, mesh)
+    variables, step = inference.restore_weights(workdir, "1", det, 64, mesh)
     assert step == 1
     head = jax.device_get(variables["params"]["RetinaNetHead_0"])
     anchors = source["params"]["RetinaNetHead_0"]["cls_logits"]["kernel"].shape[-1] // 3
     assert head["cls_logits"]["kernel"].shape[-1] == anchors * 2  # anchors x the new classes
     np.testing.assert_allclose(head["cls_logits"]["bias"], -np.log(99), atol=0.01)  # the prior 0.01
     # One step of training moved the weights a little from the source's, not to a new init.
-    before, after = source["params"]["ResNet_0"]["Conv_0"]["kernel"], variables["params"]["ResNet_0"]["Conv_0"]["kernel"]
+    before, after = (
+        source["params"]["ResNet_0"]["Conv_0"]["kernel"],
+        variables["params"]["ResNet_0"]["Conv_0"]["kernel"],
+    )
     assert np.abs(np.asarray(after) - before).max() < 0.05

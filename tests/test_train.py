@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -215,6 +216,7 @@ def test_best_checkpoint_early_stopping_and_eval_cli(tfds_dir, tmp_path, capsys)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "checkpoint step 2" in proc.stdout
+    assert re.search(r"^predict: 2 images in [0-9.]+s \([0-9.]+ images/s\)$", proc.stdout, re.M), proc.stdout
     results = json.load(open(pred / "detections.json"))
     assert {r["file_name"] for r in results} <= {"a.jpg", "b.png"} and (pred / "a.jpg.png").exists()
     for r in results:

@@ -104,7 +104,9 @@ def test_a_pth_without_torch_says_what_it_needs(tmp_path, monkeypatch):
 
     real = builtins.__import__
     monkeypatch.setattr(
-        builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name == "torch" else real(name, *a, **k)
+        builtins,
+        "__import__",
+        lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name == "torch" else real(name, *a, **k),
     )
     (tmp_path / "w.pth").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"needs PyTorch: pip install 'jaxdet\[bench\]'"):

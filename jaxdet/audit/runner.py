@@ -6,7 +6,6 @@ streams them to disk), so the pass holds one batch whatever the split's size."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import jax
@@ -14,6 +13,7 @@ import numpy as np
 
 from jaxdet.audit import suspects
 from jaxdet.audit.per_example import per_example
+from jaxdet.console import Progress
 from jaxdet.data import pipeline
 
 
@@ -42,27 +42,22 @@ def _xywh(box: np.ndarray, scale: float) -> list[float]:
 def run_pass(
     step: Callable, variables: dict, data: pipeline.Pipeline, batch_size: int, classes,
     on_batch: Callable[[list[dict], list[dict], list[dict]], None],
-    log: Callable[[str], None] = print, every_s: float = 30.0,
+    log: Callable[[str], None] = print, every_s: float | None = None,
 ) -> None:  # fmt: skip
     """Streams every example of `data` once through `step`, handing each batch's records
     (images, annotated boxes, unexplained detections: `_records`) to `on_batch`; logs
-    progress and an ETA every `every_s` seconds."""
-    n = len(data.source)
-    start = last = time.perf_counter()
+    progress and an ETA every `every_s` seconds (console.PROGRESS_EVERY_S)."""
+    progress = Progress("audit", len(data.source), every_s, log)
     stream = data.eval(batch_size)
     try:
         for b, local in enumerate(stream):
             inputs = jax.device_put(pipeline.model_inputs(local))
             numbers, sus, dets = jax.device_get(step(variables, inputs))
             on_batch(*_records(b * batch_size, local, numbers, sus, dets, classes))
-            now = time.perf_counter()
-            if now - last >= every_s:
-                done = min(n, (b + 1) * batch_size)
-                eta = (now - start) / done * (n - done)
-                log(f"audit: {done}/{n} images, {done / (now - start):.1f} images/s, ETA {eta:.0f}s")
-                last = now
+            progress.update((b + 1) * batch_size)
     finally:
         stream.close()
+    progress.finish()
 
 
 def _records(first: int, local: dict, numbers: dict, sus: dict, dets: dict, classes) -> tuple[list, list, list]:

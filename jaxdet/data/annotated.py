@@ -65,7 +65,9 @@ class LoadReport:
             f"{self.boxes} boxes, {self.crowd_boxes} crowd boxes (evaluation only)"
         ]
         if self.clipped_boxes:
-            out.append(f"  {self.clipped_boxes} boxes reached outside their image and were clipped to it{self.clip_note}")
+            out.append(
+                f"  {self.clipped_boxes} boxes reached outside their image and were clipped to it{self.clip_note}"
+            )
         for why, n in sorted(self.dropped_boxes.items()):
             out.append(f"  {n} boxes dropped: {why}")
         if self.skipped_images:

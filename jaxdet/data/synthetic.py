@@ -6,13 +6,15 @@ import numpy as np
 
 
 def synthetic_batch(batch: int, image_size: int, max_boxes: int, num_classes: int, seed: int = 0) -> dict:
-    """A detection batch with `max_boxes // 2` (at least 1) random objects per image.
+    """A detection batch with `max_boxes // 2` (at least 1) random objects per image;
+    `max_boxes` 0 (a config's automatic value, which no dataset resolves here) pads to 16.
 
     Returns numpy arrays in the pipeline's layout: image [B,S,S,3] 0..255, boxes [B,M,4]
     xyxy pixels, labels [B,M], box_mask [B,M], image_mask [B], image_id [B], scale [B].
     Boxes have sides 5-50% of the image, so every detector finds positives for them.
     """
     rng = np.random.default_rng(seed)
+    max_boxes = max_boxes or 16
     n = max(1, max_boxes // 2)
     wh = rng.uniform(0.05, 0.5, (batch, n, 2)) * image_size
     xy = rng.uniform(0, 1, (batch, n, 2)) * (image_size - wh)

@@ -14,7 +14,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxdet import postprocess
+from jaxdet import checkpoints, postprocess
+from jaxdet.errors import ConfigError
 from jaxdet.parallel import AXIS
 
 # The fixed ImageNet statistics the backbone normalises with (pixels 0..255).
@@ -129,3 +130,17 @@ def make_predict_step(detector, mesh: Mesh) -> Callable:
 
     mapped = jax.shard_map(predict_fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS), check_vma=False)
     return jax.jit(mapped)
+
+
+def restore_weights(workdir: str, which: str, detector, image_size: int, mesh) -> tuple[dict, int]:
+    """(variables, step) of a run's checkpoint `which` (latest, best or a step): the weights
+    alone, its "model" item, no optimizer built or read."""
+    ckpts, step = checkpoints.find(workdir, which)
+    try:
+        target = {"model": abstract_variables(detector, image_size, mesh)}
+        items, step = ckpts.restore_newest(target, checkpoints.candidates(ckpts, which, step))
+    finally:
+        ckpts.close()
+    if items is None:
+        raise ConfigError(f"no checkpoint in {ckpts.directory} restores (see the lines above)")
+    return items["model"], step

@@ -9,7 +9,7 @@ recall"):
   dense detectors whose assigner reads predictions (SimOTA, task-aligned): its
       candidate set, which no prediction can enlarge (a prior centre inside the box, for
       SimOTA also within center_radius strides of its centre);
-  Faster R-CNN: the RPN's anchors at rpn_fg_iou, without and with the low-quality matches;
+  Faster R-CNN: the RPN's anchors, with its low-quality matches and without (rpn_fg_iou);
   CenterNet: a box whose centre cell it shares with an earlier box of its class is lost;
   DETR: every box has a query (num_queries >= data.max_boxes, checked at build).
 Only the geometry is used: nothing is trained, and images are taken evenly across the
@@ -54,7 +54,9 @@ def _per_box(values: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
 
 
 def _assigned(assigner, boxes, index, images):
-    run = jax.jit(lambda gt, mask: assigner({"boxes": gt, "labels": jnp.zeros(mask.shape, jnp.int32), "box_mask": mask}))
+    run = jax.jit(
+        lambda gt, mask: assigner({"boxes": gt, "labels": jnp.zeros(mask.shape, jnp.int32), "box_mask": mask})
+    )
     got, masks = [], []
     for gt, mask in _chunks(boxes, index, images):
         a = run(gt, mask)
@@ -118,11 +120,13 @@ def reach(detector, boxes: np.ndarray, index: np.ndarray, most: int = 2000) -> t
                 (_best_iou(p.boxes, boxes, index, images) >= fields["fg_iou"]).mean()
             )
         return Reach(f"positive for the {assigner.name} assigner", reached, more, _sides(p.boxes)), judged
-    if hasattr(detector, "rpn_fg_iou"):
+    if hasattr(detector, "rpn_fg_iou"):  # torchvision's RPN matcher keeps every box's best anchor, as max_iou
         best = _best_iou(detector.anchors, boxes, index, images)
-        how = f"an RPN anchor with IoU >= {detector.rpn_fg_iou}"
-        return Reach(how, best >= detector.rpn_fg_iou, {"with the low-quality matches": float((best > 0).mean())},
-                     _sides(detector.anchors)), judged  # fmt: skip
+        more = {f"best anchor IoU >= {detector.rpn_fg_iou} (without low-quality matches)": float(
+            (best >= detector.rpn_fg_iou).mean()
+        )}  # fmt: skip
+        how = "positive for the RPN's max-IoU matcher"
+        return Reach(how, best > 0, more, _sides(detector.anchors)), judged
     if hasattr(detector, "grid"):
         cells = np.floor(0.5 * (judged[:, :2] + judged[:, 2:]) / detector.stride).astype(int)
         key = np.stack([index[keep], cells[:, 0], cells[:, 1]], 1)
@@ -178,7 +182,10 @@ def _advice(missed: np.ndarray, prior_sides, size: int, m) -> str:
             f"level (model.min_level={int(m.min_level) - 1}) or use smaller anchors"
         )
     if side > largest:
-        return head + f"larger than the largest prior ({largest:.0f} px): add a level (model.max_level={int(m.max_level) + 1})"
+        return (
+            head
+            + f"larger than the largest prior ({largest:.0f} px): add a level (model.max_level={int(m.max_level) + 1})"
+        )
     return head + (
         "between the priors' sizes or shapes: more anchor scales or aspect ratios, a lower IoU threshold, or an "
         "assigner that adapts to the data (atss)"

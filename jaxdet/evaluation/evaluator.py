@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from jaxdet import checkpoints, configs, detectors, files, kernels, parallel, visualize
+from jaxdet.console import Progress
 from jaxdet.console import log as _log
 from jaxdet.data import pipeline
 from jaxdet.data.classes import Classes
@@ -52,6 +53,7 @@ def evaluate(session: EvalSession, variables: dict, step: int, interrupt=lambda:
     local_bs = session.eval_batch_size // jax.process_count()
     data = session.pipeline(session.eval_source)
     results, term_sums, batches, unreadable = [], {}, 0, set()
+    progress = Progress(f"evaluation at step {step}", len(session.eval_source))  # (this process's share)
     stream = data.eval(local_bs)
     try:
         for local in stream:
@@ -68,8 +70,10 @@ def evaluate(session: EvalSession, variables: dict, step: int, interrupt=lambda:
             for k, v in jax.device_get(terms).items():
                 term_sums[k] = term_sums.get(k, 0.0) + float(v)
             batches += 1
+            progress.update(batches * local_bs)
     finally:
         stream.close()
+    progress.finish()
     metrics: dict[str, float] = {}
     if unreadable:
         _log(

@@ -18,25 +18,13 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxdet import checkpoints, configs, detectors, files, parallel, visualize
+from jaxdet import configs, detectors, files, parallel, visualize
+from jaxdet.console import Progress
 from jaxdet.data import decode
 from jaxdet.data.canvas import preprocess, to_original  # noqa: F401  (predict.preprocess: tests, users)
 from jaxdet.detectors import inference
+from jaxdet.detectors.inference import restore_weights  # (re-exported: callers import it from here)
 from jaxdet.errors import ConfigError
-
-
-def restore_weights(workdir: str, which: str, detector, image_size: int, mesh) -> tuple[dict, int]:
-    """(variables, step) of a run's checkpoint `which` (latest, best or a step): the weights
-    alone, its "model" item, no optimizer built or read."""
-    ckpts, step = checkpoints.find(workdir, which)
-    try:
-        target = {"model": inference.abstract_variables(detector, image_size, mesh)}
-        items, step = ckpts.restore_newest(target, checkpoints.candidates(ckpts, which, step))
-    finally:
-        ckpts.close()
-    if items is None:
-        raise ConfigError(f"no checkpoint in {ckpts.directory} restores (see the lines above)")
-    return items["model"], step
 
 
 class Predictor:
@@ -102,6 +90,7 @@ def predict_files(predictor: Predictor, paths: list[str], out_dir: str, score_th
     bbox [x, y, w, h] in the file's pixels, file_name = the path under the common folder)."""
     outputs = check_outputs(paths, out_dir)
     results = []
+    progress = Progress("predict", len(paths))
     for image_id, (path, out) in enumerate(zip(paths, outputs), start=1):
         try:
             with open(path, "rb") as f:
@@ -120,6 +109,8 @@ def predict_files(predictor: Predictor, paths: list[str], out_dir: str, score_th
         )
         os.makedirs(os.path.dirname(out), exist_ok=True)
         Image.fromarray(pic).save(out, format="PNG")
+        progress.update(image_id)
+    progress.finish()
     with open(os.path.join(out_dir, "detections.json"), "w") as f:
         json.dump(results, f)
     return results

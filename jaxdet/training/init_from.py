@@ -72,7 +72,9 @@ def parse(spec: str) -> tuple[str, str, str]:
         path, which = head, tail
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):
-            raise ConfigError(f"config.model.init_from={spec!r}: {path} is a folder but not a jaxdet workdir (no config.json)")
+            raise ConfigError(
+                f"config.model.init_from={spec!r}: {path} is a folder but not a jaxdet workdir (no config.json)"
+            )
         return RUN, path, which
     if os.path.isfile(path) and path.endswith(".safetensors"):
         return SAFETENSORS, path, which
@@ -148,12 +150,10 @@ def merge(target: dict, source: dict[str, np.ndarray], keep: frozenset[str], nam
 
 def _run_weights(path: str, which: str) -> tuple[dict[str, np.ndarray], tuple[str, ...], str]:
     """A jaxdet run's weights (its "model" item: the EMA where it kept one), classes and name."""
-    from jaxdet.evaluation.predict import restore_weights
-
     config, classes = configs.load_recorded(path)
     mesh = parallel.make_mesh(jax.local_devices()[:1])
     detector = detectors.build_detector(config, len(classes), None)
-    variables, step = restore_weights(path, which, detector, config.data.image_size, mesh)
+    variables, step = inference.restore_weights(path, which, detector, config.data.image_size, mesh)
     return flatten(jax.device_get(variables)), tuple(classes.names), f"{path} (step {step}, {len(classes)} classes)"
 
 
@@ -173,7 +173,9 @@ def _torchvision(config, variables: dict, sd, keep: frozenset[str], name: str, l
         out, report = converter(sd, variables, config.model.backbone, keep)
     else:
         if kind != "resnet":
-            log(f"init_from {name}: a torchvision {kind}; this run is {config.model.name}: its backbone alone is loaded")
+            log(
+                f"init_from {name}: a torchvision {kind}; this run is {config.model.name}: its backbone alone is loaded"
+            )
         out, report = convert.resnet_from_torchvision(sd, variables, config.model.backbone, keep=keep)
     every = flatten(variables)
     done = report.written | set(report.reinitialised)
