@@ -11,6 +11,8 @@ names and the dataset's category ids, score threshold, jaxdet version, config ha
 detections equal `experiments.predict`'s on the same checkpoint (tests/test_export.py).
 onnx: the same function as one ONNX model (fixed batch), converted from its jaxpr by
 jaxdet.export.onnx (a rule per primitive; one without fails naming it); onnxruntime runs it.
+safetensors: the weights alone (jaxdet's names, the classes in its metadata), for
+`--config.model.init_from=DIR/model.safetensors` elsewhere.
 Default --out: <workdir>/export/<format>-step<N>. A folder that already holds an artifact is
 refused (one `error:` line) unless --overwrite.
 """
@@ -22,7 +24,9 @@ from jaxdet.errors import ConfigError
 from jaxdet.export import stablehlo
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's directory.")
-_FORMAT = flags.DEFINE_enum("format", "stablehlo", ["stablehlo", "onnx", "savedmodel"], "The artifact's format.")
+_FORMAT = flags.DEFINE_enum(
+    "format", "stablehlo", ["stablehlo", "onnx", "safetensors", "savedmodel"], "The artifact's format."
+)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "latest, best or a step number.")
 _BATCH = flags.DEFINE_string("batch", "1", "Images per call: a number, or 'dynamic' (a symbolic batch).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: <workdir>/export/<format>-step<N>).")
@@ -55,6 +59,10 @@ def main(argv):
                 onnx_export.export(_WORKDIR.value, _CHECKPOINT.value, batch, _OUT.value, _OVERWRITE.value),
                 onnx_export.MODEL,
             )
+        elif _FORMAT.value == "safetensors":
+            from jaxdet.export import weights
+
+            out, name = weights.export(_WORKDIR.value, _CHECKPOINT.value, _OUT.value, _OVERWRITE.value), weights.WEIGHTS
         else:
             raise ConfigError(SAVEDMODEL_REFUSED)
     print(f"wrote {out}/{name} and {out}/metadata.json")

@@ -216,6 +216,29 @@ def test_an_earlier_artifact_is_never_written_over(run, tmp_path):
     assert json.loads((out / "metadata.json").read_text())["batch"] == 1
 
 
+def test_the_weights_as_safetensors_seed_a_run_on_the_same_classes(run, tmp_path):
+    from jaxdet import configs, detectors, parallel
+    from jaxdet.detectors import inference
+    from jaxdet.export import weights
+    from jaxdet.training import init_from
+
+    out = weights.export(run, out=str(tmp_path / "w"))
+    config, classes = configs.load_recorded(run)
+    config.model.init_from = os.path.join(out, weights.WEIGHTS)
+    mesh = parallel.make_mesh(jax.local_devices()[:1])
+    det = detectors.build_detector(config, len(classes), None)
+    fresh = jax.tree_util.tree_map(
+        np.zeros_like, jax.device_get(inference.restore_weights(run, "latest", det, 64, mesh)[0])
+    )
+    lines = []
+    loaded = init_from.transfer(config, fresh, list(classes.names), mesh, log=lines.append)
+    want, _ = inference.restore_weights(run, "latest", det, config.data.image_size, mesh)
+    for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(jax.device_get(want))):
+        np.testing.assert_array_equal(a, b)
+    assert "the same 2 classes: the class-dependent tensors load too" in lines[0]
+    assert json.loads(open(os.path.join(out, "metadata.json")).read())["format"] == "safetensors"
+
+
 def test_savedmodel_is_refused_because_tensorflow_cannot_run_jaxs_stablehlo(tmp_path):
     """The reason the CLI gives is checked, not assumed: a jax2tf SavedModel of a top_k (as in
     every detector's post-processing) fails when TensorFlow runs it. When a TensorFlow that

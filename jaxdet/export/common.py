@@ -30,6 +30,7 @@ class Prepared:
     run: Callable[[jax.Array], dict]
     step: int
     size: int
+    variables: dict  # the checkpoint's {"params", "batch_stats"}
 
 
 def prepare(workdir: str, which: str = "latest") -> Prepared:
@@ -47,7 +48,7 @@ def prepare(workdir: str, which: str = "latest") -> Prepared:
         outputs, _ = forward(detector, variables, {"image": images}, jax.random.key(0), train=False)
         return detector.predict(outputs)._asdict()
 
-    return Prepared(config, classes, run, int(step), size)
+    return Prepared(config, classes, run, int(step), size, variables)
 
 
 def check_out(out: str, overwrite: bool) -> None:
@@ -55,7 +56,11 @@ def check_out(out: str, overwrite: bool) -> None:
     an export never replaces an earlier one unasked."""
     if os.path.isfile(out):
         raise ConfigError(f"--out={out} is a file; an artifact is a folder")
-    held = [name for name in (METADATA, "model.stablehlo", "model.onnx") if os.path.exists(os.path.join(out, name))]
+    held = [
+        name
+        for name in (METADATA, "model.stablehlo", "model.onnx", "model.safetensors")
+        if os.path.exists(os.path.join(out, name))
+    ]
     if held and not overwrite:
         raise ConfigError(
             f"--out={out} already holds an artifact ({', '.join(held)}): choose another --out, or pass "
