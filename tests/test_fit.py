@@ -144,3 +144,13 @@ def test_evaluation_keeps_every_ground_truth_box_and_shows_progress(tmp_path, mo
     out = capsys.readouterr().out
     assert "evaluation at step 7: 1/2 images, " in out and " images/s, ETA " in out
     assert "evaluation at step 7: 2 images in " in out
+
+
+def test_centernet_loses_a_box_whose_centre_cell_holds_one_of_its_class():
+    config = _config("centernet")
+    det = detectors.build_detector(config, 2, None)
+    s = det.stride
+    boxes = np.array([[0, 0, 2 * s, 2 * s], [0.2, 0.2, 2 * s, 2 * s], [4 * s, 4 * s, 6 * s, 6 * s]], np.float32)
+    same, _ = reach.reach(det, boxes, np.zeros(3, int), np.array([0, 0, 0]))
+    other, _ = reach.reach(det, boxes, np.zeros(3, int), np.array([0, 1, 0]))  # its own class's heatmap
+    assert same.reached.tolist() == [True, False, True] and other.reached.tolist() == [True, True, True]

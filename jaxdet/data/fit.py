@@ -56,15 +56,17 @@ def resolve_max_boxes(data, counts: np.ndarray, log: Callable[[str], None] = pri
     return value
 
 
-def canvas_boxes(table, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(boxes [K, 4] xyxy in canvas pixels, image index [K]) of an AnnotationTable's boxes
-    with each image's longer side resized to `image_size`, as evaluation resizes it."""
+def canvas_boxes(table, image_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes [K, 4] xyxy in canvas pixels, image index [K], labels [K]) of an
+    AnnotationTable's boxes with each image's longer side resized to `image_size`, as
+    evaluation resizes it."""
     counts = table.box_counts()
     start, stop = table.arrays["box_start"][table.lo], table.arrays["box_start"][table.hi]
     boxes = np.asarray(table.arrays["boxes"][start:stop], np.float32)
     longer = np.maximum(table.column("heights"), table.column("widths")).astype(np.float32)
     index = np.repeat(np.arange(len(counts)), counts)
-    return boxes * (image_size / longer)[index, None], index
+    labels = np.asarray(table.arrays["labels"][start:stop])
+    return boxes * (image_size / longer)[index, None], index, labels
 
 
 def padded(boxes: np.ndarray, index: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

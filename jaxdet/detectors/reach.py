@@ -10,7 +10,7 @@ recall"):
       candidate set, which no prediction can enlarge (a prior centre inside the box, for
       SimOTA also within center_radius strides of its centre);
   Faster R-CNN: the RPN's anchors, with its low-quality matches and without (rpn_fg_iou);
-  CenterNet: a box whose centre cell it shares with an earlier box of its class is lost;
+  CenterNet: a box whose centre cell holds an earlier box's of its class has no peak of its own;
   DETR: every box has a query (num_queries >= data.max_boxes, checked at build).
 Only the geometry is used: nothing is trained, and images are taken evenly across the
 split up to `most` images so that a COCO-size split costs seconds.
@@ -96,9 +96,12 @@ def _sides(priors: np.ndarray | None) -> tuple[float, float] | None:
     return float(side.min()), float(side.max())
 
 
-def reach(detector, boxes: np.ndarray, index: np.ndarray, most: int = 2000) -> tuple[Reach, np.ndarray]:
+def reach(
+    detector, boxes: np.ndarray, index: np.ndarray, labels: np.ndarray, most: int = 2000
+) -> tuple[Reach, np.ndarray]:
     """(Reach, the boxes it judged [K', 4]) for `detector` on canvas `boxes` [K, 4] of
-    images `index` [K] (fit.canvas_boxes), over at most `most` images taken evenly."""
+    images `index` [K] with `labels` [K] (fit.canvas_boxes), over at most `most` images
+    taken evenly."""
     images = np.unique(index)
     if len(images) > most:
         images = images[np.linspace(0, len(images) - 1, most).round().astype(int)]
@@ -129,10 +132,10 @@ def reach(detector, boxes: np.ndarray, index: np.ndarray, most: int = 2000) -> t
         return Reach(how, best > 0, more, _sides(detector.anchors)), judged
     if hasattr(detector, "grid"):
         cells = np.floor(0.5 * (judged[:, :2] + judged[:, 2:]) / detector.stride).astype(int)
-        key = np.stack([index[keep], cells[:, 0], cells[:, 1]], 1)
+        key = np.stack([index[keep], labels[keep], cells[:, 0], cells[:, 1]], 1)  # a heatmap per class
         first = np.zeros(len(judged), bool)
         first[np.unique(key, axis=0, return_index=True)[1]] = True
-        how = f"a heatmap cell (stride {detector.stride}) of its own (labels ignored: a lower bound)"
+        how = f"a heatmap peak of its own (no earlier box of its class centred in its stride-{detector.stride} cell)"
         return Reach(how, first, {}, None), judged
     return Reach("a query of its own (set prediction)", np.ones(len(judged), bool), {}, None), judged
 
@@ -145,14 +148,14 @@ def report_lines(detector, table, config, most: int = 2000) -> list[str]:
     AnnotationTable: box sizes on the canvas, the share of boxes it can reach, and what to
     change (data.image_size, levels, anchor sizes) when that share is below GOOD."""
     size, m = config.data.image_size, config.model
-    boxes, index = fit.canvas_boxes(table, size)
+    boxes, index, labels = fit.canvas_boxes(table, size)
     if not len(boxes):
         return ["fit report: the split has no boxes"]
     sides = np.sqrt(np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0))
     stride = 2 ** int(m.min_level)
     small = int((np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) < stride).sum())
     p1, p50, p99 = np.percentile(sides, [1, 50, 99])
-    r, judged = reach(detector, boxes, index, most)
+    r, judged = reach(detector, boxes, index, labels, most)
     share = float(r.reached.mean()) if len(r.reached) else 1.0
     n_images = len(np.unique(index))
     lines = [
