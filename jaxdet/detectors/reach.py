@@ -42,37 +42,29 @@ class Reach:
     prior_sides: tuple[float, float] | None
 
 
-def _chunks(boxes, index, images):
+def _per_box(fn, boxes, index, images) -> np.ndarray:
+    """`fn(gt [B, M, 4], mask [B, M]) -> [B, M]` over the images in chunks of CHUNK (one
+    compiled shape per chunk size), as one value per box [K'] in the boxes' order."""
+    run, got = jax.jit(fn), []
     for lo in range(0, len(images), CHUNK):
-        chunk = images[lo : lo + CHUNK]
-        gt, mask = fit.padded(boxes, index, chunk)
-        yield gt, mask
-
-
-def _per_box(values: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate([v[m] for v, m in zip(values, masks)]) if values else np.zeros(0, bool)
+        gt, mask = fit.padded(boxes, index, images[lo : lo + CHUNK])
+        got.append(np.asarray(jax.device_get(run(gt, mask)))[mask])
+    return np.concatenate(got) if got else np.zeros(0, bool)
 
 
 def _assigned(assigner, boxes, index, images):
-    run = jax.jit(
-        lambda gt, mask: assigner({"boxes": gt, "labels": jnp.zeros(mask.shape, jnp.int32), "box_mask": mask})
-    )
-    got, masks = [], []
-    for gt, mask in _chunks(boxes, index, images):
-        a = run(gt, mask)
-        m = gt.shape[1]
-        positive = (a.label == assigners.POSITIVE)[..., None] & (a.matched[..., None] == jnp.arange(m))
-        got.append(np.asarray(jax.device_get(positive.any(1)))), masks.append(mask)
-    return _per_box(got, masks)
+    def positive(gt, mask):
+        a = assigner({"boxes": gt, "labels": jnp.zeros(mask.shape, jnp.int32), "box_mask": mask})
+        hit = (a.label == assigners.POSITIVE)[..., None] & (a.matched[..., None] == jnp.arange(gt.shape[1]))
+        return hit.any(1)
+
+    return _per_box(positive, boxes, index, images)
 
 
 def _best_iou(priors: np.ndarray, boxes, index, images) -> np.ndarray:
     """Each box's best IoU with any prior box [K]."""
-    run = jax.jit(lambda gt: jax.vmap(lambda g: box_ops.box_iou(g, jnp.asarray(priors)).max(-1))(gt))
-    got, masks = [], []
-    for gt, mask in _chunks(boxes, index, images):
-        got.append(np.asarray(jax.device_get(run(gt)))), masks.append(mask)
-    return _per_box(got, masks)
+    best = lambda gt, mask: jax.vmap(lambda g: box_ops.box_iou(g, jnp.asarray(priors)).max(-1))(gt)  # noqa: E731
+    return _per_box(best, boxes, index, images)
 
 
 def _candidates(priors, boxes: np.ndarray, radius: float | None) -> np.ndarray:

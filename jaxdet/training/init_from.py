@@ -30,6 +30,7 @@ import numpy as np
 from jaxdet import configs, detectors, parallel
 from jaxdet.detectors import inference
 from jaxdet.errors import ConfigError
+from jaxdet.training.param_groups import flatten  # (one naming: params/ResNet_0/Conv_0/kernel)
 
 RUN, TORCH, SAFETENSORS = "jaxdet run", "torch file", "safetensors file"
 _CHECKPOINTS = ("latest", "best")
@@ -84,12 +85,6 @@ def parse(spec: str) -> tuple[str, str, str]:
         f"config.model.init_from={spec!r}: not a jaxdet workdir (optionally :latest, :best or :<step>), "
         "nor an existing .pth or .safetensors file"
     )
-
-
-def flatten(variables: dict) -> dict[str, np.ndarray]:
-    """{"params": {"ResNet_0": {"Conv_0": {"kernel": x}}}} -> {"params/ResNet_0/Conv_0/kernel": x}."""
-    flat = jax.tree_util.tree_flatten_with_path(variables)[0]
-    return {"/".join(str(k.key) for k in keys): value for keys, value in flat}
 
 
 def unflatten(flat: dict[str, np.ndarray]) -> dict:
@@ -192,8 +187,8 @@ def transfer(config, variables: dict, class_names: Sequence[str], mesh, log: Cal
     keep = class_dependent(config, len(class_names), mesh)
     if kind == RUN:
         source, source_classes, name = _run_weights(path, which)
-    elif kind == SAFETENSORS and _jaxdet_named(path):
-        source, source_classes, name = _jaxdet_file(path)
+    elif kind == SAFETENSORS and (header := _safetensors_metadata(path))[1]:
+        source, source_classes, name = _jaxdet_file(path, header[0])
     else:
         from jaxdet.models.torch_weights import load_state_dict
 
@@ -211,20 +206,18 @@ def transfer(config, variables: dict, class_names: Sequence[str], mesh, log: Cal
     return out
 
 
-def _jaxdet_named(path: str) -> bool:
+def _safetensors_metadata(path: str) -> tuple[dict, bool]:
+    """(the file's metadata, whether its tensors carry jaxdet's names), from its header alone."""
     from safetensors import safe_open
 
     with safe_open(path, framework="numpy") as f:
-        return (f.metadata() or {}).get("format") == "jaxdet" or all(
-            k.startswith(("params/", "batch_stats/")) for k in f.keys()
-        )
+        meta = f.metadata() or {}
+        names = list(f.keys())
+    return meta, meta.get("format") == "jaxdet" or all(k.startswith(("params/", "batch_stats/")) for k in names)
 
 
-def _jaxdet_file(path: str) -> tuple[dict[str, np.ndarray], tuple[str, ...], str]:
-    from safetensors import safe_open
-
+def _jaxdet_file(path: str, meta: dict) -> tuple[dict[str, np.ndarray], tuple[str, ...], str]:
     from jaxdet.models.torch_weights import read_safetensors
 
-    with safe_open(path, framework="numpy") as f:
-        classes = json.loads((f.metadata() or {}).get("classes", "[]"))
+    classes = json.loads(meta.get("classes", "[]"))
     return read_safetensors(path), tuple(classes), f"{path} ({len(classes) or 'unnamed'} classes)"

@@ -99,9 +99,15 @@ def parse(optim) -> list[Group]:
     return groups
 
 
+def flatten(tree: Any) -> dict[str, Any]:
+    """{"ResNet_0": {"Conv_0": {"kernel": x}}} -> {"ResNet_0/Conv_0/kernel": x}: the path names
+    the groups' regexes match (and init_from's tensor names, with "params/" in front)."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {"/".join(str(getattr(k, "key", k)) for k in path): leaf for path, leaf in flat}
+
+
 def _paths(params: Any) -> list[str]:
-    flat, _ = jax.tree_util.tree_flatten_with_path(params)
-    return ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in flat]
+    return list(flatten(params))
 
 
 def labels(params: Any, groups: list[Group]) -> Any:
