@@ -127,8 +127,10 @@ def test_a_run_fine_tunes_from_another_run_onto_other_classes(tmp_path, capsys):
     config.model.init_from = str(tmp_path / "source") + ":4"
     config.train.steps = config.train.eval_every = config.train.checkpoint_every = 1
     config.train.num_prediction_images = 0
+    config.data.fit_report = True  # (off in the tiny configs; the run's start-up prints it)
     experiment.train_and_evaluate(config, workdir, jax.devices()[:1])
     out = capsys.readouterr().out
+    assert "data.max_boxes = 8 (automatic" in out and "fit report (retinanet at 64 px;" in out
     assert "init_from " + str(tmp_path / "source") + " (step 4, 3 classes): loaded 90 tensors, re-initialised 2" in out
     assert "re-initialised (class-dependent): params/RetinaNetHead_0/cls_logits/bias" in out
     with open(os.path.join(workdir, "classes.json")) as f:

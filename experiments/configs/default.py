@@ -142,6 +142,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg == "tiny":
         config.data.image_size = 64
         config.data.eval_max_images = 16
+        config.data.fit_report = (
+            False  # (~1 s of each seconds-long test run; tests/test_fit.py and test_init_from check it)
+        )
         config.model.backbone = "resnet_tiny"
         config.model.neck_channels = 16
         config.model.retinanet.head_convs = 1
