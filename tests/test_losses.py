@@ -129,6 +129,25 @@ def test_elementwise_losses_finite_at_extremes(fn):
     assert np.isfinite(val) and np.all(np.isfinite(np.asarray(g)))
 
 
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0])
+def test_focal_family_gradients_finite_for_every_gamma(gamma):
+    # gamma = 0 once made x ** gamma's gradient 0 * inf = NaN where a sigmoid saturates
+    # (p_t exactly 1): finite losses, NaN gradients, training stopped (focal gamma ablation).
+    logits = jnp.array([-1e4, -100.0, -20.0, 0.0, 20.0, 100.0, 1e4] * 2)
+    targets = jnp.array([0.0] * 7 + [1.0] * 7)
+    for fn in (lambda x: L.sigmoid_focal_loss(x, targets, 0.25, gamma),
+               lambda x: L.varifocal_loss(x, targets * 0.7, 0.75, gamma),
+               lambda x: L.quality_focal_loss(x, targets * 0.7, gamma)):  # fmt: skip
+        g = jax.grad(lambda x: jnp.sum(fn(x)))(logits)
+        assert np.all(np.isfinite(np.asarray(g))), (gamma, g)
+    # gamma = 0 is the alpha-weighted BCE, exactly, and its gradient too.
+    if gamma == 0.0:
+        x = jnp.linspace(-5, 5, 14)
+        bce = lambda x: jnp.sum(L.sigmoid_binary_cross_entropy(x, targets) * jnp.where(targets > 0, 0.25, 0.75))  # noqa: E731
+        np.testing.assert_allclose(jax.grad(lambda x: jnp.sum(L.sigmoid_focal_loss(x, targets, 0.25, 0.0)))(x),
+                                   jax.grad(bce)(x), rtol=1e-6)  # fmt: skip
+
+
 def test_confidence_losses_finite_at_extremes():
     logits = jnp.array([-1e4, -100.0, 0.0, 100.0, 1e4])
     for name, loss in L.CONFIDENCE_LOSSES.items():

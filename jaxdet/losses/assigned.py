@@ -11,7 +11,8 @@ averaged over devices.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import jax
@@ -44,6 +45,34 @@ class Targets(NamedTuple):
     # float [B, A] soft classification targets from the assigner (TAL's normalised
     # alignment), or None: 1, or the IoU for IoU-aware losses.
     quality: Array | None = None
+
+
+class Record(NamedTuple):
+    """What one `term_losses` call saw, for the gradient anatomy (jaxdet/anatomy): its term
+    names, its targets [B, A], the IoU [B, A] of each decoded box with its target, the
+    predicted score [B, A] (the most probable class, or the confidence where there are no
+    class logits) and the locations' centres [A, 2] (None where not given)."""
+
+    terms: tuple[str, ...]
+    targets: Targets
+    iou: Array
+    score: Array
+    centers: Array | None
+
+
+_RECORDS: list[list[Record]] = []  # a stack: `recording` pushes a list, term_losses appends
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[Record]]:
+    """Within this block every `term_losses` call appends its Record to the yielded list
+    (values of the trace being built: return them from the traced function). Off, as in
+    training, nothing is kept."""
+    _RECORDS.append([])
+    try:
+        yield _RECORDS[-1]
+    finally:
+        _RECORDS.pop()
 
 
 def image_mask(batch: dict[str, Array], batch_size: int) -> Array:
@@ -168,4 +197,11 @@ def term_losses(
         conf_loss = jnp.sum(jnp.where(region, losses.confidence.fn(conf_logits, target), 0.0)) / norm
 
     out["confidence"] = conf_loss
+    if _RECORDS:
+        if cls_logits is not None:
+            score = jnp.max(losses.class_probabilities(cls_logits), axis=-1)
+        else:
+            score = jax.nn.sigmoid(conf_logits) if conf_logits is not None else jnp.zeros_like(iou)
+        held = Record(tuple(losses.names.values()), targets, iou, jax.lax.stop_gradient(score), centers)
+        _RECORDS[-1].append(held)
     return {term: out[family] for family, term in losses.names.items()}

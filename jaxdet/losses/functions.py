@@ -20,13 +20,27 @@ def sigmoid_binary_cross_entropy(logits: Array, targets: Array) -> Array:
     return jnp.maximum(logits, 0.0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
 
 
+def modulating_power(x: Array, gamma: float) -> Array:
+    """x ** gamma for x >= 0 with a finite gradient everywhere, for any gamma >= 0.
+
+    Plain `x ** gamma` has the gradient gamma * x ** (gamma - 1), which is 0 * inf = NaN at
+    x = 0 for gamma = 0 (and inf for gamma < 1): a saturated sigmoid (p_t exactly 1 in float32,
+    |logit| > ~17) made the focal loss's gradient NaN with gamma = 0 while its value stayed
+    finite. torch's pow gives 0 there; so does this (1 for gamma = 0, exactly).
+    """
+    if gamma == 0:
+        return jnp.ones_like(x)
+    positive = x > 0
+    return jnp.where(positive, jnp.where(positive, x, 1.0) ** gamma, 0.0)
+
+
 def sigmoid_focal_loss(logits: Array, targets: Array, alpha: float = 0.25, gamma: float = 2.0) -> Array:
     """torchvision.ops.sigmoid_focal_loss, reduction='none'; alpha < 0 disables weighting."""
     logits = jnp.asarray(logits, jnp.float32)
     p = jax.nn.sigmoid(logits)
     ce = sigmoid_binary_cross_entropy(logits, targets)
     p_t = p * targets + (1 - p) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
+    loss = ce * modulating_power(1 - p_t, gamma)
     if alpha >= 0:
         loss = loss * (alpha * targets + (1 - alpha) * (1 - targets))
     return loss
@@ -41,14 +55,16 @@ def varifocal_loss(logits: Array, targets: Array, alpha: float = 0.75, gamma: fl
     """
     logits = jnp.asarray(logits, jnp.float32)
     p = jax.nn.sigmoid(logits)
-    weight = jnp.where(targets > 0, targets, alpha * jnp.abs(p - targets) ** gamma)
+    weight = jnp.where(targets > 0, targets, alpha * modulating_power(jnp.abs(p - targets), gamma))
     return sigmoid_binary_cross_entropy(logits, targets) * weight
 
 
 def quality_focal_loss(logits: Array, targets: Array, beta: float = 2.0) -> Array:
     """Quality focal loss (Li et al. 2020, GFL), elementwise: BCE(logits, y) * |y - sigmoid|^beta."""
     logits = jnp.asarray(logits, jnp.float32)
-    return sigmoid_binary_cross_entropy(logits, targets) * jnp.abs(targets - jax.nn.sigmoid(logits)) ** beta
+    return sigmoid_binary_cross_entropy(logits, targets) * modulating_power(
+        jnp.abs(targets - jax.nn.sigmoid(logits)), beta
+    )
 
 
 def softmax_cross_entropy(logits: Array, labels: Array, label_smoothing: float = 0.0) -> Array:
