@@ -18,6 +18,27 @@ from jaxdet.detectors.config import unknown_field_message
 from jaxdet.errors import ConfigError
 from jaxdet.training import preemption
 
+RECIPE = "recipe.json"
+
+
+def record_recipe(workdir: str, config_flag) -> None:
+    """workdir/recipe.json: the config file (`path[:arg]`) and the command line a run or
+    sweep started from, so that `experiments.report` shows the run's config against its
+    recipe. Process 0 writes it, at each start (a resume may add overrides)."""
+    import json
+
+    import jax
+    from ml_collections import config_flags
+
+    from jaxdet import files
+
+    if jax.process_index() != 0:
+        return
+    os.makedirs(workdir, exist_ok=True)
+    path, colon, arg = config_flags.get_config_filename(config_flag).partition(":")
+    record = {"config": os.path.abspath(path) + colon + arg, "cwd": os.getcwd(), "command": sys.argv}
+    files.write_atomic(os.path.join(workdir, RECIPE), json.dumps(record, indent=1))
+
 
 def run(main: Callable[[list[str]], None]) -> None:
     """`absl.app.run(main)`, with an override of a config field that does not exist

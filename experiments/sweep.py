@@ -55,6 +55,7 @@ def main(argv):
         seeds = sweep.parse_seeds(_SEEDS.value)
         if _ADD_SEEDS.value:
             seeds = sweep.with_added_seeds(_WORKDIR.value, seeds, _ADD_SEEDS.value)
+        cli.record_recipe(_WORKDIR.value, flags.FLAGS["config"])
         launcher = sweep.make_launcher(_LAUNCHER.value, _WORKDIR.value, **_launcher_options())
         records = sweep.run_sweep(
             _CONFIG.value, _WORKDIR.value, grid, seeds, experiment.train_and_evaluate, launcher, _RETRIES.value

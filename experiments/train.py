@@ -31,6 +31,7 @@ def main(argv):
         runtime.set_cpu_devices(_CONFIG.value.train.cpu_devices)
         runtime.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _INIT_TIMEOUT.value)
         runtime.enable_compilation_cache(_CONFIG.value.train.compilation_cache_dir)
+        cli.record_recipe(_WORKDIR.value, flags.FLAGS["config"])
         experiment.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
