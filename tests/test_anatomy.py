@@ -51,6 +51,8 @@ def test_group_shares_add_up_to_each_terms_gradient_norm(retinanet):
     assert n["group"][cls, ignored] == 0.0 and n["group"][cls, 2:].sum() > 0
     # The per-location sums are the groups' (one image batch's locations, summed).
     np.testing.assert_allclose(n["location"]["classification"].sum(), n["energy"][cls], rtol=1e-5)
+    # Magnitudes (not squared) per group: the per-location norms of the map, summed.
+    np.testing.assert_allclose(n["magnitude"][cls].sum(), n["maps"]["classification"].sum(), rtol=1e-5)
 
 
 def test_the_spatial_map_is_the_gradient_of_the_term_with_respect_to_the_head_outputs(retinanet):

@@ -55,8 +55,9 @@ def anatomy_fn(detector, plan: Plan) -> Callable:
     """`(variables, batch, rng) -> numbers` for one batch (jit it). numbers:
     values [T] the weighted terms; energy [T] each term's squared gradient norm over all
     head outputs; group [T, G] its part at each location group and other [T] at outputs
-    no location group covers (group.sum(1) + other == energy); iou_sum / iou_count [T, N]
-    the positives' gradient magnitude summed and counted per IoU bin; products [M, T, T]
+    no location group covers (group.sum(1) + other == energy); magnitude [T, G] the sum
+    over each group's locations of the gradient's norm there (not squared); iou_sum /
+    iou_count [T, N] the positives' gradient magnitude summed and counted per IoU bin; products [M, T, T]
     per module the inner products of the terms' parameter gradients; and, per term with
     located gradients, location [A] the squared gradient per location summed over the
     batch, maps [B, A] its magnitude per image, roles [B, A] the groups and centers [A, 2].
@@ -82,7 +83,15 @@ def anatomy_fn(detector, plan: Plan) -> Callable:
         every = jax.vmap(pull_outputs)(jnp.eye(len(terms), dtype=values.dtype))[0]
         d_outputs = {k: v for k, v in every.items() if jnp.issubdtype(v.dtype, jnp.floating)}
         floating = {k: outputs[k] for k in d_outputs}
-        out = {"values": values, "energy": [], "group": [], "other": [], "iou_sum": [], "iou_count": []}
+        out = {
+            "values": values,
+            "energy": [],
+            "group": [],
+            "magnitude": [],
+            "other": [],
+            "iou_sum": [],
+            "iou_count": [],
+        }
         out.update(location={}, maps={}, roles={}, centers={})
         for i, term in enumerate(terms):
             grads = {k: v[i] for k, v in d_outputs.items()}
@@ -91,6 +100,7 @@ def anatomy_fn(detector, plan: Plan) -> Callable:
             out["energy"].append(energy)
             if record is None:
                 out["group"].append(jnp.zeros((num_groups,), jnp.float32))
+                out["magnitude"].append(jnp.zeros((num_groups,), jnp.float32))
                 out["other"].append(energy)
                 out["iou_sum"].append(jnp.zeros((len(plan.iou_edges) - 1,), jnp.float32))
                 out["iou_count"].append(jnp.zeros((len(plan.iou_edges) - 1,), jnp.float32))
@@ -99,6 +109,7 @@ def anatomy_fn(detector, plan: Plan) -> Callable:
             roles = G.group_ids(record, plan.score_edges)
             per_group = G.group_energy(located, roles, num_groups)
             out["group"].append(per_group)
+            out["magnitude"].append(G.group_energy(jnp.sqrt(located), roles, num_groups))
             out["other"].append(jnp.maximum(energy - per_group.sum(), 0.0))
             s, c = G.iou_profile(located, record, plan.iou_edges)
             out["iou_sum"].append(s)
@@ -108,7 +119,7 @@ def anatomy_fn(detector, plan: Plan) -> Callable:
             out["roles"][term] = roles
             if record.centers is not None and record.centers.ndim == 2:
                 out["centers"][term] = record.centers
-        for key in ("energy", "group", "other", "iou_sum", "iou_count"):
+        for key in ("energy", "group", "magnitude", "other", "iou_sum", "iou_count"):
             out[key] = jnp.stack(out[key])
         # Back through the network, every term at once: params-shaped, leaves [T, ...].
         d_params = jax.vmap(pull_params)(every)[0]

@@ -9,7 +9,7 @@ import numpy as np
 from jaxdet.anatomy import layout as L
 from jaxdet.anatomy.step import Plan
 
-_SUMMED = ("values", "energy", "group", "other", "iou_sum", "iou_count", "products")
+_SUMMED = ("values", "energy", "group", "magnitude", "other", "iou_sum", "iou_count", "products")
 
 
 class Accumulator:
@@ -47,6 +47,12 @@ class Accumulator:
                 "output_grad_norm": float(np.sqrt(energy / self.batches)),
                 "shares": {g: share(s["group"][i, j]) for j, g in enumerate(p.groups)},
                 "other": share(s["other"][i]),
+                # The same split of the gradient's norm summed location by location (not squared):
+                # many small pulls (easy negatives) weigh more here than in `shares`.
+                "magnitude_shares": {
+                    g: float(s["magnitude"][i, j] / s["magnitude"][i].sum()) if energy > 0 else None
+                    for j, g in enumerate(p.groups)
+                },  # fmt: skip
             }
             lay = self.layouts.get(term)
             if lay is not None and energy > 0:

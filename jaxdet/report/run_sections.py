@@ -129,15 +129,21 @@ def anatomy_section(workdir: str, most_maps: int = 6) -> str | None:
         return None
     doc = _read_json(path)
     last = doc["checkpoints"][-1]
-    rows = []
+    rows, magnitude = [], []
     for term, e in last["terms"].items():
         if e["other"] is None:
             continue
         rows.append([term, e["value"], e["output_grad_norm"], *[e["shares"][g] for g in doc["groups"]], e["other"]])
-    parts = [f"<p>{H.esc(doc['detector'])}, step {last['step']}, {last['images']} images of the {doc['split']} split "
-             f"(<code>experiments.anatomy</code>). Shares of each weighted term's squared gradient norm with "
-             f"respect to the head outputs, by the location's role in the detector's own assignment.</p>",
-             H.table(["term", "value", "|d/d outputs|", *doc["groups"], "other"], rows)]  # fmt: skip
+        magnitude.append([term, *[e.get("magnitude_shares", {}).get(g) for g in doc["groups"]]])
+    parts = [
+        f"<p>{H.esc(doc['detector'])}, step {last['step']}, {last['images']} images of the {doc['split']} split "
+        f"(<code>experiments.anatomy</code>). Shares of each weighted term's squared gradient norm with "
+        f"respect to the head outputs, by the location's role in the detector's own assignment.</p>",
+        H.table(["term", "value", "|d/d outputs|", *doc["groups"], "other"], rows),
+        "<p>The same split of the norm summed location by location, not squared (many small pulls, "
+        "such as easy negatives', weigh more here):</p>",
+        H.table(["term", *doc["groups"]], magnitude),
+    ]
     for name in ("shares.png", "modules.png", "iou.png"):
         if os.path.exists(os.path.join(folder, name)):
             parts.append(H.image(os.path.join(folder, name), name))
