@@ -37,17 +37,17 @@ def test_a_trained_runs_report_renders_whole_with_its_anatomy(tmp_path, compilat
 
     data = write_coco(str(tmp_path / "coco"), n_train=8, n_val=4)
     workdir = str(tmp_path / "run")
-    config = tiny_config(data, compilation_cache, steps=4, eval_every=4, checkpoint_every=2, log_every=2)
+    config = tiny_config(data, compilation_cache, steps=2, eval_every=2, checkpoint_every=1, log_every=1)
     config.train.num_prediction_images = 2
     experiment.train_and_evaluate(config, workdir, jax.devices()[:1])
     recipe = os.path.abspath("experiments/configs/default.py") + ":tiny"
     with open(os.path.join(workdir, "recipe.json"), "w") as f:
         json.dump({"config": recipe, "command": ["experiments.train", "--config=..."]}, f)
     lines = []
-    tool.anatomy(workdir, ["2", "4"], images=6, batch_size=4, maps=2, log=lines.append)
-    assert any(line.startswith("anatomy: step 4, 6 images") for line in lines), lines
+    tool.anatomy(workdir, ["1", "2"], images=6, batch_size=4, maps=2, log=lines.append)
+    assert any(line.startswith("anatomy: step 2, 6 images") for line in lines), lines
     doc = json.load(open(os.path.join(workdir, "anatomy", "anatomy.json")))
-    assert [c["step"] for c in doc["checkpoints"]] == [2, 4]
+    assert [c["step"] for c in doc["checkpoints"]] == [1, 2]
     for entry in doc["checkpoints"]:
         for term, e in entry["terms"].items():
             if e["other"] is not None:  # shares of one term add up to 1
