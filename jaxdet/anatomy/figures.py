@@ -108,7 +108,7 @@ def iou_profile(entry: dict, path: str) -> None:
 def spatial_map(image: np.ndarray, boxes: np.ndarray, magnitude: np.ndarray, roles: np.ndarray,
                 lay: list[L.Level], title: str, path: str) -> None:  # fmt: skip
     """One image's gradient magnitude [A] (summed over each cell's anchors) per level, over
-    the image, with the ground truth (white) and the positives' cells (red dots)."""
+    the image (grey), with the ground truth (white) and the positives' cells (cyan +)."""
     plt = _pyplot()
     maps = L.level_maps(magnitude, lay)
     positives = L.level_maps((roles == 0).astype(np.float32), lay)
@@ -116,13 +116,19 @@ def spatial_map(image: np.ndarray, boxes: np.ndarray, magnitude: np.ndarray, rol
     fig, axes = plt.subplots(1, len(lay), figsize=(3.2 * len(lay), 3.4), squeeze=False)
     top = max(float(m.max()) for m in maps.values()) or 1.0
     for ax, lv in zip(axes[0], lay):
-        ax.imshow(image.astype(np.uint8))
-        ax.imshow(maps[lv.level], cmap="inferno", alpha=0.6, extent=(0, size, size, 0), vmin=0, vmax=top)
+        # The image in grey, dimmed, so that the map's colour reads on any picture.
+        ax.imshow(0.6 * image.astype(np.float32).mean(-1) / 255.0, cmap="gray", vmin=0, vmax=1)
+        # Opacity follows the magnitude (square root: small pulls stay visible), so the image
+        # shows through where the term does not pull.
+        v = np.sqrt(np.clip(maps[lv.level] / top, 0.0, 1.0))
+        rgba = plt.cm.autumn_r(v)
+        rgba[..., 3] = 0.9 * v
+        ax.imshow(rgba, extent=(0, size, size, 0), interpolation="nearest")
         for x1, y1, x2, y2 in boxes:
             ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="white", lw=1))
         ys, xs = np.nonzero(positives[lv.level])
         stride = size / lv.w
-        ax.scatter((xs + 0.5) * stride, (ys + 0.5) * stride, s=8, c="red")
+        ax.scatter((xs + 0.5) * stride, (ys + 0.5) * stride, s=10, c="cyan", marker="+")
         ax.set_title(f"P{lv.level} ({lv.h}x{lv.w}): {maps[lv.level].sum() / max(magnitude.sum(), 1e-30):.0%}",
                      fontsize=8)  # fmt: skip
         ax.set_xlim(0, size)
