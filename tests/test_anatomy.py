@@ -58,17 +58,20 @@ def test_group_shares_add_up_to_each_terms_gradient_norm(retinanet):
 def test_the_spatial_map_is_the_gradient_of_the_term_with_respect_to_the_head_outputs(retinanet):
     _, det, variables, batch, plan, n = retinanet
     rng = jax.random.key(0)
-    outputs, _ = inference.forward(det, variables, batch, rng, train=True)
-    for term, w in zip(plan.terms[:2], plan.weights[:2]):
-        fn = lambda o: w * det.loss_fn(o, batch, rng)[1][term]  # noqa: E731
-        grads = jax.grad(fn)(outputs)
+    outputs, _ = jax.jit(lambda v: inference.forward(det, v, batch, rng, train=True))(variables)
+    weights = dict(zip(plan.terms, plan.weights))
+    term_of = jax.jit(lambda o, term_index: jnp.stack([weights[t] * det.loss_fn(o, batch, rng)[1][t]
+                                                       for t in plan.terms[:2]])[term_index])  # fmt: skip
+    for i, term in enumerate(plan.terms[:2]):
+        fn = lambda o: term_of(o, i)  # noqa: E731, B023
+        grads = jax.jit(jax.grad(fn))(outputs)
         want = np.sqrt(sum(np.sum(np.asarray(g).reshape(*g.shape[:2], -1) ** 2, -1) for g in grads.values()))
         np.testing.assert_allclose(n["maps"][term], want, rtol=1e-4, atol=1e-9)
         # And a finite difference on the location that pulls hardest, along its gradient.
         b, a = np.unravel_index(np.argmax(want), want.shape)
         direction = {k: jnp.zeros_like(v).at[b, a].set(grads[k][b, a]) for k, v in outputs.items()}
         eps = 1e-2 / max(float(want[b, a]), 1e-12)
-        shifted = lambda s: fn({k: v + s * direction[k] for k, v in outputs.items()})  # noqa: E731
+        shifted = lambda s: fn({k: v + s * direction[k] for k, v in outputs.items()})  # noqa: E731, B023
         slope = (float(shifted(eps)) - float(shifted(-eps))) / (2 * eps)
         assert slope == pytest.approx(float(want[b, a]) ** 2, rel=2e-2)
 
