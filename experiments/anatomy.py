@@ -9,7 +9,8 @@ detector's own target assignment (positive, ignored, negatives by predicted scor
 pyramid level; its magnitude at the positives against their boxes' IoU; and the term's
 parameter gradient per module (backbone stages, neck, head branches, RPN / RoI head) with
 the cosines between terms. Writes anatomy.json and PNGs (spatial maps of the first --maps
-images) to --out, by default workdir/anatomy; `experiments.report` shows them.
+images) to --out, by default workdir/anatomy; `experiments.report` shows them. --loss
+changes a config.loss field first (the anatomy of another loss on the same weights).
 """
 
 from absl import flags
@@ -26,6 +27,11 @@ _SPLIT = flags.DEFINE_enum("split", "train", ["train", "eval"], "The run's data.
 _MAPS = flags.DEFINE_integer("maps", 4, "Images whose spatial gradient maps are drawn (last checkpoint).")
 _EDGES = flags.DEFINE_list("score_edges", ["0.05", "0.2", "0.5"], "Negatives' predicted-score bins (easy to hard).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: workdir/anatomy).")
+_LOSS = flags.DEFINE_multi_string(
+    "loss",
+    [],
+    "A config.loss field to change first, KEY=VALUE (e.g. loss.focal_gamma=0.0): another loss, same weights.",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -36,8 +42,14 @@ def main(argv):
             edges = [float(e) for e in _EDGES.value]
         except ValueError:
             raise ConfigError(f"--score_edges={','.join(_EDGES.value)}: numbers, e.g. 0.05,0.2,0.5") from None
+        changes = {}
+        for item in _LOSS.value:
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise ConfigError(f"--loss={item}: KEY=VALUE, e.g. --loss=loss.focal_gamma=0.0")
+            changes[key] = value
         tool.anatomy(_WORKDIR.value, _CHECKPOINTS.value, _IMAGES.value, _BATCH.value, _SPLIT.value, _MAPS.value,
-                     edges, _OUT.value)  # fmt: skip
+                     edges, _OUT.value, loss=changes)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -156,3 +156,19 @@ def test_every_detector_has_an_anatomy(recipe):
         lay = L.infer(np.asarray(n["centers"][term]), config.data.image_size, config.model.min_level,
                       config.model.max_level)  # fmt: skip
         assert lay is not None and lay[-1].stop == n["maps"][term].shape[1]
+
+
+def test_another_loss_on_the_same_weights_changes_config_loss_only():
+    from jaxdet.anatomy.tool import with_loss
+    from jaxdet.errors import ConfigError
+
+    config = default.get_config("tiny")
+    changed = with_loss(config, {"loss.focal_gamma": "0", "loss.localization": "smooth_l1"})
+    assert changed.loss.focal_gamma == 0.0 and isinstance(changed.loss.focal_gamma, float)
+    assert changed.loss.localization == "smooth_l1" and config.loss.focal_gamma == 2.0  # the run's config kept
+    with pytest.raises(ConfigError, match="only config.loss fields"):
+        with_loss(config, {"model.min_level": "2"})
+    with pytest.raises(ConfigError, match="no field 'gamma'"):
+        with_loss(config, {"loss.gamma": "1"})
+    with pytest.raises(ConfigError, match="expected a number"):
+        with_loss(config, {"loss.focal_gamma": "two"})

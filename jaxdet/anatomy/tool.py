@@ -35,6 +35,23 @@ def _check(checkpoints: Sequence[str], images: int, maps: int, split: str, score
         raise ConfigError(f"--score_edges={edges}: increasing values in (0, 1), e.g. 0.05,0.2,0.5")
 
 
+def with_loss(config, overrides: dict[str, str]):
+    """`config` with config.loss fields set from text (`{"loss.focal_gamma": "0.0"}`), typed
+    as the field is: the anatomy of another loss on the same weights. Fields outside
+    config.loss would change the network or its data, which the checkpoint fixes."""
+    config = config.copy_and_resolve_references()
+    for key, text in overrides.items():
+        if not key.startswith("loss."):
+            raise ConfigError(f"--loss {key}={text}: only config.loss fields change here (e.g. loss.focal_gamma=0.0)")
+        value = configs.parse_field(config, key, text, "--loss")
+        *path, name = key.split(".")
+        node = config
+        for part in path:
+            node = node[part]
+        node[name] = value
+    return config
+
+
 def anatomy(
     workdir: str,
     checkpoints: Sequence[str] = ("latest",),
@@ -45,13 +62,16 @@ def anatomy(
     score_edges: Sequence[float] = G.SCORE_EDGES,
     out: str | None = None,
     log: Callable[[str], None] = print,
+    loss: dict[str, str] | None = None,
 ) -> str:
     """Measures the run in `workdir` at each of `checkpoints` on the first `images` images
     of `split` (the evaluation pipeline's canvases: no augmentation); writes anatomy.json
     and the PNGs into `out` (default workdir/anatomy) and returns it. Spatial maps are drawn
-    for the first `maps` images at the last checkpoint."""
+    for the first `maps` images at the last checkpoint. `loss`: config.loss fields to
+    change first (another loss on the same weights; default out: workdir/anatomy-<change>)."""
     _check(checkpoints, images, maps, split, score_edges)
     config, classes = configs.load_recorded(workdir)
+    config = with_loss(config, loss or {})
     devices = jax.local_devices()[:1]
     detector = detectors.build_detector(config, len(classes.names), None, devices[0].platform)
     mesh = parallel.make_mesh(devices)
@@ -63,11 +83,13 @@ def anatomy(
     batch_size = batch_size or min(config.train.batch_size, 16)
     images = min(images, len(source))
     step_fn = jax.jit(anatomy_fn(detector, plan))
-    out = out or os.path.join(workdir, "anatomy")
+    suffix = ",".join(f"{k}={v}" for k, v in (loss or {}).items())
+    out = out or os.path.join(workdir, "anatomy" + (f"-{suffix}" if suffix else ""))
     os.makedirs(out, exist_ok=True)
     doc = {"workdir": os.path.abspath(workdir), "detector": config.model.name, "split": split,
            "terms": list(plan.terms), "weights": list(plan.weights), "groups": plan.groups,
-           "score_edges": list(plan.score_edges), "modules": list(plan.modules), "checkpoints": []}  # fmt: skip
+           "score_edges": list(plan.score_edges), "modules": list(plan.modules),
+           "loss_changes": dict(loss or {}), "checkpoints": []}  # fmt: skip
     pictures: list[dict] = []
     for n, which in enumerate(checkpoints):
         variables, step = inference.restore_weights(workdir, which, detector, size, mesh)

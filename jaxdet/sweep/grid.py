@@ -3,7 +3,6 @@ the config of one (arm, seed); `--seeds` ranges."""
 
 from __future__ import annotations
 
-import ast
 import copy
 import itertools
 import re
@@ -11,31 +10,8 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from jaxdet import configs
 from jaxdet.errors import ConfigError
-
-
-def _convert(config: ml_collections.ConfigDict, key: str, text: str):
-    """Parses `text` as the type of the existing field `key` (a clear error if there is none)."""
-    node = config
-    parts = key.split(".")
-    for p in parts[:-1]:
-        if p not in node:
-            raise ConfigError(f"--sweep key {key!r}: the config has no section {p!r}")
-        node = node[p]
-    if parts[-1] not in node:
-        raise ConfigError(f"--sweep key {key!r}: the config has no field {parts[-1]!r}; fields: {sorted(node.keys())}")
-    current = node[parts[-1]]
-    if isinstance(current, bool):
-        if text.lower() not in ("true", "false"):
-            raise ConfigError(f"--sweep {key}={text}: expected True or False")
-        return text.lower() == "true"
-    if isinstance(current, (int, float)):
-        return type(current)(float(text)) if isinstance(current, float) else int(text)
-    if isinstance(current, (tuple, list)):
-        return tuple(ast.literal_eval(text))
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]  # quoted, as an empty value must be: eval.tta='',hflip
-    return text
 
 
 def _split_top(text: str) -> list[str]:
@@ -61,7 +37,7 @@ def _linked(config: ml_collections.ConfigDict, key: str, text: str) -> tuple:
             f"--sweep {key}=...: each value must be a tuple of {len(keys)} values, one per field, e.g. "
             f"({','.join('v' + str(i + 1) for i in range(len(keys)))}); got {text!r}"
         )
-    return tuple(_convert(config, k, v.strip()) for k, v in zip(keys, parts))
+    return tuple(configs.parse_field(config, k, v.strip()) for k, v in zip(keys, parts))
 
 
 def _fields(overrides: dict[str, object]) -> list[tuple[str, object]]:
@@ -94,7 +70,7 @@ def parse_sweep(config: ml_collections.ConfigDict, specs: Sequence[str]) -> list
         if "," in key:
             axes.append([(key, _linked(config, key, v)) for v in items])
         else:
-            axes.append([(key, _convert(config, key, v)) for v in items])
+            axes.append([(key, configs.parse_field(config, key, v)) for v in items])
     return [dict(combo) for combo in itertools.product(*axes)]
 
 
