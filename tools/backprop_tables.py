@@ -71,12 +71,12 @@ def per_seed(sweep: str, name: str, fn) -> dict[int, float]:
     return out
 
 
-def share(run: str, term: str, group: str, step: int | None = None) -> float | None:
+def share(run: str, term: str, group: str, step: int | None = None, key: str = "shares") -> float | None:
     doc = anatomy(run)
     if doc is None:
         return None
     entry = doc["checkpoints"][-1] if step is None else next(c for c in doc["checkpoints"] if c["step"] == step)
-    return entry["terms"][term]["shares"].get(group)
+    return entry["terms"][term][key].get(group)
 
 
 def positives(run: str) -> float | None:
@@ -205,23 +205,65 @@ def modules_table(run: str, label: str) -> list[str]:
     return lines
 
 
+def same_weights(folders: list[str], path: str) -> list[str]:
+    """One run's checkpoint measured with several losses (experiments.anatomy --loss): the
+    classification gradient's shares by group, squared and summed, per loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    docs = [json.load(open(os.path.join(f, "anatomy.json"))) for f in folders]
+    groups = docs[0]["groups"]
+    lines = ["| loss change | cls value | " + " | ".join(groups) + " |", "|" + "---|" * (len(groups) + 2)]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * len(docs) + 1.6))
+    colours = plt.cm.viridis(np.linspace(0, 0.95, len(groups)))
+    for i, doc in enumerate(docs):
+        e = doc["checkpoints"][-1]["terms"]["classification"]
+        label = ", ".join(f"{k}={v}" for k, v in doc.get("loss_changes", {}).items()) or "as trained"
+        cells = [f"{e['shares'][g]:.1%} / {e['magnitude_shares'][g]:.1%}" for g in groups]
+        lines.append(f"| {label} | {e['value']:.4f} | " + " | ".join(cells) + " |")
+        for ax, key in zip(axes, ("shares", "magnitude_shares")):
+            left = 0.0
+            for j, g in enumerate(groups):
+                ax.barh(i, e[key][g], left=left, color=colours[j], label=g if i == 0 else None)
+                left += e[key][g]
+            ax.set_yticks(range(len(docs)), [", ".join(f"{v}" for v in d.get("loss_changes", {}).values())
+                                             or "as trained" for d in docs])  # fmt: skip
+    axes[0].set_title("share of the classification gradient's squared norm", fontsize=9)
+    axes[1].set_title("share of its per-location norms, summed", fontsize=9)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweep", required=True)
     ap.add_argument("--retinanet")
     ap.add_argument("--faster_rcnn")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--same_weights", default="", help="anatomy folders of one checkpoint with several --loss")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     sw = a.sweep
     ap_ = final_ap
+    if a.same_weights:
+        print("## Same weights, another gamma\n")
+        print("\n".join(same_weights(a.same_weights.split(","), os.path.join(a.out, "same_weights.png"))))
     print("## Focal gamma\n")
     easy = lambda r: share(r, "classification", EASY)  # noqa: E731
-    negative = lambda r: (
-        1 - (share(r, "classification", "positive") or 0) - (share(r, "classification", "ignored") or 0)
-    )  # noqa: E731
+    easy_summed = lambda r: share(r, "classification", EASY, key="magnitude_shares")  # noqa: E731
+
+    def negative(run: str) -> float | None:
+        pos, ign = share(run, "classification", "positive"), share(run, "classification", "ignored")
+        return None if pos is None else 1 - pos - (ign or 0.0)
+
     print("\n".join(table(sw, ["gamma 2 (default)", "gamma 1", "gamma 0"],
-                          {"AP": ap_, "easy-negative share": easy, "all-negative share": negative})))  # fmt: skip
+                          {"AP": ap_, "easy-negative share": easy, "easy-negative share (summed norms)": easy_summed,
+                           "all-negative share": negative})))  # fmt: skip
     print("\n## Over training\n")
     print(
         "\n".join(
