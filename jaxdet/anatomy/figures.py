@@ -23,7 +23,7 @@ def shares(entry: dict, groups: list[str], path: str) -> None:
     """Per term, a bar of its squared gradient norm's shares by location group (and by level)."""
     plt = _pyplot()
     terms = [t for t, e in entry["terms"].items() if e["other"] is not None]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.6 * len(terms) + 1.8), squeeze=False)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.6 * len(terms) + 2.4), squeeze=False)
     colours = plt.cm.viridis(np.linspace(0, 0.95, len(groups) + 1))
     for i, t in enumerate(terms):
         left = 0.0
@@ -42,7 +42,7 @@ def shares(entry: dict, groups: list[str], path: str) -> None:
         ax.set_yticks(range(len(terms)), terms)
         ax.set_xlim(0, 1)
         ax.set_title(f"share of each term's squared gradient norm, {title}", fontsize=9)
-    axes[0, 0].legend(fontsize=7, loc="lower right", framealpha=0.8)
+    axes[0, 0].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, frameon=False)
     fig.suptitle(f"step {entry['step']}, {entry['images']} images", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -59,7 +59,7 @@ def modules(checkpoints: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
     width = 0.8 / max(len(terms), 1)
     for i, t in enumerate(terms):
-        norms = [max(last["modules"][m]["norm"][t], 1e-12) for m in names]
+        norms = [last["modules"][m]["norm"][t] or np.nan for m in names]  # (no bar where it is 0)
         axes[0].bar(np.arange(len(names)) + i * width, norms, width, label=t)
     axes[0].set_yscale("log")
     axes[0].set_title(f"gradient norm per module (step {last['step']})", fontsize=9)

@@ -37,13 +37,14 @@ def render(page: str, screenshot: str | None = None, size: tuple[int, int] = (12
            timeout: float = 120.0) -> dict:  # fmt: skip
     """Loads the file `page` in headless Chromium: {"images", "broken", "errors" (script
     errors, console errors and warnings the page caught), "console" (every console line
-    Chromium logged: a report writes none)}; with
+    Chromium logged: a report writes none), "sections" ({id: top in pixels})}; with
     `screenshot`, also a PNG of the top `size` (width, height) pixels there."""
     exe = find()
     if exe is None:
         raise FileNotFoundError(f"no Chromium found (looked for {', '.join(CANDIDATES)}); apt-get install chromium")
     url = "file://" + os.path.abspath(page)
-    done = _run(exe, ["--enable-logging=stderr", "--v=0", "--dump-dom", url], timeout)
+    window = f"--window-size={size[0]},{size[1]}"  # one layout for the DOM's offsets and the screenshot
+    done = _run(exe, ["--enable-logging=stderr", "--v=0", window, "--dump-dom", url], timeout)
     body = re.search(r"<body([^>]*)>", done.stdout)
     attrs = dict(re.findall(r'data-(\w+)="(\d+)"', body.group(1))) if body else {}
     if not {"images", "broken", "errors"} <= set(attrs):
@@ -53,10 +54,12 @@ def render(page: str, screenshot: str | None = None, size: tuple[int, int] = (12
     # Chromium logs console messages, whatever their level, as ...:INFO:CONSOLE:<line>] "message",
     # source: ...; its own start-up noise (D-Bus, GPU) never has that tag.
     console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    tops = re.search(r'data-sections="([^"]*)"', body.group(1))
+    sections = dict(item.rsplit(":", 1) for item in tops.group(1).split(",") if item) if tops else {}
     result = {"images": int(attrs["images"]), "broken": int(attrs["broken"]), "errors": int(attrs["errors"]),
-              "console": console}  # fmt: skip
+              "console": console, "sections": {k: int(v) for k, v in sections.items()}}  # fmt: skip
     if screenshot:
-        _run(exe, [f"--window-size={size[0]},{size[1]}", f"--screenshot={os.path.abspath(screenshot)}", url], timeout)
+        _run(exe, [window, f"--screenshot={os.path.abspath(screenshot)}", url], timeout)
         if not os.path.exists(screenshot):
             raise RuntimeError(f"chromium wrote no screenshot to {screenshot}")
     return result

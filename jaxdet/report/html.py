@@ -4,7 +4,8 @@ write (results.md, per_class.md), and the page shell with its load check.
 
 The load check is a few lines of plain JavaScript in the page itself (nothing fetched): on
 `load` it counts the images and the broken ones into `<body data-images data-broken>`,
-and any script error or console error / warning into `data-errors`, so a headless browser's DOM says whether the page
+and any script error or console error / warning into `data-errors` (and where each
+section starts, in CSS pixels, into `data-sections`), so a headless browser's DOM says whether the page
 rendered whole (tests/test_report.py).
 """
 
@@ -40,6 +41,10 @@ window.addEventListener('load', function () {
   document.body.setAttribute('data-images', String(images.length));
   document.body.setAttribute('data-broken', String(broken.length));
   document.body.setAttribute('data-errors', String(window.__errors.length));
+  var tops = Array.prototype.map.call(document.querySelectorAll('h2[id]'), function (h) {
+    return h.id + ':' + Math.round(h.getBoundingClientRect().top + window.scrollY);
+  });
+  document.body.setAttribute('data-sections', tops.join(','));
 });
 """
 

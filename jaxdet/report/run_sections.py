@@ -122,6 +122,10 @@ def predictions_section(workdir: str, most: int = 8) -> str | None:
     return f"<p>{H.esc(last)}: detections drawn on evaluation images.</p>" + H.gallery(shown)
 
 
+def _pct(share: float | None) -> str | None:
+    return None if share is None else f"{share:.1%}"
+
+
 def anatomy_section(workdir: str, most_maps: int = 6) -> str | None:
     folder = os.path.join(workdir, "anatomy")
     path = os.path.join(folder, "anatomy.json")
@@ -133,8 +137,9 @@ def anatomy_section(workdir: str, most_maps: int = 6) -> str | None:
     for term, e in last["terms"].items():
         if e["other"] is None:
             continue
-        rows.append([term, e["value"], e["output_grad_norm"], *[e["shares"][g] for g in doc["groups"]], e["other"]])
-        magnitude.append([term, *[e.get("magnitude_shares", {}).get(g) for g in doc["groups"]]])
+        rows.append([term, e["value"], e["output_grad_norm"], *[_pct(e["shares"][g]) for g in doc["groups"]],
+                     _pct(e["other"])])  # fmt: skip
+        magnitude.append([term, *[_pct(e.get("magnitude_shares", {}).get(g)) for g in doc["groups"]]])
     parts = [
         f"<p>{H.esc(doc['detector'])}, step {last['step']}, {last['images']} images of the {doc['split']} split "
         f"(<code>experiments.anatomy</code>). Shares of each weighted term's squared gradient norm with "
