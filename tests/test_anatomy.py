@@ -172,3 +172,19 @@ def test_another_loss_on_the_same_weights_changes_config_loss_only():
         with_loss(config, {"loss.gamma": "1"})
     with pytest.raises(ConfigError, match="expected a number"):
         with_loss(config, {"loss.focal_gamma": "two"})
+
+
+def test_bad_requests_are_named_before_anything_runs(tmp_path):
+    from jaxdet.anatomy import tool
+    from jaxdet.errors import ConfigError
+
+    for kwargs, message in (
+        (dict(checkpoints=[]), "--checkpoints is empty"),
+        (dict(images=0), r"--images=0 \(>= 1\)"),
+        (dict(split="test"), "valid are 'train'"),
+        (dict(score_edges=(0.5, 0.2)), "increasing values in"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            tool.anatomy(str(tmp_path), **kwargs)
+    with pytest.raises(ConfigError, match="config.json does not exist"):
+        tool.anatomy(str(tmp_path))
