@@ -205,6 +205,11 @@ def modules_table(run: str, label: str) -> list[str]:
     return lines
 
 
+def _label(doc: dict) -> str:
+    changes = doc.get("loss_changes", {})
+    return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in changes.items()) or "as trained"
+
+
 def same_weights(folders: list[str], path: str) -> list[str]:
     """One run's checkpoint measured with several losses (experiments.anatomy --loss): the
     classification gradient's shares by group, squared and summed, per loss."""
@@ -216,7 +221,7 @@ def same_weights(folders: list[str], path: str) -> list[str]:
     docs = [json.load(open(os.path.join(f, "anatomy.json"))) for f in folders]
     groups = docs[0]["groups"]
     lines = ["| loss change | cls value | " + " | ".join(groups) + " |", "|" + "---|" * (len(groups) + 2)]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * len(docs) + 1.6))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * len(docs) + 2.4))
     colours = plt.cm.viridis(np.linspace(0, 0.95, len(groups)))
     for i, doc in enumerate(docs):
         e = doc["checkpoints"][-1]["terms"]["classification"]
@@ -228,11 +233,10 @@ def same_weights(folders: list[str], path: str) -> list[str]:
             for j, g in enumerate(groups):
                 ax.barh(i, e[key][g], left=left, color=colours[j], label=g if i == 0 else None)
                 left += e[key][g]
-            ax.set_yticks(range(len(docs)), [", ".join(f"{v}" for v in d.get("loss_changes", {}).values())
-                                             or "as trained" for d in docs])  # fmt: skip
+            ax.set_yticks(range(len(docs)), [_label(d) for d in docs])
     axes[0].set_title("share of the classification gradient's squared norm", fontsize=9)
     axes[1].set_title("share of its per-location norms, summed", fontsize=9)
-    axes[1].legend(fontsize=7, loc="lower right")
+    axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
