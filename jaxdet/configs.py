@@ -6,7 +6,6 @@ message naming the field and the valid values, not with a traceback from inside 
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
@@ -290,33 +289,3 @@ def load_recorded(workdir: str) -> tuple[ml_collections.ConfigDict, Classes]:
         recorded = json.load(f)
     model_config.refuse_flat(recorded, path)
     return resolve(ml_collections.ConfigDict(recorded)), Classes.read(workdir)
-
-
-def parse_field(config: ml_collections.ConfigDict, key: str, text: str, flag: str = "--sweep"):
-    """Parses `text` as the type of the existing field `key` of `config` (a ConfigError naming
-    `flag` if there is none): the typed value of a KEY=VALUE flag (sweeps, the anatomy's --loss)."""
-    node = config
-    parts = key.split(".")
-    for p in parts[:-1]:
-        if p not in node:
-            raise ConfigError(f"{flag} key {key!r}: the config has no section {p!r}")
-        node = node[p]
-    if parts[-1] not in node:
-        raise ConfigError(f"{flag} key {key!r}: the config has no field {parts[-1]!r}; fields: {sorted(node.keys())}")
-    current = node[parts[-1]]
-    if isinstance(current, bool):
-        if text.lower() not in ("true", "false"):
-            raise ConfigError(f"{flag} {key}={text}: expected True or False")
-        return text.lower() == "true"
-    if isinstance(current, (int, float)):
-        try:
-            return type(current)(float(text)) if isinstance(current, float) else int(text)
-        except ValueError:
-            raise ConfigError(
-                f"{flag} {key}={text}: expected {'a number' if isinstance(current, float) else 'an integer'}"
-            ) from None
-    if isinstance(current, (tuple, list)):
-        return tuple(ast.literal_eval(text))
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]  # quoted, as an empty value must be: eval.tta='',hflip
-    return text

@@ -10,7 +10,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 # folder and the layers below its own.
 LAYERS = [
     {"errors", "files", "parallel", "visualize", "console", "summary"},
-    {"boxes", "kernels", "box_coder", "checkpoints"},
+    {"boxes", "kernels", "box_coder", "checkpoints", "config_fields"},
     {"ops", "anchors", "assigners"},
     {"postprocess", "losses"},
     {"data", "models"},

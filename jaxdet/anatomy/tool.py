@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from jaxdet import configs, detectors, files, parallel
+from jaxdet import config_fields, configs, detectors, files, parallel
 from jaxdet.anatomy import figures
 from jaxdet.anatomy import groups as G
 from jaxdet.anatomy.step import anatomy_fn, make_plan
@@ -43,12 +43,7 @@ def with_loss(config, overrides: dict[str, str]):
     for key, text in overrides.items():
         if not key.startswith("loss."):
             raise ConfigError(f"--loss {key}={text}: only config.loss fields change here (e.g. loss.focal_gamma=0.0)")
-        value = configs.parse_field(config, key, text, "--loss")
-        *path, name = key.split(".")
-        node = config
-        for part in path:
-            node = node[part]
-        node[name] = value
+        config_fields.set_field(config, key, config_fields.parse_field(config, key, text, "--loss"))
     return config
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
-from jaxdet import configs
+from jaxdet import config_fields
 from jaxdet.errors import ConfigError
 
 
@@ -37,7 +37,7 @@ def _linked(config: ml_collections.ConfigDict, key: str, text: str) -> tuple:
             f"--sweep {key}=...: each value must be a tuple of {len(keys)} values, one per field, e.g. "
             f"({','.join('v' + str(i + 1) for i in range(len(keys)))}); got {text!r}"
         )
-    return tuple(configs.parse_field(config, k, v.strip()) for k, v in zip(keys, parts))
+    return tuple(config_fields.parse_field(config, k, v.strip()) for k, v in zip(keys, parts))
 
 
 def _fields(overrides: dict[str, object]) -> list[tuple[str, object]]:
@@ -70,7 +70,7 @@ def parse_sweep(config: ml_collections.ConfigDict, specs: Sequence[str]) -> list
         if "," in key:
             axes.append([(key, _linked(config, key, v)) for v in items])
         else:
-            axes.append([(key, configs.parse_field(config, key, v)) for v in items])
+            axes.append([(key, config_fields.parse_field(config, key, v)) for v in items])
     return [dict(combo) for combo in itertools.product(*axes)]
 
 
@@ -83,11 +83,7 @@ def arm_name(overrides: dict[str, object]) -> str:
 def apply(config: ml_collections.ConfigDict, overrides: dict[str, object], seed: int) -> ml_collections.ConfigDict:
     cfg = copy.deepcopy(config)
     for key, value in _fields(overrides):
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        config_fields.set_field(cfg, key, value)
     cfg.seed = seed
     return cfg
 
