@@ -32,12 +32,15 @@ def record_recipe(workdir: str, config_flag) -> None:
 
     from jaxdet import files
 
-    if jax.process_index() != 0:
-        return
-    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() != 0 or (os.path.exists(workdir) and not os.path.isdir(workdir)):
+        return  # (a workdir that is a file: the run's own check says so, in one error line)
     path, colon, arg = config_flags.get_config_filename(config_flag).partition(":")
     record = {"config": os.path.abspath(path) + colon + arg, "cwd": os.getcwd(), "command": sys.argv}
-    files.write_atomic(os.path.join(workdir, RECIPE), json.dumps(record, indent=1))
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        files.write_atomic(os.path.join(workdir, RECIPE), json.dumps(record, indent=1))
+    except OSError:
+        return  # (a read-only or full workdir: the run's own checks name it, in one error line)
 
 
 def run(main: Callable[[list[str]], None]) -> None:
