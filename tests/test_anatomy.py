@@ -118,18 +118,16 @@ def test_group_names_and_ids_on_a_crafted_record():
     np.testing.assert_allclose(G.group_energy(energy, ids, 5), [4.0, 0.5, 1.0, 2.0, 3.0])
 
 
-_POINTS = pytest.mark.slow  # (~10-16 s each; CenterNet's point grid stays in the default suite)
+# ~8-20 s each: the default suite keeps a point grid (CenterNet) and the two-stage detector;
+# RetinaNet's anchors are the tests above; the others run with -m slow.
+_SLOW = pytest.mark.slow
 
 
 @pytest.mark.parametrize(
     "recipe",
     [
-        pytest.param("yolov8", marks=_POINTS),
-        pytest.param("fcos", marks=_POINTS),
-        pytest.param("yolo", marks=_POINTS),
-        "ssd",
+        *(pytest.param(r, marks=_SLOW) for r in ("yolov8", "fcos", "yolo", "ssd", "detr")),
         "centernet",
-        "detr",
         "faster_rcnn",
     ],
 )
