@@ -11,8 +11,14 @@ On a local Ray instance (2 arms at a time on a 2-core machine), a Ray cluster, o
 
 Several --sweep flags make a grid. Re-running the command skips finished arms; --seeds
 with more seeds extends a finished sweep, running only the new ones. results.md compares
-every arm with its baseline seed by seed (paired t-test, CI, verdict, seeds needed).
+every arm with its baseline seed by seed (paired t-test, Holm's correction, CI, verdict,
+seeds needed). --until_decided runs the seeds in rounds and stops each comparison once it
+is decided: better, worse, equivalent within --margin, or undecided at --max_seeds
+
+    python -m experiments.sweep ... --until_decided --margin=0.005 --max_seeds=10
 """
+
+import os
 
 from absl import flags
 from ml_collections import config_flags
@@ -41,6 +47,21 @@ _RAY_ADDRESS = flags.DEFINE_string("ray_address", None, "auto or HOST:PORT: join
 _SLURM = flags.DEFINE_list(
     "slurm", [], "submitit executor parameters KEY=VALUE, e.g. partition=gpu,timeout_min=600,account=lab."
 )
+_UNTIL = flags.DEFINE_bool(
+    "until_decided", False, "Run seeds in rounds and stop each comparison once decided (jaxdet/sweep/sequential.py)."
+)
+_ROUND = flags.DEFINE_integer("seed_round", 0, "--until_decided: seeds per round (0: the launcher's concurrency).")
+_MAX_SEEDS = flags.DEFINE_integer("max_seeds", 10, "--until_decided: the most seeds an arm gets (undecided there).")
+_MARGIN = flags.DEFINE_float(
+    "margin", 0.0, "--until_decided: the AP difference within which arms are equivalent (0: no equivalence verdict)."
+)
+_SPENDING = flags.DEFINE_enum(
+    "spending",
+    "obf",
+    ["obf", "pocock"],
+    "--until_decided: the alpha-spending function (O'Brien-Fleming or Pocock type).",
+)
+_ALPHA = flags.DEFINE_float("alpha", 0.05, "--until_decided: the chance that any verdict is wrong, at most.")
 _SLURM_CLUSTER = flags.DEFINE_string("slurm_cluster", None, "submitit's cluster: None (SLURM if present) or 'local'.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -56,13 +77,34 @@ def main(argv):
         if _ADD_SEEDS.value:
             seeds = sweep.with_added_seeds(_WORKDIR.value, seeds, _ADD_SEEDS.value)
         cli.record_recipe(_WORKDIR.value, flags.FLAGS["config"])
-        launcher = sweep.make_launcher(_LAUNCHER.value, _WORKDIR.value, **_launcher_options())
-        records = sweep.run_sweep(
-            _CONFIG.value, _WORKDIR.value, grid, seeds, experiment.train_and_evaluate, launcher, _RETRIES.value
-        )
-        md, png = sweep.write_results(records, _WORKDIR.value, _BASELINE.value)
+        launcher = lambda: sweep.make_launcher(_LAUNCHER.value, _WORKDIR.value, **_launcher_options())  # noqa: E731
+        run = experiment.train_and_evaluate
+        if _UNTIL.value:
+            design = sweep.sequential.Design(
+                _ALPHA.value, _MARGIN.value, _seed_round(), _MAX_SEEDS.value, _SPENDING.value
+            )
+            pool = sweep.until_decided.seed_pool(seeds, _MAX_SEEDS.value)
+            records, verdicts = sweep.until_decided.run_until_decided(
+                _CONFIG.value, _WORKDIR.value, grid, pool, run, launcher, _RETRIES.value, design, _BASELINE.value
+            )
+            table = sweep.until_decided.verdict_table(verdicts, design)
+            md, png = sweep.write_results(records, _WORKDIR.value, _BASELINE.value, sequential=table)
+        else:
+            records = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, grid, seeds, run, launcher, _RETRIES.value)
+            md, png = sweep.write_results(records, _WORKDIR.value, _BASELINE.value)
     print(open(md).read())
     print(f"wrote {md} and {png}")
+
+
+def _seed_round() -> int:
+    """--seed_round, 0: the launcher's concurrency (serial 1; local Ray / submitit: the cores
+    over --cpus_per_arm; a cluster: 2)."""
+    if _ROUND.value:
+        return _ROUND.value
+    if _LAUNCHER.value == "serial":
+        return 1
+    local = _RAY_ADDRESS.value is None if _LAUNCHER.value == "ray" else _SLURM_CLUSTER.value == "local"
+    return max(1, int((os.cpu_count() or 1) // max(_CPUS.value, 1e-9))) if local else 2
 
 
 def _launcher_options() -> dict:

@@ -42,7 +42,7 @@ def test_each_run_is_evaluated_per_setting_once_and_paired_within_its_arm(tmp_pa
     md, _ = sweep.write_results(records, str(tmp_path / "evaluations"), seconds_label="eval time (s)")
     saved = json.load(open(tmp_path / "evaluations" / "results.json"))
     tta = [c for c in saved["paired"] if c["axis"] == "eval.tta" and c["metric"] == "AP"]
-    assert len(tta) == 2 and all(c["mean"] == pytest.approx(0.034) and c["verdict"] == "better" for c in tta)
+    assert len(tta) == 2 and all(c["mean"] == pytest.approx(0.034) and c["verdict"].startswith("better") for c in tta)
     assert {c["baseline"] for c in tta} == {"data.train_sizes=__,eval.tta=", "data.train_sizes=_96,_128_,eval.tta="}
     assert "eval time (s)" in open(md).read()
 

@@ -9,6 +9,7 @@ axis, --baseline when set), so a grid is compared along each axis, seed by seed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -75,10 +76,15 @@ def _fmt(x: float, digits: int = 4) -> str:
 
 
 def write_results(
-    records: list[dict], workdir: str, baseline: str | None = None, seconds_label: str = "train time (s)"
+    records: list[dict],
+    workdir: str,
+    baseline: str | None = None,
+    seconds_label: str = "train time (s)",
+    sequential: tuple[list[dict], list[str]] | None = None,
 ) -> tuple[str, str]:
     """results.md, results.json and results.png in `workdir`; returns the .md and .png paths.
-    `seconds_label`: the table's heading for the records' "seconds"."""
+    `seconds_label`: the table's heading for the records' "seconds"; `sequential`: an
+    --until_decided sweep's verdicts (until_decided.verdict_table), shown first."""
     arms = list(dict.fromkeys(r["arm"] for r in records))
     seeds = sorted({r["seed"] for r in records})
     terms = terms_of(records)
@@ -107,13 +113,19 @@ def write_results(
         lines += ["", "Failed (left out of the means and the comparisons; the error's last line):", ""]
         lines += [f"- {f['arm']} seed {f['seed']}: FAILED: {f['error']}" for f in failed]
     paired, table = paired_table(records, baseline)
+    if sequential is not None:
+        lines += sequential[1]
+        table = ["", "The same runs as a fixed design (every seed each arm has; not the sequential verdicts):", *table]
     lines += table
     os.makedirs(workdir, exist_ok=True)
     md = os.path.join(workdir, "results.md")
     with open(md, "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(workdir, "results.json"), "w") as f:
-        json.dump({"seeds": seeds, "arms": summary, "paired": paired, "failed": failed}, f, indent=2, default=_plain)
+        doc = {"seeds": seeds, "arms": summary, "paired": paired, "failed": failed}
+        if sequential is not None:
+            doc["sequential"] = sequential[0]
+        json.dump(doc, f, indent=2, default=_plain)
     png = os.path.join(workdir, "results.png")
     plot(records, arms, png)
     return md, png
@@ -121,30 +133,45 @@ def write_results(
 
 def paired_table(records: list[dict], baseline: str | None = None) -> tuple[list[dict], list[str]]:
     """Each arm against its baseline on PAIRED_KEYS, seed by seed: the comparisons (as in
-    results.json) and their markdown lines (empty when nothing is compared)."""
+    results.json) and their markdown lines (empty when nothing is compared). The comparisons
+    of one metric are one family for Holm's correction (every axis of a grid together);
+    the verdict uses the adjusted p."""
     paired, lines = [], []
-    for arm, base, axis in comparisons(records, baseline):
-        for key in PAIRED_KEYS:
-            p = stats.compare(_per_seed(records, base, key), _per_seed(records, arm, key))
-            fields = {f: getattr(p, f) for f in ("n", "mean", "ci_low", "ci_high", "p", "seeds_needed")}
-            paired.append({"arm": arm, "baseline": base, "axis": axis, "metric": key, "verdict": p.verdict, **fields})
+    pairs = comparisons(records, baseline)
+    for key in PAIRED_KEYS:
+        tests = [stats.compare(_per_seed(records, base, key), _per_seed(records, arm, key)) for arm, base, _ in pairs]
+        adjusted = stats.holm({i: t.p for i, t in enumerate(tests)})
+        for i, ((arm, base, axis), t) in enumerate(zip(pairs, tests)):
+            fields = {f.name: getattr(t, f.name) for f in dataclasses.fields(t)}
+            verdict = t.verdict_at(adjusted[i], adjusted=True) if np.isfinite(adjusted[i]) else t.verdict
+            paired.append({"arm": arm, "baseline": base, "axis": axis, "metric": key, "verdict": verdict,
+                           **fields, "p_holm": adjusted[i]})  # fmt: skip
+    paired.sort(key=lambda c: [(a, b) for a, b, _ in pairs].index((c["arm"], c["baseline"])))  # arm by arm
     if paired:
         lines += [
             "",
             "Each arm against its baseline, seed by seed (difference = arm - baseline; 95% CI: t interval of the mean "
-            "difference, n - 1 degrees of freedom; p: two-sided paired t-test; seeds needed: for 80% power at the 5% "
-            "level if the seed differences keep the observed spread):",
+            "difference, n - 1 degrees of freedom; p: two-sided paired t-test; p (Holm): adjusted over the "
+            f"{len(pairs)} comparison(s) of the metric, which the verdict uses; below {stats.SMALL_SAMPLE} seeds the "
+            "exact sign-flip p and a percentile bootstrap interval, which assume no normality; seeds needed: for "
+            "80% power at the 5% level if the seed differences keep the observed spread):",
             "",
-            "| arm | baseline | metric | seeds | mean difference | 95% CI | p | verdict | seeds needed |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| arm | baseline | metric | seeds | mean difference | 95% CI | p | p (Holm) | sign-flip p "
+            "| bootstrap 95% CI | verdict | seeds needed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in paired:
             ci = f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]"
-            p = "n/a" if not np.isfinite(c["p"]) else f"{c['p']:.3g}"
+            boot = "-" if not np.isfinite(c["boot_low"]) else f"[{_fmt(c['boot_low'])}, {_fmt(c['boot_high'])}]"
             need = "-" if c["seeds_needed"] is None else str(c["seeds_needed"])
             lines.append(f"| {c['arm']} | {c['baseline']} | {c['metric']} | {c['n']} | {_fmt(c['mean'])} | {ci} | "
-                         f"{p} | {c['verdict']} | {need} |")  # fmt: skip
+                         f"{_p(c['p'])} | {_p(c['p_holm'])} | {_p(c['p_sign'], '-')} | {boot} | {c['verdict']} | "
+                         f"{need} |")  # fmt: skip
     return paired, lines
+
+
+def _p(p: float, missing: str = "n/a") -> str:
+    return missing if p is None or not np.isfinite(p) else f"{p:.3g}"
 
 
 def _plain(value):

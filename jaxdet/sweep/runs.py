@@ -59,7 +59,9 @@ def run_sweep(
 ) -> list[dict]:
     """Runs every (arm, seed) not finished yet; returns one record per (arm, seed).
 
-    launcher None: one after another in this process (an error ends the sweep). Otherwise
+    launcher None: one after another in this process (an error ends the sweep). A function
+    of no arguments: called for the launcher only when a run is left to do (a finished
+    sweep starts no Ray instance). Otherwise
     (launchers.py) the tasks run concurrently; a failed one is retried up to `retries`
     times, resuming from its checkpoints, then recorded with its error while the others
     finish; Ctrl-C cancels what is running and keeps what finished. Concurrent launchers
@@ -79,11 +81,13 @@ def run_sweep(
         else:
             print(f"sweep: {task.label} already finished, skipped", flush=True)
     errors: dict[tuple[str, int], str] = {}
+    if callable(launcher):
+        launcher = launcher() if todo else None  # (None: the serial launcher)
     if launcher is None:
         for task in todo:
             print(f"sweep: running {task.label} in {task.workdir}", flush=True)
             execute(task, own_process=False)
-    elif todo:
+    else:
         errors = _drive(launcher, sorted(todo, key=lambda t: seeds.index(t.seed)), retries, poll_s)
     return [_record(task, errors.get((task.arm, task.seed))) for task in tasks]
 
