@@ -38,12 +38,59 @@ def xdist_worker(request) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def compilation_cache(tmp_path_factory) -> str:
-    """One persistent XLA cache for the session: the many tests that build the same tiny
-    programs (each run re-creates its jitted steps) load them instead of recompiling."""
+def compilation_cache(tmp_path_factory, xdist_worker) -> str:
+    """One persistent XLA cache for the session, shared by its xdist workers: the many tests
+    that build the same tiny programs (each run re-creates its jitted steps) load them
+    instead of recompiling, whichever worker compiled them first. A size limit turns on
+    JAX's file lock around the cache's reads and writes (a half-written entry seen by the
+    other worker would only cost a recompile, with a warning, but is not left to chance)."""
+    import jax
+
     from jaxdet.training import runtime
 
-    return runtime.enable_compilation_cache(str(tmp_path_factory.mktemp("xla_cache")), min_compile_seconds=0.3)
+    if xdist_worker == "master":
+        path = tmp_path_factory.mktemp("xla_cache")
+    else:
+        path = tmp_path_factory.getbasetemp().parent / "xla_cache"
+        path.mkdir(exist_ok=True)
+    jax.config.update("jax_compilation_cache_max_size", 16 << 30)
+    return runtime.enable_compilation_cache(str(path), min_compile_seconds=0.3)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_run(tmp_path_factory, xdist_worker, compilation_cache) -> str:
+    """A finished tiny RetinaNet run on a small COCO folder (10 train / 4 val images, 2
+    steps, checkpoints at 1 and 2, 2 prediction pictures), trained once per session by the
+    first worker to need it (the audit and the report tests read it; each works on its own
+    copy, `copy_run`)."""
+    import jax
+    from coco_folder import tiny_config, write_coco
+
+    from jaxdet import experiment
+
+    if xdist_worker == "master":
+        root = tmp_path_factory.mktemp("trained_tiny")
+    else:
+        root = tmp_path_factory.getbasetemp().parent / "trained_tiny"
+        root.mkdir(exist_ok=True)
+    workdir = root / "run"
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "done").exists():
+            data = write_coco(str(root / "coco"), n_train=10, n_val=4)
+            config = tiny_config(data, compilation_cache, steps=2, eval_every=2, checkpoint_every=1, log_every=1)
+            config.train.num_prediction_images = 2
+            experiment.train_and_evaluate(config, str(workdir), jax.devices()[:1])
+            (root / "done").write_text("")
+    return str(workdir)
+
+
+def copy_run(workdir: str, to: str) -> str:
+    """A copy of a finished run's workdir at `to` (without the owner lock of the run)."""
+    import shutil
+
+    shutil.copytree(workdir, to, ignore=shutil.ignore_patterns("owner.lock"))
+    return to
 
 
 # The numerics part of the suite: ops whose values a reference defines (box ops, losses,

@@ -82,22 +82,21 @@ def test_each_kind_of_annotation_error_ranks_first_on_its_crafted_box():
     np.testing.assert_allclose(s["missing_box"][0], [0, 0, 0, 0, 0.95, 0], atol=1e-6)
 
 
-def test_the_audit_of_a_run_writes_every_image_and_box_once_with_the_datasets_ids(tmp_path, compilation_cache):
+def test_the_audit_of_a_run_writes_every_image_and_box_once_with_the_datasets_ids(tmp_path, trained_tiny_run):
     """experiments.audit's pass on a tiny run: every training image and annotated box once,
     under the dataset's own image and category ids and original pixels; the JSON's
     rankings and the gallery written."""
     import json
     import os
 
-    from coco_folder import tiny_config, write_coco
+    from conftest import copy_run
 
-    from jaxdet import experiment
+    from jaxdet import configs
     from jaxdet.audit import tool
 
-    data = write_coco(str(tmp_path / "coco"), n_train=10, n_val=4)
-    workdir = str(tmp_path / "run")
-    config = tiny_config(data, compilation_cache, steps=4, eval_every=4, checkpoint_every=4)
-    experiment.train_and_evaluate(config, workdir, jax.devices()[:1])
+    workdir = copy_run(trained_tiny_run, str(tmp_path / "run"))
+    recorded, _ = configs.load_recorded(workdir)
+    data = {"train_annotations": recorded.data.train_annotations}
     lines = []
     out = tool.audit(workdir, "train", top_k=5, batch_size=4, log=lines.append)
     assert [line for line in lines if line.startswith("audit: 10 images in ")], lines  # the pass's last progress line

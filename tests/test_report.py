@@ -4,7 +4,6 @@ image loaded, no script or console error; with the anatomy of the same run in it
 import json
 import os
 
-import jax
 import pytest
 
 from jaxdet.report import browser, build
@@ -29,17 +28,12 @@ def test_the_load_check_sees_a_broken_image_and_a_script_error(tmp_path):
 
 
 @needs_browser
-def test_a_trained_runs_report_renders_whole_with_its_anatomy(tmp_path, compilation_cache):
-    from coco_folder import tiny_config, write_coco
+def test_a_trained_runs_report_renders_whole_with_its_anatomy(tmp_path, trained_tiny_run):
+    from conftest import copy_run
 
-    from jaxdet import experiment
     from jaxdet.anatomy import tool
 
-    data = write_coco(str(tmp_path / "coco"), n_train=8, n_val=4)
-    workdir = str(tmp_path / "run")
-    config = tiny_config(data, compilation_cache, steps=2, eval_every=2, checkpoint_every=1, log_every=1)
-    config.train.num_prediction_images = 2
-    experiment.train_and_evaluate(config, workdir, jax.devices()[:1])
+    workdir = copy_run(trained_tiny_run, str(tmp_path / "run"))
     recipe = os.path.abspath("experiments/configs/default.py") + ":tiny"
     with open(os.path.join(workdir, "recipe.json"), "w") as f:
         json.dump({"config": recipe, "command": ["experiments.train", "--config=..."]}, f)
