@@ -16,7 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
-from jaxdet import configs, detectors
+from jaxdet import config_fields, configs, detectors
 from jaxdet.data import fit, inspect, pipeline, sources
 from jaxdet.detectors import reach
 
@@ -52,7 +52,13 @@ def main(argv):
 
     def stream():
         return train.train(
-            cfg.train.batch_size, cfg.seed, 0, d.hflip, (d.scale_min, d.scale_max), d.mosaic_prob, **augment
+            cfg.train.batch_size,
+            config_fields.seed_of(cfg, "data"),
+            0,
+            d.hflip,
+            (d.scale_min, d.scale_max),
+            d.mosaic_prob,
+            **augment,
         )
 
     inspect.draw_samples(next(stream()), names, out, "train_sample", _SAMPLES.value)

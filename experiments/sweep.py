@@ -16,6 +16,9 @@ seeds needed). --until_decided runs the seeds in rounds and stops each compariso
 is decided: better, worse, equivalent within --margin, or undecided at --max_seeds
 
     python -m experiments.sweep ... --until_decided --margin=0.005 --max_seeds=10
+
+--variance=K runs a K x K factorial over seeds.init x seeds.data and writes variance.md:
+each source's share of the AP variance (jaxdet/sweep/variance.py).
 """
 
 import os
@@ -25,6 +28,7 @@ from ml_collections import config_flags
 
 from experiments import cli
 from jaxdet import experiment, sweep
+from jaxdet.errors import ConfigError
 from jaxdet.training import runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=True)
@@ -62,6 +66,9 @@ _SPENDING = flags.DEFINE_enum(
     "--until_decided: the alpha-spending function (O'Brien-Fleming or Pocock type).",
 )
 _ALPHA = flags.DEFINE_float("alpha", 0.05, "--until_decided: the chance that any verdict is wrong, at most.")
+_VARIANCE = flags.DEFINE_integer(
+    "variance", 0, "K: a K x K factorial over seeds.init x seeds.data, and each source's share of the AP variance."
+)
 _SLURM_CLUSTER = flags.DEFINE_string("slurm_cluster", None, "submitit's cluster: None (SLURM if present) or 'local'.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -72,8 +79,15 @@ def main(argv):
     with cli.user_errors():
         runtime.set_cpu_devices(_CONFIG.value.train.cpu_devices)  # (one count for every arm: the base config's)
         runtime.enable_compilation_cache(_CONFIG.value.train.compilation_cache_dir)
-        grid = sweep.parse_sweep(_CONFIG.value, _SWEEP.value) if _SWEEP.value else [{}]
+        specs = _SWEEP.value
+        if _VARIANCE.value:
+            if specs or _UNTIL.value:
+                raise ConfigError("--variance runs its own factorial: give it without --sweep and --until_decided")
+            specs = sweep.variance.grid(_VARIANCE.value)
+        grid = sweep.parse_sweep(_CONFIG.value, specs) if specs else [{}]
         seeds = sweep.parse_seeds(_SEEDS.value)
+        if _VARIANCE.value and len(seeds) != 1:
+            raise ConfigError(f"--variance: one --seeds value (config.seed, the train step's draws); got {seeds}")
         if _ADD_SEEDS.value:
             seeds = sweep.with_added_seeds(_WORKDIR.value, seeds, _ADD_SEEDS.value)
         cli.record_recipe(_WORKDIR.value, flags.FLAGS["config"])
@@ -92,6 +106,8 @@ def main(argv):
         else:
             records = sweep.run_sweep(_CONFIG.value, _WORKDIR.value, grid, seeds, run, launcher, _RETRIES.value)
             md, png = sweep.write_results(records, _WORKDIR.value, _BASELINE.value)
+            if _VARIANCE.value:
+                print(open(sweep.variance.write(records, _WORKDIR.value)).read())
     print(open(md).read())
     print(f"wrote {md} and {png}")
 

@@ -9,6 +9,27 @@ import ml_collections
 
 from jaxdet.errors import ConfigError
 
+SEED_PARTS = ("init", "data", "step")
+
+
+def seed_of(config: ml_collections.ConfigDict, part: str) -> int:
+    """The seed of one source of a run's randomness: config.seeds.<part> where set (>= 0),
+    else config.seed. "init": the parameters' initialisation; "data": the data order and
+    the augmentation and multi-scale draws; "step": the train step's own draws (dropout,
+    DETR's denoising noise). One seed for all three unless a variance study splits them."""
+    seeds = config.get("seeds")
+    value = seeds.get(part, -1) if seeds is not None else -1
+    return int(config.seed if value is None or value < 0 else value)
+
+
+def check_seeds(config: ml_collections.ConfigDict) -> None:
+    """ConfigError naming a config.seeds field that is not an int >= -1, or an unknown part."""
+    for part, value in (config.get("seeds") or {}).items():
+        if part not in SEED_PARTS:
+            raise ConfigError(f"config.seeds.{part}: no such part of the seed; parts: {', '.join(SEED_PARTS)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            raise ConfigError(f"config.seeds.{part}={value!r}: an int >= 0, or -1 for config.seed")
+
 
 def parse_field(config: ml_collections.ConfigDict, key: str, text: str, flag: str = "--sweep"):
     """Parses `text` as the type of the existing field `key` of `config` (a ConfigError naming

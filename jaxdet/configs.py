@@ -13,7 +13,7 @@ import os
 import jax
 import ml_collections
 
-from jaxdet import files, kernels
+from jaxdet import config_fields, files, kernels
 from jaxdet.data import sources
 from jaxdet.data.classes import Classes
 from jaxdet.detectors import config as model_config
@@ -41,6 +41,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     optimizer's names are training.optim.check's; train.best_metric, an evaluation metric's
     name, evaluation.coco.check_metric's.)"""
     section = config.model[config.model.name]
+    config_fields.check_seeds(config)
     if config.model.backbone not in BACKBONES:
         raise ConfigError(
             f"unknown backbone {config.model.backbone!r} (config.model.backbone); valid names: {sorted(BACKBONES)}"

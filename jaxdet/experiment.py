@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 
+from jaxdet import config_fields
 from jaxdet.evaluation import coco
 from jaxdet.evaluation.evaluator import Evaluation
 from jaxdet.evaluation.session import EvalSession
@@ -43,4 +44,5 @@ def _training_items(config: ml_collections.ConfigDict, detector, mesh) -> dict:
     from jaxdet.training.step import init_key, init_state
 
     tx, _ = optim.make_optimizer(config.optim, config.train.steps, config.model)
-    return init_state(detector, tx, init_key(config.seed), config.data.image_size, mesh, with_ema=True).items()
+    key = init_key(config_fields.seed_of(config, "init"))
+    return init_state(detector, tx, key, config.data.image_size, mesh, with_ema=True).items()

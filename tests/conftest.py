@@ -41,11 +41,11 @@ def xdist_worker(request) -> str:
 def compilation_cache(tmp_path_factory, xdist_worker) -> str:
     """One persistent XLA cache for the session, shared by its xdist workers: the many tests
     that build the same tiny programs (each run re-creates its jitted steps) load them
-    instead of recompiling, whichever worker compiled them first. A size limit turns on
-    JAX's file lock around the cache's reads and writes (a half-written entry seen by the
-    other worker would only cost a recompile, with a warning, but is not left to chance)."""
-    import jax
-
+    instead of recompiling, whichever worker compiled them first. (JAX writes an entry in
+    place: an entry read while the other process writes it fails to decompress, and JAX
+    then warns and compiles. JAX's file lock, on with jax_compilation_cache_max_size, is
+    left off: its eviction trips over the entries of the CLI tests' subprocesses, which
+    write without it.)"""
     from jaxdet.training import runtime
 
     if xdist_worker == "master":
@@ -53,7 +53,6 @@ def compilation_cache(tmp_path_factory, xdist_worker) -> str:
     else:
         path = tmp_path_factory.getbasetemp().parent / "xla_cache"
         path.mkdir(exist_ok=True)
-    jax.config.update("jax_compilation_cache_max_size", 16 << 30)
     return runtime.enable_compilation_cache(str(path), min_compile_seconds=0.3)
 
 

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats as sps
 
 from jaxdet.errors import ConfigError
-from jaxdet.sweep import results, sequential, stats, until_decided
+from jaxdet.sweep import planning, results, sequential, stats, until_decided
 
 DESIGN = sequential.Design(alpha=0.05, margin=0.0, seed_round=2, max_seeds=10)
 
@@ -66,22 +66,9 @@ def test_one_look_is_the_fixed_t_test_and_the_spending_is_obrien_fleming():
     assert pocock[1] < cs[1] and pocock[-1] > cs[-1] and sequential.spent(1.0, 0.05, "pocock") == pytest.approx(0.05)
 
 
-def _simulate(effect: float, sims: int, design=DESIGN, arms: int = 1, seed: int = 0, sd: float = 0.02):
-    """`sims` sequential sweeps of normal per-seed differences (mean effect * sd): the
-    verdicts and the seeds each spent; and the fixed design's t-test at max_seeds."""
-    rng = np.random.default_rng(seed)
-    ends = design.rounds()
-    verdicts, spent, fixed = [], [], []
-    critical = sps.t.ppf(1 - design.alpha / 2, design.max_seeds - 1)
-    for _ in range(sims):
-        d = rng.normal(effect * sd, sd, (arms, design.max_seeds))
-        hist = {a: [sequential.Look(e, d[a, :e].mean(), d[a, :e].std(ddof=1)) for e in ends] for a in range(arms)}
-        out = sequential.decide(hist, design, details=False)
-        verdicts.append([out[a].verdict for a in range(arms)])
-        spent.append(max(out[a].look.n for a in range(arms)))
-        t = d[0].mean() / (d[0].std(ddof=1) / math.sqrt(design.max_seeds))  # the fixed design's paired t-test
-        fixed.append(abs(t) > critical)
-    return np.asarray(verdicts), np.asarray(spent), np.asarray(fixed)
+def _simulate(effect: float, sims: int, design=DESIGN, arms: int = 1, seed: int = 0):
+    s = planning.simulate(effect, sims, design, arms, seed)
+    return s.verdicts, s.seeds, s.fixed
 
 
 def test_operating_characteristics_by_simulation():

@@ -14,6 +14,10 @@ from jaxdet.detectors.config import model_config, use_loss_terms
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
+    # The seed's parts, each settable on its own for a variance study (experiments.sweep
+    # --variance); -1 takes config.seed: init (the parameters' initialisation), data (order,
+    # augmentation and multi-scale draws), step (the train step's own draws: DETR's noise).
+    config.seeds = ml_collections.ConfigDict({"init": -1, "data": -1, "step": -1})
 
     config.data = ml_collections.ConfigDict()
     config.data.format = "tfds"  # "tfds" (data.name), "coco_json", "voc_xml" or "yolo_txt" (paths below)

@@ -98,7 +98,7 @@ def anatomy(
                     break
                 local = dict(local)
                 local["image_mask"] = local["image_mask"] & (b * batch_size + np.arange(batch_size) < images)
-                rng = jax.random.fold_in(jax.random.key(config.seed), b)
+                rng = jax.random.fold_in(jax.random.key(config_fields.seed_of(config, "step")), b)
                 numbers = jax.device_get(step_fn(variables, jax.device_put(pipeline.model_inputs(local)), rng))
                 acc.add(numbers, int(local["image_mask"].sum()))
                 if last:

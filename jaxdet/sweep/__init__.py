@@ -6,11 +6,12 @@ arms are compared seed by seed.
 grid.py: the arms and seeds; runs.py: running them (tasks.py: one run as a unit of work;
 launchers.py: serial, Ray, SLURM through submitit); stats.py: paired comparisons;
 sequential.py + until_decided.py: --until_decided (seeds in rounds until each comparison is decided);
+variance.py: --variance (where the seed-to-seed spread comes from);
 results.py: results.md / results.json / results.png; evaluations.py: evaluation-only arms
 (eval.* settings such as TTA) over a finished sweep's checkpoints.
 """
 
-from jaxdet.sweep import sequential, until_decided
+from jaxdet.sweep import sequential, until_decided, variance
 from jaxdet.sweep.grid import apply, arm_name, parse_seeds, parse_sweep
 from jaxdet.sweep.launchers import LAUNCHERS, make_launcher, parse_slurm
 from jaxdet.sweep.results import write_results
@@ -20,6 +21,7 @@ __all__ = [
     "LAUNCHERS",
     "sequential",
     "until_decided",
+    "variance",
     "make_launcher",
     "parse_slurm",
     "apply",

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxdet import configs, kernels
+from jaxdet import config_fields, configs, kernels
 from jaxdet.checkpoints import Checkpoints, DiskFull
 from jaxdet.console import log as _log
 from jaxdet.errors import ConfigError
@@ -233,7 +233,7 @@ def _train_stream(run: Run, start: int):
     cfg = run.config
     return run.pipeline(run.train_source).train(
         cfg.train.batch_size // jax.process_count(),
-        cfg.seed,
+        config_fields.seed_of(cfg, "data"),
         start,
         cfg.data.hflip,
         (cfg.data.scale_min, cfg.data.scale_max),

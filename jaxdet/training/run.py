@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import jax
 import ml_collections
 
-from jaxdet import configs, detectors, kernels, parallel, summary
+from jaxdet import config_fields, configs, detectors, kernels, parallel, summary
 from jaxdet.console import log as _log
 from jaxdet.data import fit, pipeline, sources
 from jaxdet.data.classes import Classes
@@ -77,7 +77,7 @@ class Run:
             if size in train_sizes
         }
         self.sizes_used: list[int] = []
-        self.base_rng = jax.random.key(config.seed)
+        self.base_rng = jax.random.key(config_fields.seed_of(config, "step"))
         self.writer = summary.MetricWriter(workdir)
 
     def steps_for(self, size: int) -> tuple[Callable, Callable, bool]:
@@ -97,9 +97,8 @@ class Run:
         names (training/init_from.py: another run or a weights file, onto this run's classes)
         or torchvision's (config.model.backbone_weights / detector_weights) loaded into it."""
         with_ema = ema.enabled(self.config.optim)
-        state = init_state(
-            self.detector, self.tx, init_key(self.config.seed), self.config.data.image_size, self.mesh, with_ema
-        )
+        key = init_key(config_fields.seed_of(self.config, "init"))
+        state = init_state(self.detector, self.tx, key, self.config.data.image_size, self.mesh, with_ema)
         m = self.config.model
         if not pretrained or not (m.get("backbone_weights") or m.get("detector_weights") or m.get("init_from")):
             return state
