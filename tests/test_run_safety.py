@@ -236,6 +236,15 @@ def test_user_mistakes_get_one_error_line(data, tmp_path, compilation_cache):
             f"--images={tmp_path}/im.png",
             f"--out={afile}",
         ],  # fmt: skip
+        "--variance runs its own factorial": [
+            sys.executable,
+            "-m",
+            "experiments.sweep",
+            "--config=experiments/configs/default.py:tiny",
+            f"--workdir={tmp_path}/sweep",
+            "--variance=3",
+            "--sweep=loss.focal_gamma=1.0,2.0",
+        ],
     }
     for expected, cmd in cases.items():
         proc = run(cmd)

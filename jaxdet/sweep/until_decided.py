@@ -68,11 +68,12 @@ def run_until_decided(
     retries: int = 0,
     design: sequential.Design = sequential.Design(),
     baseline: str | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[list[dict], dict[tuple[str, str, str], sequential.Verdict]]:
     """Runs the rounds until every comparison is decided; returns the records of every run
     and the verdicts {(arm, baseline, axis): Verdict}. `seeds`: the pool, in order
     (seed_pool); `launcher`: as run_sweep's (a function making one per round)."""
+    log = log or (lambda line: print(line, flush=True))
     record_design(workdir, design)
     pairs = comparisons([{"arm": arm_name(o), "overrides": o} for o in grid], baseline)
     if not pairs:
