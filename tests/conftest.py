@@ -13,17 +13,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 
+def _session_dir(tmp_path_factory, xdist_worker: str, name: str):
+    """A folder for the whole test session: under pytest-xdist the base temp's parent, which
+    its workers share; without workers (-n 0, -p no:xdist) a fresh one."""
+    if xdist_worker == "master":
+        return tmp_path_factory.mktemp(name)
+    path = tmp_path_factory.getbasetemp().parent / name
+    path.mkdir(exist_ok=True)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory, xdist_worker) -> str:
     """A TFDS data dir holding `jaxdet_shapes` (ArrayRecord), generated once per test session
     (~20 s): under pytest-xdist, by the first worker to need it, the others waiting on a lock."""
     from jaxdet.data import sources
 
-    if xdist_worker == "master":  # (no xdist workers: -n 0 or -p no:xdist)
-        path = tmp_path_factory.mktemp("tfds")
-    else:  # the base temp's parent is the whole session's, shared by its workers
-        path = tmp_path_factory.getbasetemp().parent / "tfds"
-        path.mkdir(exist_ok=True)
+    path = _session_dir(tmp_path_factory, xdist_worker, "tfds")
     with open(path / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         sources.tfds_source("jaxdet_shapes", "train", str(path))  # prepares it, as a run does
@@ -48,11 +54,7 @@ def compilation_cache(tmp_path_factory, xdist_worker) -> str:
     write without it.)"""
     from jaxdet.training import runtime
 
-    if xdist_worker == "master":
-        path = tmp_path_factory.mktemp("xla_cache")
-    else:
-        path = tmp_path_factory.getbasetemp().parent / "xla_cache"
-        path.mkdir(exist_ok=True)
+    path = _session_dir(tmp_path_factory, xdist_worker, "xla_cache")
     return runtime.enable_compilation_cache(str(path), min_compile_seconds=0.3)
 
 
@@ -67,11 +69,7 @@ def trained_tiny_run(tmp_path_factory, xdist_worker, compilation_cache) -> str:
 
     from jaxdet import experiment
 
-    if xdist_worker == "master":
-        root = tmp_path_factory.mktemp("trained_tiny")
-    else:
-        root = tmp_path_factory.getbasetemp().parent / "trained_tiny"
-        root.mkdir(exist_ok=True)
+    root = _session_dir(tmp_path_factory, xdist_worker, "trained_tiny")
     workdir = root / "run"
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -138,15 +138,18 @@ def paired_table(records: list[dict], baseline: str | None = None) -> tuple[list
     the verdict uses the adjusted p."""
     paired, lines = [], []
     pairs = comparisons(records, baseline)
+    tests = {(i, key): stats.compare(_per_seed(records, base, key), _per_seed(records, arm, key))
+             for key in PAIRED_KEYS for i, (arm, base, _) in enumerate(pairs)}  # fmt: skip
+    adjusted = {}  # Holm within each metric's family
     for key in PAIRED_KEYS:
-        tests = [stats.compare(_per_seed(records, base, key), _per_seed(records, arm, key)) for arm, base, _ in pairs]
-        adjusted = stats.holm({i: t.p for i, t in enumerate(tests)})
-        for i, ((arm, base, axis), t) in enumerate(zip(pairs, tests)):
+        adjusted |= {(i, key): p for i, p in stats.holm({i: tests[(i, key)].p for i in range(len(pairs))}).items()}
+    for i, (arm, base, axis) in enumerate(pairs):  # arm by arm, each metric
+        for key in PAIRED_KEYS:
+            t, p_holm = tests[(i, key)], adjusted[(i, key)]
             fields = {f.name: getattr(t, f.name) for f in dataclasses.fields(t)}
-            verdict = t.verdict_at(adjusted[i], adjusted=True) if np.isfinite(adjusted[i]) else t.verdict
+            verdict = t.verdict_at(p_holm, adjusted=True) if np.isfinite(p_holm) else t.verdict
             paired.append({"arm": arm, "baseline": base, "axis": axis, "metric": key, "verdict": verdict,
-                           **fields, "p_holm": adjusted[i]})  # fmt: skip
-    paired.sort(key=lambda c: [(a, b) for a, b, _ in pairs].index((c["arm"], c["baseline"])))  # arm by arm
+                           **fields, "p_holm": p_holm})  # fmt: skip
     if paired:
         lines += [
             "",

@@ -156,24 +156,14 @@ class Look:
 
 def look(baseline: Mapping[int, float], arm: Mapping[int, float], seeds: Sequence[int]) -> Look:
     """The paired differences over `seeds` that both have (finite)."""
-    d = [arm[s] - baseline[s] for s in seeds if _finite(arm.get(s)) and _finite(baseline.get(s))]
-    d = np.asarray(d, np.float64)
+    d = stats.differences(baseline, arm, seeds)
     if d.size == 0:
         return Look(0, math.nan, math.nan)
     return Look(int(d.size), float(d.mean()), float(d.std(ddof=1)) if d.size > 1 else math.nan)
 
 
-def _looks_schedule(history: Sequence[Look]) -> tuple[int, ...]:
-    """Distinct increasing seed counts of a comparison's looks (a round that added no paired
-    seed, e.g. both runs failed, is no new look)."""
-    out: list[int] = []
-    for h in history:
-        if h.n > (out[-1] if out else 0):
-            out.append(h.n)
-    return tuple(out)
-
-
 def _distinct(history: Sequence[Look]) -> list[Look]:
+    """The looks that added paired seeds (a round where both runs failed is no new look)."""
     out: list[Look] = []
     for h in history:
         if h.n > (out[-1].n if out else 0):
@@ -280,7 +270,3 @@ def decide(histories: Mapping, design: Design, details: bool = True) -> dict:
         need = stats.seeds_needed(effect) if details else None
         out[name] = Verdict(verdict, k, last, low, high, ps[name], adjusted[name], need)
     return out
-
-
-def _finite(x) -> bool:
-    return x is not None and math.isfinite(float(x))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -68,10 +68,20 @@ class Paired:
         return text
 
 
+def differences(
+    baseline: Mapping[int, float], arm: Mapping[int, float], seeds: Sequence[int] | None = None
+) -> np.ndarray:
+    """arm - baseline [n] over the seeds (`seeds`, or all, in seed order) where both have a
+    finite value: the pairs every comparison is made of."""
+    seeds = sorted(arm) if seeds is None else seeds
+    return np.asarray(
+        [arm[s] - baseline[s] for s in seeds if _finite(arm.get(s)) and _finite(baseline.get(s))], np.float64
+    )
+
+
 def compare(baseline: Mapping[int, float], arm: Mapping[int, float]) -> Paired:
     """`arm` against `baseline` ({seed: metric}); seeds missing from either are left out."""
-    seeds = sorted(s for s in arm if s in baseline and _finite(arm[s]) and _finite(baseline[s]))
-    d = np.asarray([arm[s] - baseline[s] for s in seeds], np.float64)
+    d = differences(baseline, arm)
     n = d.size
     if n == 0:
         return Paired(0, math.nan, math.nan, math.nan, math.nan, None)
