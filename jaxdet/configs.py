@@ -195,13 +195,6 @@ def diff(old: dict, new: dict, sections: tuple[str, ...] | None = None) -> list[
     return [line for key, line in _changes(old, new).items() if not sections or key.split(".")[0] in sections]
 
 
-def check_and_record(config: ml_collections.ConfigDict, workdir: str, resuming: bool) -> list[str]:
-    """`check_resume`, then `record`: returns the lines to log about what changed."""
-    notes = check_resume(config, workdir, resuming)
-    record(config, workdir)
-    return notes
-
-
 def check_resume(config: ml_collections.ConfigDict, workdir: str, resuming: bool) -> list[str]:
     """When resuming, compares `config` with workdir/config.json (nothing is written).
 

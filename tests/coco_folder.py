@@ -127,7 +127,7 @@ def untrained_workdir(workdir: str) -> str:
 
     config = configs.resolve(default.get_config("tiny"))
     config.model.score_threshold = 0.0
-    configs.check_and_record(config, workdir, resuming=False)
+    configs.record(config, workdir)
     Classes(("a", "b"), (3, 9)).write(workdir)
     detector = detectors.build_detector(config, 2, None, jax.devices()[0].platform)
     tx, _ = optim.make_optimizer(config.optim, config.train.steps)

@@ -150,7 +150,7 @@ def test_task_aligned_takes_the_top_k_by_alignment_inside_the_box():
     scores = rng.uniform(0.05, 1.0, (100, 3)).astype(np.float32)
     pred = _boxes_around(points, 5.0) + rng.normal(0, 0.5, (100, 4)).astype(np.float32)
     a = assigners.task_aligned_assign(points, pred, scores, gt, np.array([1, 0]), mask, topk=4)
-    inside = np.asarray(assigners._inside(points, gt[:1]))[:, 0]
+    inside = np.asarray(assigners.matching._inside(points, gt[:1]))[:, 0]
     u = np.clip(1 - np.asarray(ciou_loss(gt[:1], pred)), 0, None)
     t = np.where(inside, scores[:, 1] ** 0.5 * u**6, 0.0)
     expected = np.sort(np.argsort(-t)[:4])

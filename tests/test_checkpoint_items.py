@@ -7,6 +7,7 @@ import os
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 from coco_folder import untrained_workdir
 
 from jaxdet import checkpoints
@@ -47,15 +48,16 @@ def test_the_model_item_restores_without_the_optimizer(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_checkpoint_of_the_single_item_layout_restores_for_prediction_and_resuming(tmp_path):
-    """Written as jaxdet wrote every checkpoint before the split: the TrainState as one
-    StandardSave item ("default")."""
+def test_a_checkpoint_of_the_unreleased_single_item_layout_is_refused_with_a_message(tmp_path):
+    """Written as an unreleased jaxdet wrote every checkpoint before the split: the TrainState as
+    one StandardSave item ("default"). Prediction and resuming name the layout, not a corrupt file."""
+    from jaxdet.errors import ConfigError
     from jaxdet.evaluation import predict
 
     workdir = untrained_workdir(str(tmp_path / "run"))
     saved, other = _state(workdir)
-    legacy = os.path.join(workdir, "checkpoints_legacy")
-    manager = ocp.CheckpointManager(legacy, options=ocp.CheckpointManagerOptions(create=True),
+    one_item = os.path.join(workdir, "checkpoints_one_item")
+    manager = ocp.CheckpointManager(one_item, options=ocp.CheckpointManagerOptions(create=True),
                                     item_handlers=ocp.StandardCheckpointHandler())  # fmt: skip
     old_layout = {"step": saved.step, "params": saved.params, "batch_stats": saved.batch_stats,
                   "opt_state": saved.opt_state}  # (the TrainState's fields then; it has no `ema`)  # fmt: skip
@@ -63,18 +65,12 @@ def test_a_checkpoint_of_the_single_item_layout_restores_for_prediction_and_resu
     manager.wait_until_finished()
     manager.close()
     os.rename(os.path.join(workdir, "checkpoints"), os.path.join(workdir, "checkpoints_new"))
-    os.rename(legacy, os.path.join(workdir, "checkpoints"))
+    os.rename(one_item, os.path.join(workdir, "checkpoints"))
     assert os.listdir(os.path.join(workdir, "checkpoints", "4")).count("default") == 1
-    predictor = predict.Predictor(workdir)
-    assert predictor.step == 4
-    for a, b in zip(_leaves(predictor.variables), _leaves(saved.variables), strict=True):
-        np.testing.assert_array_equal(a, b)
-    dets = predictor(np.full((40, 70, 3), 100, np.uint8))
-    assert dets["boxes"].shape[1:] == (4,)
+    with pytest.raises(ConfigError, match=r"step 4 .* one-item layout of an unreleased jaxdet .* model, train"):
+        predict.Predictor(workdir)
     ckpts = checkpoints.Checkpoints(os.path.join(workdir, "checkpoints"), keep=3, save_every=1)
-    items, step = ckpts.restore_newest(other.items(), ckpts.all_steps())
+    with pytest.raises(ConfigError, match=r"one-item layout .* new --workdir"):
+        ckpts.restore_newest(other.items(), ckpts.all_steps(), move_aside=True)
     ckpts.close()
-    resumed = TrainState.from_items(items)
-    assert step == 4 and jax.tree_util.tree_structure(resumed) == jax.tree_util.tree_structure(saved)
-    for a, b in zip(_leaves(resumed), _leaves(saved), strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "4"))  # (refused, not moved aside as corrupt)

@@ -213,14 +213,14 @@ def _implied(config) -> dict:
 
 def test_resume_across_a_loss_that_changes_the_parameters_is_refused_naming_the_loss(tmp_path):
     config = configs.resolve(default.get_config("tiny"))
-    configs.check_and_record(config, str(tmp_path), resuming=False)
+    configs.record(config, str(tmp_path))
     changed = default.get_config("tiny")
     changed.loss.classification = "softmax_cross_entropy"
     with pytest.raises(ValueError, match=r"(?s)background_logit: False -> True.*softmax config.loss.classification"):
-        configs.check_and_record(configs.resolve(changed), str(tmp_path), resuming=True)
+        configs.check_resume(configs.resolve(changed), str(tmp_path), resuming=True)
     kernels_only = default.get_config("tiny")
     kernels_only.model.kernels = "plain"  # how, not what: resumable
-    notes = configs.check_and_record(configs.resolve(kernels_only), str(tmp_path), resuming=True)
+    notes = configs.check_resume(configs.resolve(kernels_only), str(tmp_path), resuming=True)
     assert "  model.kernels: 'auto' -> 'plain'" in notes
 
 

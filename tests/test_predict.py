@@ -54,7 +54,7 @@ def test_predict_restores_every_detector_from_its_workdir(name, tmp_path):
 
     config = configs.resolve(_tiny_config(name))
     workdir = str(tmp_path / name)
-    configs.check_and_record(config, workdir, resuming=False)
+    configs.record(config, workdir)
     with open(f"{workdir}/classes.json", "w") as f:
         json.dump([f"c{k}" for k in range(5)], f)
     det = detectors.build_detector(config, 5)

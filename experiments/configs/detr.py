@@ -23,7 +23,7 @@ def get_config(arg: str | None = None):
     d.num_queries = 50
     # d.denoising = 1 adds a group of denoising queries (8 positive + 8 negative noised boxes
     # per image): +10% step time; its effect at 1500 steps is in docs/ablations/detr_denoising.
-    config.data.max_boxes = 8  # the dataset's most objects in an image (jaxdet.data.shapes.MAX_OBJECTS)
+    config.data.max_boxes = 8  # the dataset's most objects in an image (jaxdet.data.shapes_dataset.MAX_OBJECTS)
     # Focal against varifocal at this recipe, seeds 0-2: AP 0.554 +- 0.030 against 0.515 +- 0.040;
     # paired by seed not detectable (p = 0.48; docs/ablations/detr_classification).
     config.loss.classification = "sigmoid_focal"

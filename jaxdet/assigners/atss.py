@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxdet import boxes as box_ops
-from jaxdet.assigners import NEGATIVE, POSITIVE, Assignment, _first_index_of
+from jaxdet.assigners.matching import NEGATIVE, POSITIVE, Assignment, _first_index_of
 
 INSIDE_EPS = 0.01
 

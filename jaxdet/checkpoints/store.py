@@ -3,8 +3,8 @@
 A step holds two items: "model" (the variables: params and BatchNorm statistics) and
 "train" (what training alone needs: the step count and the optimizer state), so
 evaluation, prediction and export restore the model without building an optimizer.
-Steps written before the split hold one item, "default" (the whole TrainState); they
-still restore, whole or weights alone.
+A step of the one-item layout of an unreleased jaxdet ("default": the whole TrainState)
+is refused with a message: no released version wrote it.
 
 Orbax writes each step to a temporary directory and renames it when complete, so a
 run killed mid-save leaves only complete checkpoints behind. Every process calls
@@ -24,7 +24,7 @@ from jaxdet.checkpoints import faults
 from jaxdet.errors import ConfigError
 
 ITEMS = ("model", "train")
-LEGACY = "default"  # the one item of a step written before the model / train split
+_ONE_ITEM = "default"  # the one item of a step of an unreleased jaxdet (before the model / train split)
 
 
 class Checkpoints:
@@ -50,12 +50,18 @@ class Checkpoints:
     def _open(self) -> None:
         options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True)
         # Handlers are named so that any step's metadata can be read before restoring it.
-        handlers = {name: ocp.StandardCheckpointHandler() for name in (*ITEMS, LEGACY)}
+        handlers = {name: ocp.StandardCheckpointHandler() for name in ITEMS}
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
-    def _legacy(self, step: int) -> bool:
-        """Whether `step` was written before the model / train split (one item, the TrainState)."""
-        return os.path.isdir(os.path.join(self.directory, str(step), LEGACY))
+    def _refuse_one_item(self, step: int) -> None:
+        """A step of the unreleased one-item layout is named, not misread as a corrupt file."""
+        if os.path.isdir(os.path.join(self.directory, str(step), _ONE_ITEM)):
+            raise ConfigError(
+                f"the checkpoint at step {step} in {self.directory} has the one-item layout of an unreleased "
+                f"jaxdet ('{_ONE_ITEM}': the whole TrainState) that this version does not read; it reads the items "
+                f"{', '.join(ITEMS)}. Train it again in a new --workdir (--config.model.detector_weights can start "
+                "from a converted model)."
+            )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -91,17 +97,14 @@ class Checkpoints:
         tree differs from the targets'), and faults.CorruptCheckpoint when its files cannot be read.
         """
         abstract = {name: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, t) for name, t in targets.items()}
-        legacy = self._legacy(step)
+        self._refuse_one_item(step)
         try:
-            metadata = self._manager.item_metadata(step)
-            recorded = _recorded(metadata, legacy)
+            recorded = _recorded(self._manager.item_metadata(step))
         except Exception as e:  # any failure to read the recorded tree: the files are bad
             raise faults.CorruptCheckpoint(step, f"its metadata cannot be read: {faults.short(faults.root(e))}") from e
         for name, tree in abstract.items():
             self._check_layout(step, recorded.get(name, {}), faults.layout(tree))
         try:
-            if legacy:
-                return self._restore_legacy(step, abstract)
             args = ocp.args.Composite(**{name: ocp.args.StandardRestore(tree) for name, tree in abstract.items()})
             restored = self._manager.restore(step, args=args)
             return {name: restored[name] for name in abstract}
@@ -110,20 +113,6 @@ class Checkpoints:
             if any(word in text for word in faults.CORRUPT) and "RESOURCE_EXHAUSTED" not in text:
                 raise faults.CorruptCheckpoint(step, faults.short(faults.root(e))) from e
             raise
-
-    def _restore_legacy(self, step: int, abstract: dict[str, Any]) -> dict[str, Any]:
-        """A step written whole (the TrainState as one tree): restored into the same tree built
-        from both items when both are asked for (resume); for the weights alone, restored as
-        saved (onto this machine's first device where its devices are gone) and the model's
-        variables placed as `abstract` says."""
-        if set(abstract) == set(ITEMS):
-            whole = {**abstract["model"], **abstract["train"]}
-            restored = self._manager.restore(step, args=ocp.args.Composite(**{LEGACY: ocp.args.StandardRestore(whole)}))
-            return _split(restored[LEGACY])
-        fallback = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        args = ocp.args.Composite(**{LEGACY: ocp.args.StandardRestore(fallback_sharding=fallback)})
-        split = _split(self._manager.restore(step, args=args)[LEGACY])
-        return {name: _place(split[name], abstract[name]) for name in abstract}
 
     def _check_layout(self, step: int, layout: dict, want: dict) -> None:
         if layout != want:
@@ -177,32 +166,13 @@ class Checkpoints:
 _PARTIAL = ".orbax-checkpoint-tmp"
 
 
-def _recorded(metadata, legacy: bool) -> dict[str, dict]:
-    """{item: layout} of a step's recorded trees (a legacy step's TrainState split as ITEMS)."""
-    if legacy:
-        return {name: faults.layout(tree) for name, tree in _split(_tree(metadata[LEGACY])).items()}
+def _recorded(metadata) -> dict[str, dict]:
+    """{item: layout} of a step's recorded trees."""
     return {name: faults.layout(_tree(metadata[name])) for name in ITEMS if metadata.get(name) is not None}
 
 
 def _tree(item_metadata) -> Any:
     return getattr(item_metadata, "tree", item_metadata)
-
-
-def _split(state: dict) -> dict[str, dict]:
-    """A TrainState saved whole ({step, params, batch_stats, opt_state}) as the two items."""
-    return {
-        "model": {"params": state["params"], "batch_stats": state.get("batch_stats") or {}},
-        "train": {"step": state["step"], "opt_state": state["opt_state"]},
-    }
-
-
-def _place(tree: Any, abstract: Any) -> Any:
-    """Restored leaves put where `abstract`'s are (shardings), in its structure."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    targets, treedef = jax.tree_util.tree_flatten(abstract)
-    placed = [jax.device_put(x, t.sharding) if getattr(t, "sharding", None) is not None else x
-              for x, t in zip(leaves, targets)]  # fmt: skip
-    return jax.tree_util.tree_unflatten(treedef, placed)
 
 
 def _free_name(path: str) -> str:

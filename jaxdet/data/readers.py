@@ -129,7 +129,7 @@ def tfds_builder(name: str, data_dir: str | None):
     files, which needs no dataset code: prepared data is read without TensorFlow."""
     import tensorflow_datasets as tfds
 
-    from jaxdet.data import shapes  # noqa: F401  (registers `jaxdet_shapes` with TFDS)
+    from jaxdet.data import shapes_dataset  # noqa: F401  (registers `jaxdet_shapes` with TFDS)
 
     try:
         return tfds.builder(name, data_dir=data_dir)

@@ -1,5 +1,5 @@
 """Anchor-based one-stage detectors (RetinaNet, SSD): targets over a fixed set of anchors
-from any assigner of jaxdet/assigners/table.py (max-IoU by default), R-CNN delta
+from any assigner of jaxdet/assigners/registry.py (max-IoU by default), R-CNN delta
 encoding, the shared dense loss path and batched NMS.
 
 RetinaNet and SSD differ only in their anchors, heads and which anchors the
@@ -19,7 +19,7 @@ from jax import Array
 
 from jaxdet import anchors as anchor_ops
 from jaxdet import box_coder, postprocess
-from jaxdet.assigners import table as assigner_table
+from jaxdet.assigners import registry as assigner_registry
 from jaxdet.detectors import base
 from jaxdet.losses import assigned
 from jaxdet.losses import terms as loss_terms
@@ -33,7 +33,7 @@ class AnchorDetector(base.OneLossSet):
     module: nn.Module
     anchors: np.ndarray
     losses: loss_terms.LossSet
-    assigner: assigner_table.Assigner  # max-IoU (RetinaNet's, SSD's), ATSS, task-aligned, SimOTA
+    assigner: assigner_registry.Assigner  # max-IoU (RetinaNet's, SSD's), ATSS, task-aligned, SimOTA
     box_weights: tuple[float, float, float, float]
     detect_kwargs: dict[str, Any]
     cls_region: str = "assigned"  # assigned.REGIONS

@@ -25,7 +25,7 @@ from jax import Array
 from jaxdet import anchors as anchor_ops
 from jaxdet import boxes as box_ops
 from jaxdet import postprocess
-from jaxdet.assigners import table as assigner_table
+from jaxdet.assigners import registry as assigner_registry
 from jaxdet.errors import ConfigError
 from jaxdet.losses import assigned
 from jaxdet.losses import terms as loss_terms
@@ -220,7 +220,7 @@ def class_scores(losses, cls_logits: Array, quality_logits: Array | None = None)
 
 
 def assigned_targets(
-    assigner: assigner_table.Assigner,
+    assigner: assigner_registry.Assigner,
     batch: dict[str, Array],
     num_classes: int,
     predictions: Callable[[], tuple[Array, Array]],

@@ -22,7 +22,7 @@ from jax import Array
 
 from jaxdet import anchors as anchor_ops
 from jaxdet import box_coder, postprocess
-from jaxdet.assigners import table as assigner_table
+from jaxdet.assigners import registry as assigner_registry
 from jaxdet.detectors import base
 from jaxdet.errors import ConfigError
 from jaxdet.losses import assigned
@@ -40,10 +40,10 @@ def section() -> dict:
         # "centred", or "torchvision": its anchors' centres, i * (image_size // H) (the same
         # where 2^level divides the image size; at 800 px P6/P7 sit 61 and 114 px apart).
         point_style="centred",
-        # Positives (jaxdet/assigners/table.py): "fcos" (centre sampling within center_radius
+        # Positives (jaxdet/assigners/registry.py): "fcos" (centre sampling within center_radius
         # strides, Chebyshev, and the size ranges below), "atss" (ATSS's FCOS: prior squares of
         # prior_scale strides), "max_iou", "simota" or "task_aligned", and their fields.
-        **assigner_table.section_fields("fcos", center_radius=1.5),
+        **assigner_registry.section_fields("fcos", center_radius=1.5),
         prior_scale=8.0,
         # A level regresses max(l, t, r, b) in (lo, hi) x its stride, the first level from 0,
         # the last to infinity: FCOS's 0-64-128-256-512-inf for P3-P7.
@@ -73,7 +73,7 @@ class FCOS(base.OneLossSet):
     points: np.ndarray
     strides: np.ndarray
     losses: loss_terms.LossSet
-    assigner: assigner_table.Assigner
+    assigner: assigner_registry.Assigner
     detect_kwargs: dict[str, Any]
     level_sizes: tuple[int, ...] | None = None
     clip_size: int | None = None
@@ -148,8 +148,8 @@ def build(config, ctx: base.BuildContext) -> FCOS:
     )
     module = base.dense_model(config, ctx, "fpn", lambda pyramid: head()(pyramid))
     level_sizes = anchor_ops.anchors_per_level(config.data.image_size, levels, 1)
-    priors = assigner_table.point_priors(points, strides, level_sizes, f.prior_scale, (lower, upper))
-    assigner = assigner_table.build(f, "config.model.fcos", "fcos", priors)
+    priors = assigner_registry.point_priors(points, strides, level_sizes, f.prior_scale, (lower, upper))
+    assigner = assigner_registry.build(f, "config.model.fcos", "fcos", priors)
     return FCOS(
         module, points, strides, losses, assigner, base.detect_kwargs(m, ctx.kernels),
         level_sizes=level_sizes if f.topk_per_level else None,

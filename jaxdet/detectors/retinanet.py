@@ -8,7 +8,7 @@ import functools
 import jax.numpy as jnp
 
 from jaxdet import anchors as anchor_ops
-from jaxdet.assigners import table as assigner_table
+from jaxdet.assigners import registry as assigner_registry
 from jaxdet.detectors import base
 from jaxdet.detectors.anchor_based import AnchorDetector
 from jaxdet.losses import terms as loss_terms
@@ -26,11 +26,11 @@ def section() -> dict:
         aspect_ratios=(1.0,),
         anchor_offset=0.5,  # anchor centres at (i + offset) * stride
         anchor_style="centred",  # or "torchvision": its rounded anchors at offset 0 (jaxdet.anchors)
-        # Positives and negatives (jaxdet/assigners/table.py): "atss", "max_iou" (fg_iou / bg_iou,
+        # Positives and negatives (jaxdet/assigners/registry.py): "atss", "max_iou" (fg_iou / bg_iou,
         # the paper's and torchvision's), "task_aligned" (TOOD, soft targets) or "simota", and
         # their fields. ATSS beats max-IoU by 0.0125 AP on jaxdet_shapes (seeds 0-2, p = 0.017;
         # docs/ablations/retinanet_assigner); retinanet_r50.py sets max_iou, as its references.
-        **assigner_table.section_fields("atss"),
+        **assigner_registry.section_fields("atss"),
         box_weights=(1.0, 1.0, 1.0, 1.0),
         # Post-processing as torchvision's and detectron2's RetinaNet: model.pre_nms_topk
         # candidates per level (False: over all levels), boxes clipped to the image before NMS.
@@ -61,12 +61,12 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
     module = base.dense_model(config, ctx, "fpn", lambda pyramid: head()(pyramid))
     levels = range(m.min_level, m.max_level + 1)
     level_sizes = anchor_ops.anchors_per_level(config.data.image_size, levels, per_location)
-    priors = assigner_table.anchor_priors(anchors, level_sizes, levels)
+    priors = assigner_registry.anchor_priors(anchors, level_sizes, levels)
     return AnchorDetector(
         module,
         anchors,
         losses,
-        assigner_table.build(r, "config.model.retinanet", "retinanet", priors),
+        assigner_registry.build(r, "config.model.retinanet", "retinanet", priors),
         tuple(r.box_weights),
         base.detect_kwargs(m, ctx.kernels),
         level_sizes=level_sizes if r.topk_per_level else None,

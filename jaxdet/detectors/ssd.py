@@ -1,5 +1,5 @@
 """SSD (Liu et al. 2016): multi-scale default boxes, per-level heads, max-IoU targets (or
-any assigner of jaxdet/assigners/table.py) and hard negative mining (the classification
+any assigner of jaxdet/assigners/registry.py) and hard negative mining (the classification
 term covers the positives and the 3 hardest negatives per positive, a static shape via
 ranking)."""
 
@@ -10,7 +10,7 @@ import functools
 import jax.numpy as jnp
 
 from jaxdet import anchors as anchor_ops
-from jaxdet.assigners import table as assigner_table
+from jaxdet.assigners import registry as assigner_registry
 from jaxdet.detectors import base
 from jaxdet.detectors.anchor_based import AnchorDetector
 from jaxdet.losses import terms as loss_terms
@@ -27,9 +27,9 @@ def section() -> dict:
         aspect_ratios=((1.0, 2.0, 0.5),),
         box_offset=0.5,  # default-box centres at (i + offset) * stride
         iou_threshold=0.5,  # max_iou: positives at IoU >= this, negatives below (every box keeps its best)
-        # Positives and negatives (jaxdet/assigners/table.py): "max_iou" (at iou_threshold,
+        # Positives and negatives (jaxdet/assigners/registry.py): "max_iou" (at iou_threshold,
         # SSD's), "atss", "task_aligned" or "simota", and their fields.
-        **assigner_table.section_fields("max_iou", fg_iou=None, bg_iou=None),
+        **assigner_registry.section_fields("max_iou", fg_iou=None, bg_iou=None),
         neg_pos_ratio=3,
         box_weights=(10.0, 10.0, 5.0, 5.0),  # SSD's "variances" 0.1, 0.2
     )
@@ -47,7 +47,7 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
     shapes = anchor_ops.ssd_box_shapes(len(levels), s.min_scale, s.max_scale, ratios)
     anchors = anchor_ops.ssd_default_boxes(config.data.image_size, levels, shapes, s.box_offset)
     level_sizes = [h * w * len(x) for (h, w), x in zip(anchor_ops.level_shapes(config.data.image_size, levels), shapes)]
-    priors = assigner_table.anchor_priors(anchors, level_sizes, levels)
+    priors = assigner_registry.anchor_priors(anchors, level_sizes, levels)
     head = functools.partial(
         ssd_head,
         num_logits=losses.num_logits,
@@ -61,7 +61,7 @@ def build(config, ctx: base.BuildContext) -> AnchorDetector:
         anchors,
         losses,
         # SSD's one threshold is max-IoU's fg_iou and bg_iou.
-        assigner_table.build(s, "config.model.ssd", "ssd", priors, fg_iou=s.iou_threshold, bg_iou=s.iou_threshold),
+        assigner_registry.build(s, "config.model.ssd", "ssd", priors, fg_iou=s.iou_threshold, bg_iou=s.iou_threshold),
         tuple(s.box_weights),
         base.detect_kwargs(m, ctx.kernels),
         cls_region="hard_negatives",

@@ -22,7 +22,7 @@ from jax import Array
 
 from jaxdet import anchors as anchor_ops
 from jaxdet import box_coder, postprocess
-from jaxdet.assigners import table as assigner_table
+from jaxdet.assigners import registry as assigner_registry
 from jaxdet.detectors import base
 from jaxdet.losses import assigned
 from jaxdet.losses import terms as loss_terms
@@ -38,10 +38,10 @@ def section() -> dict:
         head_convs=2,
         head_norm="group",
         point_offset=0.5,  # grid points at (i + offset) * stride
-        # Positives (jaxdet/assigners/table.py): "simota" (YOLOX's: candidates within
+        # Positives (jaxdet/assigners/registry.py): "simota" (YOLOX's: candidates within
         # center_radius strides, dynamic k up to simota_k), "task_aligned", "atss" or "max_iou"
         # (on prior squares of prior_scale strides), and their fields.
-        **assigner_table.section_fields("simota"),
+        **assigner_registry.section_fields("simota"),
         prior_scale=8.0,
     )
 
@@ -66,7 +66,7 @@ class YOLO(base.OneLossSet):
     points: np.ndarray
     strides: np.ndarray
     losses: loss_terms.LossSet
-    assigner: assigner_table.Assigner
+    assigner: assigner_registry.Assigner
     detect_kwargs: dict[str, Any]
 
     def decode(self, raw: Array) -> Array:
@@ -132,8 +132,8 @@ def build(config, ctx: base.BuildContext) -> YOLO:
     )
     module = base.dense_model(config, ctx, "pan", lambda pyramid: head()(pyramid))
     level_sizes = anchor_ops.anchors_per_level(config.data.image_size, levels, 1)
-    priors = assigner_table.point_priors(points, strides, level_sizes, y.prior_scale)
-    assigner = assigner_table.build(y, "config.model.yolo", "yolo", priors)
+    priors = assigner_registry.point_priors(points, strides, level_sizes, y.prior_scale)
+    assigner = assigner_registry.build(y, "config.model.yolo", "yolo", priors)
     return YOLO(module, points, strides, losses, assigner, base.detect_kwargs(m, ctx.kernels))
 
 

@@ -25,7 +25,7 @@ from jax import Array
 
 from jaxdet import anchors as anchor_ops
 from jaxdet import box_coder, postprocess
-from jaxdet.assigners import table as assigner_table
+from jaxdet.assigners import registry as assigner_registry
 from jaxdet.detectors import base
 from jaxdet.errors import ConfigError
 from jaxdet.losses import assigned
@@ -41,10 +41,10 @@ def section() -> dict:
     return dict(
         reg_max=16,  # distance bins per side: 0 .. reg_max - 1 strides
         point_offset=0.5,
-        # Positives (jaxdet/assigners/table.py): "task_aligned" (ultralytics': the tal_topk points
+        # Positives (jaxdet/assigners/registry.py): "task_aligned" (ultralytics': the tal_topk points
         # of highest score^tal_alpha x CIoU^tal_beta inside the box, soft targets), "simota",
         # "atss" or "max_iou" (on prior squares of prior_scale strides), and their fields.
-        **assigner_table.section_fields("task_aligned", tal_topk=10, tal_alpha=0.5),
+        **assigner_registry.section_fields("task_aligned", tal_topk=10, tal_alpha=0.5),
         prior_scale=8.0,
     )
 
@@ -59,7 +59,7 @@ class YOLOv8(base.OneLossSet):
     strides: np.ndarray
     losses: loss_terms.LossSet
     reg_max: int
-    assigner: assigner_table.Assigner
+    assigner: assigner_registry.Assigner
     detect_kwargs: dict[str, Any]
 
     def distances(self, box_dist: Array) -> Array:
@@ -138,8 +138,8 @@ def build(config, ctx: base.BuildContext) -> YOLOv8:
 
     module = base.dense_model(config, ctx, "c2f_pan", head, neck=neck, head_takes_train=True)
     level_sizes = anchor_ops.anchors_per_level(config.data.image_size, levels, 1)
-    priors = assigner_table.point_priors(points, strides, level_sizes, y.prior_scale)
-    assigner = assigner_table.build(y, "config.model.yolov8", "yolov8", priors)
+    priors = assigner_registry.point_priors(points, strides, level_sizes, y.prior_scale)
+    assigner = assigner_registry.build(y, "config.model.yolov8", "yolov8", priors)
     return YOLOv8(module, points, strides, losses, y.reg_max, assigner, base.detect_kwargs(m, ctx.kernels))
 
 

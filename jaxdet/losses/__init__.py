@@ -17,7 +17,7 @@ from jaxdet.losses.functions import (  # noqa: F401
     softmax_cross_entropy,
     varifocal_loss,
 )
-from jaxdet.losses.table import (  # noqa: F401
+from jaxdet.losses.registry import (  # noqa: F401
     CLASSIFICATION_LOSSES,
     CONFIDENCE_LOSSES,
     LOCALIZATION_LOSSES,

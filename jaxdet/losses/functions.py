@@ -1,7 +1,7 @@
 """Elementwise loss functions, torchvision.ops names and semantics with reduction='none'.
 
 All give finite values and gradients on degenerate input (zero-area, identical, disjoint
-boxes; saturated logits). The LOSSES table (`losses/table.py`) wraps them per family.
+boxes; saturated logits). The LOSSES table (`losses/registry.py`) wraps them per family.
 """
 
 from __future__ import annotations

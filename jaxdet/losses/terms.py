@@ -25,7 +25,7 @@ from jax import Array
 from ml_collections import config_dict
 
 from jaxdet.errors import ConfigError
-from jaxdet.losses.table import ClassificationLoss, ConfidenceLoss, LocalizationLoss, build_loss, get_loss
+from jaxdet.losses.registry import ClassificationLoss, ConfidenceLoss, LocalizationLoss, build_loss, get_loss
 
 FAMILIES = ("classification", "localization", "confidence")
 # The terms of a detector with one term per family (the one-stage detectors, DETR).

@@ -8,7 +8,7 @@ import numpy as np
 
 from jaxdet.export.onnx.convert import Unsupported, emit, rule
 from jaxdet.export.onnx.graph import Graph, elem_type, value_info, where
-from jaxdet.export.onnx.shapes import reshape
+from jaxdet.export.onnx.shape_ops import reshape
 
 INT32, BOOL = elem_type(np.int32), elem_type(np.bool_)
 

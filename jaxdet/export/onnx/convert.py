@@ -1,5 +1,5 @@
 """A JAX function as an ONNX model, from its jaxpr: every equation becomes ONNX nodes by the
-rule registered for its primitive (elementwise.py, shapes.py, indexing.py, control.py);
+rule registered for its primitive (elementwise.py, shape_ops.py, indexing.py, control.py);
 calls (jit, custom_jvp/vjp) are inlined, equations whose results nothing reads are left
 out, and a primitive without a rule fails naming it and where it came from."""
 

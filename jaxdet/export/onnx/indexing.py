@@ -14,7 +14,7 @@ from jax import lax
 
 from jaxdet.export.onnx.convert import Unsupported, rule
 from jaxdet.export.onnx.graph import elem_type, where
-from jaxdet.export.onnx.shapes import clamped_starts, reshape
+from jaxdet.export.onnx.shape_ops import clamped_starts, reshape
 
 INT64 = 7
 

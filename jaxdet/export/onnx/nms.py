@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxdet.export.onnx.convert import named_rule
 from jaxdet.export.onnx.graph import elem_type, where
-from jaxdet.export.onnx.shapes import reshape
+from jaxdet.export.onnx.shape_ops import reshape
 
 INT64 = 7
 

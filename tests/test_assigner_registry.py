@@ -1,4 +1,4 @@
-"""The assigner table (jaxdet/assigners/table.py): every dense detector takes every assigner
+"""The assigner table (jaxdet/assigners/registry.py): every dense detector takes every assigner
 whose inputs it has, refuses the others naming what is missing, and trains with it."""
 
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import pytest
 from experiments.configs import default, fcos, ssd, yolo, yolov8
 from jaxdet import detectors
 from jaxdet.assigners import POSITIVE
-from jaxdet.assigners import table as assigner_table
+from jaxdet.assigners import registry as assigner_registry
 from jaxdet.assigners.atss import atss_assign
 from jaxdet.errors import ConfigError
 from tests.test_yolov8 import head_outputs, loss_history
@@ -34,10 +34,10 @@ def config_for(detector: str, assigner: str):
 
 @pytest.mark.parametrize("detector", sorted(RECIPES))
 def test_every_dense_detector_takes_the_assigners_it_can_feed_and_refuses_the_others(detector):
-    for assigner in assigner_table.TABLE:
+    for assigner in assigner_registry.TABLE:
         config = config_for(detector, assigner)
         if (detector, assigner) in REFUSED:
-            takes = [a for a in assigner_table.TABLE if (detector, a) not in REFUSED]
+            takes = [a for a in assigner_registry.TABLE if (detector, a) not in REFUSED]
             message = (
                 rf"config.model.{detector}.assigner='fcos' needs a box-size range per pyramid level "
                 rf"\(FCOS's regress_range\), which {detector} does not have; {detector} takes {takes}"
