@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxdet.data import pipeline, readers, shapes
+from jaxdet.data import pipeline, readers, shapes_dataset
 
 
 def test_generation_is_deterministic_and_varied():
-    a = shapes.generate_example("train", 7)
-    b = shapes.generate_example("train", 7)
+    a = shapes_dataset.generate_example("train", 7)
+    b = shapes_dataset.generate_example("train", 7)
     np.testing.assert_array_equal(a["image"], b["image"])
     np.testing.assert_array_equal(a["boxes"], b["boxes"])
     counts, labels, sides, empty = [], [], [], 0
     for i in range(300):
-        ex = shapes.generate_example("validation", i)
+        ex = shapes_dataset.generate_example("validation", i)
         counts.append(len(ex["labels"]))
         labels += list(ex["labels"])
         if len(ex["boxes"]):
@@ -23,7 +23,7 @@ def test_generation_is_deterministic_and_varied():
         assert ex["image"].shape == (128, 128, 3) and ex["image"].dtype == np.uint8
         assert np.all(ex["boxes"][:, :2] >= 0) and np.all(ex["boxes"][:, 2:] <= 128)
     assert max(counts) == 8 and empty > 0
-    assert set(labels) == set(range(len(shapes.CLASS_NAMES)))
+    assert set(labels) == set(range(len(shapes_dataset.CLASS_NAMES)))
     assert min(sides) <= 10 and max(sides) >= 56
 
 
@@ -37,7 +37,7 @@ def test_embedded_dataset_is_read_with_random_access(tfds_dir):
     src = sources.tfds_source("jaxdet_shapes", "validation", tfds_dir)
     ex = src.read(7)  # any example, without reading the ones before it
     assert ex.image.shape == (128, 128, 3) and ex.image.dtype == np.uint8
-    truth = shapes.generate_example("validation", ex.image_id - 6001)  # ids: 6000 train images, then 1-based
+    truth = shapes_dataset.generate_example("validation", ex.image_id - 6001)  # ids: 6000 train images, then 1-based
     np.testing.assert_allclose(ex.boxes, truth["boxes"], atol=1e-3)
     assert ex.labels.tolist() == truth["labels"].tolist()
     assert np.abs(ex.image.astype(int) - truth["image"]).mean() < 6  # JPEG quality 92
