@@ -59,8 +59,7 @@ class Checkpoints:
             raise ConfigError(
                 f"the checkpoint at step {step} in {self.directory} has the one-item layout of an unreleased "
                 f"jaxdet ('{_ONE_ITEM}': the whole TrainState) that this version does not read; it reads the items "
-                f"{', '.join(ITEMS)}. Train it again in a new --workdir (--config.model.detector_weights can start "
-                "from a converted model)."
+                f"{', '.join(ITEMS)}. Train it again in a new --workdir."
             )
 
     def latest_step(self) -> int | None:
